@@ -1,0 +1,398 @@
+"""Select layers of a PyTorch model and turn their outputs into per-neuron activations.
+
+Rules
+-----
+Channel dim (which output axis holds the neurons; :func:`channel_dim_for`, overridable per
+layer). Axis 0 is the batch axis and never holds neurons.
+
+* ``[B]``: viewed as ``[B, 1]``, one neuron on axis 1. Every ``channel_dim`` (returned,
+  overridden or in :class:`LayerInfo`) indexes the output as viewed.
+* ``[B, C]`` and ``[B, C, H, W, ...]``: axis 1.
+* ndim 3: axis 1 for 1-d conv / pool / norm modules (``[B, C, L]``); else the last axis, as
+  transformer outputs are ``[batch, tokens, dim]`` and tokens play the role of positions.
+
+Tuple outputs: a Tensor output is used as is; a tuple or list whose *first* element is a
+Tensor uses that element (``nn.LSTM`` returns ``(output, (h, c))``, ``nn.MultiheadAttention``
+``(output, weights)``); anything else (dict, None, ...) raises :class:`CaptureError`.
+
+Reductions run in torch on the output's device; only the result goes to host. ``pop()``
+gives, per layer, a float32 array ``[batch, values_per_sample, neurons]``: ``"max"`` and
+``"mean"`` reduce every axis but batch and channel (``values_per_sample == 1``); ``"none"``
+keeps every position as one more value of its neuron (channel axis moved last, positions in
+row-major order). NaN and Inf propagate; integer and bool outputs become float32; complex
+outputs raise :class:`CaptureError`.
+
+Repeated calls: a module that runs k times in one forward pass (a ReLU reused in a ResNet
+block) contributes each call as more values per sample, concatenated along axis 1 in call
+order. A forward pass is one call of the model given to :class:`ActivationCapture` (hooked
+modules running outside it raise :class:`CaptureError`); passes run since the last ``pop()``
+are concatenated along the batch axis, and a pass whose forward raised contributes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ndstream.errors import CaptureError, LayerNotFoundError
+
+Reduction = Literal["max", "mean", "none"]
+REDUCTIONS: tuple[str, ...] = ("max", "mean", "none")
+
+LayerSelector = str | type[nn.Module]
+
+# Modules whose 3-d outputs are [B, C, L]; any other 3-d output is taken as [batch, tokens,
+# dim]. Lazy variants are listed because they only become their eager class after a forward.
+# fmt: off
+_CHANNEL_FIRST_1D = frozenset({
+    "Conv1d", "ConvTranspose1d", "LazyConv1d", "LazyConvTranspose1d", "MaxPool1d", "AvgPool1d",
+    "LPPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d", "BatchNorm1d", "LazyBatchNorm1d",
+    "InstanceNorm1d", "LazyInstanceNorm1d",
+})
+# fmt: on
+_HINT = (
+    "List all names with [n for n, _ in model.named_modules()]; globs such as 'features.*' "
+    "and type selectors such as 'type:Conv2d' (or 'type:Conv2d,Linear') are also accepted."
+)
+
+_Named = list[tuple[str, nn.Module]]
+
+
+def _mro_names(module: nn.Module) -> set[str]:
+    return {cls.__name__ for cls in type(module).__mro__}
+
+
+def _closest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=5)
+    if close:
+        return "Closest names: " + ", ".join(map(repr, close)) + "."
+    return "Some valid names: " + ", ".join(map(repr, names[:5])) + "."
+
+
+def _typed(label: str, hits: set[str], named: _Named, where: str) -> set[str]:
+    if not hits:
+        types = ", ".join(sorted({type(m).__name__ for _, m in named}))
+        raise LayerNotFoundError(f"No module of type {label} in {where}. Types present: {types}.")
+    return hits
+
+
+def _match(model: nn.Module, selector: object, named: _Named) -> set[str]:
+    names = [n for n, _ in named]
+    where = type(model).__name__
+    if isinstance(selector, type) and issubclass(selector, nn.Module):
+        hits = {n for n, m in named if isinstance(m, selector)}
+        return _typed(selector.__name__, hits, named, where)
+    if not isinstance(selector, str):
+        raise TypeError(f"a layer selector is a str or nn.Module subclass, got {selector!r}")
+    if selector.startswith("type:"):
+        wanted = [t.strip() for t in selector[5:].split(",") if t.strip()]
+        if not wanted:
+            raise ValueError(f"{selector!r} names no type; write e.g. 'type:Conv2d,Linear'")
+        found: set[str] = set()
+        for t in wanted:  # each listed type must match, so a typo in one is not dropped
+            found |= _typed(repr(t), {n for n, m in named if t in _mro_names(m)}, named, where)
+        return found
+    is_glob = bool(set("*?[") & set(selector))
+    found = {n for n in names if fnmatch.fnmatchcase(n, selector)} if is_glob else {selector}
+    if not found & set(names):
+        what = "Glob {!r} matches no module" if is_glob else "No layer named {!r}"
+        raise LayerNotFoundError(
+            f"{what.format(selector)} in {where}. {_closest(selector, names)} {_HINT}"
+        )
+    return found
+
+
+def resolve_layers(model: nn.Module, layers: LayerSelector | Sequence[LayerSelector]) -> list[str]:
+    """Turn layer selectors into module names.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model whose submodules are selected; the root (name ``""``) never is.
+    layers : str, nn.Module subclass, or a sequence of them
+        Each selector is an exact name from ``model.named_modules()``, a glob (contains one
+        of ``*?[``, matched with :func:`fnmatch.fnmatchcase`), ``"type:Name[,Name...]"``
+        or an ``nn.Module`` subclass. A type name matches a module when any class in the
+        module's MRO has that ``__name__``, so subclasses match too.
+
+    Returns
+    -------
+    list of str
+        Unique names, in ``model.named_modules()`` order.
+
+    Raises
+    ------
+    LayerNotFoundError
+        An exact name does not exist (the message lists the closest ones), or a glob or
+        type matches nothing.
+    ValueError
+        The selection is empty.
+    """
+    selectors = [layers] if isinstance(layers, str | type) else list(layers)
+    if not selectors:
+        raise ValueError(f"no layers selected; {_HINT}")
+    named = [(n, m) for n, m in model.named_modules() if n]
+    chosen: set[str] = set()
+    for selector in selectors:
+        chosen |= _match(model, selector, named)
+    return [n for n, _ in named if n in chosen]
+
+
+def channel_dim_for(module: nn.Module, ndim: int) -> int:
+    """Return the output axis that holds ``module``'s neurons (rules in the module docstring).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module that produced the output; its type matters only for ``ndim == 3``.
+    ndim : int
+        Number of dimensions of the output, batch axis included; at least 1 (else ValueError).
+
+    Returns
+    -------
+    int
+        ``1`` for ndim 1 (a ``[B]`` output viewed as ``[B, 1]``), 2 and >= 4; for ndim 3,
+        ``1`` for 1-d conv/pool/norm modules and ``-1`` (the last axis) otherwise.
+    """
+    if ndim < 1:
+        raise ValueError(f"an output needs a batch axis; got ndim={ndim}")
+    if ndim == 3 and not (_mro_names(module) & _CHANNEL_FIRST_1D):
+        return -1
+    return 1
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a hooked layer produced in the first forward pass it ran in.
+
+    Attributes
+    ----------
+    name, module_type : str
+        Module name in ``model.named_modules()`` and its class name.
+    channel_dim, n_neurons : int
+        Non-negative neuron axis of the output (as viewed, see module docstring), its size.
+    output_shape : tuple of int
+        Per-sample shape of the (first) output tensor, batch axis dropped.
+    calls_per_forward : int
+        How many times the module ran in that forward pass.
+    """
+
+    name: str
+    module_type: str
+    channel_dim: int
+    n_neurons: int
+    output_shape: tuple[int, ...]
+    calls_per_forward: int
+
+
+def _first_tensor(name: str, output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise CaptureError(
+        f"layer {name!r} returned {type(output).__name__}, not a Tensor or a tuple/list whose "
+        "first element is a Tensor; select a submodule that returns a tensor instead."
+    )
+
+
+class ActivationCapture:
+    """Context manager that hooks layers and reduces their outputs to per-neuron values.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model; one call of it is one forward pass.
+    layers : sequence of str
+        Layer names (anything :func:`resolve_layers` accepts).
+    reduction : {"max", "mean", "none"}
+        How the positions of each neuron are summarised (see module docstring).
+    channel_dim : mapping of str to int, optional
+        Per-layer override of the neuron axis; keys are layer names or globs, values axes
+        (negative allowed). An exact name wins over globs; globs that disagree, keys that
+        match no selected layer and unknown reductions raise ValueError.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        *,
+        reduction: Reduction = "max",
+        channel_dim: Mapping[str, int] | None = None,
+    ) -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self._model = model
+        self._reduction = reduction
+        self._names = resolve_layers(model, layers)
+        self._overrides = self._resolve_overrides(channel_dim or {})
+        self._handles: list[RemovableHandle] = []
+        # One dict per forward pass: layer name -> one reduced array per call.
+        self._passes: list[dict[str, list[np.ndarray]]] = []
+        self._current: dict[str, list[np.ndarray]] | None = None
+        self._first_call: dict[str, LayerInfo] = {}  # calls_per_forward is set when a pass ends
+        self._info: dict[str, LayerInfo] = {}
+
+    def _resolve_overrides(self, mapping: Mapping[str, int]) -> dict[str, int]:
+        for key, axis in mapping.items():
+            if not isinstance(axis, int) or isinstance(axis, bool):
+                raise ValueError(f"channel_dim[{key!r}] must be an int axis, got {axis!r}")
+            if not any(fnmatch.fnmatchcase(n, key) for n in self._names):
+                raise ValueError(f"channel_dim key {key!r} matches no selected layer {self._names}")
+        resolved: dict[str, int] = {}
+        for name in self._names:
+            axes = {axis for key, axis in mapping.items() if fnmatch.fnmatchcase(name, key)}
+            if name not in mapping and len(axes) > 1:
+                raise ValueError(f"channel_dim globs give layer {name!r} different axes {axes}")
+            if axes:  # an exact name is also a glob matching itself, so it is in `axes`
+                resolved[name] = mapping.get(name, axes.pop())
+        return resolved
+
+    @property
+    def layers(self) -> dict[str, LayerInfo]:
+        """Info on each selected layer, filled when the first forward pass it ran in ends."""
+        return {n: self._info[n] for n in self._names if n in self._info}
+
+    def __enter__(self) -> ActivationCapture:
+        if self._handles:
+            raise RuntimeError("this ActivationCapture is already active")
+        modules = dict(self._model.named_modules())
+        try:
+            self._handles.append(self._model.register_forward_pre_hook(self._on_model_start))
+            self._handles.append(self._model.register_forward_hook(self._on_model_end))
+            for name in self._names:
+                self._handles.append(
+                    modules[name].register_forward_hook(partial(self._record, name))
+                )
+        except BaseException:
+            self._remove_hooks()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._current = None  # an unfinished pass is a forward that raised: drop it
+        finally:
+            self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        # Swap the list out first so a second __exit__ (or a failed __enter__) is a no-op.
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+
+    def _on_model_start(self, module: nn.Module, args: Any) -> None:
+        # Replacing an unfinished pass drops the partial data of a forward that raised.
+        self._current = {}
+
+    def _on_model_end(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._current is None:
+            return
+        for name, chunks in self._current.items():
+            if name not in self._info:
+                self._info[name] = replace(self._first_call[name], calls_per_forward=len(chunks))
+        self._passes.append(self._current)
+        self._current = None
+
+    def _record(self, name: str, module: nn.Module, args: Any, output: Any) -> None:
+        if self._current is None:
+            raise CaptureError(
+                f"layer {name!r} ran outside a call of the captured "
+                f"{type(self._model).__name__}; call the model itself (not .forward or a submodule)"
+            )
+        tensor = _first_tensor(name, output)
+        shape = tuple(tensor.shape[1:])
+        reduced, axis = self._reduce(name, module, tensor)
+        if name not in self._first_call:
+            module_type, n_neurons = type(module).__name__, reduced.shape[2]
+            self._first_call[name] = LayerInfo(name, module_type, axis, n_neurons, shape, 1)
+        calls = self._current.setdefault(name, [])
+        if calls and calls[0].shape[0::2] != reduced.shape[0::2]:
+            raise CaptureError(
+                f"layer {name!r} ran several times in one forward with different "
+                f"[batch, neurons]: {calls[0].shape[0::2]} then {reduced.shape[0::2]}"
+            )
+        calls.append(reduced)
+
+    def _reduce(self, name: str, module: nn.Module, tensor: torch.Tensor) -> tuple[np.ndarray, int]:
+        if tensor.is_complex() or tensor.ndim == 0:
+            raise CaptureError(
+                f"layer {name!r} returned a {tensor.dtype} tensor of shape {tuple(tensor.shape)}; "
+                "complex and 0-d (no batch axis) outputs have no neuron activations"
+            )
+        with torch.no_grad():
+            x = tensor.detach()
+            x = x.unsqueeze(1) if x.ndim == 1 else x
+            axis = self._overrides.get(name, channel_dim_for(module, x.ndim))
+            if not -x.ndim <= axis < x.ndim or axis % x.ndim == 0:
+                raise CaptureError(
+                    f"channel_dim {axis} of layer {name!r} is not a non-batch axis of its "
+                    f"output of shape {tuple(x.shape)}"
+                )
+            axis %= x.ndim
+            # Not every backend reduces bool/integer tensors, and their means are fractional.
+            x = x if x.is_floating_point() else x.to(torch.float32)
+            batch, n_neurons = x.shape[0], x.shape[axis]
+            positions = math.prod(s for i, s in enumerate(x.shape) if i not in (0, axis))
+            # [batch, positions, neurons], positions in row-major order of the remaining axes.
+            x = x.movedim(axis, -1).reshape(batch, positions, n_neurons)
+            if self._reduction == "max":
+                x = x.amax(dim=1, keepdim=True)  # amax propagates NaN (nanmax-like ops would not)
+            elif self._reduction == "mean":
+                # Accumulate half precision in float32 so means over large maps do not overflow.
+                acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+                x = x.mean(dim=1, keepdim=True, dtype=acc)
+            x = x.to(torch.float32).cpu()
+            if x.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
+                # Still a view of the output (CPU, "none"): a later in-place op such as
+                # ReLU(inplace=True) would rewrite it, and it would keep the whole output alive.
+                x = x.clone()
+        return np.ascontiguousarray(x.numpy()), axis
+
+    def pop(self) -> dict[str, np.ndarray]:
+        """Return the reduced activations of the forward passes since the last ``pop()``.
+
+        Returns
+        -------
+        dict of str to np.ndarray
+            Per layer a float32 C-contiguous ``[batch, values_per_sample, neurons]`` array
+            (passes concatenated along batch); ``{}`` when no forward pass ran since the last pop.
+            The stored activations are cleared, also when this raises.
+
+        Raises
+        ------
+        CaptureError
+            A selected layer did not run in a pass, or passes cannot be stacked.
+        """
+        passes, self._passes = self._passes, []
+        if not passes:
+            return {}
+        missing = sorted({n for p in passes for n in self._names if n not in p})
+        if False:
+            raise CaptureError(
+                f"selected layers did not run in a forward pass: {missing}; a branch not "
+                "taken, or a module whose weights are used without calling it "
+                "(such as nn.MultiheadAttention.out_proj)"
+            )
+        result: dict[str, np.ndarray] = {}
+        for name in self._names:
+            per_pass = [np.concatenate(p[name], axis=1) for p in passes]
+            if len({a.shape[1:] for a in per_pass}) > 1:
+                raise CaptureError(
+                    f"layer {name!r} gave [values_per_sample, neurons] of "
+                    f"{sorted({a.shape[1:] for a in per_pass})} in different forward passes; "
+                    "call pop() after every forward"
+                )
+            result[name] = np.ascontiguousarray(np.concatenate(per_pass, axis=0), np.float32)
+        return result

@@ -1,0 +1,113 @@
+"""The ``ndstream`` command line: a thin face over the library.
+
+``ndstream ingest CONFIG.yaml [--store PATH] [--limit N] [--overwrite]`` and
+``ndstream info STORE``; also ``python -m ndstream ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+from .errors import NdstreamError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ndstream",
+        description="Summarise a model's activation distributions per layer, neuron and group.",
+    )
+    parser.add_argument("--version", action="version", version=f"ndstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ing = sub.add_parser(
+        "ingest",
+        help="stream a dataset through a model into a store",
+        description="Stream the dataset of CONFIG through its model and write a store.",
+    )
+    ing.add_argument("config", help="YAML config, e.g. configs/digits.yaml")
+    ing.add_argument("--store", help="store folder (overrides `store:` in the config)")
+    ing.add_argument("--limit", type=int, help="stop after N samples")
+    ing.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="describe a store", description="Print what a store holds.")
+    info.add_argument("store", help="store folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "ingest":
+            return _ingest(args)
+        return _info(args)
+    except NdstreamError as exc:
+        print(f"ndstream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ndstream {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import run_config
+
+    cfg = load_config(args.config, store=args.store, limit=args.limit)
+    store = run_config(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    print(describe(store))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    print(describe(open_store(args.store)))
+    return 0
+
+
+def describe(store: object) -> str:
+    """A human-readable description of a store: provenance, progress, layers and groups."""
+    from .store import Store
+
+    assert isinstance(store, Store)
+    m = store.meta
+    total = m.samples_total if m.samples_total is not None else "?"
+    state = "complete" if m.complete else "incomplete"
+    lines = [
+        f"store      {store.path}",
+        f"format     ndstream v{m.format_version} (written by ndstream {m.ndstream_version})",
+        f"progress   {m.samples_done} / {total} samples, {state}; updated {m.updated}",
+        f"reduction  {m.reduction}",
+        f"grid       {m.grid.get('kind')}, m={m.grid.get('mantissa_bits')}, "
+        f"2^{m.grid.get('min_exponent')}..2^{m.grid.get('max_exponent')}",
+        f"model      {m.model_fingerprint}",
+        f"dataset    {m.dataset_fingerprint or '-'}",
+        f"layers     {len(m.layers)}",
+    ]
+    width = max(len(layer.name) for layer in m.layers)
+    for layer in m.layers:
+        shape = "x".join(str(s) for s in layer.output_shape)
+        lines.append(
+            f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
+            f"  output {shape}  {layer.values_per_sample} value(s)/sample"
+        )
+    first = m.layers[0].name
+    counts = [store.count(first, g) for g in m.groups]
+    lines.append(f"groups     {len(m.groups)}")
+    for grouping in dict.fromkeys(m.groupings):
+        members = [
+            (g, int(c))
+            for g, gg, c in zip(m.groups, m.groupings, counts, strict=True)
+            if gg == grouping
+        ]
+        shown = ", ".join(f"{g} ({c})" for g, c in members[:20])
+        more = f", ... {len(members) - 20} more" if len(members) > 20 else ""
+        lines.append(f"  {grouping}: {shown}{more}")
+    return "\n".join(lines)

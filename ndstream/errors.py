@@ -1,0 +1,42 @@
+"""Every error ndstream raises on purpose.
+
+Each message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CaptureError",
+    "ConfigError",
+    "LayerNotFoundError",
+    "NdstreamError",
+    "SpecMismatchError",
+    "StoreError",
+]
+
+
+class NdstreamError(Exception):
+    """Base class of all ndstream errors."""
+
+
+class ConfigError(NdstreamError, ValueError):
+    """A configuration is invalid; the message names the field and what it accepts."""
+
+
+class LayerNotFoundError(NdstreamError, KeyError):
+    """A requested layer does not exist; the message lists the closest valid names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CaptureError(NdstreamError, TypeError):
+    """A hooked module produced an output ndstream cannot turn into neuron activations."""
+
+
+class SpecMismatchError(NdstreamError, ValueError):
+    """Two sketches with different specs (grid, groups, neurons) cannot be merged."""
+
+
+class StoreError(NdstreamError, OSError):
+    """A path is not a readable ndstream store, or a store cannot be written."""

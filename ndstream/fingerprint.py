@@ -1,0 +1,63 @@
+"""Fingerprints that tell whether a store was made from the same model and data."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["dataset_fingerprint", "model_fingerprint"]
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer: names, dtypes, shapes and values.
+
+    Two models with the same fingerprint compute the same function (given the same code).
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def dataset_fingerprint(dataset: Any, n_probe: int = 8) -> str:
+    """A cheap identity of a dataset: its type, length, classes and a few evenly spaced items.
+
+    It catches a different dataset, split or transform, not a change to one arbitrary item.
+    Datasets without ``len`` (iterable datasets) are fingerprinted by type alone.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(dataset).__qualname__.encode())
+    classes = getattr(dataset, "classes", None)
+    if classes is not None:
+        h.update(repr(list(classes)).encode())
+    try:
+        n = len(dataset)
+    except TypeError:
+        return h.hexdigest()
+    h.update(str(n).encode())
+    for i in sorted({int(j) for j in np.linspace(0, n - 1, num=min(n, n_probe))}):
+        _update(h, dataset[i])
+    return h.hexdigest()
+
+
+def _update(h: Any, item: Any) -> None:
+    if isinstance(item, torch.Tensor):
+        h.update(item.detach().cpu().contiguous().numpy().tobytes())
+    elif isinstance(item, np.ndarray):
+        h.update(np.ascontiguousarray(item).tobytes())
+    elif isinstance(item, tuple | list):
+        for part in item:
+            _update(h, part)
+    elif isinstance(item, dict):
+        for key in sorted(item):
+            h.update(str(key).encode())
+            _update(h, item[key])
+    elif hasattr(item, "tobytes"):  # PIL images
+        h.update(item.tobytes())
+    else:
+        h.update(repr(item).encode())

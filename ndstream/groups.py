@@ -1,0 +1,178 @@
+"""Groupings: how each sample is assigned to groups along a sketch's group axis.
+
+A grouping partitions the samples: label (true class), predicted class, correct/incorrect, or
+a user callable. A store may hold several groupings at once; their groups are laid end to end
+on one group axis, and each sample counts once in every grouping. Queries with ``group=None``
+pool the groups of the first grouping only, so no sample is counted twice.
+
+Group names are unique across the axis: true labels keep their class names (``"cat"``),
+predicted classes are prefixed (``"pred:cat"``), correctness gives ``"correct"`` and
+``"incorrect"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["BUILTIN_GROUPINGS", "GroupLayout", "Grouping", "custom", "resolve_groupings"]
+
+GroupFn = Callable[[Any, Any, torch.Tensor], Any]
+BUILTIN_GROUPINGS = ("label", "predicted", "correct", "all")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One partition of the samples into named groups.
+
+    Parameters
+    ----------
+    name
+        Name of the grouping (``"label"``, ``"predicted"``, ...).
+    names
+        Group names, or ``None`` to take them from the data on the first batch.
+    fn
+        ``fn(inputs, targets, outputs) -> group ids [batch]``, indices into ``names``.
+    """
+
+    name: str
+    names: tuple[str, ...] | None
+    fn: GroupFn
+
+    def bind(self, classes: Sequence[str] | None, outputs: torch.Tensor) -> Grouping:
+        """Fix the group names, from the dataset's class names or the model's output width."""
+        if self.names is not None:
+            return self
+        classes = list(classes) if classes is not None else _output_classes(outputs)
+        if self.name == "predicted":
+            return Grouping(self.name, tuple(f"pred:{c}" for c in classes), self.fn)
+        return Grouping(self.name, tuple(str(c) for c in classes), self.fn)
+
+    def ids(self, inputs: Any, targets: Any, outputs: torch.Tensor) -> np.ndarray:
+        """Group ids ``[batch]`` of a batch, checked against the group names."""
+        assert self.names is not None, "bind() the grouping first"
+        raw = self.fn(inputs, targets, outputs)
+        ids = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                f"grouping {self.name!r} must give one integer group id per sample, "
+                f"got dtype {ids.dtype} and shape {list(ids.shape)}"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.names)):
+            raise ValueError(
+                f"grouping {self.name!r} gave group id {int(ids.min() if ids.min() < 0 else ids.max())}"
+                f" but has only {len(self.names)} groups {list(self.names)[:10]}; "
+                "check the dataset's classes or the model's number of outputs"
+            )
+        return ids.astype(np.intp, copy=False)
+
+
+def _output_classes(outputs: torch.Tensor) -> list[str]:
+    if outputs.ndim != 2:
+        raise ConfigError(
+            f"cannot infer class names from model outputs of shape {list(outputs.shape)}; "
+            "give the dataset a `classes` attribute or use a custom grouping"
+        )
+    return [str(i) for i in range(outputs.shape[1])]
+
+
+def _targets(targets: Any) -> torch.Tensor:
+    if targets is None:
+        raise ConfigError(
+            "grouping by label needs targets, but the DataLoader yields inputs only; "
+            "yield (inputs, targets) or use group_by='predicted' or 'all'"
+        )
+    return torch.as_tensor(targets)
+
+
+def _label(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
+    return _targets(targets)
+
+
+def _predicted(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
+    return outputs.argmax(dim=1)
+
+
+def _correct(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
+    wrong = outputs.argmax(dim=1).cpu() != _targets(targets).cpu()
+    return wrong.long()
+
+
+def _all(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(outputs.shape[0], dtype=torch.long)
+
+
+def custom(fn: GroupFn, names: Sequence[str], name: str = "custom") -> Grouping:
+    """A user grouping from ``fn(inputs, targets, outputs) -> ids`` and its group names."""
+    if not names:
+        raise ConfigError(f"custom grouping {name!r} needs a non-empty list of group names")
+    return Grouping(name, tuple(str(n) for n in names), fn)
+
+
+def resolve_groupings(group_by: str | Grouping | Sequence[str | Grouping]) -> list[Grouping]:
+    """Turn ``group_by`` (a name, a :class:`Grouping`, or a list of them) into groupings.
+
+    Built-in names: ``"label"`` (true class), ``"predicted"`` (argmax of the outputs),
+    ``"correct"`` (correct / incorrect) and ``"all"`` (one group).
+    """
+    items = [group_by] if isinstance(group_by, str | Grouping) else list(group_by)
+    if not items:
+        raise ConfigError("group_by needs at least one grouping, e.g. 'label'")
+    builtins: dict[str, Grouping] = {
+        "label": Grouping("label", None, _label),
+        "predicted": Grouping("predicted", None, _predicted),
+        "correct": Grouping("correct", ("correct", "incorrect"), _correct),
+        "all": Grouping("all", ("all",), _all),
+    }
+    out = []
+    for item in items:
+        if isinstance(item, Grouping):
+            out.append(item)
+        elif item in builtins:
+            out.append(builtins[item])
+        else:
+            raise ConfigError(
+                f"unknown grouping {item!r}; use one of {list(BUILTIN_GROUPINGS)} "
+                "or ndstream.groups.custom(fn, names)"
+            )
+    seen = [g.name for g in out]
+    if len(set(seen)) != len(seen):
+        raise ConfigError(f"each grouping may appear once in group_by, got {seen}")
+    return out
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """Bound groupings laid end to end on one group axis."""
+
+    groupings: tuple[Grouping, ...]
+
+    def __post_init__(self) -> None:
+        names = self.names
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"group names must be unique across groupings; repeated: {dupes}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """All group names, in axis order."""
+        return tuple(n for g in self.groupings for n in (g.names or ()))
+
+    @property
+    def grouping_of(self) -> tuple[str, ...]:
+        """The grouping each group on the axis belongs to."""
+        return tuple(g.name for g in self.groupings for _ in (g.names or ()))
+
+    def ids(self, inputs: Any, targets: Any, outputs: torch.Tensor) -> np.ndarray:
+        """Group ids ``[batch, groupings]`` as indices into the whole axis."""
+        cols, offset = [], 0
+        for g in self.groupings:
+            cols.append(g.ids(inputs, targets, outputs) + offset)
+            offset += len(g.names or ())
+        return np.stack(cols, axis=1)

@@ -1,0 +1,48 @@
+"""Run a validated :class:`~ndstream.config.IngestConfig`: build, then :func:`ndstream.ingest`."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import CustomGroupingConfig, IngestConfig
+from .groups import Grouping, custom
+from .ingest import ingest
+from .sketch import GridSpec
+from .sources import build_dataset, build_model, import_target
+from .store import Store
+
+__all__ = ["run_config"]
+
+
+def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = True) -> Store:
+    """Build the model, dataset and loader a config names, and ingest into its store."""
+    grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
+    model = build_model(cfg.model).to(cfg.device)
+    dataset = build_dataset(cfg.data)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.loader.batch_size,
+        num_workers=cfg.loader.num_workers,
+        shuffle=False,
+    )
+    group_by: list[str | Grouping] = [
+        custom(import_target(g.target), g.names, g.name)
+        if isinstance(g, CustomGroupingConfig)
+        else g
+        for g in cfg.group_by
+    ]
+    return ingest(
+        model,
+        loader,
+        cfg.store,
+        layers=cfg.layers,
+        reduction=cfg.reduction,
+        group_by=group_by,
+        grid=grid,
+        channel_dim=cfg.channel_dim,
+        limit=cfg.limit,
+        device=cfg.device,
+        overwrite=overwrite,
+        progress=progress,
+        config=cfg.model_dump(mode="json"),
+    )

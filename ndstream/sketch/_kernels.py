@@ -1,0 +1,408 @@
+"""Every Numba kernel of ndstream, in one place.
+
+Kernels see only NumPy arrays and plain numbers: never torch, Zarr or xarray. One alias,
+:data:`jit`, sets the JIT flags for all of them; ``cache=True`` matters because a cold compile
+costs about a second per kernel, and every CLI start would pay it again.
+
+Slot layout of one (neuron, group) row of an in-memory counts array (see ``accumulator.py``)::
+
+    [ZERO, NAN, POSINF, NEGINF, positive window (wp slots), negative window (wn slots)]
+
+Window slot ``s`` of neuron ``n`` holds magnitude key ``offset[n] + s``. A magnitude key is the
+float32 bit pattern shifted right so that only the exponent and the top ``m`` mantissa bits
+remain, clamped to the grid's exponent window and rebased so that key 0 is the underflow bin.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+jit = numba.njit(cache=True, nogil=True)
+
+ZERO, NAN, POSINF, NEGINF = 0, 1, 2, 3
+N_SPECIAL = 4
+EMPTY_LO = np.iinfo(np.int32).max  # key_range "min" of a neuron that saw no such values
+_ABS_MASK = 0x7FFFFFFF
+_INF_BITS = 0x7F800000
+
+
+@jit
+def plan_groups(gids: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counting-sort the rows of each grouping by group, once per batch.
+
+    Returns ``order[p, j]`` (rows sorted by group in grouping ``p``, stable), and for each
+    grouping its non-empty groups ``seg_group[p, i]`` with row spans
+    ``order[p, seg_start[p, i]:seg_start[p, i + 1]]``; unused entries of ``seg_group`` are -1.
+    """
+    n_rows, n_part = gids.shape
+    order = np.empty((n_part, n_rows), dtype=np.intp)
+    seg_group = np.full((n_part, n_rows), -1, dtype=np.intp)
+    seg_start = np.zeros((n_part, n_rows + 1), dtype=np.intp)
+    start = np.zeros(n_groups + 1, dtype=np.intp)
+    for p in range(n_part):
+        start[:] = 0
+        for r in range(n_rows):
+            start[gids[r, p] + 1] += 1
+        i = 0
+        for g in range(n_groups):
+            if start[g + 1]:
+                seg_group[p, i] = g
+                seg_start[p, i + 1] = seg_start[p, i] + start[g + 1]
+                i += 1
+            start[g + 1] += start[g]
+        for r in range(n_rows):
+            g = gids[r, p]
+            order[p, start[g]] = r
+            start[g] += 1
+    return order, seg_group, seg_start
+
+
+BLOCK = 16  # neurons per block: one 64-byte cache line of float32 per row
+
+
+@jit
+def update_counts(
+    x: np.ndarray,
+    order: np.ndarray,
+    seg_group: np.ndarray,
+    seg_start: np.ndarray,
+    neurons: np.ndarray,
+    counts: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    pos_off: np.ndarray,
+    neg_off: np.ndarray,
+    wp: int,
+    shift: int,
+    key_base: int,
+    key_top: int,
+    tbits: np.ndarray,
+    slots: np.ndarray,
+    vals: np.ndarray,
+    missed: np.ndarray,
+) -> int:
+    """Fold a batch ``x[row, neuron]`` (float32) into ``counts[neuron, group, slot]``.
+
+    The rows' groups come as the plan of :func:`plan_groups`; ``tbits``, ``slots`` and
+    ``vals`` are ``[BLOCK, rows]`` scratch. Raw keys are clamped to ``[key_base, key_top]`` and rebased by
+    ``key_base``. A neuron with a key outside its windows is left untouched and flagged in
+    ``missed``; the caller widens its windows (see :func:`batch_key_ranges`) and calls again
+    for those neurons only. Returns the number of misses.
+    """
+    n_rows = x.shape[0]
+    n_part = order.shape[0]
+    wn = counts.shape[2] - N_SPECIAL - wp
+    xbits = x.view(np.int32)
+    tvals = tbits.view(np.float32)
+    n_missed = 0
+    for first in range(0, neurons.shape[0], BLOCK):
+        n_block = min(BLOCK, neurons.shape[0] - first)
+        # Transpose a block of neurons through L1 first: reading x a row (cache line) at a
+        # time is several times faster than walking down its columns.
+        for r in range(n_rows):
+            for t in range(n_block):
+                tbits[t, r] = xbits[r, neurons[first + t]]
+        for t in range(n_block):
+            n = neurons[first + t]
+            po = pos_off[n]
+            no = neg_off[n]
+            bad = 0
+            # Branch-free on the common path: half the values of a ReLU layer are exact zeros
+            # in no predictable order.
+            for r in range(n_rows):
+                b = tbits[t, r]
+                mag = b & _ABS_MASK
+                if mag >= _INF_BITS:  # rare, so this branch predicts well
+                    slots[t, r] = NAN if mag > _INF_BITS else (POSINF if b >= 0 else NEGINF)
+                    vals[t, r] = np.nan
+                    continue
+                key = min(max(mag >> shift, key_base), key_top) - key_base
+                neg = b >> 31  # -1 for negative values, else 0: a mask for branch-free selects
+                rel = key - (po + (neg & (no - po)))
+                width = wp + (neg & (wn - wp))
+                nonzero = int(mag != 0)
+                bad = bad | (nonzero & int((rel < 0) | (rel >= width)))
+                slots[t, r] = nonzero * (N_SPECIAL + rel + (neg & wp))
+                vals[t, r] = tvals[t, r] + np.float32(0.0)  # -0.0 -> +0.0: min/max order-free
+            if bad:
+                missed[n] = True
+                n_missed += 1
+                continue
+            # Pass 2, one group at a time: the group's min and max live in registers and the
+            # neuron's counters (groups x slots) stay in L1.
+            for p in range(n_part):
+                for i_seg in range(seg_group.shape[1]):
+                    g = seg_group[p, i_seg]
+                    if g < 0:
+                        break
+                    lo = mins[n, g]
+                    hi = maxs[n, g]
+                    for j in range(seg_start[p, i_seg], seg_start[p, i_seg + 1]):
+                        r = order[p, j]
+                        counts[n, g, slots[t, r]] += 1
+                        v = vals[t, r]
+                        lo = v if v < lo else lo  # NaN compares false: non-finite values skip
+                        hi = v if v > hi else hi
+                    mins[n, g] = lo
+                    maxs[n, g] = hi
+    return n_missed
+
+
+@jit
+def batch_key_ranges(
+    x: np.ndarray, neurons: np.ndarray, shift: int, key_base: int, key_top: int, out: np.ndarray
+) -> None:
+    """``out[i]``: (pos min, pos max, neg min, neg max) rebased keys of neuron ``neurons[i]``.
+
+    Empty ranges are ``(EMPTY_LO, -1)``. Only needed when windows must grow.
+    """
+    xbits = x.view(np.int32)
+    for i in range(neurons.shape[0]):
+        n = neurons[i]
+        pmin, pmax, nmin, nmax = EMPTY_LO, -1, EMPTY_LO, -1
+        for r in range(x.shape[0]):
+            b = xbits[r, n]
+            mag = b & _ABS_MASK
+            if mag == 0 or mag >= _INF_BITS:
+                continue
+            key = min(max(mag >> shift, key_base), key_top) - key_base
+            if b >= 0:
+                pmin, pmax = min(pmin, key), max(pmax, key)
+            else:
+                nmin, nmax = min(nmin, key), max(nmax, key)
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = pmin, pmax, nmin, nmax
+
+
+@jit
+def occupied_key_ranges(
+    counts: np.ndarray, pos_off: np.ndarray, neg_off: np.ndarray, wp: int, out: np.ndarray
+) -> None:
+    """``out[n]``: (pos min, pos max, neg min, neg max) keys with a nonzero count in any group."""
+    n_neurons, n_groups, n_slots = counts.shape
+    wn = n_slots - N_SPECIAL - wp
+    for n in range(n_neurons):
+        pmin, pmax, nmin, nmax = EMPTY_LO, -1, EMPTY_LO, -1
+        for g in range(n_groups):
+            for s in range(wp):
+                if counts[n, g, N_SPECIAL + s]:
+                    pmin, pmax = min(pmin, pos_off[n] + s), max(pmax, pos_off[n] + s)
+            for s in range(wn):
+                if counts[n, g, N_SPECIAL + wp + s]:
+                    nmin, nmax = min(nmin, neg_off[n] + s), max(nmax, neg_off[n] + s)
+        out[n, 0], out[n, 1], out[n, 2], out[n, 3] = pmin, pmax, nmin, nmax
+
+
+@jit
+def add_rewindowed(
+    src: np.ndarray,
+    src_pos_off: np.ndarray,
+    src_neg_off: np.ndarray,
+    src_wp: int,
+    dst: np.ndarray,
+    dst_pos_off: np.ndarray,
+    dst_neg_off: np.ndarray,
+    dst_wp: int,
+) -> None:
+    """Add the counts of ``src`` into ``dst``, whose windows may differ but must hold the keys."""
+    n_neurons, n_groups, src_slots = src.shape
+    src_wn = src_slots - N_SPECIAL - src_wp
+    for n in range(n_neurons):
+        dp = N_SPECIAL + src_pos_off[n] - dst_pos_off[n]
+        dn = N_SPECIAL + dst_wp + src_neg_off[n] - dst_neg_off[n]
+        for g in range(n_groups):
+            for s in range(N_SPECIAL):
+                dst[n, g, s] += src[n, g, s]
+            for s in range(src_wp):
+                c = src[n, g, N_SPECIAL + s]
+                if c:
+                    dst[n, g, s + dp] += c
+            for s in range(src_wn):
+                c = src[n, g, N_SPECIAL + src_wp + s]
+                if c:
+                    dst[n, g, s + dn] += c
+
+
+@jit
+def densify(
+    src: np.ndarray,
+    pos_off: np.ndarray,
+    neg_off: np.ndarray,
+    wp: int,
+    pos_lo: int,
+    neg_hi: int,
+    n_neg: int,
+    dst: np.ndarray,
+) -> None:
+    """Write windowed counts onto the layer's dense bin axis ``[neg bins, zero, pos bins]``.
+
+    Negative bins run from the largest magnitude key ``neg_hi`` down, so the dense axis is in
+    ascending value order. Special slots other than zero are not part of the dense axis.
+    """
+    n_neurons, n_groups, n_slots = src.shape
+    wn = n_slots - N_SPECIAL - wp
+    for n in range(n_neurons):
+        for g in range(n_groups):
+            dst[n, g, n_neg] = src[n, g, ZERO]
+            for s in range(wp):
+                c = src[n, g, N_SPECIAL + s]
+                if c:
+                    dst[n, g, n_neg + 1 + pos_off[n] + s - pos_lo] = c
+            for s in range(wn):
+                c = src[n, g, N_SPECIAL + wp + s]
+                if c:
+                    dst[n, g, neg_hi - (neg_off[n] + s)] = c
+
+
+@jit
+def _order_statistic(
+    k: float,
+    cum: np.ndarray,
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    vmin: float,
+    vmax: float,
+    n_neginf: float,
+    n_finite: float,
+) -> float:
+    """The k-th smallest value (0-based), spreading a bin's values evenly over its extent."""
+    if k < n_neginf:
+        return -np.inf
+    k -= n_neginf
+    if k >= n_finite:
+        return np.inf
+    if k == 0:
+        return vmin
+    if k == n_finite - 1:
+        return vmax
+    j = np.searchsorted(cum, k, side="right")
+    before = cum[j - 1] if j > 0 else 0.0
+    lo = max(lower[j], vmin)
+    hi = min(upper[j], vmax)
+    return lo + (k - before + 0.5) / counts[j] * (hi - lo)
+
+
+@jit
+def quantiles(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    neginf: np.ndarray,
+    posinf: np.ndarray,
+    qs: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out[n, i]``: quantile ``qs[i]`` of neuron ``n`` (numpy's 'linear' rule on the ranks)."""
+    n_neurons, n_bins = counts.shape
+    for n in range(n_neurons):
+        cum = np.cumsum(counts[n])
+        n_finite = cum[n_bins - 1] if n_bins else 0.0
+        total = neginf[n] + n_finite + posinf[n]
+        for i in range(qs.shape[0]):
+            if total == 0:
+                out[n, i] = np.nan
+                continue
+            h = qs[i] * (total - 1)
+            k0 = np.floor(h)
+            frac = h - k0
+            v0 = _order_statistic(
+                k0, cum, counts[n], lower, upper, mins[n], maxs[n], neginf[n], n_finite
+            )
+            if frac == 0.0:
+                out[n, i] = v0
+                continue
+            v1 = _order_statistic(
+                k0 + 1.0, cum, counts[n], lower, upper, mins[n], maxs[n], neginf[n], n_finite
+            )
+            out[n, i] = v0 + frac * (v1 - v0) if v0 != v1 else v0
+
+
+@jit
+def ranks(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    neginf: np.ndarray,
+    posinf: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out[n]``: the quantile rank of ``values[n]`` in neuron ``n``, (#below + #equal / 2) / N."""
+    n_neurons, n_bins = counts.shape
+    for n in range(n_neurons):
+        v = values[n]
+        total = neginf[n] + posinf[n]
+        for j in range(n_bins):
+            total += counts[n, j]
+        if total == 0 or np.isnan(v):
+            out[n] = np.nan
+            continue
+        if v == -np.inf:
+            out[n] = 0.5 * neginf[n] / total
+            continue
+        if v == np.inf:
+            out[n] = (total - 0.5 * posinf[n]) / total
+            continue
+        below = neginf[n]
+        for j in range(n_bins):
+            c = counts[n, j]
+            if c == 0:
+                continue
+            lo = max(lower[j], mins[n])
+            hi = min(upper[j], maxs[n])
+            if hi <= lo:  # a point mass: the zero bin, or a bin holding one distinct value
+                if v > lo:
+                    below += c
+                elif v == lo:
+                    below += 0.5 * c
+            elif v >= hi:
+                below += c
+            elif v > lo:
+                below += c * (v - lo) / (hi - lo)
+        out[n] = below / total
+
+
+@jit
+def rebin(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    edges: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Spread each sketch bin's count over the display ``edges`` in proportion to overlap.
+
+    Mass outside ``[edges[0], edges[-1]]`` is left out, so ``out`` never holds more than the
+    sketch; the last display bin is closed on the right.
+    """
+    n_neurons, n_bins = counts.shape
+    n_out = edges.shape[0] - 1
+    e_lo = edges[0]
+    e_hi = edges[n_out]
+    for n in range(n_neurons):
+        for j in range(n_bins):
+            c = counts[n, j]
+            if c == 0:
+                continue
+            lo = max(lower[j], mins[n])
+            hi = min(upper[j], maxs[n])
+            if hi <= lo:
+                if lo < e_lo or lo > e_hi:
+                    continue
+                k = np.searchsorted(edges, lo, side="right") - 1
+                out[n, min(k, n_out - 1)] += c
+                continue
+            width = hi - lo
+            k = max(np.searchsorted(edges, lo, side="right") - 1, 0)
+            while k < n_out and edges[k] < hi:
+                overlap = min(hi, edges[k + 1]) - max(lo, edges[k])
+                if overlap > 0:
+                    out[n, k] += c * overlap / width
+                k += 1

@@ -1,0 +1,290 @@
+"""The streaming accumulator: create / update / merge / finalize.
+
+A :class:`LayerSketch` holds, for every (neuron, group) of one layer, counts on the log-linear
+grid of :mod:`ndstream.sketch.grid`, the exact min and max of the finite values, and counts of
+exact zeros, NaN, +Inf and -Inf. The group is an axis of the arrays, not a separate object.
+
+Memory: each neuron keeps a window of consecutive grid keys per sign, just wide enough for the
+keys it has seen; the window width is shared by the layer so the state is one dense array
+``counts[neuron, group, slot]``. Counters start as uint16 and widen to uint32 and uint64 only
+when a group's value count could overflow them. A ReLU neuron spanning 14 octaves at ``m = 3``
+costs about ``(4 + 112) * 2`` bytes per (neuron, group).
+
+Determinism: merging is integer addition plus min/max, so the finalized
+:class:`~ndstream.sketch.summary.Summary` is bit-identical for any split, order or batching of
+the same data. Window placement and counter width may differ between such runs; they are not
+part of the finalized form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import SpecMismatchError
+from . import _kernels as k
+from .grid import GridSpec
+from .summary import Summary
+
+__all__ = ["LayerSketch", "SketchSpec"]
+
+_COUNTER_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+
+
+@dataclass(frozen=True)
+class SketchSpec:
+    """What must agree for two sketches to merge.
+
+    Parameters
+    ----------
+    n_neurons
+        Width of the layer.
+    groups
+        Names along the group axis.
+    grid
+        The binning rule.
+    """
+
+    n_neurons: int
+    groups: tuple[str, ...]
+    grid: GridSpec = field(default_factory=GridSpec)
+
+    def __post_init__(self) -> None:
+        if self.n_neurons < 1:
+            raise ValueError(f"a layer needs at least one neuron, got n_neurons={self.n_neurons}")
+        if not self.groups:
+            raise ValueError("a sketch needs at least one group")
+        if len(set(self.groups)) != len(self.groups):
+            raise ValueError(f"group names must be unique, got {list(self.groups)}")
+
+    def diff(self, other: SketchSpec) -> list[str]:
+        """Human-readable differences between two specs (empty when equal)."""
+        out = []
+        if self.n_neurons != other.n_neurons:
+            out.append(f"n_neurons {self.n_neurons} != {other.n_neurons}")
+        if self.groups != other.groups:
+            out.append(f"groups {list(self.groups)[:8]} != {list(other.groups)[:8]}")
+        if self.grid != other.grid:
+            out.append(f"grid {self.grid} != {other.grid}")
+        return out
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty_like(a)
+    out[:, 0::2] = np.minimum(a[:, 0::2], b[:, 0::2])
+    out[:, 1::2] = np.maximum(a[:, 1::2], b[:, 1::2])
+    return out
+
+
+class LayerSketch:
+    """Mergeable distribution sketch of one layer, indexed by (neuron, group).
+
+    Parameters
+    ----------
+    spec
+        Neurons, groups and grid. The new sketch is empty (the identity of :meth:`merge`).
+    """
+
+    def __init__(self, spec: SketchSpec) -> None:
+        n, g = spec.n_neurons, len(spec.groups)
+        self.spec = spec
+        self.counts = np.zeros((n, g, k.N_SPECIAL), dtype=_COUNTER_DTYPES[0])
+        self.mins = np.full((n, g), np.inf, dtype=np.float32)
+        self.maxs = np.full((n, g), -np.inf, dtype=np.float32)
+        self.totals = np.zeros(g, dtype=np.int64)
+        self.pos_off = np.zeros(n, dtype=np.int32)
+        self.neg_off = np.zeros(n, dtype=np.int32)
+        self.wp = 0
+        self._tbits = np.empty((k.BLOCK, 0), dtype=np.int32)
+        self._slots = np.empty((k.BLOCK, 0), dtype=np.int32)
+        self._vals = np.empty((k.BLOCK, 0), dtype=np.float32)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def wn(self) -> int:
+        """Width of the negative windows."""
+        return self.counts.shape[2] - k.N_SPECIAL - self.wp
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the state arrays."""
+        arrays = (self.counts, self.mins, self.maxs, self.totals, self.pos_off, self.neg_off)
+        return sum(a.nbytes for a in arrays)
+
+    # -- update ------------------------------------------------------------------------------
+
+    def update(self, x: np.ndarray, group_ids: np.ndarray) -> None:
+        """Fold a batch into the sketch.
+
+        Parameters
+        ----------
+        x
+            ``[rows, neuron]`` activations; converted to C-contiguous float32.
+        group_ids
+            ``[rows]`` or ``[rows, groupings]`` integer indices into the group axis. A row
+            counts once in each of its groups.
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        gids = np.asarray(group_ids)
+        if gids.ndim == 1:
+            gids = gids[:, None]
+        gids = np.ascontiguousarray(gids, dtype=np.intp)
+        n, n_groups = self.spec.n_neurons, len(self.spec.groups)
+        if x.ndim != 2 or x.shape[1] != n:
+            raise ValueError(f"expected activations of shape [rows, {n}], got {list(x.shape)}")
+        if gids.shape[0] != x.shape[0]:
+            raise ValueError(f"{gids.shape[0]} group ids for {x.shape[0]} rows")
+        if x.shape[0] == 0:
+            return
+        if gids.min() < 0 or gids.max() >= n_groups:
+            raise ValueError(
+                f"group ids must lie in [0, {n_groups}), got [{gids.min()}, {gids.max()}]"
+            )
+        added = np.bincount(gids.ravel(), minlength=n_groups).astype(np.int64)
+        self._ensure_capacity(int((self.totals + added).max()))
+        if self._slots.shape[1] < x.shape[0]:
+            self._tbits = np.empty((k.BLOCK, x.shape[0]), dtype=np.int32)
+            self._slots = np.empty((k.BLOCK, x.shape[0]), dtype=np.int32)
+            self._vals = np.empty((k.BLOCK, x.shape[0]), dtype=np.float32)
+
+        grid = self.spec.grid
+        order, seg_group, seg_start = k.plan_groups(gids, n_groups)
+        missed = np.zeros(n, dtype=np.bool_)
+        neurons = np.arange(n, dtype=np.intp)
+        for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
+            n_missed = k.update_counts(
+                x, order, seg_group, seg_start, neurons, self.counts, self.mins, self.maxs, self.pos_off,
+                self.neg_off, self.wp, grid.shift, grid.key_base, grid.key_top,
+                self._tbits, self._slots, self._vals, missed,
+            )  # fmt: skip
+            if n_missed == 0:
+                break
+            neurons = np.flatnonzero(missed).astype(np.intp)
+            batch = np.empty((neurons.size, 4), dtype=np.int32)
+            k.batch_key_ranges(x, neurons, grid.shift, grid.key_base, grid.key_top, batch)
+            self._grow_windows(neurons, _union(self._occupied(neurons), batch))
+            missed[:] = False
+        else:  # pragma: no cover - the grown windows hold every key by construction
+            raise AssertionError("sketch windows failed to grow")
+        self.totals += added
+
+    def _occupied(self, neurons: np.ndarray | None = None) -> np.ndarray:
+        """Key ranges ``[neuron, 4]`` (pos lo, pos hi, neg lo, neg hi) holding nonzero counts."""
+        idx = np.arange(self.spec.n_neurons) if neurons is None else neurons
+        out = np.empty((idx.size, 4), dtype=np.int32)
+        k.occupied_key_ranges(self.counts[idx], self.pos_off[idx], self.neg_off[idx], self.wp, out)
+        return out
+
+    def _ensure_capacity(self, max_total: int) -> None:
+        """Widen the counters before any (neuron, group) could pass their maximum."""
+        dtype = self.counts.dtype
+        for candidate in _COUNTER_DTYPES:
+            if max_total <= np.iinfo(candidate).max:
+                if candidate.itemsize > dtype.itemsize:
+                    self.counts = self.counts.astype(candidate)
+                return
+        raise OverflowError("more than 2**64 values in one group")  # pragma: no cover
+
+    def _grow_windows(self, neurons: np.ndarray, need: np.ndarray) -> None:
+        """Re-place the windows of ``neurons`` so they hold key ranges ``need[i]``."""
+        width_p = np.where(need[:, 1] >= 0, need[:, 1] - need[:, 0] + 1, 0)
+        width_n = np.where(need[:, 3] >= 0, need[:, 3] - need[:, 2] + 1, 0)
+        headroom = 1 << self.spec.grid.mantissa_bits  # one octave, so growth stays rare
+        wp, wn = self.wp, self.wn
+        if width_p.max() > wp:
+            wp = int(width_p.max()) + headroom
+        if width_n.max() > wn:
+            wn = int(width_n.max()) + headroom
+        pos_off, neg_off = self.pos_off.copy(), self.neg_off.copy()
+        # Centre each grown window on its keys: activations drift both ways as data arrives.
+        has_p = width_p > 0
+        pos_off[neurons[has_p]] = need[has_p, 0] - (wp - width_p[has_p]) // 2
+        has_n = width_n > 0
+        neg_off[neurons[has_n]] = need[has_n, 2] - (wn - width_n[has_n]) // 2
+        n, g = self.counts.shape[:2]
+        counts = np.zeros((n, g, k.N_SPECIAL + wp + wn), dtype=self.counts.dtype)
+        k.add_rewindowed(
+            self.counts, self.pos_off, self.neg_off, self.wp, counts, pos_off, neg_off, wp
+        )
+        self.counts, self.pos_off, self.neg_off, self.wp = counts, pos_off, neg_off, wp
+
+    # -- merge -------------------------------------------------------------------------------
+
+    def merge(self, other: LayerSketch) -> LayerSketch:
+        """A new sketch of the union of both sketches' data; neither input changes.
+
+        Raises
+        ------
+        SpecMismatchError
+            If the two specs differ (neurons, groups or grid).
+        """
+        if not isinstance(other, LayerSketch):
+            raise TypeError(f"can only merge a LayerSketch, got {type(other).__name__}")
+        diff = self.spec.diff(other.spec)
+        if diff:
+            raise SpecMismatchError(
+                "cannot merge sketches with different specs: "
+                + "; ".join(diff)
+                + ". Sketches merge only when they were made with the same layer, groups and grid."
+            )
+        out = LayerSketch(self.spec)
+        ranges = _union(self._occupied(), other._occupied())
+        has_p, has_n = ranges[:, 1] >= 0, ranges[:, 3] >= 0
+        out.wp = int(np.where(has_p, ranges[:, 1] - ranges[:, 0] + 1, 0).max())
+        wn = int(np.where(has_n, ranges[:, 3] - ranges[:, 2] + 1, 0).max())
+        out.pos_off = np.where(has_p, ranges[:, 0], 0).astype(np.int32)
+        out.neg_off = np.where(has_n, ranges[:, 2], 0).astype(np.int32)
+        out.totals = self.totals + other.totals
+        dtype = max(self.counts.dtype, other.counts.dtype, key=lambda d: d.itemsize)
+        out.counts = np.zeros((*self.counts.shape[:2], k.N_SPECIAL + out.wp + wn), dtype=dtype)
+        out._ensure_capacity(int(out.totals.max()))
+        for src in (self, other):
+            k.add_rewindowed(
+                src.counts, src.pos_off, src.neg_off, src.wp,
+                out.counts, out.pos_off, out.neg_off, out.wp,
+            )  # fmt: skip
+        out.mins = np.minimum(self.mins, other.mins)
+        out.maxs = np.maximum(self.maxs, other.maxs)
+        return out
+
+    # -- finalize ----------------------------------------------------------------------------
+
+    def finalize(self) -> Summary:
+        """The canonical :class:`~ndstream.sketch.summary.Summary` of everything seen so far."""
+        grid = self.spec.grid
+        r = self._occupied()
+        has_p, has_n = r[:, 1] >= 0, r[:, 3] >= 0
+        pos_lo = int(r[has_p, 0].min()) if has_p.any() else 0
+        pos_hi = int(r[has_p, 1].max()) if has_p.any() else -1
+        neg_lo = int(r[has_n, 2].min()) if has_n.any() else 0
+        neg_hi = int(r[has_n, 3].max()) if has_n.any() else -1
+        n_pos, n_neg = pos_hi - pos_lo + 1, neg_hi - neg_lo + 1
+        n, g = self.counts.shape[:2]
+        dense = np.zeros((n, g, n_neg + 1 + n_pos), dtype=np.uint64)
+        k.densify(self.counts, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg, dense)
+        # The width is chosen from the data, not from this run's counter history.
+        if int(self.totals.max(initial=0)) <= np.iinfo(np.uint32).max:
+            dense = dense.astype(np.uint32)
+
+        p_lower, p_upper = grid.magnitude_edges(np.arange(pos_lo, pos_hi + 1))
+        n_lower, n_upper = grid.magnitude_edges(np.arange(neg_hi, neg_lo - 1, -1))
+        lower = np.concatenate([-n_upper, [0.0], p_lower])
+        upper = np.concatenate([-n_lower, [0.0], p_upper])
+
+        finite = self.mins <= self.maxs
+        special = self.counts[:, :, : k.N_SPECIAL].astype(np.int64)
+        return Summary(
+            counts=dense,
+            lower=lower,
+            upper=upper,
+            mins=np.where(finite, self.mins, np.float32(np.nan)),
+            maxs=np.where(finite, self.maxs, np.float32(np.nan)),
+            nan=special[:, :, k.NAN],
+            posinf=special[:, :, k.POSINF],
+            neginf=special[:, :, k.NEGINF],
+            totals=self.totals.copy(),
+            groups=self.spec.groups,
+            grid=grid,
+        )

@@ -1,0 +1,105 @@
+"""Names, version and metadata of the on-disk store format (see ``docs/store-format.md``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import StoreError
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LayerMeta", "StoreMeta"]
+
+FORMAT_NAME = "ndstream"
+FORMAT_VERSION = 1
+ROOT_ATTR = "ndstream"  # key of ndstream's metadata in the root group's attributes
+
+# Layer group arrays and their dimension names.
+COUNTS = "counts"
+DIMS: dict[str, tuple[str, ...]] = {
+    "counts": ("neuron", "group", "bin"),
+    "min": ("neuron", "group"),
+    "max": ("neuron", "group"),
+    "nan_count": ("neuron", "group"),
+    "posinf_count": ("neuron", "group"),
+    "neginf_count": ("neuron", "group"),
+    "count": ("group",),
+    "neuron": ("neuron",),
+    "group": ("group",),
+    "grouping": ("group",),
+    "bin": ("bin",),
+    "bin_lower": ("bin",),
+    "bin_upper": ("bin",),
+}
+NEURON_CHUNK = 4096  # one chunk holds a whole layer of up to 4,096 neurons for one group
+
+
+@dataclass(frozen=True)
+class LayerMeta:
+    """What capture learned about one layer."""
+
+    name: str
+    module_type: str
+    n_neurons: int
+    channel_dim: int
+    output_shape: tuple[int, ...]
+    values_per_sample: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        return {**asdict(self), "output_shape": list(self.output_shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerMeta:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**d, "output_shape": tuple(d["output_shape"])})
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """Everything in the root group's ``ndstream`` attribute."""
+
+    layers: tuple[LayerMeta, ...]
+    groups: tuple[str, ...]
+    groupings: tuple[str, ...]
+    reduction: str
+    grid: dict[str, Any]
+    model_fingerprint: str
+    dataset_fingerprint: str
+    samples_done: int
+    samples_total: int | None
+    complete: bool
+    config: dict[str, Any] = field(default_factory=dict)
+    ndstream_version: str = ""
+    format_version: int = FORMAT_VERSION
+    created: str = ""
+    updated: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, with ``format`` and ``format_version`` first."""
+        d = asdict(self)
+        d["layers"] = [layer.to_dict() for layer in self.layers]
+        d["groups"] = list(self.groups)
+        d["groupings"] = list(self.groupings)
+        return {"format": FORMAT_NAME, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StoreMeta:
+        """Inverse of :meth:`to_dict`; refuses formats this ndstream cannot read."""
+        if d.get("format") != FORMAT_NAME:
+            raise StoreError("the root attributes do not describe an ndstream store")
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"store format version {version} is not supported by this ndstream "
+                f"(it reads version {FORMAT_VERSION}); upgrade ndstream or re-run the ingest"
+            )
+        fields = {k: v for k, v in d.items() if k != "format"}
+        fields["layers"] = tuple(LayerMeta.from_dict(x) for x in d["layers"])
+        fields["groups"] = tuple(d["groups"])
+        fields["groupings"] = tuple(d["groupings"])
+        return cls(**fields)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in capture order."""
+        return [layer.name for layer in self.layers]

@@ -1,0 +1,229 @@
+"""Read an ndstream store: the public read API behind :func:`ndstream.open_store`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+from ..errors import LayerNotFoundError, StoreError
+from ..sketch import GridSpec, Summary
+from . import format as fmt
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["GroupSelector", "Store", "open_store"]
+
+GroupSelector = str | int | Sequence[str | int] | None
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """Open an ndstream store for reading.
+
+    Parameters
+    ----------
+    path
+        Folder of a store written by :func:`ndstream.ingest`.
+
+    Raises
+    ------
+    StoreError
+        If the path does not exist or is not an ndstream store of a supported version.
+    """
+    return Store(path)
+
+
+class Store:
+    """A read-only view of an ndstream store.
+
+    Layers and groups are addressed by name. Wherever a method takes ``group``: ``None`` pools
+    the groups of the first grouping (every sample once); a name or index selects one group;
+    a list pools several.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"no store at {self.path}: the path does not exist")
+        try:
+            self._root = zarr.open_group(self.path, mode="r", zarr_format=3)
+        except Exception as exc:
+            raise StoreError(
+                f"{self.path} is not a Zarr v3 store ({type(exc).__name__}: {exc}); "
+                "point at the folder that `ndstream ingest` wrote"
+            ) from exc
+        attrs = self._root.attrs.get(fmt.ROOT_ATTR)
+        if not isinstance(attrs, dict):
+            raise StoreError(
+                f"{self.path} is a Zarr store but not an ndstream store (no '{fmt.ROOT_ATTR}' "
+                "attribute); point at the folder that `ndstream ingest` wrote"
+            )
+        self.meta = fmt.StoreMeta.from_dict(attrs)
+        self.grid = GridSpec.from_dict(self.meta.grid)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ndstream.Store {str(self.path)!r}: {len(self.layers)} layers, "
+            f"{len(self.groups)} groups, {self.meta.samples_done} samples>"
+        )
+
+    # -- what is in the store -----------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer names, in capture order."""
+        return self.meta.layer_names
+
+    @property
+    def groups(self) -> list[str]:
+        """Group names along the group axis."""
+        return list(self.meta.groups)
+
+    @property
+    def groupings(self) -> list[str]:
+        """Grouping of each group (``"label"``, ``"predicted"``, ...), aligned with groups."""
+        return list(self.meta.groupings)
+
+    @property
+    def complete(self) -> bool:
+        """Whether ingestion finished."""
+        return self.meta.complete
+
+    def layer_meta(self, layer: str) -> fmt.LayerMeta:
+        """Module type, channel axis, output shape and values per sample of a layer."""
+        for meta in self.meta.layers:
+            if meta.name == layer:
+                return meta
+        raise LayerNotFoundError(_not_found("layer", layer, self.layers))
+
+    def n_neurons(self, layer: str) -> int:
+        """Number of neurons of ``layer``."""
+        return self.layer_meta(layer).n_neurons
+
+    def count(self, layer: str, group: GroupSelector = None) -> int:
+        """Values each neuron of ``layer`` received in the selected groups (NaN, ±Inf included).
+
+        With the ``max`` and ``mean`` reductions this is the number of samples.
+        """
+        idx = self.group_index(group)
+        return int(self._array(layer, "count")[...][idx].sum())
+
+    def group_index(self, group: GroupSelector = None) -> np.ndarray:
+        """Indices on the group axis selected by ``group`` (see the class docstring)."""
+        groups = self.groups
+        if group is None:
+            first = self.meta.groupings[0]
+            return np.array([i for i, g in enumerate(self.meta.groupings) if g == first])
+        items = [group] if isinstance(group, str | int | np.integer) else list(group)
+        if not items:
+            raise ValueError("select at least one group")
+        out = []
+        for item in items:
+            if isinstance(item, int | np.integer):
+                if not -len(groups) <= item < len(groups):
+                    raise IndexError(f"group index {item} out of range for {len(groups)} groups")
+                out.append(int(item) % len(groups))
+            elif item in groups:
+                out.append(groups.index(item))
+            else:
+                raise KeyError(_not_found("group", str(item), groups))
+        return np.array(out, dtype=np.intp)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def summary(self, layer: str, group: GroupSelector = None) -> Summary:
+        """The finalized sketch of ``layer`` restricted to the selected groups."""
+        idx = self.group_index(group)
+        # Reading group by group touches only the chunks of the selected groups.
+        sel = (slice(None), idx)
+        return Summary(
+            counts=self._array(layer, "counts").get_orthogonal_selection(sel),
+            lower=self._array(layer, "bin_lower")[...],
+            upper=self._array(layer, "bin_upper")[...],
+            mins=self._array(layer, "min").get_orthogonal_selection(sel),
+            maxs=self._array(layer, "max").get_orthogonal_selection(sel),
+            nan=self._array(layer, "nan_count").get_orthogonal_selection(sel),
+            posinf=self._array(layer, "posinf_count").get_orthogonal_selection(sel),
+            neginf=self._array(layer, "neginf_count").get_orthogonal_selection(sel),
+            totals=self._array(layer, "count")[...][idx],
+            groups=tuple(self.groups[i] for i in idx),
+            grid=self.grid,
+        )
+
+    def quantile(
+        self, layer: str, q: float | Sequence[float] | np.ndarray, group: GroupSelector = None
+    ) -> np.ndarray:
+        """Quantiles of each neuron: ``[neuron]`` for a scalar ``q``, else ``[neuron, len(q)]``.
+
+        NaN is left out; ±Inf sit at the ends. A neuron with no values gives NaN.
+        """
+        return self.summary(layer, group).quantile(np.asarray(q, dtype=np.float64))
+
+    def cdf(
+        self, layer: str, values: np.ndarray | Sequence[float], group: GroupSelector = None
+    ) -> np.ndarray:
+        """Quantile rank in [0, 1] of ``values[neuron]`` within each neuron's distribution."""
+        vals = np.asarray(values, dtype=np.float64)
+        n = self.n_neurons(layer)
+        if vals.shape not in ((n,), ()):
+            raise ValueError(
+                f"values must have shape [{n}] for layer {layer!r}, got {list(vals.shape)}"
+            )
+        return self.summary(layer, group).cdf(vals)
+
+    def histogram(
+        self, layer: str, group: GroupSelector = None, bins: int | np.ndarray = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Counts ``[neuron, bin]`` on display edges, and the edges.
+
+        ``bins`` is a number of equal-width bins spanning the layer's finite min to max (one
+        axis shared by all neurons), or explicit ascending edges. Sketch bins are spread over
+        display bins in proportion to overlap; no mass is invented.
+        """
+        summary = self.summary(layer, group)
+        if np.ndim(bins) == 0:
+            n_bins = int(bins)
+            if n_bins < 1:
+                raise ValueError(f"bins must be at least 1, got {n_bins}")
+            lo, hi = _finite_range(summary)
+            edges = np.linspace(lo, hi, n_bins + 1)
+        else:
+            edges = np.asarray(bins, dtype=np.float64)
+        return summary.histogram(edges), edges
+
+    def to_xarray(self, layer: str) -> xr.Dataset:
+        """The layer as an :class:`xarray.Dataset` with dims ``neuron``, ``group``, ``bin``."""
+        import xarray as xr
+
+        self.layer_meta(layer)
+        return xr.open_zarr(self.path, group=layer, consolidated=False)
+
+    def _array(self, layer: str, name: str) -> Any:
+        self.layer_meta(layer)
+        try:
+            return self._root[f"{layer}/{name}"]
+        except KeyError as exc:
+            raise StoreError(f"store {self.path} is missing array {layer}/{name}") from exc
+
+
+def _finite_range(summary: Summary) -> tuple[float, float]:
+    with np.errstate(invalid="ignore"):
+        mins, maxs = (
+            summary.mins[np.isfinite(summary.mins)],
+            summary.maxs[np.isfinite(summary.maxs)],
+        )
+    lo = float(mins.min()) if mins.size else 0.0
+    hi = float(maxs.max()) if maxs.size else 1.0
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def _not_found(kind: str, name: str, valid: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=5) or list(valid)[:5]
+    return f"no {kind} {name!r} in this store; closest: {close}"
