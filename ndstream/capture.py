@@ -34,7 +34,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
@@ -133,8 +133,7 @@ def resolve_layers(model: nn.Module, layers: LayerSelector | Sequence[LayerSelec
     Raises
     ------
     LayerNotFoundError
-        An exact name does not exist (the message lists the closest ones), or a glob or
-        type matches nothing.
+        A name does not exist (the message lists the closest), or a glob or type matches nothing.
     ValueError
         The selection is empty.
     """
@@ -161,8 +160,8 @@ def channel_dim_for(module: nn.Module, ndim: int) -> int:
     Returns
     -------
     int
-        ``1`` for ndim 1 (a ``[B]`` output viewed as ``[B, 1]``), 2 and >= 4; for ndim 3,
-        ``1`` for 1-d conv/pool/norm modules and ``-1`` (the last axis) otherwise.
+        ``1``, or ``-1`` (the last axis) for ndim-3 outputs of modules other than 1-d
+        conv/pool/norm; a ``[B]`` output is viewed as ``[B, 1]`` and gets ``1``.
     """
     if ndim < 1:
         raise ValueError(f"an output needs a batch axis; got ndim={ndim}")
@@ -195,17 +194,6 @@ class LayerInfo:
     calls_per_forward: int
 
 
-def _first_tensor(name: str, output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise CaptureError(
-        f"layer {name!r} returned {type(output).__name__}, not a Tensor or a tuple/list whose "
-        "first element is a Tensor; select a submodule that returns a tensor instead."
-    )
-
-
 class ActivationCapture:
     """Context manager that hooks layers and reduces their outputs to per-neuron values.
 
@@ -221,6 +209,10 @@ class ActivationCapture:
         Per-layer override of the neuron axis; keys are layer names or globs, values axes
         (negative allowed). An exact name wins over globs; globs that disagree, keys that
         match no selected layer and unknown reductions raise ValueError.
+    optional : collection of str, optional
+        Layers that may never run (picked by a glob or a type rather than by name): those
+        missing from the first forward pass are dropped and listed in :attr:`skipped`
+        instead of raising.
     """
 
     def __init__(
@@ -230,6 +222,7 @@ class ActivationCapture:
         *,
         reduction: Reduction = "max",
         channel_dim: Mapping[str, int] | None = None,
+        optional: Collection[str] = (),
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -243,6 +236,8 @@ class ActivationCapture:
         self._current: dict[str, list[np.ndarray]] | None = None
         self._first_call: dict[str, LayerInfo] = {}  # calls_per_forward is set when a pass ends
         self._info: dict[str, LayerInfo] = {}
+        self._optional = set(optional)
+        self.skipped: list[str] = []
 
     def _resolve_overrides(self, mapping: Mapping[str, int]) -> dict[str, int]:
         for key, axis in mapping.items():
@@ -311,7 +306,12 @@ class ActivationCapture:
                 f"layer {name!r} ran outside a call of the captured "
                 f"{type(self._model).__name__}; call the model itself (not .forward or a submodule)"
             )
-        tensor = _first_tensor(name, output)
+        tensor = output[0] if isinstance(output, tuple | list) and output else output
+        if not isinstance(tensor, torch.Tensor):
+            raise CaptureError(
+                f"layer {name!r} returned {type(output).__name__}, not a Tensor or a tuple/list "
+                "whose first element is a Tensor; select a submodule that returns a tensor."
+            )
         shape = tuple(tensor.shape[1:])
         reduced, axis = self._reduce(name, module, tensor)
         if name not in self._first_call:
@@ -379,7 +379,14 @@ class ActivationCapture:
         if not passes:
             return {}
         missing = sorted({n for p in passes for n in self._names if n not in p})
-        if False:
+        never_ran = [n for n in missing if n in self._optional and n not in self._info]
+        if never_ran:
+            # A module that did not run in the first pass is one whose weights are used
+            # without calling it (or a branch never taken): drop it rather than fail the run.
+            self.skipped += never_ran
+            self._names = [n for n in self._names if n not in never_ran]
+            missing = [n for n in missing if n not in never_ran]
+        if missing:
             raise CaptureError(
                 f"selected layers did not run in a forward pass: {missing}; a branch not "
                 "taken, or a module whose weights are used without calling it "

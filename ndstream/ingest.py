@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ def ingest(
         raise ConfigError(f"limit must be a positive number of samples, got {limit}")
     grid = grid or GridSpec()
     names = resolve_layers(model, layers)
+    by_name = _exact_names(model, layers)
     groupings = resolve_groupings(group_by)
     dev = torch.device(device) if device is not None else _model_device(model)
     dataset = getattr(loader, "dataset", None)
@@ -107,7 +109,13 @@ def ingest(
     bar = tqdm(total=total, unit="img", disable=not progress, desc="ingest", dynamic_ncols=True)
     with (
         torch.inference_mode(),
-        ActivationCapture(model, names, reduction=reduction, channel_dim=channel_dim) as capture,
+        ActivationCapture(
+            model,
+            names,
+            reduction=reduction,
+            channel_dim=channel_dim,
+            optional=[n for n in names if n not in by_name],
+        ) as capture,
     ):
         for batch in loader:
             inputs, targets = _split_batch(batch)
@@ -134,6 +142,13 @@ def ingest(
     bar.close()
     if layout is None:
         raise ConfigError("the loader yielded no batches; check the dataset and `limit`")
+    if capture.skipped:
+        warnings.warn(
+            f"skipped {len(capture.skipped)} layers that matched the selection but never ran "
+            f"(their weights are used without calling the module): {capture.skipped}",
+            stacklevel=2,
+        )
+        names = [n for n in names if n not in capture.skipped]
 
     infos = capture.layers
     meta = StoreMeta(
@@ -152,9 +167,17 @@ def ingest(
         created=created,
         updated=_now(),
     )
-    summaries = {name: sketches[name].finalize() for name in names}
-    write_store(path, meta, summaries, overwrite=overwrite)
+    write_store(path, meta, {name: sketches[name] for name in names}, overwrite=overwrite)
     return open_store(path)
+
+
+def _exact_names(
+    model: torch.nn.Module, layers: LayerSelector | Sequence[LayerSelector]
+) -> set[str]:
+    """The layers asked for by exact name: those must run, unlike glob or type matches."""
+    items = [layers] if isinstance(layers, str | type) else list(layers)
+    modules = {n for n, _ in model.named_modules()}
+    return {s for s in items if isinstance(s, str) and s in modules}
 
 
 def _layer_meta(info: LayerInfo, reduction: str) -> LayerMeta:

@@ -4,13 +4,17 @@ Kernels see only NumPy arrays and plain numbers: never torch, Zarr or xarray. On
 :data:`jit`, sets the JIT flags for all of them; ``cache=True`` matters because a cold compile
 costs about a second per kernel, and every CLI start would pay it again.
 
-Slot layout of one (neuron, group) row of an in-memory counts array (see ``accumulator.py``)::
+State layout (see ``accumulator.py``): ``page[neuron, group]`` indexes a row of
+``pool[page, slot]``, or is -1 while that (neuron, group) has seen nothing, so groups that a
+neuron never sees cost 4 bytes. ``page_neuron[page]`` is the neuron a page belongs to. The
+slots of a page are::
 
     [ZERO, NAN, POSINF, NEGINF, positive window (wp slots), negative window (wn slots)]
 
-Window slot ``s`` of neuron ``n`` holds magnitude key ``offset[n] + s``. A magnitude key is the
-float32 bit pattern shifted right so that only the exponent and the top ``m`` mantissa bits
-remain, clamped to the grid's exponent window and rebased so that key 0 is the underflow bin.
+Window slot ``s`` of neuron ``n`` holds magnitude key ``pos_off[n] + s`` (or ``neg_off[n] + s``).
+A magnitude key is the float32 bit pattern shifted right so that only the exponent and the top
+``m`` mantissa bits remain, clamped to the grid's exponent window and rebased so that key 0 is
+the underflow bin.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ jit = numba.njit(cache=True, nogil=True)
 
 ZERO, NAN, POSINF, NEGINF = 0, 1, 2, 3
 N_SPECIAL = 4
-EMPTY_LO = np.iinfo(np.int32).max  # key_range "min" of a neuron that saw no such values
+EMPTY_LO = np.iinfo(np.int32).max  # key-range "min" of a neuron that saw no such values
+BLOCK = 16  # neurons per block: one 64-byte cache line of float32 per row
 _ABS_MASK = 0x7FFFFFFF
 _INF_BITS = 0x7F800000
 
@@ -58,7 +63,19 @@ def plan_groups(gids: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray
     return order, seg_group, seg_start
 
 
-BLOCK = 16  # neurons per block: one 64-byte cache line of float32 per row
+@jit
+def new_pages_needed(page: np.ndarray, seg_group: np.ndarray) -> int:
+    """How many (neuron, group) pairs of the batch's groups have no page yet."""
+    n_neurons = page.shape[0]
+    need = 0
+    for p in range(seg_group.shape[0]):
+        for i in range(seg_group.shape[1]):
+            g = seg_group[p, i]
+            if g < 0:
+                break
+            for n in range(n_neurons):
+                need += page[n, g] < 0
+    return need
 
 
 @jit
@@ -68,7 +85,10 @@ def update_counts(
     seg_group: np.ndarray,
     seg_start: np.ndarray,
     neurons: np.ndarray,
-    counts: np.ndarray,
+    pool: np.ndarray,
+    page: np.ndarray,
+    page_neuron: np.ndarray,
+    n_pages: np.ndarray,
     mins: np.ndarray,
     maxs: np.ndarray,
     pos_off: np.ndarray,
@@ -82,17 +102,19 @@ def update_counts(
     vals: np.ndarray,
     missed: np.ndarray,
 ) -> int:
-    """Fold a batch ``x[row, neuron]`` (float32) into ``counts[neuron, group, slot]``.
+    """Fold a batch ``x[row, neuron]`` (float32) into the paged counts.
 
     The rows' groups come as the plan of :func:`plan_groups`; ``tbits``, ``slots`` and
-    ``vals`` are ``[BLOCK, rows]`` scratch. Raw keys are clamped to ``[key_base, key_top]`` and rebased by
-    ``key_base``. A neuron with a key outside its windows is left untouched and flagged in
-    ``missed``; the caller widens its windows (see :func:`batch_key_ranges`) and calls again
-    for those neurons only. Returns the number of misses.
+    ``vals`` are ``[BLOCK, rows]`` scratch. A (neuron, group) without a page gets page
+    ``n_pages[0]``, which is then incremented; the pool must have room. Raw keys are clamped
+    to ``[key_base, key_top]`` and rebased by ``key_base``. A neuron with a key outside its
+    windows is left untouched and flagged in ``missed``; the caller widens its windows (see
+    :func:`batch_key_ranges`) and calls again for those neurons only. Returns the number of
+    misses.
     """
     n_rows = x.shape[0]
     n_part = order.shape[0]
-    wn = counts.shape[2] - N_SPECIAL - wp
+    wn = pool.shape[1] - N_SPECIAL - wp
     xbits = x.view(np.int32)
     tvals = tbits.view(np.float32)
     n_missed = 0
@@ -129,18 +151,24 @@ def update_counts(
                 missed[n] = True
                 n_missed += 1
                 continue
-            # Pass 2, one group at a time: the group's min and max live in registers and the
-            # neuron's counters (groups x slots) stay in L1.
+            # One group at a time: the group's min and max live in registers and the
+            # neuron's page stays in L1.
             for p in range(n_part):
                 for i_seg in range(seg_group.shape[1]):
                     g = seg_group[p, i_seg]
                     if g < 0:
                         break
+                    pg = page[n, g]
+                    if pg < 0:
+                        pg = n_pages[0]
+                        n_pages[0] += 1
+                        page[n, g] = pg
+                        page_neuron[pg] = n
                     lo = mins[n, g]
                     hi = maxs[n, g]
                     for j in range(seg_start[p, i_seg], seg_start[p, i_seg + 1]):
                         r = order[p, j]
-                        counts[n, g, slots[t, r]] += 1
+                        pool[pg, slots[t, r]] += 1
                         v = vals[t, r]
                         lo = v if v < lo else lo  # NaN compares false: non-finite values skip
                         hi = v if v > hi else hi
@@ -176,56 +204,75 @@ def batch_key_ranges(
 
 @jit
 def occupied_key_ranges(
-    counts: np.ndarray, pos_off: np.ndarray, neg_off: np.ndarray, wp: int, out: np.ndarray
+    pool: np.ndarray,
+    page_neuron: np.ndarray,
+    n_pages: int,
+    pos_off: np.ndarray,
+    neg_off: np.ndarray,
+    wp: int,
+    out: np.ndarray,
 ) -> None:
-    """``out[n]``: (pos min, pos max, neg min, neg max) keys with a nonzero count in any group."""
-    n_neurons, n_groups, n_slots = counts.shape
-    wn = n_slots - N_SPECIAL - wp
-    for n in range(n_neurons):
-        pmin, pmax, nmin, nmax = EMPTY_LO, -1, EMPTY_LO, -1
-        for g in range(n_groups):
-            for s in range(wp):
-                if counts[n, g, N_SPECIAL + s]:
-                    pmin, pmax = min(pmin, pos_off[n] + s), max(pmax, pos_off[n] + s)
-            for s in range(wn):
-                if counts[n, g, N_SPECIAL + wp + s]:
-                    nmin, nmax = min(nmin, neg_off[n] + s), max(nmax, neg_off[n] + s)
-        out[n, 0], out[n, 1], out[n, 2], out[n, 3] = pmin, pmax, nmin, nmax
+    """``out[n]``: (pos min, pos max, neg min, neg max) keys with a nonzero count in any group.
+
+    ``out`` must come in filled with empty ranges ``(EMPTY_LO, -1, EMPTY_LO, -1)``.
+    """
+    wn = pool.shape[1] - N_SPECIAL - wp
+    for pg in range(n_pages):
+        n = page_neuron[pg]
+        for s in range(wp):
+            if pool[pg, N_SPECIAL + s]:
+                out[n, 0] = min(out[n, 0], pos_off[n] + s)
+                out[n, 1] = max(out[n, 1], pos_off[n] + s)
+        for s in range(wn):
+            if pool[pg, N_SPECIAL + wp + s]:
+                out[n, 2] = min(out[n, 2], neg_off[n] + s)
+                out[n, 3] = max(out[n, 3], neg_off[n] + s)
 
 
 @jit
-def add_rewindowed(
+def add_pages(
     src: np.ndarray,
+    src_page: np.ndarray,
     src_pos_off: np.ndarray,
     src_neg_off: np.ndarray,
     src_wp: int,
     dst: np.ndarray,
+    dst_page: np.ndarray,
     dst_pos_off: np.ndarray,
     dst_neg_off: np.ndarray,
     dst_wp: int,
 ) -> None:
-    """Add the counts of ``src`` into ``dst``, whose windows may differ but must hold the keys."""
-    n_neurons, n_groups, src_slots = src.shape
-    src_wn = src_slots - N_SPECIAL - src_wp
+    """Add every page of ``src`` into the page of the same (neuron, group) in ``dst``.
+
+    The windows may differ but ``dst``'s must hold the keys, and ``dst`` must have a page for
+    every (neuron, group) that has one in ``src``.
+    """
+    n_neurons, n_groups = src_page.shape
+    src_wn = src.shape[1] - N_SPECIAL - src_wp
     for n in range(n_neurons):
         dp = N_SPECIAL + src_pos_off[n] - dst_pos_off[n]
         dn = N_SPECIAL + dst_wp + src_neg_off[n] - dst_neg_off[n]
         for g in range(n_groups):
+            a = src_page[n, g]
+            if a < 0:
+                continue
+            b = dst_page[n, g]
             for s in range(N_SPECIAL):
-                dst[n, g, s] += src[n, g, s]
+                dst[b, s] += src[a, s]
             for s in range(src_wp):
-                c = src[n, g, N_SPECIAL + s]
+                c = src[a, N_SPECIAL + s]
                 if c:
-                    dst[n, g, s + dp] += c
+                    dst[b, s + dp] += c
             for s in range(src_wn):
-                c = src[n, g, N_SPECIAL + src_wp + s]
+                c = src[a, N_SPECIAL + src_wp + s]
                 if c:
-                    dst[n, g, s + dn] += c
+                    dst[b, s + dn] += c
 
 
 @jit
 def densify(
-    src: np.ndarray,
+    pool: np.ndarray,
+    page: np.ndarray,
     pos_off: np.ndarray,
     neg_off: np.ndarray,
     wp: int,
@@ -233,23 +280,31 @@ def densify(
     neg_hi: int,
     n_neg: int,
     dst: np.ndarray,
+    specials: np.ndarray,
 ) -> None:
-    """Write windowed counts onto the layer's dense bin axis ``[neg bins, zero, pos bins]``.
+    """Write the pages of ``page[:, groups]`` onto the dense bin axis ``[neg, zero, pos]``.
 
-    Negative bins run from the largest magnitude key ``neg_hi`` down, so the dense axis is in
-    ascending value order. Special slots other than zero are not part of the dense axis.
+    ``dst[neuron, group, bin]`` and ``specials[neuron, group, (nan, posinf, neginf)]`` must
+    come in zeroed. Negative bins run from the largest magnitude key ``neg_hi`` down, so the
+    dense axis is in ascending value order.
     """
-    n_neurons, n_groups, n_slots = src.shape
-    wn = n_slots - N_SPECIAL - wp
+    n_neurons, n_groups = page.shape
+    wn = pool.shape[1] - N_SPECIAL - wp
     for n in range(n_neurons):
         for g in range(n_groups):
-            dst[n, g, n_neg] = src[n, g, ZERO]
+            pg = page[n, g]
+            if pg < 0:
+                continue
+            dst[n, g, n_neg] = pool[pg, ZERO]
+            specials[n, g, 0] = pool[pg, NAN]
+            specials[n, g, 1] = pool[pg, POSINF]
+            specials[n, g, 2] = pool[pg, NEGINF]
             for s in range(wp):
-                c = src[n, g, N_SPECIAL + s]
+                c = pool[pg, N_SPECIAL + s]
                 if c:
                     dst[n, g, n_neg + 1 + pos_off[n] + s - pos_lo] = c
             for s in range(wn):
-                c = src[n, g, N_SPECIAL + wp + s]
+                c = pool[pg, N_SPECIAL + wp + s]
                 if c:
                     dst[n, g, neg_hi - (neg_off[n] + s)] = c
 
@@ -317,7 +372,12 @@ def quantiles(
             v1 = _order_statistic(
                 k0 + 1.0, cum, counts[n], lower, upper, mins[n], maxs[n], neginf[n], n_finite
             )
-            out[n, i] = v0 + frac * (v1 - v0) if v0 != v1 else v0
+            if v0 == v1 or np.isinf(v0):
+                out[n, i] = v0  # also the limit of the interpolation next to -Inf
+            elif np.isinf(v1):
+                out[n, i] = v1
+            else:
+                out[n, i] = v0 + frac * (v1 - v0)
 
 
 @jit

@@ -5,10 +5,11 @@ grid of :mod:`ndstream.sketch.grid`, the exact min and max of the finite values,
 exact zeros, NaN, +Inf and -Inf. The group is an axis of the arrays, not a separate object.
 
 Memory: each neuron keeps a window of consecutive grid keys per sign, just wide enough for the
-keys it has seen; the window width is shared by the layer so the state is one dense array
-``counts[neuron, group, slot]``. Counters start as uint16 and widen to uint32 and uint64 only
-when a group's value count could overflow them. A ReLU neuron spanning 14 octaves at ``m = 3``
-costs about ``(4 + 112) * 2`` bytes per (neuron, group).
+keys it has seen; the window width is shared by the layer. A (neuron, group) gets its row of
+counters (a *page*) only when it first sees a value, so groups a neuron never sees cost the
+4-byte page index and 8 bytes of min and max. Counters start as uint16 and widen to uint32
+and uint64 only when a group's value count could overflow them. A ReLU neuron spanning 14
+octaves at ``m = 3`` costs about ``(4 + 112) * 2 + 12`` bytes per (neuron, group).
 
 Determinism: merging is integer addition plus min/max, so the finalized
 :class:`~ndstream.sketch.summary.Summary` is bit-identical for any split, order or batching of
@@ -19,6 +20,7 @@ part of the finalized form.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,29 +91,43 @@ class LayerSketch:
     def __init__(self, spec: SketchSpec) -> None:
         n, g = spec.n_neurons, len(spec.groups)
         self.spec = spec
-        self.counts = np.zeros((n, g, k.N_SPECIAL), dtype=_COUNTER_DTYPES[0])
+        self.page = np.full((n, g), -1, dtype=np.int32)
+        self.pool = np.zeros((0, k.N_SPECIAL), dtype=_COUNTER_DTYPES[0])
+        self.page_neuron = np.zeros(0, dtype=np.int32)
+        self.n_pages = 0
         self.mins = np.full((n, g), np.inf, dtype=np.float32)
         self.maxs = np.full((n, g), -np.inf, dtype=np.float32)
         self.totals = np.zeros(g, dtype=np.int64)
         self.pos_off = np.zeros(n, dtype=np.int32)
         self.neg_off = np.zeros(n, dtype=np.int32)
         self.wp = 0
-        self._tbits = np.empty((k.BLOCK, 0), dtype=np.int32)
-        self._slots = np.empty((k.BLOCK, 0), dtype=np.int32)
-        self._vals = np.empty((k.BLOCK, 0), dtype=np.float32)
+        self._scratch = np.empty((3, k.BLOCK, 0), dtype=np.int32)
 
     # -- state -------------------------------------------------------------------------------
 
     @property
     def wn(self) -> int:
         """Width of the negative windows."""
-        return self.counts.shape[2] - k.N_SPECIAL - self.wp
+        return self.pool.shape[1] - k.N_SPECIAL - self.wp
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the state arrays."""
-        arrays = (self.counts, self.mins, self.maxs, self.totals, self.pos_off, self.neg_off)
+        """Bytes held by the state arrays (allocated, not only used)."""
+        arrays = (
+            self.page, self.pool, self.page_neuron, self.mins, self.maxs,
+            self.totals, self.pos_off, self.neg_off,
+        )  # fmt: skip
         return sum(a.nbytes for a in arrays)
+
+    def _occupied(self) -> np.ndarray:
+        """Key ranges ``[neuron, 4]`` (pos lo, pos hi, neg lo, neg hi) with nonzero counts."""
+        out = np.empty((self.spec.n_neurons, 4), dtype=np.int32)
+        out[:, 0::2] = k.EMPTY_LO
+        out[:, 1::2] = -1
+        k.occupied_key_ranges(
+            self.pool, self.page_neuron, self.n_pages, self.pos_off, self.neg_off, self.wp, out
+        )
+        return out
 
     # -- update ------------------------------------------------------------------------------
 
@@ -128,13 +144,15 @@ class LayerSketch:
         """
         x = np.ascontiguousarray(x, dtype=np.float32)
         gids = np.asarray(group_ids)
+        if gids.ndim == 0:
+            raise ValueError("group_ids must hold one group id per row, not a scalar")
         if gids.ndim == 1:
             gids = gids[:, None]
         gids = np.ascontiguousarray(gids, dtype=np.intp)
         n, n_groups = self.spec.n_neurons, len(self.spec.groups)
         if x.ndim != 2 or x.shape[1] != n:
             raise ValueError(f"expected activations of shape [rows, {n}], got {list(x.shape)}")
-        if gids.shape[0] != x.shape[0]:
+        if gids.ndim != 2 or gids.shape[0] != x.shape[0]:
             raise ValueError(f"{gids.shape[0]} group ids for {x.shape[0]} rows")
         if x.shape[0] == 0:
             return
@@ -143,49 +161,57 @@ class LayerSketch:
                 f"group ids must lie in [0, {n_groups}), got [{gids.min()}, {gids.max()}]"
             )
         added = np.bincount(gids.ravel(), minlength=n_groups).astype(np.int64)
-        self._ensure_capacity(int((self.totals + added).max()))
-        if self._slots.shape[1] < x.shape[0]:
-            self._tbits = np.empty((k.BLOCK, x.shape[0]), dtype=np.int32)
-            self._slots = np.empty((k.BLOCK, x.shape[0]), dtype=np.int32)
-            self._vals = np.empty((k.BLOCK, x.shape[0]), dtype=np.float32)
+        self._ensure_width(int((self.totals + added).max()))
+        order, seg_group, seg_start = k.plan_groups(gids, n_groups)
+        self._ensure_pages(k.new_pages_needed(self.page, seg_group))
+        if self._scratch.shape[2] < x.shape[0]:
+            self._scratch = np.empty((3, k.BLOCK, x.shape[0]), dtype=np.int32)
+        tbits, slots, vals = self._scratch[0], self._scratch[1], self._scratch[2].view(np.float32)
 
         grid = self.spec.grid
-        order, seg_group, seg_start = k.plan_groups(gids, n_groups)
         missed = np.zeros(n, dtype=np.bool_)
         neurons = np.arange(n, dtype=np.intp)
+        n_pages = np.array([self.n_pages], dtype=np.int64)
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
-                x, order, seg_group, seg_start, neurons, self.counts, self.mins, self.maxs, self.pos_off,
-                self.neg_off, self.wp, grid.shift, grid.key_base, grid.key_top,
-                self._tbits, self._slots, self._vals, missed,
+                x, order, seg_group, seg_start, neurons, self.pool, self.page,
+                self.page_neuron, n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
+                self.wp, grid.shift, grid.key_base, grid.key_top, tbits, slots, vals, missed,
             )  # fmt: skip
+            self.n_pages = int(n_pages[0])
             if n_missed == 0:
                 break
             neurons = np.flatnonzero(missed).astype(np.intp)
             batch = np.empty((neurons.size, 4), dtype=np.int32)
             k.batch_key_ranges(x, neurons, grid.shift, grid.key_base, grid.key_top, batch)
-            self._grow_windows(neurons, _union(self._occupied(neurons), batch))
+            self._grow_windows(neurons, _union(self._occupied()[neurons], batch))
             missed[:] = False
         else:  # pragma: no cover - the grown windows hold every key by construction
             raise AssertionError("sketch windows failed to grow")
         self.totals += added
 
-    def _occupied(self, neurons: np.ndarray | None = None) -> np.ndarray:
-        """Key ranges ``[neuron, 4]`` (pos lo, pos hi, neg lo, neg hi) holding nonzero counts."""
-        idx = np.arange(self.spec.n_neurons) if neurons is None else neurons
-        out = np.empty((idx.size, 4), dtype=np.int32)
-        k.occupied_key_ranges(self.counts[idx], self.pos_off[idx], self.neg_off[idx], self.wp, out)
-        return out
-
-    def _ensure_capacity(self, max_total: int) -> None:
+    def _ensure_width(self, max_total: int) -> None:
         """Widen the counters before any (neuron, group) could pass their maximum."""
-        dtype = self.counts.dtype
         for candidate in _COUNTER_DTYPES:
             if max_total <= np.iinfo(candidate).max:
-                if candidate.itemsize > dtype.itemsize:
-                    self.counts = self.counts.astype(candidate)
+                if candidate.itemsize > self.pool.dtype.itemsize:
+                    self.pool = self.pool.astype(candidate)
                 return
         raise OverflowError("more than 2**64 values in one group")  # pragma: no cover
+
+    def _ensure_pages(self, new: int) -> None:
+        """Make room in the pool for ``new`` more pages."""
+        need = self.n_pages + new
+        if need <= self.pool.shape[0]:
+            return
+        # Grow by a quarter at least, so appends are amortised without doubling the peak.
+        limit = self.page.size
+        capacity = min(limit, max(need, self.pool.shape[0] + self.pool.shape[0] // 4))
+        pool = np.zeros((capacity, self.pool.shape[1]), dtype=self.pool.dtype)
+        pool[: self.n_pages] = self.pool[: self.n_pages]
+        page_neuron = np.zeros(capacity, dtype=np.int32)
+        page_neuron[: self.n_pages] = self.page_neuron[: self.n_pages]
+        self.pool, self.page_neuron = pool, page_neuron
 
     def _grow_windows(self, neurons: np.ndarray, need: np.ndarray) -> None:
         """Re-place the windows of ``neurons`` so they hold key ranges ``need[i]``."""
@@ -203,12 +229,12 @@ class LayerSketch:
         pos_off[neurons[has_p]] = need[has_p, 0] - (wp - width_p[has_p]) // 2
         has_n = width_n > 0
         neg_off[neurons[has_n]] = need[has_n, 2] - (wn - width_n[has_n]) // 2
-        n, g = self.counts.shape[:2]
-        counts = np.zeros((n, g, k.N_SPECIAL + wp + wn), dtype=self.counts.dtype)
-        k.add_rewindowed(
-            self.counts, self.pos_off, self.neg_off, self.wp, counts, pos_off, neg_off, wp
-        )
-        self.counts, self.pos_off, self.neg_off, self.wp = counts, pos_off, neg_off, wp
+        pool = np.zeros((self.pool.shape[0], k.N_SPECIAL + wp + wn), dtype=self.pool.dtype)
+        k.add_pages(
+            self.pool, self.page, self.pos_off, self.neg_off, self.wp,
+            pool, self.page, pos_off, neg_off, wp,
+        )  # fmt: skip
+        self.pool, self.pos_off, self.neg_off, self.wp = pool, pos_off, neg_off, wp
 
     # -- merge -------------------------------------------------------------------------------
 
@@ -225,10 +251,9 @@ class LayerSketch:
         diff = self.spec.diff(other.spec)
         if diff:
             raise SpecMismatchError(
-                "cannot merge sketches with different specs: "
-                + "; ".join(diff)
+                "cannot merge sketches with different specs: " + "; ".join(diff)
                 + ". Sketches merge only when they were made with the same layer, groups and grid."
-            )
+            )  # fmt: skip
         out = LayerSketch(self.spec)
         ranges = _union(self._occupied(), other._occupied())
         has_p, has_n = ranges[:, 1] >= 0, ranges[:, 3] >= 0
@@ -236,14 +261,18 @@ class LayerSketch:
         wn = int(np.where(has_n, ranges[:, 3] - ranges[:, 2] + 1, 0).max())
         out.pos_off = np.where(has_p, ranges[:, 0], 0).astype(np.int32)
         out.neg_off = np.where(has_n, ranges[:, 2], 0).astype(np.int32)
+        used = (self.page >= 0) | (other.page >= 0)
+        out.n_pages = int(used.sum())
+        out.page[used] = np.arange(out.n_pages, dtype=np.int32)
+        out.page_neuron = np.nonzero(used)[0].astype(np.int32)
         out.totals = self.totals + other.totals
-        dtype = max(self.counts.dtype, other.counts.dtype, key=lambda d: d.itemsize)
-        out.counts = np.zeros((*self.counts.shape[:2], k.N_SPECIAL + out.wp + wn), dtype=dtype)
-        out._ensure_capacity(int(out.totals.max()))
+        dtype = max(self.pool.dtype, other.pool.dtype, key=lambda d: d.itemsize)
+        out.pool = np.zeros((out.n_pages, k.N_SPECIAL + out.wp + wn), dtype=dtype)
+        out._ensure_width(int(out.totals.max()))
         for src in (self, other):
-            k.add_rewindowed(
-                src.counts, src.pos_off, src.neg_off, src.wp,
-                out.counts, out.pos_off, out.neg_off, out.wp,
+            k.add_pages(
+                src.pool, src.page, src.pos_off, src.neg_off, src.wp,
+                out.pool, out.page, out.pos_off, out.neg_off, out.wp,
             )  # fmt: skip
         out.mins = np.minimum(self.mins, other.mins)
         out.maxs = np.maximum(self.maxs, other.maxs)
@@ -251,40 +280,57 @@ class LayerSketch:
 
     # -- finalize ----------------------------------------------------------------------------
 
-    def finalize(self) -> Summary:
-        """The canonical :class:`~ndstream.sketch.summary.Summary` of everything seen so far."""
+    def bin_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper edges of the layer's dense bin axis (see :meth:`finalize`)."""
+        return self._bin_axis(self._occupied())[4:]
+
+    def _bin_axis(self, r: np.ndarray) -> tuple[Any, ...]:
         grid = self.spec.grid
-        r = self._occupied()
         has_p, has_n = r[:, 1] >= 0, r[:, 3] >= 0
         pos_lo = int(r[has_p, 0].min()) if has_p.any() else 0
         pos_hi = int(r[has_p, 1].max()) if has_p.any() else -1
         neg_lo = int(r[has_n, 2].min()) if has_n.any() else 0
         neg_hi = int(r[has_n, 3].max()) if has_n.any() else -1
-        n_pos, n_neg = pos_hi - pos_lo + 1, neg_hi - neg_lo + 1
-        n, g = self.counts.shape[:2]
-        dense = np.zeros((n, g, n_neg + 1 + n_pos), dtype=np.uint64)
-        k.densify(self.counts, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg, dense)
-        # The width is chosen from the data, not from this run's counter history.
-        if int(self.totals.max(initial=0)) <= np.iinfo(np.uint32).max:
-            dense = dense.astype(np.uint32)
-
         p_lower, p_upper = grid.magnitude_edges(np.arange(pos_lo, pos_hi + 1))
         n_lower, n_upper = grid.magnitude_edges(np.arange(neg_hi, neg_lo - 1, -1))
         lower = np.concatenate([-n_upper, [0.0], p_lower])
         upper = np.concatenate([-n_lower, [0.0], p_upper])
+        return pos_lo, neg_hi, neg_hi - neg_lo + 1, lower.size, lower, upper
 
-        finite = self.mins <= self.maxs
-        special = self.counts[:, :, : k.N_SPECIAL].astype(np.int64)
+    def finalize(self, groups: slice | np.ndarray | list[int] | None = None) -> Summary:
+        """The canonical :class:`~ndstream.sketch.summary.Summary` of everything seen so far.
+
+        Parameters
+        ----------
+        groups
+            Only these groups (the bin axis is still the whole layer's), so a layer with
+            many groups can be written a block at a time.
+        """
+        idx = np.arange(len(self.spec.groups))[groups if groups is not None else slice(None)]
+        pos_lo, neg_hi, n_neg, n_bins, lower, upper = self._bin_axis(self._occupied())
+        n = self.spec.n_neurons
+        page = np.ascontiguousarray(self.page[:, idx])
+        dense = np.zeros((n, idx.size, n_bins), dtype=np.uint64)
+        special = np.zeros((n, idx.size, 3), dtype=np.int64)
+        k.densify(
+            self.pool, page, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg,
+            dense, special,
+        )  # fmt: skip
+        # The width is chosen from the data, not from this run's counter history.
+        if int(self.totals.max(initial=0)) <= np.iinfo(np.uint32).max:
+            dense = dense.astype(np.uint32)
+        mins, maxs = self.mins[:, idx], self.maxs[:, idx]
+        finite = mins <= maxs
         return Summary(
             counts=dense,
             lower=lower,
             upper=upper,
-            mins=np.where(finite, self.mins, np.float32(np.nan)),
-            maxs=np.where(finite, self.maxs, np.float32(np.nan)),
-            nan=special[:, :, k.NAN],
-            posinf=special[:, :, k.POSINF],
-            neginf=special[:, :, k.NEGINF],
-            totals=self.totals.copy(),
-            groups=self.spec.groups,
-            grid=grid,
+            mins=np.where(finite, mins, np.float32(np.nan)),
+            maxs=np.where(finite, maxs, np.float32(np.nan)),
+            nan=special[:, :, 0],
+            posinf=special[:, :, 1],
+            neginf=special[:, :, 2],
+            totals=self.totals[idx].copy(),
+            groups=tuple(self.spec.groups[i] for i in idx),
+            grid=self.spec.grid,
         )

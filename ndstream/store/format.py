@@ -30,7 +30,8 @@ DIMS: dict[str, tuple[str, ...]] = {
     "bin_lower": ("bin",),
     "bin_upper": ("bin",),
 }
-NEURON_CHUNK = 4096  # one chunk holds a whole layer of up to 4,096 neurons for one group
+NEURON_CHUNK = 4096  # a chunk holds a whole layer of up to 4,096 neurons...
+CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of uint32 counts
 
 
 @dataclass(frozen=True)

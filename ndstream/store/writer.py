@@ -10,15 +10,16 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
 from ..errors import StoreError
-from ..sketch import Summary
+from ..sketch import LayerSketch, Summary
 from . import format as fmt
 
 __all__ = ["write_store"]
@@ -30,7 +31,7 @@ _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 def write_store(
     path: str | os.PathLike[str],
     meta: fmt.StoreMeta,
-    summaries: Mapping[str, Summary],
+    summaries: Mapping[str, Summary | LayerSketch],
     *,
     overwrite: bool = False,
 ) -> Path:
@@ -43,7 +44,8 @@ def write_store(
     meta
         Root metadata; its layers must match ``summaries``.
     summaries
-        Finalized sketch of each layer.
+        Each layer's sketch, finalized or not. A :class:`LayerSketch` is finalized a block of
+        groups at a time, so a layer with many groups never exists densely in memory.
     overwrite
         Replace an existing store; without it an existing path raises :class:`StoreError`.
     """
@@ -94,39 +96,104 @@ def _replace(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_layer(root: zarr.Group, layer: fmt.LayerMeta, s: Summary, meta: fmt.StoreMeta) -> None:
+def _blocks(
+    source: Summary | LayerSketch, n_groups: int, block: int
+) -> Iterator[tuple[int, Summary]]:
+    """Finalized blocks of groups; blocks whose groups saw no data are skipped."""
+    if isinstance(source, LayerSketch):
+        has_data = (source.page >= 0).any(axis=0)
+    else:
+        has_data = source.totals > 0
+    for g0 in range(0, n_groups, block):
+        if not has_data[g0 : g0 + block].any():
+            continue  # nothing to write: missing chunks read as the fill value, zero
+        groups = list(range(g0, min(g0 + block, n_groups)))
+        if isinstance(source, LayerSketch):
+            yield g0, source.finalize(groups)
+        else:
+            yield g0, source.select(groups)
+
+
+def _write_layer(
+    root: zarr.Group, layer: fmt.LayerMeta, source: Summary | LayerSketch, meta: fmt.StoreMeta
+) -> None:
     g = root.create_group(layer.name)
     g.attrs[fmt.ROOT_ATTR] = {"layer": layer.to_dict()}
-    n, n_groups, n_bins = s.counts.shape
+    n, n_groups = layer.n_neurons, len(meta.groups)
+    if isinstance(source, LayerSketch):
+        lower, upper = source.bin_edges()
+        wide = int(source.totals.max(initial=0)) > np.iinfo(np.uint32).max
+    else:
+        lower, upper = source.lower, source.upper
+        wide = source.counts.dtype == np.uint64
+    n_bins = lower.size
     neuron_chunk = min(n, fmt.NEURON_CHUNK)
-    arrays: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {
-        "counts": (s.counts, (neuron_chunk, 1, max(n_bins, 1))),
-        "min": (s.mins, (neuron_chunk, n_groups)),
-        "max": (s.maxs, (neuron_chunk, n_groups)),
-        "nan_count": (s.nan, (neuron_chunk, n_groups)),
-        "posinf_count": (s.posinf, (neuron_chunk, n_groups)),
-        "neginf_count": (s.neginf, (neuron_chunk, n_groups)),
-        "count": (s.totals, (n_groups,)),
-        "neuron": (np.arange(n, dtype=np.int64), (n,)),
-        "group": (np.array(meta.groups, dtype=str), (n_groups,)),
-        "grouping": (np.array(meta.groupings, dtype=str), (n_groups,)),
-        "bin": (np.arange(n_bins, dtype=np.int64), (max(n_bins, 1),)),
-        "bin_lower": (s.lower, (max(n_bins, 1),)),
-        "bin_upper": (s.upper, (max(n_bins, 1),)),
+    # Few groups per chunk, so a view of a few groups reads little; but not one chunk per
+    # group, because each chunk is a file and 1,000 small files cost more than they save.
+    group_chunk = max(1, min(n_groups, fmt.CHUNK_BYTES // max(1, neuron_chunk * n_bins * 4)))
+    specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
+        "counts": (
+            np.dtype(np.uint64 if wide else np.uint32),
+            (neuron_chunk, group_chunk, n_bins),
+        ),
+        "min": (np.dtype(np.float32), (neuron_chunk, n_groups)),
+        "max": (np.dtype(np.float32), (neuron_chunk, n_groups)),
+        "nan_count": (np.dtype(np.int64), (neuron_chunk, n_groups)),
+        "posinf_count": (np.dtype(np.int64), (neuron_chunk, n_groups)),
+        "neginf_count": (np.dtype(np.int64), (neuron_chunk, n_groups)),
+        "count": (np.dtype(np.int64), (n_groups,)),
     }
-    for name, (data, chunks) in arrays.items():
-        is_str = data.dtype.kind == "U"
-        a = g.create_array(
-            name,
-            shape=data.shape,
-            dtype=str if is_str else data.dtype,
-            chunks=chunks,
-            compressors=None if is_str else _COMPRESSOR,
-            dimension_names=fmt.DIMS[name],
-            fill_value="" if is_str else 0,
-        )
-        if name == "counts":
-            # xarray reads this CF attribute to attach the extra coordinates.
-            a.attrs["coordinates"] = "grouping bin_lower bin_upper"
-        if data.size:
-            a[...] = data
+    shapes = {"counts": (n, n_groups, n_bins), "count": (n_groups,)}
+    arrays = {
+        name: _create(g, name, shapes.get(name, (n, n_groups)), dtype, chunks)
+        for name, (dtype, chunks) in specs.items()
+    }
+    coords: dict[str, np.ndarray] = {
+        "neuron": np.arange(n, dtype=np.int64),
+        "group": np.array(meta.groups, dtype=str),
+        "grouping": np.array(meta.groupings, dtype=str),
+        "bin": np.arange(n_bins, dtype=np.int64),
+        "bin_lower": lower,
+        "bin_upper": upper,
+    }
+    for name, data in coords.items():
+        dtype = np.dtype(str) if data.dtype.kind == "U" else data.dtype
+        _create(g, name, data.shape, dtype, (max(data.size, 1),))[...] = data
+    # xarray reads this CF attribute to attach the extra coordinates.
+    arrays["counts"].attrs["coordinates"] = "grouping bin_lower bin_upper"
+
+    # A block of whole chunks of groups at a time, so a block of counts stays near 64 MB.
+    # The [neuron, group] arrays are small: gather them and write each once, because
+    # rewriting their chunks block by block would recompress them every time.
+    block = group_chunk * max(1, (64 << 20) // max(1, n * n_bins * 8 * group_chunk))
+    small = {
+        name: np.zeros(a.shape, dtype=a.dtype) for name, a in arrays.items() if name != "counts"
+    }
+    small["min"][...] = small["max"][...] = np.nan  # what a group without data has
+    for g0, s in _blocks(source, n_groups, block):
+        sel = (slice(None), slice(g0, g0 + len(s.groups)))
+        if n_bins:
+            arrays["counts"][sel] = s.counts
+        small["min"][sel] = s.mins
+        small["max"][sel] = s.maxs
+        small["nan_count"][sel] = s.nan
+        small["posinf_count"][sel] = s.posinf
+        small["neginf_count"][sel] = s.neginf
+        small["count"][g0 : g0 + len(s.groups)] = s.totals
+    for name, data in small.items():
+        arrays[name][...] = data
+
+
+def _create(
+    g: zarr.Group, name: str, shape: tuple[int, ...], dtype: np.dtype[Any], chunks: tuple[int, ...]
+) -> zarr.Array:
+    is_str = dtype.kind == "U"
+    return g.create_array(
+        name,
+        shape=shape,
+        dtype=str if is_str else dtype,
+        chunks=tuple(max(c, 1) for c in chunks),
+        compressors=None if is_str else _COMPRESSOR,
+        dimension_names=fmt.DIMS[name],
+        fill_value="" if is_str else 0,
+    )

@@ -1,0 +1,299 @@
+"""Quantile accuracy of ndstream's sketch on real activations, against exact numpy quantiles.
+
+What is measured
+    The normalised rank error of the quantiles q = 0.01, 0.02, ..., 0.99 that
+    ``LayerSketch(...).finalize().quantile(q)`` returns, against the raw values themselves.
+    For a neuron whose N values sort to ``s``, an estimate ``v`` of quantile ``q`` has rank error
+    ``min(|searchsorted(s, v, 'left')/N - q|, |searchsorted(s, v, 'right')/N - q|)``, and 0 when
+    ``q`` lies between those two ranks (ties). The tables give the max (and mean) over neurons
+    and q, per layer and per group selection.
+
+    The exact ``np.quantile`` itself scores up to about 1/N on this metric (it interpolates
+    between order statistics), so that floor is printed next to every figure.
+
+    The baseline, in the same run on the same values, is Apache DataSketches'
+    ``kll_floats_sketch(200)``, one per (neuron, group).
+
+Data (activations captured with plain ``register_forward_hook`` hooks, reduced with numpy)
+    1. digits: ndstream's built-in digits CNN over all 1797 images; every layer (conv1, relu1,
+       conv2, relu2, fc1, relu3, fc2); spatial outputs reduced by channel max. Per class (each
+       of the 10 groups on its own) and pooled (all groups).
+    2. VGG16: torchvision ``vgg16(weights=None)`` (random init) on random 32x32 images; every
+       ReLU, channel max over spatial dims; one group.
+    3. GELU: torchvision ``vit_b_16(weights=None, image_size=32)``; the MLP GELU of encoder
+       layers 0 and 11 with no reduction (each of the 5 tokens is one more value of its
+       neuron). GELU piles many distinct values up against its minimum (about -0.17) inside a
+       few grid bins: the known weak case of a log-linear grid.
+
+    Every figure is also given for a finer grid (``GridSpec(mantissa_bits=6)``, 64 bins per
+    octave instead of 8), because channel-max activations often span less than one octave
+    across samples, so the default grid puts a neuron's whole distribution in two or three
+    bins and the even spread assumed inside a bin is far from the truth.
+
+Run: ``python benchmarks/bench_accuracy.py [--quick]``. The last line is the summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision
+from _common import parse_args, print_table
+
+from ndstream import GridSpec, LayerSketch, SketchSpec
+from ndstream.builtin import DigitsDataset, load_digits_cnn
+
+QS = np.round(np.arange(1, 100) / 100, 2)
+KLL_K = 200
+FINE_GRID = GridSpec(mantissa_bits=6)
+
+
+# -- capture -------------------------------------------------------------------------------
+
+
+def channel_values(output: torch.Tensor, reduce: str) -> np.ndarray:
+    """Per-neuron values ``[rows, neurons]`` of one output: channel max or every position."""
+    x = output.detach().float().cpu().numpy()
+    if x.ndim == 4:  # [B, C, H, W]
+        return x.reshape(*x.shape[:2], -1).max(axis=2) if reduce == "max" else _positions(x)
+    if x.ndim == 3:  # [B, tokens, dim]: tokens are positions of the dim neurons
+        return x.reshape(-1, x.shape[2]) if reduce == "none" else x.max(axis=1)
+    return x.reshape(x.shape[0], -1)
+
+
+def _positions(x: np.ndarray) -> np.ndarray:
+    return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def capture(
+    model: torch.nn.Module, batches: Iterable[torch.Tensor], layers: list[str], reduce: str
+) -> dict[str, np.ndarray]:
+    """Raw per-neuron values of ``layers`` over all batches, from plain forward hooks."""
+    modules = dict(model.named_modules())
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+
+    def hook(name: str) -> Callable[..., None]:
+        return lambda module, args, output: chunks[name].append(channel_values(output, reduce))
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    try:
+        with torch.inference_mode():
+            for x in batches:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: np.concatenate(c, axis=0).astype(np.float32) for name, c in chunks.items()}
+
+
+# -- estimators ----------------------------------------------------------------------------
+
+
+def sketch_quantiles(
+    values: np.ndarray, gids: np.ndarray, selections: dict[str, list[int]], grid: GridSpec
+) -> dict[str, np.ndarray]:
+    """ndstream quantiles ``[neuron, q]`` for each selection of groups, from one sketch."""
+    n_groups = int(gids.max()) + 1
+    sketch = LayerSketch(SketchSpec(values.shape[1], tuple(map(str, range(n_groups))), grid))
+    for start in range(0, values.shape[0], 256):  # batches, as ingest would feed them
+        sketch.update(values[start : start + 256], gids[start : start + 256])
+    summary = sketch.finalize()
+    return {sel: summary.select(groups).quantile(QS) for sel, groups in selections.items()}
+
+
+def kll_quantiles(values: np.ndarray) -> np.ndarray:
+    """KLL (k=200) quantiles ``[neuron, q]``, one sketch per neuron."""
+    from datasketches import kll_floats_sketch
+
+    out = np.empty((values.shape[1], QS.size))
+    cols = np.ascontiguousarray(values.T)
+    for n in range(cols.shape[0]):
+        sk = kll_floats_sketch(KLL_K)
+        sk.update(cols[n])
+        out[n] = sk.get_quantiles(QS)
+    return out
+
+
+# -- error ---------------------------------------------------------------------------------
+
+
+def rank_errors(values: np.ndarray, estimates: np.ndarray) -> np.ndarray:
+    """Normalised rank errors ``[neuron, q]`` of ``estimates[neuron, q]`` against ``values``."""
+    s = np.sort(values, axis=0)
+    n = s.shape[0]
+    err = np.empty(estimates.shape)
+    for j in range(s.shape[1]):
+        lo = np.searchsorted(s[:, j], estimates[j], side="left") / n
+        hi = np.searchsorted(s[:, j], estimates[j], side="right") / n
+        inside = (lo <= QS) & (QS <= hi)
+        err[j] = np.where(inside, 0.0, np.minimum(np.abs(lo - QS), np.abs(hi - QS)))
+    return err
+
+
+@dataclass
+class Row:
+    model: str
+    layer: str
+    kind: str  # "ReLU", "GELU" or "other"
+    selection: str
+    n_values: int
+    neurons: int
+    floor: float
+    nd: np.ndarray
+    kll: np.ndarray
+    fine: np.ndarray  # ndstream with mantissa_bits=6
+
+    def cells(self) -> tuple[object, ...]:
+        return (
+            f"{self.model}/{self.layer}",
+            self.kind,
+            self.selection,
+            self.n_values,
+            self.neurons,
+            f"{self.nd.max():.4f}",
+            f"{self.nd.mean():.5f}",
+            f"{self.kll.max():.4f}",
+            f"{self.floor:.4f}",
+            f"{self.fine.max():.4f}",
+        )
+
+
+HEADERS = (
+    "model/layer", "kind", "groups", "N/neuron", "neurons", "ndstream max", "ndstream mean",
+    "KLL max", "exact floor", "ndstream m=6 max",
+)  # fmt: skip
+
+
+def evaluate(
+    model: str,
+    layer: str,
+    kind: str,
+    values: np.ndarray,
+    gids: np.ndarray,
+    selections: dict[str, list[int]],
+) -> list[Row]:
+    """Rank errors of ndstream, KLL and exact numpy for each group selection of one layer."""
+    est = sketch_quantiles(values, gids, selections, GridSpec())
+    est_fine = sketch_quantiles(values, gids, selections, FINE_GRID)
+    rows = []
+    for sel, groups in selections.items():
+        v = values[np.isin(gids, groups)]
+        exact = np.quantile(v, QS, axis=0).T
+        rows.append(
+            Row(
+                model, layer, kind, sel, v.shape[0], v.shape[1],
+                float(rank_errors(v, exact).max()),
+                rank_errors(v, est[sel]),
+                rank_errors(v, kll_quantiles(v)),
+                rank_errors(v, est_fine[sel]),
+            )
+        )  # fmt: skip
+    return rows
+
+
+# -- the three models ----------------------------------------------------------------------
+
+
+def digits_rows() -> list[Row]:
+    data = DigitsDataset("all")
+    model = load_digits_cnn().eval()  # trained offline on first use, then cached
+    labels = np.asarray(data.targets)
+    layers = ["conv1", "relu1", "conv2", "relu2", "fc1", "relu3", "fc2"]
+    acts = capture(model, torch.split(data.images, 256), layers, "max")
+    selections = {f"class {c}": [c] for c in range(10)}
+    selections["pooled"] = list(range(10))
+    rows = []
+    for name in layers:
+        kind = "ReLU" if name.startswith("relu") else "other"
+        per_sel = evaluate("digits", name, kind, acts[name], labels, selections)
+        per_class = [r for r in per_sel if r.selection.startswith("class")]
+        rows.append(_worst(per_class, "worst class"))
+        rows.extend(r for r in per_sel if r.selection == "pooled")
+    return rows
+
+
+def _worst(rows: list[Row], label: str) -> Row:
+    """One row with the max over several selections (the mean is over all of them)."""
+    first = rows[0]
+    return Row(
+        first.model, first.layer, first.kind, label, min(r.n_values for r in rows),
+        first.neurons, max(r.floor for r in rows),
+        np.concatenate([r.nd for r in rows]), np.concatenate([r.kll for r in rows]),
+        np.concatenate([r.fine for r in rows]),
+    )  # fmt: skip
+
+
+def random_images(n: int, batch: int = 64, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return list(torch.split(torch.randn(n, 3, 32, 32, generator=g), batch))
+
+
+def vgg_rows(n_images: int) -> list[Row]:
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(weights=None).eval()
+    layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
+    acts = capture(model, random_images(n_images), layers, "max")
+    zeros = np.zeros(n_images, dtype=np.int64)
+    return [
+        row
+        for name in layers
+        for row in evaluate("vgg16", name, "ReLU", acts[name], zeros, {"all": [0]})
+    ]
+
+
+def gelu_rows(n_images: int) -> list[Row]:
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16(weights=None, image_size=32).eval()
+    gelus = [n for n, m in model.named_modules() if isinstance(m, torch.nn.GELU)]
+    layers = [gelus[0], gelus[-1]]  # encoder layers 0 and 11
+    acts = capture(model, random_images(n_images, batch=32, seed=1), layers, "none")
+    rows = []
+    for name in layers:
+        gids = np.zeros(acts[name].shape[0], dtype=np.int64)
+        rows.extend(evaluate("vit_b_16", name, "GELU", acts[name], gids, {"all": [0]}))
+    return rows
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    n_vgg, n_vit = (128, 64) if args.quick else (1024, 256)
+    print(
+        f"rank error of quantiles q = 0.01..0.99 (step 0.01) against the raw values; "
+        f"ndstream default grid (mantissa_bits=3) vs KLL k={KLL_K}; "
+        f"'exact floor' = the score of exact np.quantile on the same metric"
+    )
+    start = time.perf_counter()
+    rows = digits_rows() + vgg_rows(n_vgg) + gelu_rows(n_vit)
+    print(f"({n_vgg} VGG16 images, {n_vit} ViT images; {time.perf_counter() - start:.0f} s)")
+    print()
+    print_table(HEADERS, [r.cells() for r in rows])
+
+    def worst(kind: str, attr: str) -> float:
+        return max(float(getattr(r, attr).max()) for r in rows if r.kind == kind)
+
+    print()
+    kinds = ("ReLU", "other", "GELU")
+    nd, kll, fine = ({k: worst(k, a) for k in kinds} for a in ("nd", "kll", "fine"))
+    floor = {k: max(r.floor for r in rows if r.kind == k) for k in kinds}
+    print_table(
+        ["kind", "ndstream max", "KLL max", "exact floor", "ndstream m=6 max"],
+        [(k, f"{nd[k]:.4f}", f"{kll[k]:.4f}", f"{floor[k]:.4f}", f"{fine[k]:.4f}") for k in kinds],
+    )
+    print()
+    print(
+        f"accuracy: max rank error ReLU {nd['ReLU']:.4f} (KLL {kll['ReLU']:.4f}), "
+        f"other {nd['other']:.4f} (KLL {kll['other']:.4f}), "
+        f"GELU {nd['GELU']:.4f} (KLL {kll['GELU']:.4f}); "
+        f"with mantissa_bits=6: ReLU {fine['ReLU']:.4f}, GELU {fine['GELU']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Ingest overhead: ``ndstream.ingest`` against a bare forward loop over the same loader.
+
+What is measured
+    Wall time of ``ndstream.ingest(model, loader, tmp_store, layers="type:Conv2d,Linear",
+    reduction="max", group_by="label")`` on torchvision's ``vgg16(weights=None)`` (random init,
+    nothing downloaded) over random 32x32 images with labels 0..9 (a ``TensorDataset`` with a
+    ``classes`` attribute, so there are 10 groups), batch 64, divided by the wall time of a bare
+    ``torch.inference_mode()`` forward loop over the same DataLoader. Every Conv2d and Linear
+    layer is sketched (16 layers). The ingest time includes hooks, reductions, sketch updates,
+    finalize and writing the Zarr store into a temporary folder (overwritten each repeat).
+
+    Both are warmed up once, then timed in interleaved repeats (bare, ingest, bare, ingest ...)
+    with ``time.perf_counter``; medians and their ratio are reported.
+
+    A breakdown per phase comes from timers wrapped around ndstream's functions during the
+    timed ingest runs (about a microsecond per call): the hooks' reductions, capture ``pop``,
+    ``LayerSketch.update``, and the fixed end-of-run costs (model and dataset fingerprints,
+    ``finalize``, ``write_store``, ``open_store``); the rest is the forward pass and the loop.
+    Fixed costs do not grow with the dataset, so the ratio without them is what a long run
+    approaches; both are printed.
+
+Run: ``python benchmarks/bench_ingest_overhead.py [--quick]``. The last line is the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from _common import interleaved, median, parse_args, print_table
+
+import ndstream
+from ndstream import ActivationCapture, LayerSketch
+
+LAYERS = "type:Conv2d,Linear"
+BATCH = 64
+
+
+class LabelledImages(torch.utils.data.TensorDataset):
+    """Random images with labels 0..9; ``classes`` names the 10 label groups for ndstream."""
+
+    classes = [str(c) for c in range(10)]
+
+
+def make_loader(n_images: int, seed: int = 0) -> torch.utils.data.DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n_images, 3, 32, 32, generator=g)
+    labels = torch.randint(0, 10, (n_images,), generator=g)
+    return torch.utils.data.DataLoader(LabelledImages(images, labels), batch_size=BATCH)
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.vgg16(weights=None).eval()
+
+
+def bare_loop(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> None:
+    with torch.inference_mode():
+        for inputs, _ in loader:
+            model(inputs)
+
+
+def run_ingest(model: torch.nn.Module, loader: torch.utils.data.DataLoader, path: Path) -> None:
+    ndstream.ingest(
+        model, loader, path, layers=LAYERS, reduction="max", group_by="label",
+        progress=False, overwrite=True,
+    )  # fmt: skip
+
+
+# -- breakdown -----------------------------------------------------------------------------
+
+# Phases after the last batch; they cost the same whatever the dataset size.
+FIXED = ("model fingerprint", "dataset fingerprint", "sketch finalize", "store write", "store open")
+
+
+class Timers:
+    """Accumulated seconds per label, filled by wrapping functions in place.
+
+    A wrapper costs about a microsecond per call (a few hundred calls per ingest), so the
+    timed ingest runs stay instrumented.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._undo: list[Callable[[], None]] = []
+
+    def wrap(self, owner: object, attr: str, label: str) -> None:
+        original = getattr(owner, attr)
+
+        def timed(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+
+        setattr(owner, attr, timed)
+        self._undo.append(lambda: setattr(owner, attr, original))
+
+    def take(self) -> dict[str, float]:
+        out, self.seconds = dict(self.seconds), defaultdict(float)
+        return out
+
+    def restore(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+
+def instrument() -> Timers:
+    """Wrap the phases of ``ndstream.ingest`` with timers."""
+    ingest_module = sys.modules["ndstream.ingest"]  # the package attribute is the function
+    timers = Timers()
+    timers.wrap(ActivationCapture, "_reduce", "hook reductions")
+    timers.wrap(ActivationCapture, "pop", "capture pop")
+    timers.wrap(LayerSketch, "update", "sketch update")
+    timers.wrap(ingest_module, "model_fingerprint", "model fingerprint")
+    timers.wrap(ingest_module, "dataset_fingerprint", "dataset fingerprint")
+    timers.wrap(LayerSketch, "finalize", "sketch finalize")
+    timers.wrap(ingest_module, "write_store", "store write")
+    timers.wrap(ingest_module, "open_store", "store open")
+    return timers
+
+
+def phase_table(runs: list[dict[str, float]], totals: list[float]) -> dict[str, float]:
+    """Median seconds per phase over the timed ingest runs; the rest is forward + loop."""
+    labels = list(runs[0])
+    rest = [t - sum(r.values()) for r, t in zip(runs, totals)]
+    phases = {label: median([r.get(label, 0.0) for r in runs]) for label in labels}
+    phases["forward pass (no hooks) + loop"] = median(rest)
+    phases["total"] = median(totals)
+    return phases
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    n_images, repeats = (128, 3) if args.quick else (512, 5)
+    model = make_model()
+    loader = make_loader(n_images)
+    n_layers = len(ndstream.resolve_layers(model, LAYERS))
+    print(
+        f"VGG16 (random init), {n_images} random 3x32x32 images, batch {BATCH}, "
+        f"{n_layers} layers ({LAYERS}), reduction max, 10 label groups; "
+        f"torch threads {torch.get_num_threads()}; median of {repeats} interleaved repeats"
+    )
+    with tempfile.TemporaryDirectory(prefix="ndstream-bench-") as tmp:
+        path = Path(tmp) / "run.zarr"
+        bare_loop(model, loader)  # warm-up
+        run_ingest(model, loader, path)  # warm-up (also JIT compile)
+        timers = instrument()
+        runs: list[dict[str, float]] = []
+
+        def timed_ingest() -> None:
+            timers.take()
+            run_ingest(model, loader, path)
+            runs.append(timers.take())
+
+        try:
+            times = interleaved(
+                {"bare": lambda: bare_loop(model, loader), "ingest": timed_ingest}, repeats
+            )
+        finally:
+            timers.restore()
+        phases = phase_table(runs, times["ingest"])
+
+    bare, ing = median(times["bare"]), median(times["ingest"])
+    print()
+    print_table(
+        ["loop", "median s", "min s", "max s", "images/s", "vs bare"],
+        [
+            (
+                name,
+                f"{median(ts):.3f}",
+                f"{min(ts):.3f}",
+                f"{max(ts):.3f}",
+                f"{n_images / median(ts):.0f}",
+                f"{median(ts) / bare:.3f}",
+            )
+            for name, ts in (("bare forward loop", times["bare"]), ("ndstream.ingest", times["ingest"]))
+        ],
+    )
+    print()
+    print("ingest breakdown (median per phase over the timed runs; * = fixed end-of-run cost):")
+    total = phases["total"]
+    print_table(
+        ["phase", "seconds", "share"],
+        [
+            (f"{k} *" if k in FIXED else k, f"{v:.3f}", f"{100 * v / total:.1f}%")
+            for k, v in phases.items()
+        ],
+    )
+    fixed = sum(phases[k] for k in FIXED if k in phases)
+    streaming = (ing - fixed) / bare
+    print()
+    print(
+        f"fixed end-of-run costs: {fixed:.2f} s; ingest without them: {ing - fixed:.2f} s "
+        f"= {streaming:.2f}x the bare loop (what a long run approaches)"
+    )
+    print(
+        f"ingest overhead: {ing / bare:.2f}x the bare forward loop "
+        f"(VGG16, 32x32, {n_layers} layers, {n_images} images; "
+        f"{streaming:.2f}x without the fixed {fixed:.1f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

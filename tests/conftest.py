@@ -1,0 +1,143 @@
+"""Shared fixtures: the digits CNN (trained once per session), its data, raw activations taken
+with plain forward hooks (independent of ndstream's capture), and one digits store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ndstream
+from ndstream.builtin import DigitsCNN, DigitsDataset, load_digits_cnn
+
+#: Every named submodule of the digits CNN that produces activations (flatten is a reshape).
+DIGITS_LAYERS = ["conv1", "relu1", "conv2", "relu2", "pool", "fc1", "relu3", "fc2"]
+DIGITS_GROUP_BY = ["label", "predicted", "correct"]
+DIGITS_BATCH = 64
+
+
+@pytest.fixture(scope="session")
+def ndstream_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A session cache folder for the digits weights, exported for subprocesses too."""
+    path = tmp_path_factory.mktemp("ndstream-cache")
+    old = os.environ.get("NDSTREAM_CACHE_DIR")
+    os.environ["NDSTREAM_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("NDSTREAM_CACHE_DIR", None)
+    else:
+        os.environ["NDSTREAM_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_model(ndstream_cache_dir: Path) -> DigitsCNN:
+    """The trained digits CNN; trains once into the session cache (tests must not mutate it)."""
+    return load_digits_cnn(ndstream_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def digits_dataset() -> DigitsDataset:
+    """All 1,797 digits."""
+    return DigitsDataset("all")
+
+
+@pytest.fixture(scope="session")
+def digits_targets(digits_dataset: DigitsDataset) -> np.ndarray:
+    """True labels in loader order."""
+    return np.asarray(digits_dataset.targets, dtype=np.int64)
+
+
+def digits_loader(
+    dataset: DigitsDataset, batch_size: int = DIGITS_BATCH
+) -> torch.utils.data.DataLoader:
+    """A fixed-order DataLoader over ``dataset``."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
+def raw_activations(
+    model: nn.Module, inputs: torch.Tensor, names: Sequence[str], batch_size: int = DIGITS_BATCH
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Full outputs of ``names`` (plain ``register_forward_hook``) and the model's outputs.
+
+    Run with the batch size of the loader under test: torch's GEMM may change the last bit of
+    a Linear output with the batch size, which is not ndstream's doing.
+    """
+    modules = dict(model.named_modules())
+    chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
+
+    def hook(name: str):
+        def fn(module: nn.Module, args: object, output: torch.Tensor) -> None:
+            chunks[name].append(output.detach().cpu().numpy().copy())
+
+        return fn
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    outs = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], batch_size):
+                outs.append(model(inputs[start : start + batch_size]).cpu().numpy())
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: np.concatenate(c) for n, c in chunks.items()}, np.concatenate(outs)
+
+
+def per_neuron(raw: np.ndarray, reduction: str) -> np.ndarray:
+    """Numpy reference of a reduction: ``[rows, neuron]`` from an output ``[N, C, ...]``.
+
+    ``max``/``mean`` reduce every axis after the channel axis; ``none`` keeps each position
+    as a row (sample-major, positions in row-major order).
+    """
+    if raw.ndim == 2:
+        return raw
+    flat = raw.reshape(raw.shape[0], raw.shape[1], -1)
+    if reduction == "max":
+        return flat.max(axis=2)
+    if reduction == "mean":
+        return flat.mean(axis=2, dtype=np.float64)
+    return flat.transpose(0, 2, 1).reshape(-1, raw.shape[1])
+
+
+@pytest.fixture(scope="session")
+def digits_raw(
+    digits_model: DigitsCNN, digits_dataset: DigitsDataset
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Raw outputs of every digits layer and the logits, over the whole dataset."""
+    return raw_activations(digits_model, digits_dataset.images, DIGITS_LAYERS)
+
+
+@pytest.fixture(scope="session")
+def digits_predicted(digits_raw: tuple[dict[str, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Argmax of the logits, in loader order."""
+    return digits_raw[1].argmax(axis=1)
+
+
+@pytest.fixture(scope="session")
+def digits_store_path(
+    tmp_path_factory: pytest.TempPathFactory, digits_model: DigitsCNN, digits_dataset: DigitsDataset
+) -> Path:
+    """A store of every digits layer, max reduction, grouped by label, predicted and correct."""
+    path = tmp_path_factory.mktemp("digits-store") / "digits.zarr"
+    ndstream.ingest(
+        digits_model,
+        digits_loader(digits_dataset),
+        path,
+        layers=DIGITS_LAYERS,
+        group_by=DIGITS_GROUP_BY,
+        progress=False,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_store(digits_store_path: Path) -> ndstream.Store:
+    """The session digits store, opened for reading."""
+    return ndstream.open_store(digits_store_path)

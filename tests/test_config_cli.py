@@ -1,0 +1,282 @@
+"""YAML configs (validation and error messages) and the command line, run as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ndstream
+from ndstream.config import IngestConfig, load_config
+from ndstream.sources import build_dataset, build_model
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "ndstream"
+DIGITS_LAYERS = ["conv1", "relu1", "conv2", "relu2", "fc1", "relu3", "fc2"]  # as in digits.yaml
+
+
+def _digits_config() -> dict:
+    return yaml.safe_load((CONFIGS / "digits.yaml").read_text())
+
+
+def _write(tmp_path: Path, raw: object, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return path
+
+
+# -- the shipped configs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "cifar10-vgg16.yaml", "imagenet-resnet50.yaml"])
+def test_shipped_configs_validate(name) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert isinstance(cfg, IngestConfig)
+    raw = yaml.safe_load((CONFIGS / name).read_text())
+    assert cfg.layers == raw["layers"]
+    assert cfg.model.kind == raw["model"]["kind"]
+    assert cfg.data.kind == raw["data"]["kind"]
+    assert cfg.store == raw["store"]
+
+
+def test_digits_config_contents() -> None:
+    cfg = load_config(CONFIGS / "digits.yaml")
+    assert cfg.layers == DIGITS_LAYERS
+    assert cfg.reduction == "max"
+    assert cfg.group_by == ["label", "predicted", "correct"]
+    assert cfg.loader.batch_size == 256
+
+
+def test_overrides_replace_top_level_fields() -> None:
+    cfg = load_config(CONFIGS / "digits.yaml", store="elsewhere.zarr", limit=10)
+    assert cfg.store == "elsewhere.zarr" and cfg.limit == 10
+    assert load_config(CONFIGS / "digits.yaml", limit=None).limit is None
+
+
+# -- bad configs ------------------------------------------------------------------------------------
+
+
+def _remove(key: str):
+    def edit(raw: dict) -> dict:
+        raw.pop(key)
+        return raw
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda raw: raw | {"model": {"kind": "keras"}},
+            ["model", "'keras'", "'builtin'", "'torchvision'", "'factory'"],
+        ),
+        (_remove("layers"), ["layers", "required"]),
+        (lambda raw: raw | {"layers": []}, ["layers", "at least 1"]),
+        (
+            lambda raw: raw | {"reduction": "median"},
+            ["reduction", "'max'", "'mean'", "'none'", "median"],
+        ),
+        (lambda raw: raw | {"loader": {"batch_size": -4}}, ["loader.batch_size", "greater than 0"]),
+        (lambda raw: raw | {"colour": "blue"}, ["colour", "not permitted"]),
+        (lambda raw: raw | {"group_by": ["label", "size"]}, ["group_by", "'predicted'", "size"]),
+        (lambda raw: raw | {"limit": 0}, ["limit", "greater than 0"]),
+        (lambda raw: raw | {"data": {"kind": "builtin", "split": "val"}}, ["data", "'test'"]),
+    ],
+    ids=[
+        "model-kind",
+        "missing-layers",
+        "empty-layers",
+        "reduction",
+        "batch-size",
+        "unknown-key",
+        "group-by",
+        "limit",
+        "split",
+    ],
+)
+def test_bad_config_names_field_and_accepted_values(tmp_path, edit, expected) -> None:
+    path = _write(tmp_path, edit(_digits_config()))
+    with pytest.raises(ndstream.ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_not_a_mapping(tmp_path) -> None:
+    for text in ("- just\n- a list\n", "42\n", ""):
+        path = _write(tmp_path, text)
+        with pytest.raises(ndstream.ConfigError, match="mapping"):
+            load_config(path)
+
+
+def test_invalid_yaml(tmp_path) -> None:
+    path = _write(tmp_path, "model: [kind: builtin\nlayers: [conv1\n")
+    with pytest.raises(ndstream.ConfigError) as info:
+        load_config(path)
+    assert "not valid YAML" in str(info.value) and str(path) in str(info.value)
+
+
+def test_missing_config_file(tmp_path) -> None:
+    with pytest.raises(ndstream.ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def _cifar_config(tmp_path: Path, **model) -> Path:
+    raw = yaml.safe_load((CONFIGS / "cifar10-vgg16.yaml").read_text())
+    raw["data"]["root"] = str(tmp_path / "no-cifar-here")
+    raw["model"].update(model)
+    raw["store"] = str(tmp_path / "cifar.zarr")
+    return _write(tmp_path, raw, "cifar.yaml")
+
+
+def test_cifar_missing_data_root_says_nothing_is_downloaded(tmp_path) -> None:
+    cfg = load_config(_cifar_config(tmp_path, weights="random"))
+    with pytest.raises(ndstream.ConfigError) as info:
+        build_dataset(cfg.data)
+    message = str(info.value)
+    assert "data.root" in message and "no-cifar-here" in message
+    assert "never downloads" in message and "cifar-10-batches-py" in message
+    assert not (tmp_path / "no-cifar-here").exists()
+
+
+def test_cifar_missing_weights_says_nothing_is_downloaded(tmp_path) -> None:
+    missing = tmp_path / "weights" / "vgg16.pt"
+    cfg = load_config(_cifar_config(tmp_path, weights=str(missing)))
+    with pytest.raises(ndstream.ConfigError) as info:
+        build_model(cfg.model)
+    message = str(info.value)
+    assert "model.weights" in message and str(missing) in message
+    assert "never downloads" in message and "weights: random" in message
+    assert not missing.parent.exists()
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_env(ndstream_cache_dir, digits_model) -> dict[str, str]:
+    """Environment of CLI subprocesses: the session cache already holds the trained model."""
+    assert (ndstream_cache_dir / "digits_cnn-v1.pt").is_file()
+    return {**os.environ, "NDSTREAM_CACHE_DIR": str(ndstream_cache_dir)}
+
+
+def run_cli(args: list[str], env: dict[str, str], console_script: bool = False):
+    cmd = [str(CONSOLE_SCRIPT)] if console_script else [sys.executable, "-m", "ndstream"]
+    return subprocess.run(
+        [*cmd, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory, cli_env) -> tuple[Path, subprocess.CompletedProcess]:
+    path = tmp_path_factory.mktemp("cli") / "digits.zarr"
+    args = ["ingest", "configs/digits.yaml", "--store", str(path), "--limit", "300", "--quiet"]
+    return path, run_cli(args, cli_env)
+
+
+def test_cli_ingest(cli_store, digits_targets) -> None:
+    path, result = cli_store
+    assert result.returncode == 0, result.stderr
+    store = ndstream.open_store(path)
+    assert store.meta.samples_done == 300
+    assert store.meta.complete
+    assert store.layers == DIGITS_LAYERS
+    for layer in store.layers:
+        assert store.count(layer) == 300
+    assert store.count("fc2", "correct") + store.count("fc2", "incorrect") == 300
+    assert [store.count("fc2", str(c)) for c in range(10)] == [
+        int((digits_targets[:300] == c).sum()) for c in range(10)
+    ]
+    # The validated YAML is recorded, with the command-line overrides applied.
+    assert store.meta.config["store"] == str(path)
+    assert store.meta.config["limit"] == 300
+    assert store.meta.config["layers"] == DIGITS_LAYERS
+    assert str(path) in result.stdout  # it describes the store it wrote
+
+
+def test_cli_info_via_console_script(cli_store, cli_env) -> None:
+    path, _ = cli_store
+    assert CONSOLE_SCRIPT.is_file()
+    result = run_cli(["info", str(path)], cli_env, console_script=True)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    store = ndstream.open_store(path)
+    lines = out.splitlines()
+    for layer in store.layers:
+        assert any(line.split()[:1] == [layer] for line in lines), layer
+    for group in store.groups:
+        assert f"{group} (" in out, group
+    assert "300 / 300 samples" in out
+    assert re.search(rf"^groups\s+{len(store.groups)}$", out, re.MULTILINE)
+    assert re.search(rf"^layers\s+{len(store.layers)}$", out, re.MULTILINE)
+
+
+def test_cli_ingest_existing_store_without_overwrite(cli_store, cli_env) -> None:
+    path, _ = cli_store
+    args = ["ingest", "configs/digits.yaml", "--store", str(path), "--limit", "10", "--quiet"]
+    result = run_cli(args, cli_env)
+    assert result.returncode == 2
+    assert "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ndstream.open_store(path).meta.samples_done == 300
+
+
+def test_cli_wrong_layer_name(tmp_path, cli_env) -> None:
+    raw = _digits_config()
+    raw["layers"] = ["conv1", "relu_2"]
+    store = tmp_path / "s.zarr"
+    raw["store"] = str(store)
+    result = run_cli(["ingest", str(_write(tmp_path, raw)), "--quiet"], cli_env)
+    assert result.returncode == 2
+    assert "'relu2'" in result.stderr and "relu_2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not store.exists()
+
+
+def test_cli_bad_config_exits_2(tmp_path, cli_env) -> None:
+    path = _write(tmp_path, _digits_config() | {"reduction": "median"})
+    result = run_cli(["ingest", str(path), "--store", str(tmp_path / "s.zarr")], cli_env)
+    assert result.returncode == 2
+    assert "reduction" in result.stderr and "'mean'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_cifar_missing_weights(tmp_path, cli_env) -> None:
+    missing = tmp_path / "vgg16.pt"
+    result = run_cli(["ingest", str(_cifar_config(tmp_path, weights=str(missing)))], cli_env)
+    assert result.returncode == 2
+    assert "never downloads" in result.stderr and str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cifar.zarr").exists()
+
+
+def test_cli_info_missing_path(tmp_path, cli_env) -> None:
+    missing = tmp_path / "nothing.zarr"
+    result = run_cli(["info", str(missing)], cli_env, console_script=True)
+    assert result.returncode == 2
+    assert str(missing) in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_cli_help(cli_env) -> None:
+    top = run_cli(["--help"], cli_env)
+    assert top.returncode == 0
+    assert "ingest" in top.stdout and "info" in top.stdout
+    sub = run_cli(["ingest", "--help"], cli_env, console_script=True)
+    assert sub.returncode == 0
+    for option in ("--store", "--limit", "--overwrite", "config"):
+        assert option in sub.stdout
+    version = run_cli(["--version"], cli_env, console_script=True)
+    assert version.returncode == 0 and ndstream.__version__ in version.stdout
+    bare = run_cli([], cli_env)
+    assert bare.returncode == 2 and "COMMAND" in bare.stderr

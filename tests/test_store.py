@@ -1,0 +1,363 @@
+"""The on-disk store: xarray view, read API, refusal of non-stores, and a write/read round trip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import DIGITS_LAYERS, per_neuron
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ndstream
+from ndstream.sketch import GridSpec, LayerSketch, SketchSpec
+from ndstream.store import LayerMeta, StoreMeta, write_store
+
+SUMMARY_ARRAYS = {
+    "counts": "counts",
+    "min": "mins",
+    "max": "maxs",
+    "nan_count": "nan",
+    "posinf_count": "posinf",
+    "neginf_count": "neginf",
+    "count": "totals",
+}
+
+
+# -- xarray ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer", DIGITS_LAYERS)
+def test_xarray_opens_every_layer_without_warnings(layer, digits_store_path, digits_store) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(digits_store_path, group=layer)
+        ds.load()
+    n = digits_store.n_neurons(layer)
+    summary = digits_store.summary(layer, list(range(len(digits_store.groups))))
+    n_bins = summary.counts.shape[2]
+    assert dict(ds.sizes) == {"neuron": n, "group": len(digits_store.groups), "bin": n_bins}
+    assert ds["counts"].dims == ("neuron", "group", "bin")
+    for name in ("min", "max", "nan_count", "posinf_count", "neginf_count"):
+        assert ds[name].dims == ("neuron", "group")
+    assert ds["count"].dims == ("group",)
+    for coord in ("neuron", "group", "bin", "bin_lower", "bin_upper", "grouping"):
+        assert coord in ds.coords, coord
+    np.testing.assert_array_equal(ds["neuron"].values, np.arange(n))
+    np.testing.assert_array_equal(ds["bin"].values, np.arange(n_bins))
+    assert [str(g) for g in ds["group"].values] == digits_store.groups
+    assert [str(g) for g in ds["grouping"].values] == digits_store.groupings
+    np.testing.assert_array_equal(ds["bin_lower"].values, summary.lower)
+    np.testing.assert_array_equal(ds["bin_upper"].values, summary.upper)
+    for var, attr in SUMMARY_ARRAYS.items():
+        expected = getattr(summary, attr)
+        assert ds[var].dtype == expected.dtype, var
+        np.testing.assert_array_equal(ds[var].values, expected, err_msg=var)
+    # Selecting by group name works through the coordinate.
+    np.testing.assert_array_equal(
+        ds["counts"].sel(group="pred:4").values,
+        digits_store.summary(layer, "pred:4").counts[:, 0],
+    )
+
+
+def test_to_xarray_equals_open_zarr(digits_store_path, digits_store) -> None:
+    for layer in ["conv1", "fc2"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ours = digits_store.to_xarray(layer).load()
+        xr.testing.assert_identical(ours, xr.open_zarr(digits_store_path, group=layer).load())
+    with pytest.raises(ndstream.LayerNotFoundError):
+        digits_store.to_xarray("conv9")
+
+
+# -- read API --------------------------------------------------------------------------------------
+
+
+def test_layers_groups_neurons(digits_store, digits_raw) -> None:
+    assert digits_store.layers == DIGITS_LAYERS
+    assert len(digits_store.groups) == 22
+    assert digits_store.groups[:3] == ["0", "1", "2"]
+    assert digits_store.groups[-2:] == ["correct", "incorrect"]
+    for layer in DIGITS_LAYERS:
+        assert digits_store.n_neurons(layer) == digits_raw[0][layer].shape[1]
+    assert "1797 samples" in repr(digits_store)
+
+
+def test_count_selectors(digits_store, digits_targets, digits_predicted) -> None:
+    layer = "relu2"
+    n = len(digits_targets)
+    label = np.bincount(digits_targets, minlength=10)
+    pred = np.bincount(digits_predicted, minlength=10)
+    assert digits_store.count(layer) == n
+    assert digits_store.count(layer, None) == n
+    assert digits_store.count(layer, "3") == label[3]
+    assert digits_store.count(layer, 3) == label[3]
+    assert digits_store.count(layer, np.int64(13)) == pred[3]
+    assert digits_store.count(layer, "pred:3") == pred[3]
+    assert digits_store.count(layer, -1) == int((digits_predicted != digits_targets).sum())
+    assert digits_store.count(layer, ["3", "pred:3"]) == label[3] + pred[3]
+    assert digits_store.count(layer, [0, 1, "2"]) == label[:3].sum()
+    assert digits_store.count(layer, [str(c) for c in range(10)]) == n
+    with pytest.raises(IndexError):
+        digits_store.count(layer, 22)
+    with pytest.raises(ValueError):
+        digits_store.count(layer, [])
+
+
+def test_unknown_names_list_close_ones(digits_store) -> None:
+    with pytest.raises(ndstream.LayerNotFoundError) as info:
+        digits_store.count("relu_2")
+    assert "'relu2'" in str(info.value)
+    with pytest.raises(ndstream.LayerNotFoundError) as info:
+        digits_store.quantile("fc3", 0.5)
+    assert "'fc2'" in str(info.value) or "'fc1'" in str(info.value)
+    with pytest.raises(KeyError) as info:
+        digits_store.count("conv1", "pred:11")
+    assert "'pred:1'" in str(info.value)
+    with pytest.raises(KeyError) as info:
+        digits_store.quantile("conv1", 0.5, group="corect")
+    assert "'correct'" in str(info.value)
+
+
+def test_quantile_shapes_and_monotonicity(digits_store, digits_raw) -> None:
+    layer = "conv2"
+    n = digits_store.n_neurons(layer)
+    median = digits_store.quantile(layer, 0.5)
+    assert median.shape == (n,)
+    qs = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
+    several = digits_store.quantile(layer, qs)
+    assert several.shape == (n, len(qs))
+    assert digits_store.quantile(layer, np.array(qs), group="7").shape == (n, len(qs))
+    np.testing.assert_array_equal(several[:, 3], median)
+    assert np.all(np.diff(several, axis=1) >= 0)
+    values = per_neuron(digits_raw[0][layer], "max")
+    np.testing.assert_array_equal(several[:, 0], values.min(axis=0))
+    np.testing.assert_array_equal(several[:, -1], values.max(axis=0))
+    for bad in (1.5, -0.1, [0.5, float("nan")]):
+        with pytest.raises(ValueError):
+            digits_store.quantile(layer, bad)
+
+
+def test_cdf(digits_store, digits_raw) -> None:
+    layer = "fc1"
+    values = per_neuron(digits_raw[0][layer], "max").astype(np.float64)
+    n_neurons = values.shape[1]
+    lo, hi = values.min(axis=0), values.max(axis=0)
+    np.testing.assert_array_equal(digits_store.cdf(layer, lo - 1.0), np.zeros(n_neurons))
+    np.testing.assert_array_equal(digits_store.cdf(layer, hi + 1.0), np.ones(n_neurons))
+    median = np.median(values, axis=0)
+    ranks = digits_store.cdf(layer, median)
+    assert ranks.shape == (n_neurons,)
+    # Within the mass of the bin holding each median (plus one value) of 0.5.
+    bins = digits_store.summary(layer).pooled().counts
+    bound = bins.max(axis=1) / values.shape[0] + 1.0 / values.shape[0]
+    assert np.all(np.abs(ranks - 0.5) <= bound)
+    # A scalar broadcasts to every neuron.
+    assert digits_store.cdf(layer, 0.0).shape == (n_neurons,)
+    with pytest.raises(ValueError, match=str(n_neurons)):
+        digits_store.cdf(layer, np.zeros(n_neurons + 1))
+
+
+def test_histogram(digits_store, digits_raw) -> None:
+    layer = "relu3"
+    values = per_neuron(digits_raw[0][layer], "max")
+    finite = np.isfinite(values).sum(axis=0)
+    counts, edges = digits_store.histogram(layer, bins=64)
+    assert counts.shape == (values.shape[1], 64) and edges.shape == (65,)
+    assert edges[0] == values.min() and edges[-1] == values.max()  # the layer's finite range
+    np.testing.assert_allclose(counts.sum(axis=1), finite, rtol=1e-9)
+    assert np.all(counts >= 0)
+
+    wide = np.linspace(float(values.min()) - 1.0, float(values.max()) + 1.0, 11)
+    counts_wide, edges_wide = digits_store.histogram(layer, bins=wide)
+    np.testing.assert_array_equal(edges_wide, wide)
+    np.testing.assert_allclose(counts_wide.sum(axis=1), finite, rtol=1e-9)
+
+    # Edges covering part of the range: never more mass than the data has, nor than lies
+    # in the bins the edges touch.
+    part = np.linspace(0.5, 2.0, 7)
+    counts_part, _ = digits_store.histogram(layer, bins=part)
+    assert np.all(counts_part.sum(axis=1) <= finite + 1e-9)
+    in_range = ((values >= 0.5) & (values <= 2.0)).sum(axis=0)
+    summary = digits_store.summary(layer).pooled()
+    touching = (summary.upper > 0.5) & (summary.lower <= 2.0)
+    upper_bound = summary.counts[:, touching].sum(axis=1)
+    assert np.all(counts_part.sum(axis=1) <= upper_bound + 1e-9)
+    assert np.all(upper_bound >= in_range)
+
+    by_group, _ = digits_store.histogram(layer, group="5", bins=16)
+    np.testing.assert_allclose(by_group.sum(axis=1), digits_store.count(layer, "5"), rtol=1e-9)
+    with pytest.raises(ValueError):
+        digits_store.histogram(layer, bins=np.array([1.0, 0.5, 2.0]))
+    with pytest.raises(ValueError):
+        digits_store.histogram(layer, bins=0)
+
+
+# -- refusing what is not a store ------------------------------------------------------------------
+
+
+def test_open_missing_path(tmp_path) -> None:
+    with pytest.raises(ndstream.StoreError, match="does not exist"):
+        ndstream.open_store(tmp_path / "nothing-here")
+
+
+def test_open_plain_folder(tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("not a store")
+    with pytest.raises(ndstream.StoreError) as info:
+        ndstream.open_store(tmp_path)
+    assert "not a Zarr v3 store" in str(info.value)
+    assert "ndstream ingest" in str(info.value)
+
+
+def test_open_other_zarr_group(tmp_path) -> None:
+    group = zarr.open_group(tmp_path / "other.zarr", mode="w", zarr_format=3)
+    group.attrs["creator"] = "someone else"
+    group.create_array("x", shape=(3,), dtype="f4")
+    with pytest.raises(ndstream.StoreError) as info:
+        ndstream.open_store(tmp_path / "other.zarr")
+    assert "not an ndstream store" in str(info.value)
+
+
+def _edit_root_attrs(path: Path, edit) -> None:
+    meta_file = path / "zarr.json"
+    doc = json.loads(meta_file.read_text())
+    edit(doc["attributes"]["ndstream"])
+    meta_file.write_text(json.dumps(doc))
+
+
+def test_open_unsupported_format_version(tmp_path, digits_store_path) -> None:
+    path = tmp_path / "future.zarr"
+    shutil.copytree(digits_store_path, path)
+    _edit_root_attrs(path, lambda a: a.update(format_version=999))
+    with pytest.raises(ndstream.StoreError) as info:
+        ndstream.open_store(path)
+    message = str(info.value)
+    assert "999" in message and "version 1" in message and "upgrade" in message
+    ndstream.open_store(digits_store_path)  # the original is untouched and still opens
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(KeyError, TypeError, ndstream.ConfigError),
+    reason="bug: StoreMeta.from_dict lets KeyError/TypeError/ConfigError escape for root "
+    "attributes with a missing field, an unknown field or an unknown grid kind",
+)
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda a: a.pop("layers"),
+        lambda a: a.update(written_by_a_newer_minor_version=True),
+        lambda a: a["grid"].update(kind="t-digest"),
+    ],
+    ids=["missing-field", "unknown-field", "unknown-grid"],
+)
+def test_open_damaged_root_attributes_raises_store_error(tmp_path, digits_store_path, edit) -> None:
+    path = tmp_path / "damaged.zarr"
+    shutil.copytree(digits_store_path, path)
+    _edit_root_attrs(path, edit)
+    with pytest.raises(ndstream.StoreError):
+        ndstream.open_store(path)
+
+
+# -- write/read round trip -------------------------------------------------------------------------
+
+_SPECIAL = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-40, -1e-44, 3.4e38, -3.4e38, 1e-30, 1.0]
+
+
+@st.composite
+def _layer_data(draw, groups: tuple[str, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+    n_neurons = draw(st.integers(1, 5))
+    n_rows = draw(st.integers(0, 60))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    x = rng.standard_normal((n_rows, n_neurons)) * scale
+    x = x * np.exp(rng.uniform(-6, 6, size=x.shape))
+    pick = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.2, 1.0]))
+    x[pick] = rng.choice(_SPECIAL, size=int(pick.sum()))
+    gids = rng.integers(0, len(groups), size=n_rows)
+    return n_neurons, x.astype(np.float32), gids
+
+
+_layer_names = st.lists(
+    st.sampled_from(["conv1", "features.0", "blocks.3.mlp.fc2", "head", "layer4.1.relu"]),
+    min_size=1,
+    max_size=3,
+    unique=True,
+)
+_group_names = st.lists(
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=8),
+    min_size=1,
+    max_size=4,
+    unique=True,
+)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(data=st.data(), layers=_layer_names, groups=_group_names)
+def test_write_read_round_trip_is_bit_exact(data, layers, groups) -> None:
+    groups_t = tuple(groups)
+    grid = data.draw(st.sampled_from([GridSpec(), GridSpec(5, -30, 60), GridSpec(1, -10, 10)]))
+    summaries, metas = {}, []
+    for name in layers:
+        n_neurons, x, gids = data.draw(_layer_data(groups_t))
+        sketch = LayerSketch(SketchSpec(n_neurons, groups_t, grid))
+        for chunk in np.array_split(np.arange(x.shape[0]), 3):
+            sketch.update(x[chunk], gids[chunk])
+        summaries[name] = sketch.finalize()
+        metas.append(
+            LayerMeta(
+                name=name,
+                module_type="Linear",
+                n_neurons=n_neurons,
+                channel_dim=1,
+                output_shape=(n_neurons,),
+                values_per_sample=1,
+            )
+        )
+    meta = StoreMeta(
+        layers=tuple(metas),
+        groups=groups_t,
+        groupings=("custom",) * len(groups_t),
+        reduction="max",
+        grid=grid.to_dict(),
+        model_fingerprint="m" * 32,
+        dataset_fingerprint="",
+        samples_done=0,
+        samples_total=None,
+        complete=True,
+        config={"layers": list(layers)},
+        ndstream_version=ndstream.__version__,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rt.zarr"
+        write_store(path, meta, summaries)
+        store = ndstream.open_store(path)
+        assert store.meta == meta
+        assert store.grid == grid
+        assert store.layers == list(layers)
+        assert store.groups == list(groups)
+        for name, expected in summaries.items():
+            got = store.summary(name, list(range(len(groups))))
+            assert got.groups == expected.groups
+            for attr in ("counts", "lower", "upper", "mins", "maxs", "nan", "posinf", "neginf"):
+                a, b = getattr(got, attr), getattr(expected, attr)
+                assert a.dtype == b.dtype and a.shape == b.shape, (name, attr)
+                assert a.tobytes() == b.tobytes(), (name, attr)
+            assert got.totals.tobytes() == expected.totals.tobytes()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                ds = xr.open_zarr(path, group=name).load()
+            assert ds["counts"].values.tobytes() == expected.counts.tobytes()
+            assert [str(g) for g in ds["group"].values] == list(groups)
+        with pytest.raises(ndstream.StoreError, match="exists"):
+            write_store(path, meta, summaries)
