@@ -101,9 +101,9 @@ def _blocks(
 ) -> Iterator[tuple[int, Summary]]:
     """Finalized blocks of groups; blocks whose groups saw no data are skipped."""
     if isinstance(source, LayerSketch):
-        has_data = (source.page >= 0).any(axis=0)
+        has_data = np.asarray((source.page >= 0).any(axis=0))
     else:
-        has_data = source.totals > 0
+        has_data = np.asarray(source.totals > 0)
     for g0 in range(0, n_groups, block):
         if not has_data[g0 : g0 + block].any():
             continue  # nothing to write: missing chunks read as the fill value, zero
