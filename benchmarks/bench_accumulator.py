@@ -33,10 +33,10 @@ os.environ["NUMBA_NUM_THREADS"] = "1"  # before numba is imported
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np
-from _common import interleaved, median, parse_args, print_table
+import numpy as np  # noqa: E402
+from _common import interleaved, median, parse_args, print_table  # noqa: E402
 
-from ndstream import GridSpec, LayerSketch, SketchSpec
+from ndstream import GridSpec, LayerSketch, SketchSpec  # noqa: E402
 
 ROWS, NEURONS, CLASSES = 256, 512, 10
 GRID = GridSpec()

@@ -129,7 +129,7 @@ def rank_errors(values: np.ndarray, estimates: np.ndarray) -> np.ndarray:
     for j in range(s.shape[1]):
         lo = np.searchsorted(s[:, j], estimates[j], side="left") / n
         hi = np.searchsorted(s[:, j], estimates[j], side="right") / n
-        inside = (lo <= QS) & (QS <= hi)
+        inside = (lo <= QS) & (hi >= QS)
         err[j] = np.where(inside, 0.0, np.minimum(np.abs(lo - QS), np.abs(hi - QS)))
     return err
 

@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torchvision
@@ -45,7 +46,7 @@ BATCH = 64
 class LabelledImages(torch.utils.data.TensorDataset):
     """Random images with labels 0..9; ``classes`` names the 10 label groups for ndstream."""
 
-    classes = [str(c) for c in range(10)]
+    classes: ClassVar[list[str]] = [str(c) for c in range(10)]
 
 
 def make_loader(n_images: int, seed: int = 0) -> torch.utils.data.DataLoader:
@@ -131,7 +132,7 @@ def instrument() -> Timers:
 def phase_table(runs: list[dict[str, float]], totals: list[float]) -> dict[str, float]:
     """Median seconds per phase over the timed ingest runs; the rest is forward + loop."""
     labels = list(runs[0])
-    rest = [t - sum(r.values()) for r, t in zip(runs, totals)]
+    rest = [t - sum(r.values()) for r, t in zip(runs, totals, strict=True)]
     phases = {label: median([r.get(label, 0.0) for r in runs]) for label in labels}
     phases["forward pass (no hooks) + loop"] = median(rest)
     phases["total"] = median(totals)
@@ -185,7 +186,10 @@ def main() -> None:
                 f"{n_images / median(ts):.0f}",
                 f"{median(ts) / bare:.3f}",
             )
-            for name, ts in (("bare forward loop", times["bare"]), ("ndstream.ingest", times["ingest"]))
+            for name, ts in (
+                ("bare forward loop", times["bare"]),
+                ("ndstream.ingest", times["ingest"]),
+            )
         ],
     )
     print()

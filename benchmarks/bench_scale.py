@@ -35,15 +35,23 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
-from _common import apparent_bytes, current_rss_bytes, du_bytes, gib, median, parse_args, peak_rss_bytes
+from _common import (
+    apparent_bytes,
+    current_rss_bytes,
+    du_bytes,
+    gib,
+    median,
+    parse_args,
+    peak_rss_bytes,
+)
 
-from ndstream import GridSpec, LayerSketch, SketchSpec, open_store
+from ndstream import GridSpec, LayerSketch, SketchSpec, Summary, open_store
 from ndstream.store import LayerMeta, StoreMeta, write_store
 
 ROWS, BATCHES = 256, 4
@@ -124,14 +132,22 @@ def build_all(
 # -- store ---------------------------------------------------------------------------------
 
 
+def _layer_meta(name: str, n: int) -> LayerMeta:
+    kind = "Linear" if name == "fc" else "Conv2d"
+    return LayerMeta(
+        name=name,
+        module_type=kind,
+        n_neurons=n,
+        channel_dim=1,
+        output_shape=(n,),
+        values_per_sample=1,
+    )
+
+
 def make_meta(layers: list[tuple[str, int]], groups: tuple[str, ...], samples: int) -> StoreMeta:
     """Store metadata in the shape ``ndstream.ingest`` writes it (see ingest.py)."""
     return StoreMeta(
-        layers=tuple(
-            LayerMeta(name=name, module_type="Conv2d", n_neurons=n, channel_dim=1,
-                      output_shape=(n,), values_per_sample=1)
-            for name, n in layers
-        ),  # fmt: skip
+        layers=tuple(_layer_meta(name, n) for name, n in layers),
         groups=groups,
         groupings=("label",) * len(groups),
         reduction="max",
@@ -152,10 +168,10 @@ class FinalizeOnRead(Mapping):
     def __init__(self, sketches: dict[str, LayerSketch]) -> None:
         self._sketches = sketches
 
-    def __getitem__(self, name: str):  # noqa: ANN204
+    def __getitem__(self, name: str) -> Summary:
         return self._sketches[name].finalize()
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self) -> Iterator[str]:
         return iter(self._sketches)
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ from .capture import ActivationCapture, resolve_layers
 from .errors import (
     CaptureError,
     ConfigError,
+    GroupNotFoundError,
     LayerNotFoundError,
     NdstreamError,
     SpecMismatchError,
@@ -30,6 +31,7 @@ __all__ = [
     "CaptureError",
     "ConfigError",
     "GridSpec",
+    "GroupNotFoundError",
     "Grouping",
     "LayerNotFoundError",
     "LayerSketch",

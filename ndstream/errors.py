@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "CaptureError",
     "ConfigError",
+    "GroupNotFoundError",
     "LayerNotFoundError",
     "NdstreamError",
     "SpecMismatchError",
@@ -25,6 +26,13 @@ class ConfigError(NdstreamError, ValueError):
 
 class LayerNotFoundError(NdstreamError, KeyError):
     """A requested layer does not exist; the message lists the closest valid names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class GroupNotFoundError(NdstreamError, KeyError):
+    """A requested group does not exist in a store; the message lists the closest names."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""

@@ -23,7 +23,7 @@ from .errors import ConfigError
 
 __all__ = ["BUILTIN_GROUPINGS", "GroupLayout", "Grouping", "custom", "resolve_groupings"]
 
-GroupFn = Callable[[Any, Any, torch.Tensor], Any]
+GroupFn = Callable[[Any, Any, Any], Any]
 BUILTIN_GROUPINGS = ("label", "predicted", "correct", "all")
 
 
@@ -45,7 +45,7 @@ class Grouping:
     names: tuple[str, ...] | None
     fn: GroupFn
 
-    def bind(self, classes: Sequence[str] | None, outputs: torch.Tensor) -> Grouping:
+    def bind(self, classes: Sequence[str] | None, outputs: Any) -> Grouping:
         """Fix the group names, from the dataset's class names or the model's output width."""
         if self.names is not None:
             return self
@@ -54,7 +54,7 @@ class Grouping:
             return Grouping(self.name, tuple(f"pred:{c}" for c in classes), self.fn)
         return Grouping(self.name, tuple(str(c) for c in classes), self.fn)
 
-    def ids(self, inputs: Any, targets: Any, outputs: torch.Tensor) -> np.ndarray:
+    def ids(self, inputs: Any, targets: Any, outputs: Any) -> np.ndarray:
         """Group ids ``[batch]`` of a batch, checked against the group names."""
         assert self.names is not None, "bind() the grouping first"
         raw = self.fn(inputs, targets, outputs)
@@ -73,10 +73,26 @@ class Grouping:
         return ids.astype(np.intp, copy=False)
 
 
-def _output_classes(outputs: torch.Tensor) -> list[str]:
-    if outputs.ndim != 2:
+def _logits(outputs: Any) -> torch.Tensor:
+    """The class scores of a model output: a tensor, or the first element of a tuple."""
+    if isinstance(outputs, tuple | list) and outputs:
+        outputs = outputs[0]
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
         raise ConfigError(
-            f"cannot infer class names from model outputs of shape {list(outputs.shape)}; "
+            "grouping by prediction needs model outputs of shape [batch, classes], got "
+            f"{type(outputs).__name__}{list(getattr(outputs, 'shape', []))}; "
+            "use group_by='label' or a custom grouping"
+        )
+    return outputs
+
+
+def _output_classes(outputs: Any) -> list[str]:
+    if isinstance(outputs, tuple | list) and outputs:
+        outputs = outputs[0]
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
+        raise ConfigError(
+            f"cannot infer class names from model outputs {type(outputs).__name__}"
+            f"{list(getattr(outputs, 'shape', []))}; "
             "give the dataset a `classes` attribute or use a custom grouping"
         )
     return [str(i) for i in range(outputs.shape[1])]
@@ -95,17 +111,18 @@ def _label(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
     return _targets(targets)
 
 
-def _predicted(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
-    return outputs.argmax(dim=1)
+def _predicted(inputs: Any, targets: Any, outputs: Any) -> torch.Tensor:
+    return _logits(outputs).argmax(dim=1)
 
 
 def _correct(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
-    wrong = outputs.argmax(dim=1).cpu() != _targets(targets).cpu()
+    wrong = _logits(outputs).argmax(dim=1).cpu() != _targets(targets).cpu()
     return wrong.long()
 
 
-def _all(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(outputs.shape[0], dtype=torch.long)
+def _all(inputs: Any, targets: Any, outputs: Any) -> torch.Tensor:
+    batch = inputs[0] if isinstance(inputs, tuple | list) else inputs
+    return torch.zeros(len(batch), dtype=torch.long)
 
 
 def custom(fn: GroupFn, names: Sequence[str], name: str = "custom") -> Grouping:
@@ -169,7 +186,7 @@ class GroupLayout:
         """The grouping each group on the axis belongs to."""
         return tuple(g.name for g in self.groupings for _ in (g.names or ()))
 
-    def ids(self, inputs: Any, targets: Any, outputs: torch.Tensor) -> np.ndarray:
+    def ids(self, inputs: Any, targets: Any, outputs: Any) -> np.ndarray:
         """Group ids ``[batch, groupings]`` as indices into the whole axis."""
         cols, offset = [], 0
         for g in self.groupings:

@@ -17,8 +17,8 @@ __all__ = ["run_config"]
 def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = True) -> Store:
     """Build the model, dataset and loader a config names, and ingest into its store."""
     grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
+    dataset = build_dataset(cfg.data)  # first: checking a data folder is cheaper than a model
     model = build_model(cfg.model).to(cfg.device)
-    dataset = build_dataset(cfg.data)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=cfg.loader.batch_size,

@@ -236,22 +236,25 @@ def add_pages(
     src_pos_off: np.ndarray,
     src_neg_off: np.ndarray,
     src_wp: int,
+    src_base: int,
+    drop: int,
     dst: np.ndarray,
     dst_page: np.ndarray,
     dst_pos_off: np.ndarray,
     dst_neg_off: np.ndarray,
     dst_wp: int,
+    dst_base: int,
 ) -> None:
     """Add every page of ``src`` into the page of the same (neuron, group) in ``dst``.
 
+    Keys go from ``src``'s resolution to one ``drop`` mantissa bits coarser: the raw key
+    (rebased key + ``src_base``) loses its last ``drop`` bits and is rebased by ``dst_base``.
     The windows may differ but ``dst``'s must hold the keys, and ``dst`` must have a page for
     every (neuron, group) that has one in ``src``.
     """
     n_neurons, n_groups = src_page.shape
     src_wn = src.shape[1] - N_SPECIAL - src_wp
     for n in range(n_neurons):
-        dp = N_SPECIAL + src_pos_off[n] - dst_pos_off[n]
-        dn = N_SPECIAL + dst_wp + src_neg_off[n] - dst_neg_off[n]
         for g in range(n_groups):
             a = src_page[n, g]
             if a < 0:
@@ -262,11 +265,13 @@ def add_pages(
             for s in range(src_wp):
                 c = src[a, N_SPECIAL + s]
                 if c:
-                    dst[b, s + dp] += c
+                    key = ((src_pos_off[n] + s + src_base) >> drop) - dst_base
+                    dst[b, N_SPECIAL + key - dst_pos_off[n]] += c
             for s in range(src_wn):
                 c = src[a, N_SPECIAL + src_wp + s]
                 if c:
-                    dst[b, s + dn] += c
+                    key = ((src_neg_off[n] + s + src_base) >> drop) - dst_base
+                    dst[b, N_SPECIAL + dst_wp + key - dst_neg_off[n]] += c
 
 
 @jit
@@ -276,37 +281,39 @@ def densify(
     pos_off: np.ndarray,
     neg_off: np.ndarray,
     wp: int,
-    pos_lo: int,
-    neg_hi: int,
-    n_neg: int,
+    pos_lo: np.ndarray,
+    neg_hi: np.ndarray,
+    n_neg: np.ndarray,
     dst: np.ndarray,
     specials: np.ndarray,
 ) -> None:
-    """Write the pages of ``page[:, groups]`` onto the dense bin axis ``[neg, zero, pos]``.
+    """Write the pages of ``page[:, groups]`` onto each neuron's bin axis ``[neg, zero, pos]``.
 
-    ``dst[neuron, group, bin]`` and ``specials[neuron, group, (nan, posinf, neginf)]`` must
-    come in zeroed. Negative bins run from the largest magnitude key ``neg_hi`` down, so the
-    dense axis is in ascending value order.
+    Neuron ``n``'s axis has ``n_neg[n]`` negative bins, from its largest magnitude key
+    ``neg_hi[n]`` down (ascending value), then the zero bin, then positive bins from key
+    ``pos_lo[n]`` up. ``dst[neuron, group, bin]`` and
+    ``specials[neuron, group, (nan, posinf, neginf)]`` must come in zeroed.
     """
     n_neurons, n_groups = page.shape
     wn = pool.shape[1] - N_SPECIAL - wp
     for n in range(n_neurons):
+        zero = n_neg[n]
         for g in range(n_groups):
             pg = page[n, g]
             if pg < 0:
                 continue
-            dst[n, g, n_neg] = pool[pg, ZERO]
+            dst[n, g, zero] = pool[pg, ZERO]
             specials[n, g, 0] = pool[pg, NAN]
             specials[n, g, 1] = pool[pg, POSINF]
             specials[n, g, 2] = pool[pg, NEGINF]
             for s in range(wp):
                 c = pool[pg, N_SPECIAL + s]
                 if c:
-                    dst[n, g, n_neg + 1 + pos_off[n] + s - pos_lo] = c
+                    dst[n, g, zero + 1 + pos_off[n] + s - pos_lo[n]] = c
             for s in range(wn):
                 c = pool[pg, N_SPECIAL + wp + s]
                 if c:
-                    dst[n, g, neg_hi - (neg_off[n] + s)] = c
+                    dst[n, g, neg_hi[n] - (neg_off[n] + s)] = c
 
 
 @jit
@@ -350,7 +357,11 @@ def quantiles(
     qs: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """``out[n, i]``: quantile ``qs[i]`` of neuron ``n`` (numpy's 'linear' rule on the ranks)."""
+    """``out[n, i]``: quantile ``qs[i]`` of neuron ``n`` (numpy's 'linear' rule on the ranks).
+
+    ``counts[neuron, bin]`` and the edges ``lower``, ``upper`` (same shape) describe each
+    neuron's finite values; bins with no count (padding included) are never used.
+    """
     n_neurons, n_bins = counts.shape
     for n in range(n_neurons):
         cum = np.cumsum(counts[n])
@@ -364,13 +375,21 @@ def quantiles(
             k0 = np.floor(h)
             frac = h - k0
             v0 = _order_statistic(
-                k0, cum, counts[n], lower, upper, mins[n], maxs[n], neginf[n], n_finite
+                k0, cum, counts[n], lower[n], upper[n], mins[n], maxs[n], neginf[n], n_finite
             )
             if frac == 0.0:
                 out[n, i] = v0
                 continue
             v1 = _order_statistic(
-                k0 + 1.0, cum, counts[n], lower, upper, mins[n], maxs[n], neginf[n], n_finite
+                k0 + 1.0,
+                cum,
+                counts[n],
+                lower[n],
+                upper[n],
+                mins[n],
+                maxs[n],
+                neginf[n],
+                n_finite,
             )
             if v0 == v1 or np.isinf(v0):
                 out[n, i] = v0  # also the limit of the interpolation next to -Inf
@@ -413,8 +432,8 @@ def ranks(
             c = counts[n, j]
             if c == 0:
                 continue
-            lo = max(lower[j], mins[n])
-            hi = min(upper[j], maxs[n])
+            lo = max(lower[n, j], mins[n])
+            hi = min(upper[n, j], maxs[n])
             if hi <= lo:  # a point mass: the zero bin, or a bin holding one distinct value
                 if v > lo:
                     below += c
@@ -451,8 +470,8 @@ def rebin(
             c = counts[n, j]
             if c == 0:
                 continue
-            lo = max(lower[j], mins[n])
-            hi = min(upper[j], maxs[n])
+            lo = max(lower[n, j], mins[n])
+            hi = min(upper[n, j], maxs[n])
             if hi <= lo:
                 if lo < e_lo or lo > e_hi:
                     continue

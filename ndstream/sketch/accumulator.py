@@ -60,6 +60,11 @@ class SketchSpec:
         if len(set(self.groups)) != len(self.groups):
             raise ValueError(f"group names must be unique, got {list(self.groups)}")
 
+    @property
+    def max_bins(self) -> int:
+        """Bins per sign a neuron may span before the layer coarsens (see :class:`GridSpec`)."""
+        return self.grid.bins_budget(self.n_neurons, len(self.groups))
+
     def diff(self, other: SketchSpec) -> list[str]:
         """Human-readable differences between two specs (empty when equal)."""
         out = []
@@ -77,6 +82,34 @@ def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out[:, 0::2] = np.minimum(a[:, 0::2], b[:, 0::2])
     out[:, 1::2] = np.maximum(a[:, 1::2], b[:, 1::2])
     return out
+
+
+def _widths(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bins spanned per neuron by key ranges ``r`` (pos lo, pos hi, neg lo, neg hi)."""
+    return (
+        np.where(r[:, 1] >= 0, r[:, 1] - r[:, 0] + 1, 0),
+        np.where(r[:, 3] >= 0, r[:, 3] - r[:, 2] + 1, 0),
+    )
+
+
+def _coarsen_ranges(grid: GridSpec, r: np.ndarray, m: int, to: int) -> np.ndarray:
+    """Key ranges at resolution ``m`` expressed at resolution ``to``; empty ranges stay empty."""
+    if to == m:
+        return r
+    out = r.copy()
+    for lo, hi in ((0, 1), (2, 3)):
+        full = r[:, hi] >= 0
+        out[full, lo] = grid.coarsen(r[full, lo], m, to)
+        out[full, hi] = grid.coarsen(r[full, hi], m, to)
+    return out
+
+
+def _fit_resolution(grid: GridSpec, r: np.ndarray, m: int, max_bins: int) -> tuple[np.ndarray, int]:
+    """The finest resolution ``<= m`` at which every neuron's ranges fit ``max_bins``."""
+    while m > grid.min_mantissa_bits and max(w.max(initial=0) for w in _widths(r)) > max_bins:
+        r = _coarsen_ranges(grid, r, m, m - 1)
+        m -= 1
+    return r, m
 
 
 class LayerSketch:
@@ -101,6 +134,7 @@ class LayerSketch:
         self.pos_off = np.zeros(n, dtype=np.int32)
         self.neg_off = np.zeros(n, dtype=np.int32)
         self.wp = 0
+        self.m = spec.grid.mantissa_bits  # the finest resolution the data allows, see grid.py
         self._scratch = np.empty((3, k.BLOCK, 0), dtype=np.int32)
 
     # -- state -------------------------------------------------------------------------------
@@ -173,18 +207,22 @@ class LayerSketch:
         neurons = np.arange(n, dtype=np.intp)
         n_pages = np.array([self.n_pages], dtype=np.int64)
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
+            m = self.m
             n_missed = k.update_counts(
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
                 self.page_neuron, n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
-                self.wp, grid.shift, grid.key_base, grid.key_top, tbits, slots, vals, missed,
+                self.wp, grid.shift(m), grid.key_base(m), grid.key_top(m), tbits, slots, vals,
+                missed,
             )  # fmt: skip
             self.n_pages = int(n_pages[0])
             if n_missed == 0:
                 break
             neurons = np.flatnonzero(missed).astype(np.intp)
             batch = np.empty((neurons.size, 4), dtype=np.int32)
-            k.batch_key_ranges(x, neurons, grid.shift, grid.key_base, grid.key_top, batch)
-            self._grow_windows(neurons, _union(self._occupied()[neurons], batch))
+            k.batch_key_ranges(x, neurons, grid.shift(m), grid.key_base(m), grid.key_top(m), batch)
+            need = self._occupied()
+            need[neurons] = _union(need[neurons], batch)
+            self._refit(need, neurons)
             missed[:] = False
         else:  # pragma: no cover - the grown windows hold every key by construction
             raise AssertionError("sketch windows failed to grow")
@@ -213,28 +251,39 @@ class LayerSketch:
         page_neuron[: self.n_pages] = self.page_neuron[: self.n_pages]
         self.pool, self.page_neuron = pool, page_neuron
 
-    def _grow_windows(self, neurons: np.ndarray, need: np.ndarray) -> None:
-        """Re-place the windows of ``neurons`` so they hold key ranges ``need[i]``."""
-        width_p = np.where(need[:, 1] >= 0, need[:, 1] - need[:, 0] + 1, 0)
-        width_n = np.where(need[:, 3] >= 0, need[:, 3] - need[:, 2] + 1, 0)
-        headroom = 1 << self.spec.grid.mantissa_bits  # one octave, so growth stays rare
-        wp, wn = self.wp, self.wn
-        if width_p.max() > wp:
-            wp = int(width_p.max()) + headroom
-        if width_n.max() > wn:
-            wn = int(width_n.max()) + headroom
+    def _refit(self, need: np.ndarray, moved: np.ndarray) -> None:
+        """Re-place windows so every neuron's key ranges ``need`` fit, coarsening if needed.
+
+        Only the neurons in ``moved`` get new windows, unless the resolution drops: then the
+        keys of every neuron change, and so do all windows.
+        """
+        grid = self.spec.grid
+        need, m = _fit_resolution(grid, need, self.m, self.spec.max_bins)
+        if m != self.m:
+            moved = np.arange(self.spec.n_neurons)
+        width_p, width_n = _widths(need)
+        budget = self.spec.max_bins
+        wp = self.wp if m == self.m else 0
+        wn = self.wn if m == self.m else 0
+
+        def grown(width: int, current: int) -> int:
+            if width <= current:
+                return current
+            # A quarter more, so growth stays rare, but never past the budget.
+            return min(width + max(8, width // 4), max(budget, width))
+
+        wp, wn = grown(int(width_p.max()), wp), grown(int(width_n.max()), wn)
         pos_off, neg_off = self.pos_off.copy(), self.neg_off.copy()
-        # Centre each grown window on its keys: activations drift both ways as data arrives.
-        has_p = width_p > 0
-        pos_off[neurons[has_p]] = need[has_p, 0] - (wp - width_p[has_p]) // 2
-        has_n = width_n > 0
-        neg_off[neurons[has_n]] = need[has_n, 2] - (wn - width_n[has_n]) // 2
+        # Centre each window on its keys: activations drift both ways as data arrives.
+        for off, lo, width, w in ((pos_off, 0, width_p, wp), (neg_off, 2, width_n, wn)):
+            sel = moved[width[moved] > 0]
+            off[sel] = need[sel, lo] - (w - width[sel]) // 2
         pool = np.zeros((self.pool.shape[0], k.N_SPECIAL + wp + wn), dtype=self.pool.dtype)
         k.add_pages(
-            self.pool, self.page, self.pos_off, self.neg_off, self.wp,
-            pool, self.page, pos_off, neg_off, wp,
+            self.pool, self.page, self.pos_off, self.neg_off, self.wp, grid.key_base(self.m),
+            self.m - m, pool, self.page, pos_off, neg_off, wp, grid.key_base(m),
         )  # fmt: skip
-        self.pool, self.pos_off, self.neg_off, self.wp = pool, pos_off, neg_off, wp
+        self.pool, self.pos_off, self.neg_off, self.wp, self.m = pool, pos_off, neg_off, wp, m
 
     # -- merge -------------------------------------------------------------------------------
 
@@ -254,11 +303,17 @@ class LayerSketch:
                 "cannot merge sketches with different specs: " + "; ".join(diff)
                 + ". Sketches merge only when they were made with the same layer, groups and grid."
             )  # fmt: skip
+        grid = self.spec.grid
         out = LayerSketch(self.spec)
-        ranges = _union(self._occupied(), other._occupied())
+        m = min(self.m, other.m)
+        ranges = _union(
+            _coarsen_ranges(grid, self._occupied(), self.m, m),
+            _coarsen_ranges(grid, other._occupied(), other.m, m),
+        )
+        ranges, out.m = _fit_resolution(grid, ranges, m, self.spec.max_bins)
         has_p, has_n = ranges[:, 1] >= 0, ranges[:, 3] >= 0
-        out.wp = int(np.where(has_p, ranges[:, 1] - ranges[:, 0] + 1, 0).max())
-        wn = int(np.where(has_n, ranges[:, 3] - ranges[:, 2] + 1, 0).max())
+        width_p, width_n = _widths(ranges)
+        out.wp, wn = int(width_p.max()), int(width_n.max())
         out.pos_off = np.where(has_p, ranges[:, 0], 0).astype(np.int32)
         out.neg_off = np.where(has_n, ranges[:, 2], 0).astype(np.int32)
         used = (self.page >= 0) | (other.page >= 0)
@@ -271,8 +326,9 @@ class LayerSketch:
         out._ensure_width(int(out.totals.max()))
         for src in (self, other):
             k.add_pages(
-                src.pool, src.page, src.pos_off, src.neg_off, src.wp,
-                out.pool, out.page, out.pos_off, out.neg_off, out.wp,
+                src.pool, src.page, src.pos_off, src.neg_off, src.wp, grid.key_base(src.m),
+                src.m - out.m, out.pool, out.page, out.pos_off, out.neg_off, out.wp,
+                grid.key_base(out.m),
             )  # fmt: skip
         out.mins = np.minimum(self.mins, other.mins)
         out.maxs = np.maximum(self.maxs, other.maxs)
@@ -281,21 +337,26 @@ class LayerSketch:
     # -- finalize ----------------------------------------------------------------------------
 
     def bin_edges(self) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper edges of the layer's dense bin axis (see :meth:`finalize`)."""
-        return self._bin_axis(self._occupied())[4:]
+        """Lower and upper edges ``[neuron, bin]`` of each neuron's bins (see :meth:`finalize`)."""
+        return self._bin_axes(self._occupied())[3:]
 
-    def _bin_axis(self, r: np.ndarray) -> tuple[Any, ...]:
-        grid = self.spec.grid
-        has_p, has_n = r[:, 1] >= 0, r[:, 3] >= 0
-        pos_lo = int(r[has_p, 0].min()) if has_p.any() else 0
-        pos_hi = int(r[has_p, 1].max()) if has_p.any() else -1
-        neg_lo = int(r[has_n, 2].min()) if has_n.any() else 0
-        neg_hi = int(r[has_n, 3].max()) if has_n.any() else -1
-        p_lower, p_upper = grid.magnitude_edges(np.arange(pos_lo, pos_hi + 1))
-        n_lower, n_upper = grid.magnitude_edges(np.arange(neg_hi, neg_lo - 1, -1))
-        lower = np.concatenate([-n_upper, [0.0], p_lower])
-        upper = np.concatenate([-n_lower, [0.0], p_upper])
-        return pos_lo, neg_hi, neg_hi - neg_lo + 1, lower.size, lower, upper
+    def _bin_axes(self, r: np.ndarray) -> tuple[Any, ...]:
+        """Each neuron's dense bin axis: negative bins, zero, positive bins, then padding."""
+        grid, m = self.spec.grid, self.m
+        width_p, width_n = _widths(r)
+        pos_lo = np.where(width_p > 0, r[:, 0], 0).astype(np.int64)
+        neg_hi = np.where(width_n > 0, r[:, 3], -1).astype(np.int64)
+        n_bins = int((width_n + 1 + width_p).max())
+        b = np.arange(n_bins)[None, :]
+        n_neg = width_n[:, None]
+        neg = b < n_neg
+        pos = (b > n_neg) & (b <= n_neg + width_p[:, None])
+        keys = np.where(neg, neg_hi[:, None] - b, pos_lo[:, None] + b - n_neg - 1)
+        lo, hi = grid.magnitude_edges(np.where(neg | pos, keys, 0), m)
+        # Negative bins mirror positive ones; padding past a neuron's last bin has NaN edges.
+        lower = np.where(neg, -hi, np.where(pos, lo, np.where(b == n_neg, 0.0, np.nan)))
+        upper = np.where(neg, -lo, np.where(pos, hi, np.where(b == n_neg, 0.0, np.nan)))
+        return pos_lo, neg_hi, width_n.astype(np.int64), lower, upper
 
     def finalize(self, groups: slice | np.ndarray | list[int] | None = None) -> Summary:
         """The canonical :class:`~ndstream.sketch.summary.Summary` of everything seen so far.
@@ -307,10 +368,10 @@ class LayerSketch:
             many groups can be written a block at a time.
         """
         idx = np.arange(len(self.spec.groups))[groups if groups is not None else slice(None)]
-        pos_lo, neg_hi, n_neg, n_bins, lower, upper = self._bin_axis(self._occupied())
+        pos_lo, neg_hi, n_neg, lower, upper = self._bin_axes(self._occupied())
         n = self.spec.n_neurons
         page = np.ascontiguousarray(self.page[:, idx])
-        dense = np.zeros((n, idx.size, n_bins), dtype=np.uint64)
+        dense = np.zeros((n, idx.size, lower.shape[1]), dtype=np.uint64)
         special = np.zeros((n, idx.size, 3), dtype=np.int64)
         k.densify(
             self.pool, page, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg,
@@ -333,4 +394,5 @@ class LayerSketch:
             totals=self.totals[idx].copy(),
             groups=tuple(self.spec.groups[i] for i in idx),
             grid=self.spec.grid,
+            resolution=self.m,
         )

@@ -1,23 +1,27 @@
-"""The binning rule: a fixed log-linear grid read straight from the float32 bits.
+"""The binning rule: a log-linear grid read straight from the float32 bits.
 
-A magnitude ``|x| = 2**e * (1 + f)`` falls in the bin given by its exponent ``e`` and the top
-``m`` bits of its mantissa ``f``: ``2**m`` equal-width bins per octave, so every bin's width is at
-most ``2**-m`` of its lower edge (12.5 % at the default ``m = 3``). Magnitudes below
-``2**min_exponent`` share one underflow bin, magnitudes at or above ``2**max_exponent`` one
-overflow bin. Negative values use the same bins, mirrored; exact zeros, NaN, +Inf and -Inf are
-counted apart.
+At resolution ``m``, a magnitude ``|x| = 2**e * (1 + f)`` falls in the bin given by its exponent
+``e`` and the top ``m`` bits of its mantissa ``f``: ``2**m`` equal-width bins per octave, so a
+bin is at most ``2**-m`` of its lower edge wide. Magnitudes below ``2**min_exponent`` share one
+underflow bin, magnitudes at or above ``2**max_exponent`` one overflow bin. Negative values use
+the same bins, mirrored; exact zeros, NaN, +Inf and -Inf are counted apart.
 
-Because the grid does not depend on the data, two sketches over any split of the data add up to
-exactly the sketch of the whole: merging is integer addition.
+Resolutions nest: dropping the last mantissa bit merges bins in exact pairs. A layer's sketch
+starts at the finest resolution, ``mantissa_bits``, and coarsens one bit at a time while some
+neuron's values would span more than ``max_bins`` bins of one sign. Its resolution is thus the
+finest one at which its data fits the budget: a function of the data alone, whatever its order
+or split, so merging stays exact integer addition after bringing both sides to the coarser
+resolution.
 
-Accuracy: the rank error of a quantile is at most the mass of the one bin it falls in, and in
-practice far less, because values are spread evenly across that bin. Measured on ReLU and
-lognormal activations it is below 0.1 % (``benchmarks/bench_accuracy.py``). A pile-up of many
-distinct values inside one bin, such as the minimum of GELU, is the weak case; raise
-``mantissa_bits`` for it.
+Accuracy: the rank error of a quantile is at most the mass of the bin it falls in, and in
+practice much less, because values are spread evenly across that bin. Real activations after a
+channel max are often concentrated in a narrow range, which is why the finest resolution is
+high (1024 bins per octave) and why small layers keep it: the budget is set so that a layer's
+counters take about 128 MB. See ``benchmarks/bench_accuracy.py`` for measured errors.
 
 Memory: a neuron costs one counter for each bin between the smallest and the largest key it
-has seen, per sign (see ``accumulator.py``), so about ``2**m`` counters per octave it spans.
+has seen, per sign (see ``accumulator.py``): at most ``max_bins`` per sign unless the data spans
+more octaves than even the coarsest resolution fits.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from ..errors import ConfigError
 __all__ = ["GridSpec"]
 
 _FLOAT32_BIAS = 127
+_SLOT_BUDGET = 1 << 26  # counters per layer and sign: 128 MB of uint16
+_MIN_BINS, _MAX_BINS = 64, 4096
 
 
 @dataclass(frozen=True)
@@ -41,63 +47,82 @@ class GridSpec:
     Parameters
     ----------
     mantissa_bits
-        ``m``: the grid has ``2**m`` bins per octave (1 to 10).
+        Finest resolution ``m``: ``2**m`` bins per octave (1 to 10).
+    min_mantissa_bits
+        Coarsest resolution a layer may fall back to (1 to ``mantissa_bits``).
     min_exponent
         Magnitudes below ``2**min_exponent`` go to the underflow bin (-126 to 126).
     max_exponent
         Magnitudes at or above ``2**max_exponent`` go to the overflow bin (up to 128).
+    max_bins
+        Bins per sign a neuron may span before the layer coarsens; ``None`` sizes it from the
+        layer (see :meth:`bins_budget`).
     """
 
-    mantissa_bits: int = 3
+    mantissa_bits: int = 10
+    min_mantissa_bits: int = 1
     min_exponent: int = -24
     max_exponent: int = 48
+    max_bins: int | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.mantissa_bits <= 10:
-            raise ConfigError(f"mantissa_bits must be in 1..10, got {self.mantissa_bits}")
+        if not 1 <= self.min_mantissa_bits <= self.mantissa_bits <= 10:
+            raise ConfigError(
+                "need 1 <= min_mantissa_bits <= mantissa_bits <= 10, got "
+                f"min_mantissa_bits={self.min_mantissa_bits}, mantissa_bits={self.mantissa_bits}"
+            )
         if not -126 <= self.min_exponent < self.max_exponent <= 128:
             raise ConfigError(
                 "need -126 <= min_exponent < max_exponent <= 128, got "
                 f"min_exponent={self.min_exponent}, max_exponent={self.max_exponent}"
             )
+        if self.max_bins is not None and self.max_bins < 2:
+            raise ConfigError(f"max_bins must be at least 2, got {self.max_bins}")
 
-    @property
-    def shift(self) -> int:
-        """Right shift of the float32 bits that keeps exponent and top mantissa bits."""
-        return 23 - self.mantissa_bits
+    def bins_budget(self, n_neurons: int, n_groups: int) -> int:
+        """Bins per sign a neuron may span in a layer of this size before coarsening.
 
-    @property
-    def key_base(self) -> int:
-        """Raw key of the underflow bin: one below the key of ``2**min_exponent``."""
-        return ((self.min_exponent + _FLOAT32_BIAS) << self.mantissa_bits) - 1
+        Unless ``max_bins`` fixes it, a layer's counters get about 128 MB per sign, split over
+        its (neuron, group) pairs, and each pair between 64 and 4,096 bins.
+        """
+        if self.max_bins is not None:
+            return self.max_bins
+        return int(np.clip(_SLOT_BUDGET // max(1, n_neurons * n_groups), _MIN_BINS, _MAX_BINS))
 
-    @property
-    def key_top(self) -> int:
-        """Raw key of the overflow bin: the key of ``2**max_exponent``."""
-        return (self.max_exponent + _FLOAT32_BIAS) << self.mantissa_bits
+    def shift(self, m: int) -> int:
+        """Right shift of the float32 bits that keeps the exponent and ``m`` mantissa bits."""
+        return 23 - m
 
-    @property
-    def n_keys(self) -> int:
-        """Number of magnitude bins, underflow and overflow included."""
-        return self.key_top - self.key_base + 1
+    def key_base(self, m: int) -> int:
+        """Raw key of the underflow bin at resolution ``m``: one below the key of ``2**min_exponent``."""
+        return ((self.min_exponent + _FLOAT32_BIAS) << m) - 1
 
-    def magnitude_edges(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper magnitude edges (float64) of the given rebased keys.
+    def key_top(self, m: int) -> int:
+        """Raw key of the overflow bin at resolution ``m``: the key of ``2**max_exponent``."""
+        return (self.max_exponent + _FLOAT32_BIAS) << m
+
+    def coarsen(self, keys: np.ndarray, m: int, to: int) -> np.ndarray:
+        """Rebased keys at resolution ``m`` mapped to resolution ``to <= m`` (exact: bins nest)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        return ((keys + self.key_base(m)) >> (m - to)) - self.key_base(to)
+
+    def magnitude_edges(self, keys: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper magnitude edges (float64) of rebased keys at resolution ``m``.
 
         The underflow bin is ``(0, 2**min_exponent)`` and the overflow bin
         ``[2**max_exponent, float32 max]``.
         """
         keys = np.asarray(keys, dtype=np.int64)
-        raw = keys + self.key_base
-        per_octave = 1 << self.mantissa_bits
-        exponent = (raw >> self.mantissa_bits) - _FLOAT32_BIAS
+        raw = keys + self.key_base(m)
+        per_octave = 1 << m
+        exponent = (raw >> m) - _FLOAT32_BIAS
         mantissa = raw & (per_octave - 1)
         scale = np.ldexp(1.0, exponent.astype(np.int32))
         lower = scale * (1.0 + mantissa / per_octave)
         upper = scale * (1.0 + (mantissa + 1) / per_octave)
         lower = np.where(keys == 0, 0.0, lower)
         upper = np.where(keys == 0, np.ldexp(1.0, self.min_exponent), upper)
-        top = keys == self.n_keys - 1
+        top = raw >= self.key_top(m)
         lower = np.where(top, np.ldexp(1.0, self.max_exponent), lower)
         upper = np.where(top, float(np.finfo(np.float32).max), upper)
         return lower, upper
@@ -114,8 +139,10 @@ class GridSpec:
             raise ConfigError(
                 f"unknown grid kind {kind!r}; this ndstream reads 'log-linear-float32'"
             )
-        return cls(
-            mantissa_bits=int(data["mantissa_bits"]),
-            min_exponent=int(data["min_exponent"]),
-            max_exponent=int(data["max_exponent"]),
-        )
+        fields = {k: v for k, v in data.items() if k != "kind"}
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise ConfigError(
+                f"grid attributes {sorted(fields)} are not a GridSpec: {exc}"
+            ) from exc

@@ -1,8 +1,8 @@
 """The finalized, canonical form of a layer's sketch, and every query derived from it.
 
 A :class:`Summary` is what :meth:`LayerSketch.finalize` returns and what a store holds: dense
-counts on the layer's bin axis, in ascending value order ``[negative bins, zero, positive bins]``,
-with the bin edges, the exact per-(neuron, group) min and max of the finite values, and the
+counts on each neuron's bin axis, in ascending value order
+``[negative bins, zero, positive bins, padding]``, with the bin edges, the exact per-(neuron, group) min and max of the finite values, and the
 counts of NaN, +Inf and -Inf. It is a pure function of the data: the same data gives the same
 arrays, bit for bit, whatever the batching, order or sharding.
 
@@ -27,7 +27,8 @@ __all__ = ["Pooled", "Summary"]
 class Pooled:
     """One distribution per neuron: a :class:`Summary`'s groups added together.
 
-    All arrays are indexed by neuron first; ``counts`` is float64 ``[neuron, bin]``.
+    All arrays are indexed by neuron first; ``counts`` is float64 ``[neuron, bin]`` and the
+    edges ``lower``, ``upper`` have the same shape.
     """
 
     counts: np.ndarray
@@ -88,7 +89,7 @@ class Summary:
     counts
         ``[neuron, group, bin]`` unsigned counts of finite values (exact zeros in the zero bin).
     lower, upper
-        ``[bin]`` float64 edges; the zero bin is ``[0, 0]``.
+        ``[neuron, bin]`` float64 edges; the zero bin is ``[0, 0]``, padding is NaN.
     mins, maxs
         ``[neuron, group]`` float32 exact min and max of the finite values, NaN when none.
     nan, posinf, neginf
@@ -100,6 +101,8 @@ class Summary:
         Group names along the group axis.
     grid
         The grid the counts were binned on.
+    resolution
+        The mantissa bits of the bins: ``2**resolution`` bins per octave.
     """
 
     counts: np.ndarray
@@ -113,6 +116,7 @@ class Summary:
     totals: np.ndarray
     groups: tuple[str, ...]
     grid: GridSpec
+    resolution: int
 
     @property
     def n_neurons(self) -> int:
@@ -134,6 +138,7 @@ class Summary:
             totals=self.totals[idx],
             groups=tuple(self.groups[i] for i in idx),
             grid=self.grid,
+            resolution=self.resolution,
         )
 
     def pooled(self) -> Pooled:

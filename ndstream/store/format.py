@@ -27,8 +27,8 @@ DIMS: dict[str, tuple[str, ...]] = {
     "group": ("group",),
     "grouping": ("group",),
     "bin": ("bin",),
-    "bin_lower": ("bin",),
-    "bin_upper": ("bin",),
+    "bin_lower": ("neuron", "bin"),
+    "bin_upper": ("neuron", "bin"),
 }
 NEURON_CHUNK = 4096  # a chunk holds a whole layer of up to 4,096 neurons...
 CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of uint32 counts
@@ -94,11 +94,17 @@ class StoreMeta:
                 f"store format version {version} is not supported by this ndstream "
                 f"(it reads version {FORMAT_VERSION}); upgrade ndstream or re-run the ingest"
             )
-        fields = {k: v for k, v in d.items() if k != "format"}
-        fields["layers"] = tuple(LayerMeta.from_dict(x) for x in d["layers"])
-        fields["groups"] = tuple(d["groups"])
-        fields["groupings"] = tuple(d["groupings"])
-        return cls(**fields)
+        try:
+            fields = {k: v for k, v in d.items() if k != "format"}
+            fields["layers"] = tuple(LayerMeta.from_dict(x) for x in d["layers"])
+            fields["groups"] = tuple(d["groups"])
+            fields["groupings"] = tuple(d["groupings"])
+            return cls(**fields)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(
+                f"the store's metadata is damaged ({type(exc).__name__}: {exc}); "
+                "re-run the ingest with --overwrite"
+            ) from exc
 
     @property
     def layer_names(self) -> list[str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from ..errors import LayerNotFoundError, StoreError
+from ..errors import GroupNotFoundError, LayerNotFoundError, NdstreamError, StoreError
 from ..sketch import GridSpec, Summary
 from . import format as fmt
 
@@ -63,8 +63,17 @@ class Store:
                 f"{self.path} is a Zarr store but not an ndstream store (no '{fmt.ROOT_ATTR}' "
                 "attribute); point at the folder that `ndstream ingest` wrote"
             )
-        self.meta = fmt.StoreMeta.from_dict(attrs)
-        self.grid = GridSpec.from_dict(self.meta.grid)
+        try:
+            self.meta = fmt.StoreMeta.from_dict(attrs)
+            self.grid = GridSpec.from_dict(self.meta.grid)
+        except NdstreamError as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        missing = [name for name in self.meta.layer_names if name not in self._root]
+        if missing:
+            raise StoreError(
+                f"{self.path} lists layers {missing} but has no data for them; the store is "
+                "damaged: re-run the ingest with --overwrite"
+            )
 
     def __repr__(self) -> str:
         return (
@@ -131,7 +140,7 @@ class Store:
             elif item in groups:
                 out.append(groups.index(item))
             else:
-                raise KeyError(_not_found("group", str(item), groups))
+                raise GroupNotFoundError(_not_found("group", str(item), groups))
         return np.array(out, dtype=np.intp)
 
     # -- queries ------------------------------------------------------------------------------
@@ -153,6 +162,7 @@ class Store:
             totals=self._array(layer, "count")[...][idx],
             groups=tuple(self.groups[i] for i in idx),
             grid=self.grid,
+            resolution=self._resolution(layer),
         )
 
     def quantile(
@@ -202,6 +212,10 @@ class Store:
 
         self.layer_meta(layer)
         return xr.open_zarr(self.path, group=layer, consolidated=False)
+
+    def _resolution(self, layer: str) -> int:
+        attrs: Any = self._root[layer].attrs[fmt.ROOT_ATTR]
+        return int(attrs["mantissa_bits"])
 
     def _array(self, layer: str, name: str) -> Any:
         self.layer_meta(layer)

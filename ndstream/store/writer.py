@@ -118,7 +118,8 @@ def _write_layer(
     root: zarr.Group, layer: fmt.LayerMeta, source: Summary | LayerSketch, meta: fmt.StoreMeta
 ) -> None:
     g = root.create_group(layer.name)
-    g.attrs[fmt.ROOT_ATTR] = {"layer": layer.to_dict()}
+    resolution = source.m if isinstance(source, LayerSketch) else source.resolution
+    g.attrs[fmt.ROOT_ATTR] = {"layer": layer.to_dict(), "mantissa_bits": resolution}
     n, n_groups = layer.n_neurons, len(meta.groups)
     if isinstance(source, LayerSketch):
         lower, upper = source.bin_edges()
@@ -126,7 +127,7 @@ def _write_layer(
     else:
         lower, upper = source.lower, source.upper
         wide = source.counts.dtype == np.uint64
-    n_bins = lower.size
+    n_bins = lower.shape[1]
     neuron_chunk = min(n, fmt.NEURON_CHUNK)
     # Few groups per chunk, so a view of a few groups reads little; but not one chunk per
     # group, because each chunk is a file and 1,000 small files cost more than they save.
@@ -158,7 +159,8 @@ def _write_layer(
     }
     for name, data in coords.items():
         dtype = np.dtype(str) if data.dtype.kind == "U" else data.dtype
-        _create(g, name, data.shape, dtype, (max(data.size, 1),))[...] = data
+        chunks = (neuron_chunk, n_bins) if data.ndim == 2 else (max(data.size, 1),)
+        _create(g, name, data.shape, dtype, chunks)[...] = data
     # xarray reads this CF attribute to attach the extra coordinates.
     arrays["counts"].attrs["coordinates"] = "grouping bin_lower bin_upper"
 
