@@ -85,7 +85,7 @@ def describe(store: object) -> str:
         f"format     ndstream v{m.format_version} (written by ndstream {m.ndstream_version})",
         f"progress   {m.samples_done} / {total} samples, {state}; updated {m.updated}",
         f"reduction  {m.reduction}",
-        f"grid       {m.grid.get('kind')}, m={m.grid.get('mantissa_bits')}, "
+        f"grid       {m.grid.get('kind')}, up to 2^{m.grid.get('mantissa_bits')} bins/octave, "
         f"2^{m.grid.get('min_exponent')}..2^{m.grid.get('max_exponent')}",
         f"model      {m.model_fingerprint}",
         f"dataset    {m.dataset_fingerprint or '-'}",
@@ -93,10 +93,11 @@ def describe(store: object) -> str:
     ]
     width = max(len(layer.name) for layer in m.layers)
     for layer in m.layers:
-        shape = "x".join(str(s) for s in layer.output_shape)
+        shape = "x".join(str(s) for s in layer.output_shape) or "scalar"
         lines.append(
             f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
             f"  output {shape}  {layer.values_per_sample} value(s)/sample"
+            f"  2^{store.resolution(layer.name)} bins/octave"
         )
     first = m.layers[0].name
     counts = [store.count(first, g) for g in m.groups]

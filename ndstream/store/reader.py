@@ -162,7 +162,7 @@ class Store:
             totals=self._array(layer, "count")[...][idx],
             groups=tuple(self.groups[i] for i in idx),
             grid=self.grid,
-            resolution=self._resolution(layer),
+            resolution=self.resolution(layer),
         )
 
     def quantile(
@@ -213,7 +213,9 @@ class Store:
         self.layer_meta(layer)
         return xr.open_zarr(self.path, group=layer, consolidated=False)
 
-    def _resolution(self, layer: str) -> int:
+    def resolution(self, layer: str) -> int:
+        """Mantissa bits of ``layer``'s bins: ``2**resolution`` bins per octave."""
+        self.layer_meta(layer)
         attrs: Any = self._root[layer].attrs[fmt.ROOT_ATTR]
         return int(attrs["mantissa_bits"])
 
