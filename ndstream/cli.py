@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._version import __version__
 from .errors import NdstreamError
@@ -72,6 +73,11 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bins_per_octave(res: Any) -> str:
+    lo, hi = 2 ** int(res.min()), 2 ** int(res.max())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def describe(store: object) -> str:
     """A human-readable description of a store: provenance, progress, layers and groups."""
     from .store import Store
@@ -97,7 +103,7 @@ def describe(store: object) -> str:
         lines.append(
             f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
             f"  output {shape}  {layer.values_per_sample} value(s)/sample"
-            f"  2^{store.resolution(layer.name)} bins/octave"
+            f"  {_bins_per_octave(store.resolution(layer.name))} bins/octave"
         )
     first = m.layers[0].name
     counts = [store.count(first, g) for g in m.groups]

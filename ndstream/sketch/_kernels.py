@@ -79,6 +79,15 @@ def new_pages_needed(page: np.ndarray, seg_group: np.ndarray) -> int:
 
 
 @jit
+def key_limits(m: int, exp_lo: int, exp_hi: int) -> tuple[int, int, int]:
+    """Shift, underflow key and overflow key at resolution ``m`` (see ``grid.py``).
+
+    ``exp_lo`` and ``exp_hi`` are the biased float32 exponents of the grid's window.
+    """
+    return 23 - m, (exp_lo << m) - 1, exp_hi << m
+
+
+@jit
 def update_counts(
     x: np.ndarray,
     order: np.ndarray,
@@ -94,9 +103,9 @@ def update_counts(
     pos_off: np.ndarray,
     neg_off: np.ndarray,
     wp: int,
-    shift: int,
-    key_base: int,
-    key_top: int,
+    res: np.ndarray,
+    exp_lo: int,
+    exp_hi: int,
     tbits: np.ndarray,
     slots: np.ndarray,
     vals: np.ndarray,
@@ -106,8 +115,8 @@ def update_counts(
 
     The rows' groups come as the plan of :func:`plan_groups`; ``tbits``, ``slots`` and
     ``vals`` are ``[BLOCK, rows]`` scratch. A (neuron, group) without a page gets page
-    ``n_pages[0]``, which is then incremented; the pool must have room. Raw keys are clamped
-    to ``[key_base, key_top]`` and rebased by ``key_base``. A neuron with a key outside its
+    ``n_pages[0]``, which is then incremented; the pool must have room. Neuron ``n``'s keys
+    are taken at its resolution ``res[n]`` (see :func:`key_limits`). A neuron with a key outside its
     windows is left untouched and flagged in ``missed``; the caller widens its windows (see
     :func:`batch_key_ranges`) and calls again for those neurons only. Returns the number of
     misses.
@@ -129,6 +138,7 @@ def update_counts(
             n = neurons[first + t]
             po = pos_off[n]
             no = neg_off[n]
+            shift, key_base, key_top = key_limits(res[n], exp_lo, exp_hi)
             bad = 0
             # Branch-free on the common path: half the values of a ReLU layer are exact zeros
             # in no predictable order.
@@ -179,15 +189,17 @@ def update_counts(
 
 @jit
 def batch_key_ranges(
-    x: np.ndarray, neurons: np.ndarray, shift: int, key_base: int, key_top: int, out: np.ndarray
+    x: np.ndarray, neurons: np.ndarray, res: np.ndarray, exp_lo: int, exp_hi: int, out: np.ndarray
 ) -> None:
     """``out[i]``: (pos min, pos max, neg min, neg max) rebased keys of neuron ``neurons[i]``.
 
-    Empty ranges are ``(EMPTY_LO, -1)``. Only needed when windows must grow.
+    Keys are at each neuron's resolution ``res[n]``. Empty ranges are ``(EMPTY_LO, -1)``.
+    Only needed when windows must grow.
     """
     xbits = x.view(np.int32)
     for i in range(neurons.shape[0]):
         n = neurons[i]
+        shift, key_base, key_top = key_limits(res[n], exp_lo, exp_hi)
         pmin, pmax, nmin, nmax = EMPTY_LO, -1, EMPTY_LO, -1
         for r in range(x.shape[0]):
             b = xbits[r, n]
@@ -236,25 +248,28 @@ def add_pages(
     src_pos_off: np.ndarray,
     src_neg_off: np.ndarray,
     src_wp: int,
-    src_base: int,
-    drop: int,
+    src_res: np.ndarray,
     dst: np.ndarray,
     dst_page: np.ndarray,
     dst_pos_off: np.ndarray,
     dst_neg_off: np.ndarray,
     dst_wp: int,
-    dst_base: int,
+    dst_res: np.ndarray,
+    exp_lo: int,
 ) -> None:
     """Add every page of ``src`` into the page of the same (neuron, group) in ``dst``.
 
-    Keys go from ``src``'s resolution to one ``drop`` mantissa bits coarser: the raw key
-    (rebased key + ``src_base``) loses its last ``drop`` bits and is rebased by ``dst_base``.
-    The windows may differ but ``dst``'s must hold the keys, and ``dst`` must have a page for
+    Neuron ``n``'s keys go from resolution ``src_res[n]`` to the same or a coarser
+    ``dst_res[n]``: the raw key loses its last bits and is rebased (resolutions nest). The
+    windows may differ but ``dst``'s must hold the keys, and ``dst`` must have a page for
     every (neuron, group) that has one in ``src``.
     """
     n_neurons, n_groups = src_page.shape
     src_wn = src.shape[1] - N_SPECIAL - src_wp
     for n in range(n_neurons):
+        src_base = (exp_lo << src_res[n]) - 1
+        dst_base = (exp_lo << dst_res[n]) - 1
+        drop = src_res[n] - dst_res[n]
         for g in range(n_groups):
             a = src_page[n, g]
             if a < 0:

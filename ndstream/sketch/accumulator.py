@@ -92,24 +92,28 @@ def _widths(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _coarsen_ranges(grid: GridSpec, r: np.ndarray, m: int, to: int) -> np.ndarray:
-    """Key ranges at resolution ``m`` expressed at resolution ``to``; empty ranges stay empty."""
-    if to == m:
-        return r
+def _coarsen_ranges(grid: GridSpec, r: np.ndarray, m: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """Key ranges at per-neuron resolutions ``m`` expressed at ``to``; empty ranges stay empty."""
     out = r.copy()
     for lo, hi in ((0, 1), (2, 3)):
         full = r[:, hi] >= 0
-        out[full, lo] = grid.coarsen(r[full, lo], m, to)
-        out[full, hi] = grid.coarsen(r[full, hi], m, to)
+        out[full, lo] = grid.coarsen(r[full, lo], m[full], to[full])
+        out[full, hi] = grid.coarsen(r[full, hi], m[full], to[full])
     return out
 
 
-def _fit_resolution(grid: GridSpec, r: np.ndarray, m: int, max_bins: int) -> tuple[np.ndarray, int]:
-    """The finest resolution ``<= m`` at which every neuron's ranges fit ``max_bins``."""
-    while m > grid.min_mantissa_bits and max(w.max(initial=0) for w in _widths(r)) > max_bins:
-        r = _coarsen_ranges(grid, r, m, m - 1)
-        m -= 1
-    return r, m
+def _fit_resolution(
+    grid: GridSpec, r: np.ndarray, m: np.ndarray, max_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron, the finest resolution ``<= m`` at which its key ranges fit ``max_bins``."""
+    r, m = r.copy(), m.copy()
+    while True:
+        width_p, width_n = _widths(r)
+        over = (np.maximum(width_p, width_n) > max_bins) & (m > grid.min_mantissa_bits)
+        if not over.any():
+            return r, m
+        r[over] = _coarsen_ranges(grid, r[over], m[over], m[over] - 1)
+        m[over] -= 1
 
 
 class LayerSketch:
@@ -134,8 +138,10 @@ class LayerSketch:
         self.pos_off = np.zeros(n, dtype=np.int32)
         self.neg_off = np.zeros(n, dtype=np.int32)
         self.wp = 0
-        self.m = spec.grid.mantissa_bits  # the finest resolution the data allows, see grid.py
+        # Each neuron's resolution: the finest its data allows, see grid.py.
+        self.res = np.full(n, spec.grid.mantissa_bits, dtype=np.int32)
         self._scratch = np.empty((3, k.BLOCK, 0), dtype=np.int32)
+        self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
 
     # -- state -------------------------------------------------------------------------------
 
@@ -149,7 +155,7 @@ class LayerSketch:
         """Bytes held by the state arrays (allocated, not only used)."""
         arrays = (
             self.page, self.pool, self.page_neuron, self.mins, self.maxs,
-            self.totals, self.pos_off, self.neg_off,
+            self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
         return sum(a.nbytes for a in arrays)
 
@@ -176,6 +182,7 @@ class LayerSketch:
             ``[rows]`` or ``[rows, groupings]`` integer indices into the group axis. A row
             counts once in each of its groups.
         """
+        self._axes = None
         x = np.ascontiguousarray(x, dtype=np.float32)
         gids = np.asarray(group_ids)
         if gids.ndim == 0:
@@ -207,19 +214,17 @@ class LayerSketch:
         neurons = np.arange(n, dtype=np.intp)
         n_pages = np.array([self.n_pages], dtype=np.int64)
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
-            m = self.m
             n_missed = k.update_counts(
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
                 self.page_neuron, n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
-                self.wp, grid.shift(m), grid.key_base(m), grid.key_top(m), tbits, slots, vals,
-                missed,
+                self.wp, self.res, grid.exp_lo, grid.exp_hi, tbits, slots, vals, missed,
             )  # fmt: skip
             self.n_pages = int(n_pages[0])
             if n_missed == 0:
                 break
             neurons = np.flatnonzero(missed).astype(np.intp)
             batch = np.empty((neurons.size, 4), dtype=np.int32)
-            k.batch_key_ranges(x, neurons, grid.shift(m), grid.key_base(m), grid.key_top(m), batch)
+            k.batch_key_ranges(x, neurons, self.res, grid.exp_lo, grid.exp_hi, batch)
             need = self._occupied()
             need[neurons] = _union(need[neurons], batch)
             self._refit(need, neurons)
@@ -252,19 +257,15 @@ class LayerSketch:
         self.pool, self.page_neuron = pool, page_neuron
 
     def _refit(self, need: np.ndarray, moved: np.ndarray) -> None:
-        """Re-place windows so every neuron's key ranges ``need`` fit, coarsening if needed.
+        """Re-place the windows of ``moved`` so they hold key ranges ``need``.
 
-        Only the neurons in ``moved`` get new windows, unless the resolution drops: then the
-        keys of every neuron change, and so do all windows.
+        A moved neuron whose range would span more than the budget coarsens first.
         """
-        grid = self.spec.grid
-        need, m = _fit_resolution(grid, need, self.m, self.spec.max_bins)
-        if m != self.m:
-            moved = np.arange(self.spec.n_neurons)
+        grid, budget = self.spec.grid, self.spec.max_bins
+        res = self.res.copy()
+        need = need.copy()
+        need[moved], res[moved] = _fit_resolution(grid, need[moved], res[moved], budget)
         width_p, width_n = _widths(need)
-        budget = self.spec.max_bins
-        wp = self.wp if m == self.m else 0
-        wn = self.wn if m == self.m else 0
 
         def grown(width: int, current: int) -> int:
             if width <= current:
@@ -272,7 +273,7 @@ class LayerSketch:
             # A quarter more, so growth stays rare, but never past the budget.
             return min(width + max(8, width // 4), max(budget, width))
 
-        wp, wn = grown(int(width_p.max()), wp), grown(int(width_n.max()), wn)
+        wp, wn = grown(int(width_p.max()), self.wp), grown(int(width_n.max()), self.wn)
         pos_off, neg_off = self.pos_off.copy(), self.neg_off.copy()
         # Centre each window on its keys: activations drift both ways as data arrives.
         for off, lo, width, w in ((pos_off, 0, width_p, wp), (neg_off, 2, width_n, wn)):
@@ -280,10 +281,10 @@ class LayerSketch:
             off[sel] = need[sel, lo] - (w - width[sel]) // 2
         pool = np.zeros((self.pool.shape[0], k.N_SPECIAL + wp + wn), dtype=self.pool.dtype)
         k.add_pages(
-            self.pool, self.page, self.pos_off, self.neg_off, self.wp, grid.key_base(self.m),
-            self.m - m, pool, self.page, pos_off, neg_off, wp, grid.key_base(m),
+            self.pool, self.page, self.pos_off, self.neg_off, self.wp, self.res,
+            pool, self.page, pos_off, neg_off, wp, res, grid.exp_lo,
         )  # fmt: skip
-        self.pool, self.pos_off, self.neg_off, self.wp, self.m = pool, pos_off, neg_off, wp, m
+        self.pool, self.pos_off, self.neg_off, self.wp, self.res = pool, pos_off, neg_off, wp, res
 
     # -- merge -------------------------------------------------------------------------------
 
@@ -305,12 +306,12 @@ class LayerSketch:
             )  # fmt: skip
         grid = self.spec.grid
         out = LayerSketch(self.spec)
-        m = min(self.m, other.m)
+        res = np.minimum(self.res, other.res)
         ranges = _union(
-            _coarsen_ranges(grid, self._occupied(), self.m, m),
-            _coarsen_ranges(grid, other._occupied(), other.m, m),
+            _coarsen_ranges(grid, self._occupied(), self.res, res),
+            _coarsen_ranges(grid, other._occupied(), other.res, res),
         )
-        ranges, out.m = _fit_resolution(grid, ranges, m, self.spec.max_bins)
+        ranges, out.res = _fit_resolution(grid, ranges, res, self.spec.max_bins)
         has_p, has_n = ranges[:, 1] >= 0, ranges[:, 3] >= 0
         width_p, width_n = _widths(ranges)
         out.wp, wn = int(width_p.max()), int(width_n.max())
@@ -326,9 +327,8 @@ class LayerSketch:
         out._ensure_width(int(out.totals.max()))
         for src in (self, other):
             k.add_pages(
-                src.pool, src.page, src.pos_off, src.neg_off, src.wp, grid.key_base(src.m),
-                src.m - out.m, out.pool, out.page, out.pos_off, out.neg_off, out.wp,
-                grid.key_base(out.m),
+                src.pool, src.page, src.pos_off, src.neg_off, src.wp, src.res,
+                out.pool, out.page, out.pos_off, out.neg_off, out.wp, out.res, grid.exp_lo,
             )  # fmt: skip
         out.mins = np.minimum(self.mins, other.mins)
         out.maxs = np.maximum(self.maxs, other.maxs)
@@ -338,11 +338,13 @@ class LayerSketch:
 
     def bin_edges(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper edges ``[neuron, bin]`` of each neuron's bins (see :meth:`finalize`)."""
-        return self._bin_axes(self._occupied())[3:]
+        if self._axes is None:
+            self._axes = self._bin_axes(self._occupied())
+        return self._axes[3], self._axes[4]
 
     def _bin_axes(self, r: np.ndarray) -> tuple[Any, ...]:
         """Each neuron's dense bin axis: negative bins, zero, positive bins, then padding."""
-        grid, m = self.spec.grid, self.m
+        grid = self.spec.grid
         width_p, width_n = _widths(r)
         pos_lo = np.where(width_p > 0, r[:, 0], 0).astype(np.int64)
         neg_hi = np.where(width_n > 0, r[:, 3], -1).astype(np.int64)
@@ -352,7 +354,7 @@ class LayerSketch:
         neg = b < n_neg
         pos = (b > n_neg) & (b <= n_neg + width_p[:, None])
         keys = np.where(neg, neg_hi[:, None] - b, pos_lo[:, None] + b - n_neg - 1)
-        lo, hi = grid.magnitude_edges(np.where(neg | pos, keys, 0), m)
+        lo, hi = grid.magnitude_edges(np.where(neg | pos, keys, 0), self.res[:, None])
         # Negative bins mirror positive ones; padding past a neuron's last bin has NaN edges.
         lower = np.where(neg, -hi, np.where(pos, lo, np.where(b == n_neg, 0.0, np.nan)))
         upper = np.where(neg, -lo, np.where(pos, hi, np.where(b == n_neg, 0.0, np.nan)))
@@ -361,25 +363,30 @@ class LayerSketch:
     def finalize(self, groups: slice | np.ndarray | list[int] | None = None) -> Summary:
         """The canonical :class:`~ndstream.sketch.summary.Summary` of everything seen so far.
 
+        Each neuron has its own bin axis, in ascending value order: its negative bins, the
+        zero bin, its positive bins, then padding (NaN edges, zero counts) up to the widest
+        neuron's length.
+
         Parameters
         ----------
         groups
-            Only these groups (the bin axis is still the whole layer's), so a layer with
-            many groups can be written a block at a time.
+            Only these groups (the bin axes still cover all groups), so a layer with many
+            groups can be written a block at a time.
         """
         idx = np.arange(len(self.spec.groups))[groups if groups is not None else slice(None)]
-        pos_lo, neg_hi, n_neg, lower, upper = self._bin_axes(self._occupied())
+        if self._axes is None:  # the same for every block of groups: compute it once
+            self._axes = self._bin_axes(self._occupied())
+        pos_lo, neg_hi, n_neg, lower, upper = self._axes
         n = self.spec.n_neurons
         page = np.ascontiguousarray(self.page[:, idx])
-        dense = np.zeros((n, idx.size, lower.shape[1]), dtype=np.uint64)
+        # The width is chosen from the data, not from this run's counter history.
+        wide = int(self.totals.max(initial=0)) > np.iinfo(np.uint32).max
+        dense = np.zeros((n, idx.size, lower.shape[1]), dtype=np.uint64 if wide else np.uint32)
         special = np.zeros((n, idx.size, 3), dtype=np.int64)
         k.densify(
             self.pool, page, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg,
             dense, special,
         )  # fmt: skip
-        # The width is chosen from the data, not from this run's counter history.
-        if int(self.totals.max(initial=0)) <= np.iinfo(np.uint32).max:
-            dense = dense.astype(np.uint32)
         mins, maxs = self.mins[:, idx], self.maxs[:, idx]
         finite = mins <= maxs
         return Summary(
@@ -394,5 +401,5 @@ class LayerSketch:
             totals=self.totals[idx].copy(),
             groups=tuple(self.spec.groups[i] for i in idx),
             grid=self.spec.grid,
-            resolution=self.m,
+            resolution=self.res.copy(),
         )

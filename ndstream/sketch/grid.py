@@ -6,18 +6,19 @@ bin is at most ``2**-m`` of its lower edge wide. Magnitudes below ``2**min_expon
 underflow bin, magnitudes at or above ``2**max_exponent`` one overflow bin. Negative values use
 the same bins, mirrored; exact zeros, NaN, +Inf and -Inf are counted apart.
 
-Resolutions nest: dropping the last mantissa bit merges bins in exact pairs. A layer's sketch
-starts at the finest resolution, ``mantissa_bits``, and coarsens one bit at a time while some
-neuron's values would span more than ``max_bins`` bins of one sign. Its resolution is thus the
-finest one at which its data fits the budget: a function of the data alone, whatever its order
-or split, so merging stays exact integer addition after bringing both sides to the coarser
-resolution.
+Resolutions nest: dropping the last mantissa bit merges bins in exact pairs. Each neuron starts
+at the finest resolution, ``mantissa_bits`` (23: every float32 its own bin), and coarsens one
+bit at a time while its values of one sign would span more than ``max_bins`` bins. A neuron's
+resolution is thus the finest at which its data fits the budget: a function of the data alone,
+whatever its order or split, so merging stays exact integer addition once both sides are
+brought to the coarser resolution.
 
 Accuracy: the rank error of a quantile is at most the mass of the bin it falls in, and in
-practice much less, because values are spread evenly across that bin. Real activations after a
-channel max are often concentrated in a narrow range, which is why the finest resolution is
-high (1024 bins per octave) and why small layers keep it: the budget is set so that a layer's
-counters take about 128 MB. See ``benchmarks/bench_accuracy.py`` for measured errors.
+practice much less, because values are spread evenly across that bin. Activations after a
+channel max are often concentrated in a narrow range; a fixed grid would put most of a neuron
+in a few bins, while here a neuron gets about ``max_bins`` bins across whatever range it spans.
+A pile-up of many samples on one exact value inside a wider range (a bias value before a ReLU)
+stays the weak case. See ``benchmarks/bench_accuracy.py`` for measured errors.
 
 Memory: a neuron costs one counter for each bin between the smallest and the largest key it
 has seen, per sign (see ``accumulator.py``): at most ``max_bins`` per sign unless the data spans
@@ -37,7 +38,7 @@ __all__ = ["GridSpec"]
 
 _FLOAT32_BIAS = 127
 _SLOT_BUDGET = 1 << 26  # counters per layer and sign: 128 MB of uint16
-_MIN_BINS, _MAX_BINS = 64, 4096
+_MIN_BINS, _MAX_BINS = 64, 1024
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class GridSpec:
     Parameters
     ----------
     mantissa_bits
-        Finest resolution ``m``: ``2**m`` bins per octave (1 to 10).
+        Finest resolution ``m``: ``2**m`` bins per octave (1 to 23; 23 is exact float32).
     min_mantissa_bits
         Coarsest resolution a layer may fall back to (1 to ``mantissa_bits``).
     min_exponent
@@ -59,16 +60,16 @@ class GridSpec:
         layer (see :meth:`bins_budget`).
     """
 
-    mantissa_bits: int = 10
+    mantissa_bits: int = 23
     min_mantissa_bits: int = 1
     min_exponent: int = -24
     max_exponent: int = 48
     max_bins: int | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_mantissa_bits <= self.mantissa_bits <= 10:
+        if not 1 <= self.min_mantissa_bits <= self.mantissa_bits <= 23:
             raise ConfigError(
-                "need 1 <= min_mantissa_bits <= mantissa_bits <= 10, got "
+                "need 1 <= min_mantissa_bits <= mantissa_bits <= 23, got "
                 f"min_mantissa_bits={self.min_mantissa_bits}, mantissa_bits={self.mantissa_bits}"
             )
         if not -126 <= self.min_exponent < self.max_exponent <= 128:
@@ -83,39 +84,53 @@ class GridSpec:
         """Bins per sign a neuron may span in a layer of this size before coarsening.
 
         Unless ``max_bins`` fixes it, a layer's counters get about 128 MB per sign, split over
-        its (neuron, group) pairs, and each pair between 64 and 4,096 bins.
+        its (neuron, group) pairs, and each pair between 64 and 1,024 bins.
         """
         if self.max_bins is not None:
             return self.max_bins
         return int(np.clip(_SLOT_BUDGET // max(1, n_neurons * n_groups), _MIN_BINS, _MAX_BINS))
 
-    def shift(self, m: int) -> int:
-        """Right shift of the float32 bits that keeps the exponent and ``m`` mantissa bits."""
-        return 23 - m
+    @property
+    def exp_lo(self) -> int:
+        """Biased float32 exponent of ``2**min_exponent``."""
+        return self.min_exponent + _FLOAT32_BIAS
 
-    def key_base(self, m: int) -> int:
-        """Raw key of the underflow bin at resolution ``m``: one below the key of ``2**min_exponent``."""
-        return ((self.min_exponent + _FLOAT32_BIAS) << m) - 1
+    @property
+    def exp_hi(self) -> int:
+        """Biased float32 exponent of ``2**max_exponent``."""
+        return self.max_exponent + _FLOAT32_BIAS
 
-    def key_top(self, m: int) -> int:
+    def key_base(self, m: Any) -> Any:
+        """Raw key of the underflow bin at resolution ``m`` (an int or an array of them)."""
+        return np.left_shift(self.exp_lo, m) - 1
+
+    def key_top(self, m: Any) -> Any:
         """Raw key of the overflow bin at resolution ``m``: the key of ``2**max_exponent``."""
-        return (self.max_exponent + _FLOAT32_BIAS) << m
+        return np.left_shift(self.exp_hi, m)
 
-    def coarsen(self, keys: np.ndarray, m: int, to: int) -> np.ndarray:
+    def keys(self, values: np.ndarray, m: Any) -> np.ndarray:
+        """Rebased magnitude keys of float32 ``values`` at resolution ``m`` (zero/non-finite: any)."""
+        mag = np.asarray(values, dtype=np.float32).view(np.int32).astype(np.int64) & 0x7FFFFFFF
+        raw = np.clip(np.right_shift(mag, 23 - np.asarray(m)), self.key_base(m), self.key_top(m))
+        return raw - self.key_base(m)
+
+    def coarsen(self, keys: np.ndarray, m: Any, to: Any) -> np.ndarray:
         """Rebased keys at resolution ``m`` mapped to resolution ``to <= m`` (exact: bins nest)."""
         keys = np.asarray(keys, dtype=np.int64)
-        return ((keys + self.key_base(m)) >> (m - to)) - self.key_base(to)
+        m, to = np.asarray(m, dtype=np.int64), np.asarray(to, dtype=np.int64)
+        return np.right_shift(keys + self.key_base(m), m - to) - self.key_base(to)
 
-    def magnitude_edges(self, keys: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    def magnitude_edges(self, keys: np.ndarray, m: Any) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper magnitude edges (float64) of rebased keys at resolution ``m``.
 
-        The underflow bin is ``(0, 2**min_exponent)`` and the overflow bin
-        ``[2**max_exponent, float32 max]``.
+        ``m`` may be an array that broadcasts against ``keys``. The underflow bin is
+        ``(0, 2**min_exponent)`` and the overflow bin ``[2**max_exponent, float32 max]``.
         """
         keys = np.asarray(keys, dtype=np.int64)
+        m = np.asarray(m, dtype=np.int64)
         raw = keys + self.key_base(m)
-        per_octave = 1 << m
-        exponent = (raw >> m) - _FLOAT32_BIAS
+        per_octave = np.left_shift(1, m)
+        exponent = np.right_shift(raw, m) - _FLOAT32_BIAS
         mantissa = raw & (per_octave - 1)
         scale = np.ldexp(1.0, exponent.astype(np.int32))
         lower = scale * (1.0 + mantissa / per_octave)

@@ -102,7 +102,7 @@ class Summary:
     grid
         The grid the counts were binned on.
     resolution
-        The mantissa bits of the bins: ``2**resolution`` bins per octave.
+        ``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave.
     """
 
     counts: np.ndarray
@@ -116,7 +116,7 @@ class Summary:
     totals: np.ndarray
     groups: tuple[str, ...]
     grid: GridSpec
-    resolution: int
+    resolution: np.ndarray
 
     @property
     def n_neurons(self) -> int:

@@ -29,6 +29,7 @@ DIMS: dict[str, tuple[str, ...]] = {
     "bin": ("bin",),
     "bin_lower": ("neuron", "bin"),
     "bin_upper": ("neuron", "bin"),
+    "resolution": ("neuron",),
 }
 NEURON_CHUNK = 4096  # a chunk holds a whole layer of up to 4,096 neurons...
 CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of uint32 counts

@@ -213,11 +213,9 @@ class Store:
         self.layer_meta(layer)
         return xr.open_zarr(self.path, group=layer, consolidated=False)
 
-    def resolution(self, layer: str) -> int:
-        """Mantissa bits of ``layer``'s bins: ``2**resolution`` bins per octave."""
-        self.layer_meta(layer)
-        attrs: Any = self._root[layer].attrs[fmt.ROOT_ATTR]
-        return int(attrs["mantissa_bits"])
+    def resolution(self, layer: str) -> np.ndarray:
+        """``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave."""
+        return np.asarray(self._array(layer, "resolution")[...], dtype=np.int64)
 
     def _array(self, layer: str, name: str) -> Any:
         self.layer_meta(layer)

@@ -118,8 +118,8 @@ def _write_layer(
     root: zarr.Group, layer: fmt.LayerMeta, source: Summary | LayerSketch, meta: fmt.StoreMeta
 ) -> None:
     g = root.create_group(layer.name)
-    resolution = source.m if isinstance(source, LayerSketch) else source.resolution
-    g.attrs[fmt.ROOT_ATTR] = {"layer": layer.to_dict(), "mantissa_bits": resolution}
+    g.attrs[fmt.ROOT_ATTR] = {"layer": layer.to_dict()}
+    resolution = source.res if isinstance(source, LayerSketch) else source.resolution
     n, n_groups = layer.n_neurons, len(meta.groups)
     if isinstance(source, LayerSketch):
         lower, upper = source.bin_edges()
@@ -156,10 +156,11 @@ def _write_layer(
         "bin": np.arange(n_bins, dtype=np.int64),
         "bin_lower": lower,
         "bin_upper": upper,
+        "resolution": resolution.astype(np.int8),
     }
     for name, data in coords.items():
         dtype = np.dtype(str) if data.dtype.kind == "U" else data.dtype
-        chunks = (neuron_chunk, n_bins) if data.ndim == 2 else (max(data.size, 1),)
+        chunks = (neuron_chunk, n_bins) if data.ndim == 2 else (max(data.shape[0], 1),)
         _create(g, name, data.shape, dtype, chunks)[...] = data
     # xarray reads this CF attribute to attach the extra coordinates.
     arrays["counts"].attrs["coordinates"] = "grouping bin_lower bin_upper"
