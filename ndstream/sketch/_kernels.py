@@ -217,28 +217,40 @@ def batch_key_ranges(
 @jit
 def occupied_key_ranges(
     pool: np.ndarray,
-    page_neuron: np.ndarray,
-    n_pages: int,
+    page: np.ndarray,
+    neurons: np.ndarray,
     pos_off: np.ndarray,
     neg_off: np.ndarray,
     wp: int,
     out: np.ndarray,
 ) -> None:
-    """``out[n]``: (pos min, pos max, neg min, neg max) keys with a nonzero count in any group.
-
-    ``out`` must come in filled with empty ranges ``(EMPTY_LO, -1, EMPTY_LO, -1)``.
-    """
+    """``out[i]``: (pos min, pos max, neg min, neg max) keys of neuron ``neurons[i]`` with a
+    nonzero count in any group; ``(EMPTY_LO, -1)`` where there are none."""
     wn = pool.shape[1] - N_SPECIAL - wp
-    for pg in range(n_pages):
-        n = page_neuron[pg]
-        for s in range(wp):
-            if pool[pg, N_SPECIAL + s]:
-                out[n, 0] = min(out[n, 0], pos_off[n] + s)
-                out[n, 1] = max(out[n, 1], pos_off[n] + s)
-        for s in range(wn):
-            if pool[pg, N_SPECIAL + wp + s]:
-                out[n, 2] = min(out[n, 2], neg_off[n] + s)
-                out[n, 3] = max(out[n, 3], neg_off[n] + s)
+    for i in range(neurons.shape[0]):
+        n = neurons[i]
+        pmin, pmax, nmin, nmax = EMPTY_LO, -1, EMPTY_LO, -1
+        for g in range(page.shape[1]):
+            pg = page[n, g]
+            if pg < 0:
+                continue
+            for s in range(wp):
+                if pool[pg, N_SPECIAL + s]:
+                    pmin = min(pmin, pos_off[n] + s)
+                    break
+            for s in range(wp - 1, -1, -1):
+                if pool[pg, N_SPECIAL + s]:
+                    pmax = max(pmax, pos_off[n] + s)
+                    break
+            for s in range(wn):
+                if pool[pg, N_SPECIAL + wp + s]:
+                    nmin = min(nmin, neg_off[n] + s)
+                    break
+            for s in range(wn - 1, -1, -1):
+                if pool[pg, N_SPECIAL + wp + s]:
+                    nmax = max(nmax, neg_off[n] + s)
+                    break
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = pmin, pmax, nmin, nmax
 
 
 @jit
@@ -290,6 +302,51 @@ def add_pages(
 
 
 @jit
+def move_windows(
+    pool: np.ndarray,
+    page: np.ndarray,
+    neurons: np.ndarray,
+    pos_off: np.ndarray,
+    neg_off: np.ndarray,
+    res: np.ndarray,
+    new_pos_off: np.ndarray,
+    new_neg_off: np.ndarray,
+    new_res: np.ndarray,
+    wp: int,
+    exp_lo: int,
+) -> None:
+    """Re-key and re-place, in place, the windows of ``neurons`` (same window widths).
+
+    Each moved neuron's pages are copied out, cleared and added back at the new offsets and
+    resolution, so the cost is that of the moved neurons only, not of the whole pool.
+    """
+    n_slots = pool.shape[1]
+    wn = n_slots - N_SPECIAL - wp
+    row = np.empty(n_slots, dtype=pool.dtype)
+    for i in range(neurons.shape[0]):
+        n = neurons[i]
+        src_base = (exp_lo << res[n]) - 1
+        dst_base = (exp_lo << new_res[n]) - 1
+        drop = res[n] - new_res[n]
+        for g in range(page.shape[1]):
+            pg = page[n, g]
+            if pg < 0:
+                continue
+            row[:] = pool[pg]
+            pool[pg, N_SPECIAL:] = 0
+            for s in range(wp):
+                c = row[N_SPECIAL + s]
+                if c:
+                    key = ((pos_off[n] + s + src_base) >> drop) - dst_base
+                    pool[pg, N_SPECIAL + key - new_pos_off[n]] += c
+            for s in range(wn):
+                c = row[N_SPECIAL + wp + s]
+                if c:
+                    key = ((neg_off[n] + s + src_base) >> drop) - dst_base
+                    pool[pg, N_SPECIAL + wp + key - new_neg_off[n]] += c
+
+
+@jit
 def densify(
     pool: np.ndarray,
     page: np.ndarray,
@@ -329,6 +386,50 @@ def densify(
                 c = pool[pg, N_SPECIAL + wp + s]
                 if c:
                     dst[n, g, neg_hi[n] - (neg_off[n] + s)] = c
+
+
+@jit
+def bin_edges(
+    res: np.ndarray,
+    pos_lo: np.ndarray,
+    neg_hi: np.ndarray,
+    n_neg: np.ndarray,
+    n_pos: np.ndarray,
+    exp_lo: int,
+    exp_hi: int,
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> None:
+    """Edges ``[neuron, bin]`` of each neuron's axis ``[neg bins, zero, pos bins, padding]``.
+
+    The same rule as ``GridSpec.magnitude_edges``; ``lower`` and ``upper`` must come in NaN.
+    """
+    for n in range(res.shape[0]):
+        m = res[n]
+        base = (exp_lo << m) - 1
+        top = exp_hi << m
+        per_octave = 1 << m
+        z = n_neg[n]
+        lower[n, z] = 0.0
+        upper[n, z] = 0.0
+        for b in range(z + 1 + n_pos[n]):
+            if b == z:
+                continue
+            key = neg_hi[n] - b if b < z else pos_lo[n] + b - z - 1
+            raw = key + base
+            if key == 0:
+                lo, hi = 0.0, np.ldexp(1.0, exp_lo - 127)
+            elif raw >= top:
+                lo, hi = np.ldexp(1.0, exp_hi - 127), float(np.finfo(np.float32).max)
+            else:
+                scale = np.ldexp(1.0, (raw >> m) - 127)
+                mantissa = raw & (per_octave - 1)
+                lo = scale * (1.0 + mantissa / per_octave)
+                hi = scale * (1.0 + (mantissa + 1) / per_octave)
+            if b < z:  # negative bins mirror positive ones
+                lower[n, b], upper[n, b] = -hi, -lo
+            else:
+                lower[n, b], upper[n, b] = lo, hi
 
 
 @jit

@@ -159,13 +159,12 @@ class LayerSketch:
         )  # fmt: skip
         return sum(a.nbytes for a in arrays)
 
-    def _occupied(self) -> np.ndarray:
+    def _occupied(self, neurons: np.ndarray | None = None) -> np.ndarray:
         """Key ranges ``[neuron, 4]`` (pos lo, pos hi, neg lo, neg hi) with nonzero counts."""
-        out = np.empty((self.spec.n_neurons, 4), dtype=np.int32)
-        out[:, 0::2] = k.EMPTY_LO
-        out[:, 1::2] = -1
+        idx = np.arange(self.spec.n_neurons) if neurons is None else neurons
+        out = np.empty((idx.size, 4), dtype=np.int32)
         k.occupied_key_ranges(
-            self.pool, self.page_neuron, self.n_pages, self.pos_off, self.neg_off, self.wp, out
+            self.pool, self.page, idx.astype(np.intp), self.pos_off, self.neg_off, self.wp, out
         )
         return out
 
@@ -225,13 +224,21 @@ class LayerSketch:
             neurons = np.flatnonzero(missed).astype(np.intp)
             batch = np.empty((neurons.size, 4), dtype=np.int32)
             k.batch_key_ranges(x, neurons, self.res, grid.exp_lo, grid.exp_hi, batch)
-            need = self._occupied()
-            need[neurons] = _union(need[neurons], batch)
-            self._refit(need, neurons)
+            self._refit(neurons, _union(self._occupied(neurons), batch))
             missed[:] = False
         else:  # pragma: no cover - the grown windows hold every key by construction
             raise AssertionError("sketch windows failed to grow")
         self.totals += added
+
+    @property
+    def count_dtype(self) -> np.dtype[Any]:
+        """Dtype of finalized counts: the narrowest unsigned type that holds every count.
+
+        It is chosen from the data (the largest group), not from this run's counter
+        history, so it is the same however the data was split.
+        """
+        top = int(self.totals.max(initial=0))
+        return next(d for d in _COUNTER_DTYPES if top <= np.iinfo(d).max)
 
     def _ensure_width(self, max_total: int) -> None:
         """Widen the counters before any (neuron, group) could pass their maximum."""
@@ -256,22 +263,27 @@ class LayerSketch:
         page_neuron[: self.n_pages] = self.page_neuron[: self.n_pages]
         self.pool, self.page_neuron = pool, page_neuron
 
-    def _refit(self, need: np.ndarray, moved: np.ndarray) -> None:
-        """Re-place the windows of ``moved`` so they hold key ranges ``need``.
+    def _refit(self, moved: np.ndarray, need_moved: np.ndarray) -> None:
+        """Re-place the windows of neurons ``moved`` so they hold key ranges ``need_moved``.
 
-        A moved neuron whose range would span more than the budget coarsens first.
+        A moved neuron whose range would span more than the budget coarsens first. Only the
+        layer-wide window widths need every neuron's ranges, and those are known from the
+        current widths, which already hold every other neuron.
         """
         grid, budget = self.spec.grid, self.spec.max_bins
         res = self.res.copy()
-        need = need.copy()
-        need[moved], res[moved] = _fit_resolution(grid, need[moved], res[moved], budget)
+        need_moved, res[moved] = _fit_resolution(grid, need_moved, res[moved], budget)
+        need = np.zeros((self.spec.n_neurons, 4), dtype=np.int32)
+        need[:, 0::2], need[:, 1::2] = k.EMPTY_LO, -1
+        need[moved] = need_moved
         width_p, width_n = _widths(need)
 
         def grown(width: int, current: int) -> int:
             if width <= current:
                 return current
-            # A quarter more, so growth stays rare, but never past the budget.
-            return min(width + max(8, width // 4), max(budget, width))
+            # Double, so a layer's windows are rebuilt a handful of times at most; but never
+            # past the budget, which coarsening keeps every neuron within.
+            return min(max(2 * width, width + 8), max(budget, width))
 
         wp, wn = grown(int(width_p.max()), self.wp), grown(int(width_n.max()), self.wn)
         pos_off, neg_off = self.pos_off.copy(), self.neg_off.copy()
@@ -279,6 +291,14 @@ class LayerSketch:
         for off, lo, width, w in ((pos_off, 0, width_p, wp), (neg_off, 2, width_n, wn)):
             sel = moved[width[moved] > 0]
             off[sel] = need[sel, lo] - (w - width[sel]) // 2
+        if (wp, wn) == (self.wp, self.wn):
+            # Same widths: move only the neurons that changed, in place.
+            k.move_windows(
+                self.pool, self.page, moved.astype(np.intp), self.pos_off, self.neg_off,
+                self.res, pos_off, neg_off, res, wp, grid.exp_lo,
+            )  # fmt: skip
+            self.pos_off, self.neg_off, self.res = pos_off, neg_off, res
+            return
         pool = np.zeros((self.pool.shape[0], k.N_SPECIAL + wp + wn), dtype=self.pool.dtype)
         k.add_pages(
             self.pool, self.page, self.pos_off, self.neg_off, self.wp, self.res,
@@ -349,16 +369,15 @@ class LayerSketch:
         pos_lo = np.where(width_p > 0, r[:, 0], 0).astype(np.int64)
         neg_hi = np.where(width_n > 0, r[:, 3], -1).astype(np.int64)
         n_bins = int((width_n + 1 + width_p).max())
-        b = np.arange(n_bins)[None, :]
-        n_neg = width_n[:, None]
-        neg = b < n_neg
-        pos = (b > n_neg) & (b <= n_neg + width_p[:, None])
-        keys = np.where(neg, neg_hi[:, None] - b, pos_lo[:, None] + b - n_neg - 1)
-        lo, hi = grid.magnitude_edges(np.where(neg | pos, keys, 0), self.res[:, None])
-        # Negative bins mirror positive ones; padding past a neuron's last bin has NaN edges.
-        lower = np.where(neg, -hi, np.where(pos, lo, np.where(b == n_neg, 0.0, np.nan)))
-        upper = np.where(neg, -lo, np.where(pos, hi, np.where(b == n_neg, 0.0, np.nan)))
-        return pos_lo, neg_hi, width_n.astype(np.int64), lower, upper
+        # float32 is exact: every edge is 2**e times a number of at most 24 significant bits.
+        lower = np.full((self.spec.n_neurons, n_bins), np.nan, dtype=np.float32)
+        upper = np.full((self.spec.n_neurons, n_bins), np.nan, dtype=np.float32)
+        n_neg = width_n.astype(np.int64)
+        k.bin_edges(
+            self.res, pos_lo, neg_hi, n_neg, width_p.astype(np.int64), grid.exp_lo, grid.exp_hi,
+            lower, upper,
+        )  # fmt: skip
+        return pos_lo, neg_hi, n_neg, lower, upper
 
     def finalize(self, groups: slice | np.ndarray | list[int] | None = None) -> Summary:
         """The canonical :class:`~ndstream.sketch.summary.Summary` of everything seen so far.
@@ -379,9 +398,7 @@ class LayerSketch:
         pos_lo, neg_hi, n_neg, lower, upper = self._axes
         n = self.spec.n_neurons
         page = np.ascontiguousarray(self.page[:, idx])
-        # The width is chosen from the data, not from this run's counter history.
-        wide = int(self.totals.max(initial=0)) > np.iinfo(np.uint32).max
-        dense = np.zeros((n, idx.size, lower.shape[1]), dtype=np.uint64 if wide else np.uint32)
+        dense = np.zeros((n, idx.size, lower.shape[1]), dtype=self.count_dtype)
         special = np.zeros((n, idx.size, 3), dtype=np.int64)
         k.densify(
             self.pool, page, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg,

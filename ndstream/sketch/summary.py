@@ -89,7 +89,8 @@ class Summary:
     counts
         ``[neuron, group, bin]`` unsigned counts of finite values (exact zeros in the zero bin).
     lower, upper
-        ``[neuron, bin]`` float64 edges; the zero bin is ``[0, 0]``, padding is NaN.
+        ``[neuron, bin]`` float32 edges (exact: every edge is a float32); the zero bin is
+        ``[0, 0]``, padding is NaN.
     mins, maxs
         ``[neuron, group]`` float32 exact min and max of the finite values, NaN when none.
     nan, posinf, neginf

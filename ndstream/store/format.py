@@ -31,8 +31,8 @@ DIMS: dict[str, tuple[str, ...]] = {
     "bin_upper": ("neuron", "bin"),
     "resolution": ("neuron",),
 }
-NEURON_CHUNK = 4096  # a chunk holds a whole layer of up to 4,096 neurons...
-CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of uint32 counts
+NEURON_CHUNK = 1024  # a chunk holds up to 1,024 neurons (zarr writes chunks in parallel)...
+CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of counts
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class Store:
             self.grid = GridSpec.from_dict(self.meta.grid)
         except NdstreamError as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
-        missing = [name for name in self.meta.layer_names if name not in self._root]
+        # Look on disk: the consolidated metadata would still list a deleted layer folder.
+        missing = [n for n in self.meta.layer_names if not (self.path / n / "zarr.json").is_file()]
         if missing:
             raise StoreError(
                 f"{self.path} lists layers {missing} but has no data for them; the store is "

@@ -24,8 +24,9 @@ from . import format as fmt
 
 __all__ = ["write_store"]
 
-# Bit-shuffled zstd: most counters are small or zero, so their high bits compress to nothing.
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# Byte-shuffled lz4: most counters are small or zero, so their high bytes compress to nothing,
+# at several GB/s; zstd with bit shuffle packs a quarter tighter but writes six times slower.
+_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def write_store(
@@ -123,20 +124,18 @@ def _write_layer(
     n, n_groups = layer.n_neurons, len(meta.groups)
     if isinstance(source, LayerSketch):
         lower, upper = source.bin_edges()
-        wide = int(source.totals.max(initial=0)) > np.iinfo(np.uint32).max
+        count_dtype = source.count_dtype
     else:
         lower, upper = source.lower, source.upper
-        wide = source.counts.dtype == np.uint64
+        count_dtype = source.counts.dtype
     n_bins = lower.shape[1]
     neuron_chunk = min(n, fmt.NEURON_CHUNK)
     # Few groups per chunk, so a view of a few groups reads little; but not one chunk per
     # group, because each chunk is a file and 1,000 small files cost more than they save.
-    group_chunk = max(1, min(n_groups, fmt.CHUNK_BYTES // max(1, neuron_chunk * n_bins * 4)))
+    per_group = neuron_chunk * n_bins * np.dtype(count_dtype).itemsize
+    group_chunk = max(1, min(n_groups, fmt.CHUNK_BYTES // max(1, per_group)))
     specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
-        "counts": (
-            np.dtype(np.uint64 if wide else np.uint32),
-            (neuron_chunk, group_chunk, n_bins),
-        ),
+        "counts": (count_dtype, (neuron_chunk, group_chunk, n_bins)),
         "min": (np.dtype(np.float32), (neuron_chunk, n_groups)),
         "max": (np.dtype(np.float32), (neuron_chunk, n_groups)),
         "nan_count": (np.dtype(np.int64), (neuron_chunk, n_groups)),
