@@ -37,7 +37,7 @@ from ..errors import ConfigError
 __all__ = ["GridSpec"]
 
 _FLOAT32_BIAS = 127
-_SLOT_BUDGET = 1 << 26  # counters per layer and sign: 128 MB of uint16
+_SLOT_BUDGET = 1 << 24  # counters per layer and sign: 32 MB of uint16
 _MIN_BINS, _MAX_BINS = 64, 1024
 
 
@@ -83,7 +83,7 @@ class GridSpec:
     def bins_budget(self, n_neurons: int, n_groups: int) -> int:
         """Bins per sign a neuron may span in a layer of this size before coarsening.
 
-        Unless ``max_bins`` fixes it, a layer's counters get about 128 MB per sign, split over
+        Unless ``max_bins`` fixes it, a layer's counters get about 32 MB per sign, split over
         its (neuron, group) pairs, and each pair between 64 and 1,024 bins.
         """
         if self.max_bins is not None:
