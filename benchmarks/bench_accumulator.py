@@ -9,9 +9,9 @@ What is measured
 Candidates (all in this run, same data)
     ndstream  ``LayerSketch.update(x, class_ids)`` (Numba kernel), after a warm-up pass that
               compiles the kernel and lets the windows settle.
-    numpy     The same log-linear grid keys computed from the float32 bits with numpy
-              (``(bits & 0x7fffffff) >> 20``, clamped to the grid's key window, an exact-zero
-              bin, negatives mirrored), a flat index ``(neuron*G + group)*n_bins + bin`` and
+    numpy     Log-linear grid keys computed from the float32 bits with numpy
+              (``(bits & 0x7fffffff) >> (23 - 3)``: 8 bins per octave, clamped to the key
+              window of 2**-24 .. 2**48, an exact-zero bin, negatives mirrored), a flat index ``(neuron*G + group)*n_bins + bin`` and
               ``np.bincount(minlength=...)`` added into an int64 state. ``n_bins`` is only the
               key range the data uses, so numpy is not penalised by a large grid. It keeps no
               min/max, which ndstream also tracks.
@@ -39,7 +39,12 @@ from _common import interleaved, median, parse_args, print_table  # noqa: E402
 from ndstream import GridSpec, LayerSketch, SketchSpec  # noqa: E402
 
 ROWS, NEURONS, CLASSES = 256, 512, 10
-GRID = GridSpec()
+# The numpy baseline's grid: 2**3 bins per octave, magnitudes 2**-24 .. 2**48, as the float32
+# bits give them. It is fixed here, independent of ndstream's GridSpec (which may be finer).
+NP_MANTISSA_BITS, NP_MIN_EXP, NP_MAX_EXP = 3, -24, 48
+NP_SHIFT = 23 - NP_MANTISSA_BITS
+NP_KEY_BASE = ((NP_MIN_EXP + 127) << NP_MANTISSA_BITS) - 1  # the underflow bin
+NP_KEY_TOP = (NP_MAX_EXP + 127) << NP_MANTISSA_BITS  # the overflow bin
 
 
 def make_batches(n_batches: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -60,7 +65,7 @@ def make_batches(n_batches: int, seed: int = 0) -> list[tuple[np.ndarray, np.nda
 
 def ndstream_sketch(batches: list[tuple[np.ndarray, np.ndarray]]) -> LayerSketch:
     """A sketch that has already seen every batch once (JIT compiled, windows settled)."""
-    sketch = LayerSketch(SketchSpec(NEURONS, tuple(str(c) for c in range(CLASSES)), GRID))
+    sketch = LayerSketch(SketchSpec(NEURONS, tuple(str(c) for c in range(CLASSES)), GridSpec()))
     for x, gids in batches:
         sketch.update(x, gids)
     return sketch
@@ -75,10 +80,10 @@ def run_ndstream(sketch: LayerSketch, batches: list[tuple[np.ndarray, np.ndarray
 
 
 def raw_keys(x: np.ndarray) -> np.ndarray:
-    """Rebased grid keys of |x| (same rule as ndstream's grid), int64."""
+    """Rebased log-linear keys of |x| from the float32 bits (ndstream's rule at m = 3), int64."""
     mag = x.view(np.int32) & np.int32(0x7FFFFFFF)
-    key = np.clip(mag >> GRID.shift, GRID.key_base, GRID.key_top)
-    return (key - GRID.key_base).astype(np.int64)
+    key = np.clip(mag >> NP_SHIFT, NP_KEY_BASE, NP_KEY_TOP)
+    return (key - NP_KEY_BASE).astype(np.int64)
 
 
 class NumpyHistogram:
@@ -157,9 +162,10 @@ def main() -> None:
         f"50% zeros + lognormal; {n_batches} distinct batches cycled ({n_kll_batches} for KLL); "
         f"median of {repeats} interleaved repeats"
     )
+    print(f"ndstream grid: {GridSpec()}")
     print(
         f"ndstream state: {sketch.nbytes / NEURONS / CLASSES:.0f} B per (neuron, class); "
-        f"numpy bins: {hist.n_bins} (used key range), {hist.state.nbytes / NEURONS / CLASSES:.0f} "
+        f"numpy bins: {hist.n_bins} (used key range at m=3), {hist.state.nbytes / NEURONS / CLASSES:.0f} "
         "B per (neuron, class)"
     )
     times = interleaved(
@@ -175,7 +181,7 @@ def main() -> None:
     rate = {name: n_values[name] / median(ts) / 1e6 for name, ts in times.items()}
     labels = {
         "ndstream": "ndstream LayerSketch.update",
-        "numpy": "numpy bincount (same grid)",
+        "numpy": "numpy bincount (m=3 grid)",
         "kll": "datasketches KLL k=200",
     }
     rows = [
