@@ -101,8 +101,8 @@ class LoaderConfig(_Strict):
 class GridConfig(_Strict):
     """The sketch's log-linear grid (see :class:`ndstream.GridSpec`)."""
 
-    mantissa_bits: int = Field(default=10, ge=1, le=10)
-    min_mantissa_bits: int = Field(default=1, ge=1, le=10)
+    mantissa_bits: int = Field(default=23, ge=1, le=23)
+    min_mantissa_bits: int = Field(default=1, ge=1, le=23)
     min_exponent: int = Field(default=-24, ge=-126, le=126)
     max_exponent: int = Field(default=48, ge=-125, le=128)
     max_bins: int | None = Field(default=None, ge=2)

@@ -39,7 +39,17 @@ SPECIAL = [
     F32_MAX,
 ]
 
-GRIDS = [GridSpec(), GridSpec(1, -4, 4), GridSpec(5, -126, 128)]
+GRIDS = [
+    GridSpec(),
+    GridSpec(mantissa_bits=1, min_exponent=-4, max_exponent=4),
+    # The widest exponent window whose edges are all float32 (2**128 is not: see
+    # test_sketch.py::test_edges_are_float32_at_max_exponent_128).
+    GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=127),
+    # A tiny budget: most draws with a few distinct magnitudes force the layer to coarsen.
+    GridSpec(mantissa_bits=6, min_mantissa_bits=2, max_bins=4),
+    # Exact float32 with a tiny budget: neurons coarsen from 23 bits to differing resolutions.
+    GridSpec(max_bins=8),
+]
 
 float32_values = st.one_of(
     st.sampled_from(SPECIAL),
@@ -93,7 +103,8 @@ def group_values(x: np.ndarray, gids: np.ndarray, n_groups: int) -> list[np.ndar
 
 
 def assert_summaries_identical(a: Summary, b: Summary) -> None:
-    """Every array equal in dtype, shape and bytes; groups and grid equal."""
+    """Every array equal in dtype, shape and bytes (NaN padding and the per-neuron resolution
+    included); groups and grid equal."""
     for f in dataclasses.fields(Summary):
         va, vb = getattr(a, f.name), getattr(b, f.name)
         if isinstance(va, np.ndarray):
@@ -128,3 +139,73 @@ def sharded_sketches(
             sk.update(x[rows[lo:hi]], gids[rows[lo:hi]])
         out.append(sk)
     return out
+
+
+# -- the grid from first principles ------------------------------------------------------------
+
+
+def ref_raw_keys(x: np.ndarray, grid: GridSpec, m) -> np.ndarray:
+    """Raw magnitude keys at resolution ``m``, straight from the float32 bits, with numpy.
+
+    The key keeps the 8 exponent bits and the top ``m`` mantissa bits of ``|x|``; it is
+    clamped to the underflow key (one below the key of ``2**min_exponent``) and the overflow
+    key (the key of ``2**max_exponent``). ``m`` is an int or an integer array that broadcasts
+    against ``x`` (per neuron: ``m[neuron]`` against ``x[rows, neuron]``). Zeros and
+    non-finite values get meaningless keys: mask them with :func:`binned`.
+    """
+    mag = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.int64) & 0x7FFFFFFF
+    m = np.asarray(m, dtype=np.int64)
+    under = ((grid.min_exponent + 127) << m) - 1
+    over = (grid.max_exponent + 127) << m
+    return np.clip(mag >> (23 - m), under, over)
+
+
+def binned(x: np.ndarray) -> np.ndarray:
+    """Mask of the values that fall in a magnitude bin: finite and not an exact zero."""
+    return np.isfinite(x) & (x != 0)
+
+
+def ref_spans(x: np.ndarray, grid: GridSpec, m) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron: bins spanned by the positive and by the negative keys of ``x[rows, neuron]``
+    at resolution ``m`` (an int, or one per neuron)."""
+    x = np.asarray(x, dtype=np.float32)
+    keys = ref_raw_keys(x, grid, m)
+    out = []
+    for sign in (x > 0, x < 0):
+        use = binned(x) & sign
+        hi = np.where(use, keys, -1).max(axis=0, initial=-1)
+        lo = np.where(use, keys, np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
+        out.append(np.where(use.any(axis=0), hi - lo + 1, 0))
+    return out[0], out[1]
+
+
+def expected_resolution(x: np.ndarray, grid: GridSpec, max_bins: int) -> np.ndarray:
+    """Per neuron, the finest resolution at which its keys of each sign span <= ``max_bins``.
+
+    For each neuron of ``x[rows, neuron]``: the first ``m`` from ``grid.mantissa_bits`` down
+    at which both its positive and its negative keys span at most ``max_bins`` bins, else
+    ``grid.min_mantissa_bits``. Returns int64 ``[neuron]``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    out = np.full(x.shape[1], grid.min_mantissa_bits, dtype=np.int64)
+    done = np.zeros(x.shape[1], dtype=bool)
+    for m in range(grid.mantissa_bits, grid.min_mantissa_bits - 1, -1):
+        pos, neg = ref_spans(x, grid, m)
+        fits = (pos <= max_bins) & (neg <= max_bins) & ~done
+        out[fits] = m
+        done |= fits
+    return out
+
+
+def ref_edges(raw: np.ndarray, grid: GridSpec, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude edges of raw keys at resolution ``m``, computed from the definition."""
+    raw = np.asarray(raw, dtype=np.int64)
+    under = ((grid.min_exponent + 127) << m) - 1
+    over = (grid.max_exponent + 127) << m
+    e = (raw >> m) - 127
+    frac = (raw & ((1 << m) - 1)).astype(np.float64) / 2.0**m
+    scale = np.array([2.0 ** int(v) for v in e.ravel()]).reshape(e.shape)
+    lower, upper = scale * (1.0 + frac), scale * (1.0 + frac + 2.0**-m)
+    lower = np.where(raw == under, 0.0, np.where(raw == over, 2.0**grid.max_exponent, lower))
+    upper = np.where(raw == under, 2.0**grid.min_exponent, np.where(raw == over, F32_MAX, upper))
+    return lower, upper

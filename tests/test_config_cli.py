@@ -13,6 +13,7 @@ import yaml
 
 import ndstream
 from ndstream.config import IngestConfig, load_config
+from ndstream.sketch import GridSpec
 from ndstream.sources import build_dataset, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,28 @@ def test_overrides_replace_top_level_fields() -> None:
     cfg = load_config(CONFIGS / "digits.yaml", store="elsewhere.zarr", limit=10)
     assert cfg.store == "elsewhere.zarr" and cfg.limit == 10
     assert load_config(CONFIGS / "digits.yaml", limit=None).limit is None
+
+
+def test_grid_config_defaults_and_range_are_grid_specs(tmp_path) -> None:
+    # the defaults are GridSpec's ...
+    default = load_config(CONFIGS / "digits.yaml")
+    assert GridSpec(**default.grid.model_dump()) == GridSpec()
+    # ... and so is the range: up to 23 bits (exact float32)
+    raw = _digits_config() | {"grid": {"mantissa_bits": 23, "min_mantissa_bits": 23}}
+    cfg = load_config(_write(tmp_path, raw))
+    assert GridSpec(**cfg.grid.model_dump()) == GridSpec(mantissa_bits=23, min_mantissa_bits=23)
+
+
+def test_grid_config_builds_the_grid_spec(tmp_path) -> None:
+    # every GridSpec field can be set from YAML
+    raw = _digits_config() | {"grid": {"mantissa_bits": 6, "min_mantissa_bits": 2, "max_bins": 40}}
+    cfg = load_config(_write(tmp_path, raw))
+    assert GridSpec(**cfg.grid.model_dump()) == GridSpec(
+        mantissa_bits=6, min_mantissa_bits=2, max_bins=40
+    )
+    for bad, field in (({"max_bins": 1}, "max_bins"), ({"bins": 8}, "bins")):
+        with pytest.raises(ndstream.ConfigError, match=field):
+            load_config(_write(tmp_path, _digits_config() | {"grid": bad}))
 
 
 # -- bad configs ------------------------------------------------------------------------------------
@@ -212,7 +235,12 @@ def test_cli_info_via_console_script(cli_store, cli_env) -> None:
     store = ndstream.open_store(path)
     lines = out.splitlines()
     for layer in store.layers:
-        assert any(line.split()[:1] == [layer] for line in lines), layer
+        (line,) = [line for line in lines if line.split()[:1] == [layer]]
+        # each layer's bins per octave: 2**resolution, a range when its neurons differ
+        res = store.resolution(layer)
+        lo, hi = 2 ** int(res.min()), 2 ** int(res.max())
+        want = f"{lo} bins/octave" if lo == hi else f"{lo}-{hi} bins/octave"
+        assert line.endswith(want), (line, want)
     for group in store.groups:
         assert f"{group} (" in out, group
     assert "300 / 300 samples" in out
@@ -252,9 +280,22 @@ def test_cli_bad_config_exits_2(tmp_path, cli_env) -> None:
 
 def test_cli_cifar_missing_weights(tmp_path, cli_env) -> None:
     missing = tmp_path / "vgg16.pt"
-    result = run_cli(["ingest", str(_cifar_config(tmp_path, weights=str(missing)))], cli_env)
+    # the data folder is checked first (it is cheaper than building a model): with both
+    # missing, the CLI names the data root
+    config = _cifar_config(tmp_path, weights=str(missing))
+    result = run_cli(["ingest", str(config)], cli_env)
+    assert result.returncode == 2
+    assert "never downloads" in result.stderr and "no-cifar-here" in result.stderr
+    assert "data.root" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cifar.zarr").exists()
+    # with data that exists (the builtin digits), the missing weights are named
+    raw = yaml.safe_load(config.read_text())
+    raw["data"] = {"kind": "builtin", "name": "digits", "split": "all"}
+    result = run_cli(["ingest", str(_write(tmp_path, raw, "cifar-model.yaml"))], cli_env)
     assert result.returncode == 2
     assert "never downloads" in result.stderr and str(missing) in result.stderr
+    assert "model.weights" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "cifar.zarr").exists()
 

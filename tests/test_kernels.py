@@ -6,39 +6,43 @@ import math
 
 import numpy as np
 import pytest
+from strategies import ref_raw_keys
 
 from ndstream.sketch import GridSpec
 from ndstream.sketch import _kernels as k
+from ndstream.sketch import grid as grid_module
 
 F32_BIAS = 127  # IEEE 754 single precision exponent bias
+M3 = 3  # the resolution the hand-computed update tests use: 8 bins per octave
 
 
-def hand_key(v: float, grid: GridSpec) -> int:
-    """Rebased grid key of ``|v|`` from first principles, without any bit tricks.
+def hand_key(v: float, grid: GridSpec, m: int) -> int:
+    """Rebased grid key of ``|v|`` at resolution ``m`` from first principles, without bit tricks.
 
     ``|v| = 2**e * (1 + f)`` with ``0 <= f < 1``; the raw key is ``(e + 127) * 2**m`` plus the
     top ``m`` bits of ``f``, i.e. ``floor(f * 2**m)``; it is clamped to the underflow key
-    (``key_base``) and the overflow key (``key_top``) and rebased so the underflow key is 0.
+    (``key_base(m)``) and the overflow key (``key_top(m)``) and rebased so the underflow key is 0.
     """
     a = abs(float(np.float32(v)))
-    m = grid.mantissa_bits
     if a < 2.0**grid.min_exponent:
         return 0
     if a >= 2.0**grid.max_exponent:
-        return grid.key_top - grid.key_base
+        return grid.key_top(m) - grid.key_base(m)
     _, exp2 = math.frexp(a)  # a = frac * 2**exp2 with 0.5 <= frac < 1
     e = exp2 - 1
     f = a / 2.0**e - 1.0
     raw = (e + F32_BIAS) * 2**m + math.floor(f * 2**m)
-    return raw - grid.key_base
+    return raw - grid.key_base(m)
 
 
-def kernel_keys(values: np.ndarray, grid: GridSpec) -> np.ndarray:
-    """Key ranges reported by ``batch_key_ranges`` for one value per neuron."""
+def kernel_keys(values: np.ndarray, grid: GridSpec, m) -> np.ndarray:
+    """Key ranges reported by ``batch_key_ranges`` at resolution ``m`` (an int, or one per
+    value), one value per neuron."""
     x = np.asarray(values, dtype=np.float32)[None, :]
     neurons = np.arange(x.shape[1], dtype=np.intp)
+    res = np.broadcast_to(np.asarray(m, dtype=np.int32), (x.shape[1],)).copy()
     out = np.empty((x.shape[1], 4), dtype=np.int32)
-    k.batch_key_ranges(x, neurons, grid.shift, grid.key_base, grid.key_top, out)
+    k.batch_key_ranges(x, neurons, res, grid.exp_lo, grid.exp_hi, out)
     return out
 
 
@@ -46,65 +50,263 @@ def kernel_keys(values: np.ndarray, grid: GridSpec) -> np.ndarray:
 
 
 def test_grid_constants_by_hand():
-    g = GridSpec()  # m = 3, min_exponent = -24, max_exponent = 48
-    assert g.shift == 23 - 3
-    # key of 2**-24 is (-24 + 127) * 8 = 824; the underflow key is one below it
-    assert g.key_base == 103 * 8 - 1 == 823
-    # key of 2**48 is (48 + 127) * 8 = 1400
-    assert g.key_top == 175 * 8 == 1400
-    assert g.n_keys == 1400 - 823 + 1
+    g = GridSpec()  # finest m = 23 (exact float32), min_exponent = -24, max_exponent = 48
+    assert (g.mantissa_bits, g.min_mantissa_bits, g.max_bins) == (23, 1, None)
+    assert (g.min_exponent, g.max_exponent) == (-24, 48)
+    # biased float32 exponents of 2**-24 and 2**48
+    assert g.exp_lo == -24 + 127 == 103
+    assert g.exp_hi == 48 + 127 == 175
+    # m = 3: key of 2**-24 is (-24 + 127) * 8 = 824; the underflow key is one below it
+    assert g.key_base(3) == 103 * 8 - 1 == 823
+    # m = 3: key of 2**48 is (48 + 127) * 8 = 1400
+    assert g.key_top(3) == 175 * 8 == 1400
+    # m = 10: 1024 bins per octave
+    assert g.key_base(10) == 103 * 1024 - 1 == 105471
+    assert g.key_top(10) == 175 * 1024 == 179200
+    # m = 1: 2 bins per octave
+    assert g.key_base(1) == 103 * 2 - 1 == 205
+    assert g.key_top(1) == 175 * 2 == 350
+    # m = 23: the raw key is the float32 bit pattern itself (sign dropped); 2**-24 has the
+    # bits 103 << 23 = 864026624, 2**48 the bits 175 << 23 = 1468006400
+    assert g.key_base(23) == 103 * 2**23 - 1 == 864026623
+    assert g.key_top(23) == 175 * 2**23 == 1468006400
+    assert np.float32(2.0**-24).view(np.int32) == g.key_base(23) + 1
+    assert np.float32(2.0**48).view(np.int32) == g.key_top(23)
+    # ... and per neuron: an array of resolutions gives an array of keys
+    m = np.array([1, 3, 10, 23])
+    np.testing.assert_array_equal(g.key_base(m), [205, 823, 105471, 864026623])
+    np.testing.assert_array_equal(g.key_top(m), [350, 1400, 179200, 1468006400])
+    # the kernels' key_limits: (shift, underflow key, overflow key)
+    assert k.key_limits(3, g.exp_lo, g.exp_hi) == (20, 823, 1400)
+    assert k.key_limits(1, g.exp_lo, g.exp_hi) == (22, 205, 350)
+    assert k.key_limits(23, g.exp_lo, g.exp_hi) == (0, 864026623, 1468006400)
+    # another window: 2**-126 (biased exponent 1) to 2**128 (biased exponent 255, the Inf
+    # exponent: the overflow key lies just past float32 max)
+    wide = GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=128)
+    assert (wide.exp_lo, wide.exp_hi) == (1, 255)
+    assert k.key_limits(5, wide.exp_lo, wide.exp_hi) == (18, 31, 255 * 32)
 
 
-@pytest.mark.parametrize("grid", [GridSpec(), GridSpec(5, -10, 10), GridSpec(1, -3, 4)])
+def test_bins_budget_by_hand():
+    g = GridSpec()
+    # a fixed number S of counters per layer and sign (a tuning constant, a power of two of
+    # at least 2**20), split over (neuron, group) pairs, clipped to 64..1024
+    slots = grid_module._SLOT_BUDGET
+    assert slots >= 2**20 and slots & (slots - 1) == 0
+    assert g.bins_budget(1, 1) == 1024  # clipped from above
+    assert g.bins_budget(0, 5) == 1024  # no pairs: as if one
+    assert g.bins_budget(slots // 1024, 1) == 1024  # exactly the cap
+    assert g.bins_budget(slots // 2048, 4) == 512
+    assert g.bins_budget(slots // 2048, 8) == 256
+    assert g.bins_budget(slots // 128, 1) == 128
+    assert g.bins_budget(slots // 128, 2) == 64  # exactly the floor
+    assert g.bins_budget(slots // 128, 4) == 64  # clipped from below
+    assert g.bins_budget(10**6, 10**4) == 64
+    # not a power of two: integer division, e.g. S // (S // 100) == 100 for S >= 2**20
+    assert g.bins_budget(slots // 100, 1) == slots // (slots // 100) == 100
+    for n, groups in [(1, 1), (7, 3), (300, 22), (1000, 1000), (4096, 10), (10_000, 1000)]:
+        assert g.bins_budget(n, groups) == min(1024, max(64, slots // (n * groups)))
+    # a fixed budget ignores the layer's size
+    assert GridSpec(max_bins=16).bins_budget(1, 1) == 16
+    assert GridSpec(max_bins=16).bins_budget(10_000, 1000) == 16
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        GridSpec(),
+        GridSpec(mantissa_bits=5, min_exponent=-10, max_exponent=10),
+        GridSpec(mantissa_bits=1, min_exponent=-3, max_exponent=4),
+    ],
+)
 def test_float32_keys_match_hand_computation(grid):
     below = 2.0**grid.min_exponent / 3.0  # underflow
     above = 2.0**grid.max_exponent * 1.5  # overflow (still a finite float32)
-    values = [1.0, 1.125, 1.24, 2.0, 0.75, -1.0, below, above, -below, -above, 3.0e-3]
-    out = kernel_keys(np.array(values), grid)
-    for v, (pmin, pmax, nmin, nmax) in zip(values, out, strict=True):
-        want = hand_key(v, grid)
-        if v > 0:
-            assert pmin == pmax == want, v
-            assert (nmin, nmax) == (k.EMPTY_LO, -1), v
+    values = [1.0, 1.125, 1.24, 2.0, 0.75, -1.0, below, above, -below, -above, 3.0e-3, 1e-45]
+    for m in range(grid.min_mantissa_bits, grid.mantissa_bits + 1):
+        out = kernel_keys(np.array(values), grid, m)
+        top = grid.key_top(m) - grid.key_base(m)
+        # GridSpec.keys gives the same rebased keys, with no kernel involved
+        np.testing.assert_array_equal(
+            grid.keys(np.array(values, dtype=np.float32), m),
+            [hand_key(v, grid, m) for v in values],
+            err_msg=f"m={m}",
+        )
+        for v, (pmin, pmax, nmin, nmax) in zip(values, out, strict=True):
+            want = hand_key(v, grid, m)
+            if v > 0:
+                assert pmin == pmax == want, (m, v)
+                assert (nmin, nmax) == (k.EMPTY_LO, -1), (m, v)
+            else:
+                assert nmin == nmax == want, (m, v)
+                assert (pmin, pmax) == (k.EMPTY_LO, -1), (m, v)
+            lower, upper = grid.magnitude_edges(np.array([want]), m)
+            a = abs(float(np.float32(v)))
+            assert lower[0] <= a < upper[0] or (want == top and a <= upper[0]), (m, v)
+
+
+def test_keys_at_per_neuron_resolutions():
+    # one call, each neuron (here: each value) at its own resolution
+    g = GridSpec()
+    values = np.array([1.125, 1.125, 1.125, -1.125, 3.0, 1e-30], dtype=np.float32)
+    res = np.array([1, 3, 23, 2, 10, 23])
+    # 1.125 = 2**0 * (1 + 1/8): mantissa bits 0010...0
+    #   m = 1: raw 127 * 2 + 0 = 254, rebased 254 - 205 = 49
+    #   m = 3: raw 127 * 8 + 1 = 1017, rebased 1017 - 823 = 194
+    #   m = 23: raw = the bits 0x3F900000 = 1066401792, rebased 1066401792 - 864026623
+    # -1.125, m = 2: raw 127 * 4 + 0 = 508, base 103 * 4 - 1 = 411: rebased 97 (negative)
+    # 3.0 = 2**1 * (1 + 1/2), m = 10: raw 128 * 1024 + 512 = 131584, rebased - 105471 = 26113
+    # 1e-30 < 2**-24: the underflow key 0 at any resolution
+    want = [49, 194, 1066401792 - 864026623, 97, 26113, 0]
+    out = kernel_keys(values, g, res)
+    for i, w in enumerate(want):
+        if values[i] > 0:
+            assert tuple(out[i]) == (w, w, k.EMPTY_LO, -1), i
         else:
-            assert nmin == nmax == want, v
-            assert (pmin, pmax) == (k.EMPTY_LO, -1), v
-        lower, upper = grid.magnitude_edges(np.array([want]))
-        a = abs(float(np.float32(v)))
-        assert lower[0] <= a < upper[0] or (want == grid.n_keys - 1 and a <= upper[0]), v
+            assert tuple(out[i]) == (k.EMPTY_LO, -1, w, w), i
+    np.testing.assert_array_equal(g.keys(values, res), want)
+    for i in range(values.size):
+        assert hand_key(float(values[i]), g, int(res[i])) == want[i]
+    # magnitude_edges broadcasts the resolutions too: at m = 23 a bin is one float32 wide
+    lower, upper = g.magnitude_edges(np.array(want), res)
+    np.testing.assert_array_equal(lower, [1.0, 1.125, 1.125, 1.0, 3.0, 0.0])
+    np.testing.assert_array_equal(
+        upper, [1.5, 1.25, 1.125 + 2.0**-23, 1.25, 3.0 + 2.0**-9, 2.0**-24]
+    )
 
 
 def test_default_grid_keys_by_hand():
     g = GridSpec()
+    values = np.array([1.0, 1.125, 1.24, 2.0, 0.75, -1.0])
+    # m = 3, 8 bins per octave:
     # 1.0 = 2**0 * (1 + 0): raw key (0 + 127) * 8 + 0 = 1016
     # 1.125 = 2**0 * (1 + 1/8): mantissa bits 001 -> raw 1017
     # 1.24 = 2**0 * (1 + 0.24): floor(0.24 * 8) = 1 -> raw 1017 (same bin as 1.125)
     # 2.0 = 2**1: raw (1 + 127) * 8 = 1024
     # 0.75 = 2**-1 * (1 + 0.5): raw (126) * 8 + 4 = 1012
-    want = np.array([1016, 1017, 1017, 1024, 1012, 1016]) - g.key_base
-    out = kernel_keys(np.array([1.0, 1.125, 1.24, 2.0, 0.75, -1.0]), g)
+    want = np.array([1016, 1017, 1017, 1024, 1012, 1016]) - g.key_base(3)
+    out = kernel_keys(values, g, 3)
     np.testing.assert_array_equal(out[:5, 0], want[:5])
     np.testing.assert_array_equal(out[5, 2], want[5])
-    lower, upper = g.magnitude_edges(want)
+    lower, upper = g.magnitude_edges(want, 3)
     np.testing.assert_array_equal(lower, [1.0, 1.125, 1.125, 2.0, 0.75, 1.0])
     np.testing.assert_array_equal(upper, [1.125, 1.25, 1.25, 2.25, 0.8125, 1.125])
+    # m = 10, 1024 bins per octave:
+    # 1.0 -> 127 * 1024 = 130048; 1.125 -> + 0.125 * 1024 = 130176;
+    # float32(1.24) = 1.2400000095...: floor(0.2400000095 * 1024) = floor(245.76) = 245 -> 130293;
+    # 2.0 -> 128 * 1024 = 131072; 0.75 -> 126 * 1024 + 512 = 129536
+    want = np.array([130048, 130176, 130293, 131072, 129536, 130048]) - g.key_base(10)
+    out = kernel_keys(values, g, 10)
+    np.testing.assert_array_equal(out[:5, 0], want[:5])
+    np.testing.assert_array_equal(out[5, 2], want[5])
+    lower, upper = g.magnitude_edges(want, 10)
+    step = 1.0 / 1024
+    np.testing.assert_array_equal(lower, [1.0, 1.125, 1.0 + 245 * step, 2.0, 0.75, 1.0])
+    np.testing.assert_array_equal(
+        upper,
+        [1.0 + step, 1.125 + step, 1.0 + 246 * step, 2.0 + 2 * step, 0.75 + step / 2, 1.0 + step],
+    )
+    # m = 23 (the finest default: exact float32), 2**23 bins per octave; the raw key is the
+    # float32 bit pattern:
+    # 1.0 -> 127 * 2**23 = 1065353216 (0x3F800000); 1.125 -> + 2**20 = 1066401792;
+    # float32(1.24): 0.24 * 2**23 = 2013265.92 rounds to 2013266 -> 1067366482 (0x3F9EB852);
+    # 2.0 -> 128 * 2**23 = 1073741824; 0.75 -> 126 * 2**23 + 2**22 = 1061158912
+    raw = np.array([1065353216, 1066401792, 1067366482, 1073741824, 1061158912, 1065353216])
+    np.testing.assert_array_equal(raw, np.abs(values.astype(np.float32)).view(np.int32))
+    want = raw - g.key_base(23)
+    out = kernel_keys(values, g, 23)
+    np.testing.assert_array_equal(out[:5, 0], want[:5])
+    np.testing.assert_array_equal(out[5, 2], want[5])
+    # every float32 is its own bin: the lower edge is the value, the upper the next float32
+    lower, upper = g.magnitude_edges(want, 23)
+    f32 = np.abs(values.astype(np.float32)).astype(np.float64)
+    np.testing.assert_array_equal(lower, f32)
+    np.testing.assert_array_equal(upper, np.nextafter(f32.astype(np.float32), np.inf))
+    ulp = 2.0**-23
+    np.testing.assert_array_equal(
+        upper, [1 + ulp, 1.125 + ulp, 1.0 + 2013267 * ulp, 2 + 2 * ulp, 0.75 + ulp / 2, 1 + ulp]
+    )
 
 
-def test_magnitude_edges_underflow_overflow():
+@pytest.mark.parametrize("m", [1, 3, 10, 23])
+def test_magnitude_edges_underflow_overflow(m):
     g = GridSpec()
-    lower, upper = g.magnitude_edges(np.array([0, 1, g.n_keys - 1]))
+    top = g.key_top(m) - g.key_base(m)
+    lower, upper = g.magnitude_edges(np.array([0, 1, top]), m)
     assert lower[0] == 0.0 and upper[0] == 2.0**-24
     # key 1 is the first bin of the octave [2**-24, 2**-23)
-    assert lower[1] == 2.0**-24 and upper[1] == 2.0**-24 * (1 + 1 / 8)
+    assert lower[1] == 2.0**-24 and upper[1] == 2.0**-24 * (1 + 2.0**-m)
     assert lower[2] == 2.0**48
     assert upper[2] == float(np.finfo(np.float32).max)
 
 
 def test_zero_and_nonfinite_have_no_key():
     g = GridSpec()
-    out = kernel_keys(np.array([0.0, -0.0, np.nan, np.inf, -np.inf]), g)
-    for row in out:
-        assert tuple(row) == (k.EMPTY_LO, -1, k.EMPTY_LO, -1)
+    for m in (1, 10, 23):
+        out = kernel_keys(np.array([0.0, -0.0, np.nan, np.inf, -np.inf]), g, m)
+        for row in out:
+            assert tuple(row) == (k.EMPTY_LO, -1, k.EMPTY_LO, -1)
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        GridSpec(),
+        GridSpec(mantissa_bits=7, min_mantissa_bits=2, min_exponent=-126, max_exponent=128),
+        GridSpec(mantissa_bits=4, min_exponent=-3, max_exponent=5),
+    ],
+)
+def test_coarsen_equals_keys_computed_at_the_coarser_resolution(grid):
+    rng = np.random.default_rng(21)
+    bits = rng.integers(0, 2**31, size=20000, dtype=np.int64).astype(np.uint32)
+    x = bits.view(np.float32)
+    # random bit patterns are mostly huge or tiny: add the interesting middle, bin edges,
+    # subnormals and the clamp boundaries
+    extra = np.concatenate(
+        [
+            rng.lognormal(0.0, 4.0, 5000),
+            2.0 ** np.arange(-30, 50, dtype=np.float64),
+            2.0 ** np.arange(-30, 50, dtype=np.float64) * (1 + 2.0**-grid.mantissa_bits),
+            [1e-45, 1e-40, 2.0**grid.min_exponent, 2.0 ** min(grid.max_exponent, 127), 3.4e38],
+        ]
+    ).astype(np.float32)
+    x = np.concatenate([x, extra])
+    x = x[np.isfinite(x) & (x != 0)]
+    for m in range(grid.min_mantissa_bits, grid.mantissa_bits + 1):
+        keys = ref_raw_keys(x, grid, m) - grid.key_base(m)
+        # the kernel's keys and GridSpec.keys are the reference's (kernel: one neuron per value)
+        ranges = kernel_keys(x[:300], grid, m)
+        np.testing.assert_array_equal(ranges[:, 0], keys[:300])
+        np.testing.assert_array_equal(grid.keys(x, m), keys)
+        for to in range(grid.min_mantissa_bits, m + 1):
+            direct = ref_raw_keys(x, grid, to) - grid.key_base(to)
+            got = grid.coarsen(keys, m, to)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, direct, err_msg=f"{m} -> {to}")
+            # bins nest: each coarse bin contains the fine bin
+            fine_lo, fine_hi = grid.magnitude_edges(keys, m)
+            coarse_lo, coarse_hi = grid.magnitude_edges(got, to)
+            assert np.all((coarse_lo <= fine_lo) & (fine_hi <= coarse_hi)), (m, to)
+    # per-value resolutions (arrays for m and to) give the same as one resolution at a time
+    m = rng.integers(grid.min_mantissa_bits, grid.mantissa_bits + 1, x.size)
+    to = rng.integers(grid.min_mantissa_bits, m + 1)
+    keys = grid.keys(x, m)
+    np.testing.assert_array_equal(keys, ref_raw_keys(x, grid, m) - grid.key_base(m))
+    np.testing.assert_array_equal(ranges_at(x, grid, m), keys)
+    got = grid.coarsen(keys, m, to)
+    np.testing.assert_array_equal(got, ref_raw_keys(x, grid, to) - grid.key_base(to))
+    fine_lo, fine_hi = grid.magnitude_edges(keys, m)
+    coarse_lo, coarse_hi = grid.magnitude_edges(got, to)
+    assert np.all((coarse_lo <= fine_lo) & (fine_hi <= coarse_hi))
+    for i in rng.choice(x.size, 50, replace=False):  # and edges one at a time
+        lo_i, hi_i = grid.magnitude_edges(keys[i : i + 1], int(m[i]))
+        assert (lo_i[0], hi_i[0]) == (fine_lo[i], fine_hi[i])
+
+
+def ranges_at(x: np.ndarray, grid: GridSpec, m: np.ndarray) -> np.ndarray:
+    """Rebased keys of positive or negative ``x`` from ``batch_key_ranges``, ``m`` per value."""
+    out = kernel_keys(x, grid, m)
+    return np.where(x > 0, out[:, 0], out[:, 2])
 
 
 # -- plan_groups ------------------------------------------------------------------------------
@@ -149,29 +351,27 @@ def _scratch(n_rows):
     )
 
 
-def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid):
-    """Call ``update_counts`` on a fresh paged state; returns the dense view of the pages."""
+def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3):
+    """Call ``update_counts`` at resolution ``m`` (an int, or one per neuron) on a fresh paged
+    state; returns the dense view of the pages."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = x.shape[1]
+    res = np.broadcast_to(np.asarray(m, dtype=np.int32), (n,)).copy()
     order, seg_group, seg_start = k.plan_groups(gids, n_groups)
     pool = np.zeros((n * n_groups, k.N_SPECIAL + wp + wn), dtype=np.uint16)
     page = np.full((n, n_groups), -1, dtype=np.int32)
-    page_neuron = np.full(n * n_groups, -7, dtype=np.int32)
     n_pages = np.zeros(1, dtype=np.int64)
     mins = np.full((n, n_groups), np.inf, dtype=np.float32)
     maxs = np.full((n, n_groups), -np.inf, dtype=np.float32)
     missed = np.zeros(n, dtype=np.bool_)
     n_missed = k.update_counts(
-        x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, page_neuron,
-        n_pages, mins, maxs, np.asarray(pos_off, dtype=np.int32),
-        np.asarray(neg_off, dtype=np.int32), wp, grid.shift, grid.key_base, grid.key_top,
+        x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, n_pages, mins, maxs, np.asarray(pos_off, dtype=np.int32),
+        np.asarray(neg_off, dtype=np.int32), wp, res, grid.exp_lo, grid.exp_hi,
         *_scratch(x.shape[0]), missed,
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...
     used = page[page >= 0]
     assert sorted(used.tolist()) == list(range(int(n_pages[0])))
-    for nn, gg in zip(*np.nonzero(page >= 0), strict=True):
-        assert page_neuron[page[nn, gg]] == nn
     assert not pool[int(n_pages[0]) :].any()  # unallocated pages stay untouched
     counts = np.zeros((n, n_groups, pool.shape[1]), dtype=pool.dtype)
     for nn, gg in zip(*np.nonzero(page >= 0), strict=True):
@@ -188,8 +388,8 @@ G42 = np.array([[0], [1], [0], [1]], dtype=np.intp)
 
 def test_update_counts_by_hand():
     g = GridSpec()
-    key_1 = (0 + F32_BIAS) * 8 + 0 - g.key_base  # 1.0 and -1.0
-    key_1125 = (0 + F32_BIAS) * 8 + 1 - g.key_base  # 1.125
+    key_1 = (0 + F32_BIAS) * 8 + 0 - g.key_base(M3)  # 1.0 and -1.0 (8 bins per octave)
+    key_1125 = (0 + F32_BIAS) * 8 + 1 - g.key_base(M3)  # 1.125
     wp, wn = 2, 1
     # neuron 0: positive window holds keys [key_1, key_1 + 1], negative window key_1
     n_missed, counts, mins, maxs, missed, page = _run_update(
@@ -222,7 +422,7 @@ def test_update_counts_by_hand():
 
 def test_update_counts_flags_narrow_windows():
     g = GridSpec()
-    key_1 = F32_BIAS * 8 - g.key_base
+    key_1 = F32_BIAS * 8 - g.key_base(M3)
     # positive window of width 1 holds 1.0 but not 1.125: neuron 0 must be skipped entirely
     n_missed, counts, mins, maxs, missed, page = _run_update(
         X42, G42, 2, [key_1, 0], [key_1, 0], 1, 1, g
@@ -246,7 +446,7 @@ def test_update_counts_flags_narrow_windows():
 
 def test_update_counts_counts_each_grouping():
     g = GridSpec()
-    key_1 = F32_BIAS * 8 - g.key_base
+    key_1 = F32_BIAS * 8 - g.key_base(M3)
     x = np.array([[1.0], [1.0], [0.0]], dtype=np.float32)
     gids = np.array([[0, 2], [1, 2], [0, 0]], dtype=np.intp)
     n_missed, counts, mins, maxs, _, _ = _run_update(x, gids, 3, [key_1], [0], 1, 0, g)
@@ -267,8 +467,126 @@ def test_new_pages_needed():
     assert k.new_pages_needed(page, seg_group) == 1 + 2 + 1
 
 
-def test_occupied_and_add_pages():
-    # 2 neurons, 2 groups; only (neuron 0, group 1) has a page (page 0).
+def test_update_counts_at_a_fine_resolution():
+    g = GridSpec()
+    m = 10
+    # 1.0 -> raw 127 * 1024; 1.125 -> 128 bins further; 1e-30 < 2**-24 -> the underflow key 0;
+    # 2**60 >= 2**48 -> the overflow key; -1.0 -> raw 127 * 1024 on the negative side
+    key_1 = F32_BIAS * 1024 - g.key_base(m)
+    top = g.key_top(m) - g.key_base(m)
+    assert top == 72 * 1024 + 1
+    x = np.array([[1.0], [1.125], [1e-30], [2.0**60], [-1.0]], dtype=np.float32)
+    gids = np.zeros((5, 1), dtype=np.intp)
+    wp = top + 1
+    n_missed, counts, mins, maxs, _, _ = _run_update(x, gids, 1, [0], [key_1], wp, 1, g, m)
+    assert n_missed == 0
+    want = np.zeros(k.N_SPECIAL + wp + 1, dtype=np.uint16)
+    want[k.N_SPECIAL + key_1] = 1
+    want[k.N_SPECIAL + key_1 + 128] = 1
+    want[k.N_SPECIAL + 0] = 1
+    want[k.N_SPECIAL + top] = 1
+    want[k.N_SPECIAL + wp + 0] = 1  # -1.0: negative window starts at key_1
+    np.testing.assert_array_equal(counts[0, 0], want)
+    assert mins[0, 0] == -1.0 and maxs[0, 0] == np.float32(2.0**60)
+    # a window of width 2 starting at 1.0 holds 1.125 at m = 3 (the next key of 8 per octave)
+    # but not at m = 10, where 1.125 is 128 keys further
+    key_1_m3 = F32_BIAS * 8 - g.key_base(M3)
+    n_missed, *_ = _run_update(x[:2], gids[:2], 1, [key_1_m3], [0], 2, 0, g, M3)
+    assert n_missed == 0
+    n_missed, *_ = _run_update(x[:2], gids[:2], 1, [key_1], [0], 2, 0, g, m)
+    assert n_missed == 1  # 128 keys apart at m = 10
+
+
+def test_update_counts_at_per_neuron_resolutions():
+    # three neurons see the same values, 1.0, its float32 successor 1 + 2**-23, 1.125 and -1.0,
+    # each at its own resolution: m = 23 (exact), m = 3 and m = 1
+    g = GridSpec()
+    one_up = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+    assert one_up == 1.0 + 2.0**-23
+    col = np.array([1.0, one_up, 1.125, -1.0], dtype=np.float32)
+    x = np.repeat(col[:, None], 3, axis=1)
+    gids = np.array([[0], [1], [0], [1]], dtype=np.intp)
+    # keys of 1.0 (and -1.0): the bits minus the base at m = 23; 127 * 8 - 823 = 193 at m = 3;
+    # 127 * 2 - 205 = 49 at m = 1
+    k23, k3, k1 = 127 * 2**23 - g.key_base(23), 193, 49
+    assert (k23, k3, k1) == (201326593, 127 * 8 - 823, 127 * 2 - 205)
+    # at m = 23: 1.0, 1 + 2**-23 and 1.125 are keys k23, k23 + 1, k23 + 2**20: a positive
+    # window of width 3 from k23 misses 1.125, so first a window wide enough
+    wp, wn = 2**20 + 1, 1
+    res = [23, 3, 1]
+    n_missed, counts, mins, maxs, missed, _ = _run_update(
+        x, gids, 2, [k23, k3, k1], [k23, k3, k1], wp, wn, g, res
+    )
+    assert n_missed == 0 and not missed.any()
+    pos, neg = k.N_SPECIAL, k.N_SPECIAL + wp
+    # neuron 0 (m = 23): every value its own key
+    assert counts[0, 0, pos + 0] == 1  # 1.0, group 0
+    assert counts[0, 1, pos + 1] == 1  # 1 + 2**-23, group 1
+    assert counts[0, 0, pos + 2**20] == 1  # 1.125 = 1 + 2**20 * 2**-23, group 0
+    assert counts[0, 1, neg + 0] == 1  # -1.0, group 1
+    assert counts[0].sum() == 4
+    # neuron 1 (m = 3): 1.0 and its successor share key 193, 1.125 is key 194
+    assert counts[1, 0, pos + 0] == 1 and counts[1, 1, pos + 0] == 1
+    assert counts[1, 0, pos + 1] == 1
+    assert counts[1, 1, neg + 0] == 1
+    assert counts[1].sum() == 4
+    # neuron 2 (m = 1): 1.0, its successor and 1.125 all in [1, 1.5), key 49
+    assert counts[2, 0, pos + 0] == 2 and counts[2, 1, pos + 0] == 1
+    assert counts[2, 1, neg + 0] == 1
+    assert counts[2].sum() == 4
+    np.testing.assert_array_equal(mins, [[1.0, -1.0]] * 3)
+    np.testing.assert_array_equal(maxs, [[1.125, one_up]] * 3)
+    # a window of width 2 from the key of 1.0 holds all positive values at m = 1 and m = 3 but
+    # not 1.125 at m = 23: only neuron 0 misses
+    n_missed, counts, _, _, missed, page = _run_update(
+        x, gids, 2, [k23, k3, k1], [k23, k3, k1], 2, 1, g, res
+    )
+    assert n_missed == 1
+    np.testing.assert_array_equal(missed, [True, False, False])
+    assert not counts[0].any() and (page[0] == -1).all()
+    assert counts[1, 0, pos + 1] == 1 and counts[2, 0, pos + 0] == 2
+    # the same windows with neuron 0 at m = 3 too: no miss
+    n_missed, *_ = _run_update(x, gids, 2, [k3, k3, k1], [k3, k3, k1], 2, 1, g, [3, 3, 1])
+    assert n_missed == 0
+
+
+def test_occupied_key_ranges_by_hand():
+    # 3 neurons, 3 groups; windows wp = 4, wn = 3. Pages, via the page table:
+    #   (neuron 0, group 2) -> page 0: pos keys 11, 13; neg key 6
+    #   (neuron 2, group 1) -> page 1: only exact zeros and NaN, no binned value
+    #   (neuron 0, group 0) -> page 2: pos key 10; neg key 7
+    # neuron 1 has no page at all
+    wp, wn = 4, 3
+    pool = np.zeros((3, k.N_SPECIAL + wp + wn), dtype=np.uint16)
+    pool[0, k.N_SPECIAL + 1] = 2  # pos key 10 + 1
+    pool[0, k.N_SPECIAL + 3] = 3  # pos key 10 + 3
+    pool[0, k.N_SPECIAL + wp + 1] = 1  # neg key 5 + 1
+    pool[1, k.ZERO] = 5
+    pool[1, k.NAN] = 1
+    pool[2, k.N_SPECIAL + 0] = 1  # pos key 10
+    pool[2, k.N_SPECIAL + wp + 2] = 4  # neg key 5 + 2
+    page = np.array([[2, -1, 0], [-1, -1, -1], [-1, 1, -1]], dtype=np.int32)
+    pos_off = np.array([10, 0, 100], np.int32)
+    neg_off = np.array([5, 0, 50], np.int32)
+    empty = [k.EMPTY_LO, -1, k.EMPTY_LO, -1]
+    # neuron 0 over both its groups: pos [10, 13], neg [6, 7]; the others have no binned key
+    out = np.full((3, 4), 777, dtype=np.int32)  # no prefill needed
+    neurons = np.array([2, 0, 1], dtype=np.intp)  # any order: rows follow the list
+    k.occupied_key_ranges(pool, page, neurons, pos_off, neg_off, wp, out)
+    np.testing.assert_array_equal(out, [empty, [10, 13, 6, 7], empty])
+    out = np.full((1, 4), 777, dtype=np.int32)
+    k.occupied_key_ranges(pool, page, np.array([0], np.intp), pos_off, neg_off, wp, out)
+    np.testing.assert_array_equal(out, [[10, 13, 6, 7]])
+    # a count at the very edges of the windows
+    pool[2, k.N_SPECIAL + wp - 1] = 1  # pos key 13 in group 0 too
+    pool[2, k.N_SPECIAL + wp + wn - 1] = 1  # neg key 7, the last slot
+    pool[0, k.N_SPECIAL + wp + 0] = 1  # neg key 5, the first slot
+    k.occupied_key_ranges(pool, page, np.array([0], np.intp), pos_off, neg_off, wp, out)
+    np.testing.assert_array_equal(out, [[10, 13, 5, 7]])
+
+
+def test_add_pages_by_hand():
+    # 2 neurons, 2 groups; only (neuron 0, group 1) has a page in src (page 0).
     # src windows of neuron 0: pos keys [10, 13), neg keys [5, 7)
     src = np.zeros((1, k.N_SPECIAL + 3 + 2), dtype=np.uint16)
     src[0, k.ZERO] = 4
@@ -278,19 +596,21 @@ def test_occupied_and_add_pages():
     src_page = np.array([[-1, 0], [-1, -1]], dtype=np.int32)
     src_pos, src_neg = np.array([10, 0], np.int32), np.array([5, 0], np.int32)
     out = np.empty((2, 4), dtype=np.int32)
-    out[:, 0::2], out[:, 1::2] = k.EMPTY_LO, -1
-    k.occupied_key_ranges(src, np.array([0], np.int32), 1, src_pos, src_neg, 3, out)
+    k.occupied_key_ranges(src, src_page, np.arange(2, dtype=np.intp), src_pos, src_neg, 3, out)
     np.testing.assert_array_equal(out, [[11, 11, 6, 6], [k.EMPTY_LO, -1, k.EMPTY_LO, -1]])
 
     # dst windows of neuron 0: pos keys [9, 13), neg keys [6, 9); dst page of (0, 1) is 1 and
-    # already holds 5 at pos key 11; page 0 belongs to (1, 0) and must not change
+    # already holds 5 at pos key 11; page 0 belongs to (1, 0) and must not change.
+    # Same resolution (m = 3 on both sides): keys are only re-windowed.
+    g = GridSpec()
+    res = np.array([M3, M3], np.int32)
     dst = np.zeros((2, k.N_SPECIAL + 4 + 3), dtype=np.uint32)
     dst[1, k.N_SPECIAL + 2] = 5
     dst[0, k.ZERO] = 9
     dst_page = np.array([[-1, 1], [0, -1]], dtype=np.int32)
     k.add_pages(
-        src, src_page, src_pos, src_neg, 3,
-        dst, dst_page, np.array([9, 0], np.int32), np.array([6, 0], np.int32), 4,
+        src, src_page, src_pos, src_neg, 3, res,
+        dst, dst_page, np.array([9, 0], np.int32), np.array([6, 0], np.int32), 4, res, g.exp_lo,
     )  # fmt: skip
     want = np.zeros_like(dst)
     want[0, k.ZERO] = 9
@@ -301,39 +621,207 @@ def test_occupied_and_add_pages():
     np.testing.assert_array_equal(dst, want)
 
 
-def test_densify_orders_bins_ascending():
-    # one page: pos keys [2, 4) with counts at keys 2, 3; neg keys [1, 3) with counts at keys
-    # 1, 2; plus zero, NaN, +Inf and -Inf counts
-    pool = np.zeros((1, k.N_SPECIAL + 2 + 2), dtype=np.uint16)
-    pool[0, k.ZERO] = 7
-    pool[0, k.NAN] = 8
-    pool[0, k.POSINF] = 9
-    pool[0, k.NEGINF] = 10
+def test_add_pages_coarsens_by_hand():
+    # Default grid. Neuron 0 goes from m = 3 (key_base 823) to m = 1 (key_base 205): 2 bits.
+    # src pos keys 8..13 are raw 831..836:
+    #   831 = 103 * 8 + 7 (mantissa 111) -> m = 1: 103 * 2 + 1 = 207 -> rebased 2
+    #   832..835 = 104 * 8 + 0..3 (mantissa 0xx) -> 104 * 2 + 0 = 208 -> rebased 3
+    #   836 = 104 * 8 + 4 (mantissa 100) -> 104 * 2 + 1 = 209 -> rebased 4
+    # src neg keys 0..2 are raw 823..825:
+    #   823, the underflow key at m = 3 -> 823 >> 2 = 205, the underflow key at m = 1 -> 0
+    #   824, 825 = 103 * 8 + 0, 1 -> 206 -> rebased 1
+    # Neuron 1 goes from m = 5 (key_base 103 * 32 - 1 = 3295) to m = 4 (103 * 16 - 1 = 1647):
+    #   src pos keys 1..4 are raw 3296..3299 -> >> 1: 1648, 1648, 1649, 1649 -> 1, 1, 2, 2
+    #   src neg keys 10..12 are raw 3305..3307 -> >> 1: 1652, 1653, 1653 -> 5, 6, 6
+    g = GridSpec()
+    assert (g.key_base(3), g.key_base(1), g.key_base(5), g.key_base(4)) == (823, 205, 3295, 1647)
+    np.testing.assert_array_equal(g.coarsen(np.arange(8, 14), 3, 1), [2, 3, 3, 3, 3, 4])
+    np.testing.assert_array_equal(g.coarsen(np.arange(0, 3), 3, 1), [0, 1, 1])
+    np.testing.assert_array_equal(g.coarsen(np.arange(1, 5), 5, 4), [1, 1, 2, 2])
+    np.testing.assert_array_equal(g.coarsen(np.arange(10, 13), 5, 4), [5, 6, 6])
+    # both at once, resolutions per key
+    np.testing.assert_array_equal(
+        g.coarsen([8, 13, 1, 12], [3, 3, 5, 5], [1, 1, 4, 4]), [2, 4, 1, 6]
+    )
+    wp, wn = 6, 3
+    src = np.zeros((2, k.N_SPECIAL + wp + wn), dtype=np.uint16)
+    src[0, : k.N_SPECIAL] = [9, 1, 2, 3]  # zero, NaN, +Inf, -Inf
+    src[0, k.N_SPECIAL : k.N_SPECIAL + wp] = [1, 2, 0, 3, 4, 5]  # pos keys 8..13
+    src[0, k.N_SPECIAL + wp :] = [6, 7, 8]  # neg keys 0..2
+    src[1, : k.N_SPECIAL] = [0, 0, 0, 17]
+    src[1, k.N_SPECIAL : k.N_SPECIAL + wp] = [0, 10, 11, 12, 13, 0]  # pos keys 0..5
+    src[1, k.N_SPECIAL + wp :] = [14, 15, 16]  # neg keys 10..12
+    src_page = np.array([[0], [1]], dtype=np.int32)
+    # dst: pos windows of 3 keys, neg windows of 2; neuron 0 (m = 1) from pos key 2 and neg
+    # key 0, already 100 at pos key 3; neuron 1 (m = 4) from pos key 1 and neg key 5. The
+    # dst pages are numbered the other way round.
+    dst = np.zeros((2, k.N_SPECIAL + 3 + 2), dtype=np.uint32)
+    dst[1, k.N_SPECIAL + 1] = 100
+    dst_page = np.array([[1], [0]], dtype=np.int32)
+    k.add_pages(
+        src, src_page, np.array([8, 0], np.int32), np.array([0, 10], np.int32), wp,
+        np.array([3, 5], np.int32),
+        dst, dst_page, np.array([2, 1], np.int32), np.array([0, 5], np.int32), 3,
+        np.array([1, 4], np.int32), g.exp_lo,
+    )  # fmt: skip
+    # neuron 0: specials carried over; pos keys 2, 3, 4; neg keys 0, 1
+    np.testing.assert_array_equal(dst[1], [9, 1, 2, 3, 1, 100 + 2 + 0 + 3 + 4, 5, 6, 7 + 8])
+    # neuron 1: pos keys 1, 2, 3; neg keys 5, 6
+    np.testing.assert_array_equal(dst[0], [0, 0, 0, 17, 10 + 11, 12 + 13, 0, 14, 15 + 16])
+    assert dst.sum() == src.sum(dtype=np.int64) + 100  # no count lost or invented
+
+
+def test_move_windows_by_hand():
+    # In place, same window widths (wp = 6, wn = 3); 3 neurons, 2 groups:
+    #   neuron 0, m = 3 -> 1, pages 0 (group 0) and 3 (group 1), windows pos 8.., neg 0..
+    #     -> pos from key 2, neg from key 0 (the keys as in test_add_pages_coarsens_by_hand)
+    #   neuron 1, m = 23 -> 23, page 1 (group 0), windows pos 1000.., neg 0.. -> pos 998..
+    #   neuron 2, page 2 (group 1): not listed, so untouched whatever the new arrays say
+    wp, wn = 6, 3
+    pool = np.zeros((4, k.N_SPECIAL + wp + wn), dtype=np.uint32)
+    pool[0] = [9, 1, 2, 3, 1, 2, 0, 3, 4, 5, 6, 7, 8]
+    pool[3] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 1, 0, 0]  # pos key 13, neg key 0
+    pool[1] = [1, 0, 0, 0, 1, 2, 3, 0, 0, 0, 4, 0, 0]  # pos keys 1000..1002, neg key 0
+    pool[2] = [2, 2, 2, 2, 5, 5, 5, 5, 5, 5, 6, 6, 6]
+    untouched = pool[2].copy()
+    page = np.array([[0, 3], [1, -1], [-1, 2]], dtype=np.int32)
+    pos_off = np.array([8, 1000, 5], np.int32)
+    neg_off = np.array([0, 0, 5], np.int32)
+    res = np.array([3, 23, 7], np.int32)
+    new_pos = np.array([2, 998, 0], np.int32)
+    new_neg = np.array([0, 0, 0], np.int32)
+    new_res = np.array([1, 23, 2], np.int32)
+    k.move_windows(
+        pool, page, np.array([1, 0], np.intp), pos_off, neg_off, res, new_pos, new_neg,
+        new_res, wp, GridSpec().exp_lo,
+    )  # fmt: skip
+    # neuron 0: pos keys 8..13 (m = 3) -> 2, 3, 3, 3, 3, 4 (m = 1); neg keys 0..2 -> 0, 1, 1
+    np.testing.assert_array_equal(pool[0], [9, 1, 2, 3, 1, 2 + 0 + 3 + 4, 5, 0, 0, 0, 6, 15, 0])
+    np.testing.assert_array_equal(pool[3], [0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0])
+    # neuron 1: the same keys, two slots further into the window
+    np.testing.assert_array_equal(pool[1], [1, 0, 0, 0, 0, 0, 1, 2, 3, 0, 4, 0, 0])
+    np.testing.assert_array_equal(pool[2], untouched)
+    # the offset arrays are inputs only
+    np.testing.assert_array_equal(pos_off, [8, 1000, 5])
+    np.testing.assert_array_equal(res, [3, 23, 7])
+
+
+def test_bin_edges_by_hand():
+    # Default grid, 3 neurons on an axis of 4 bins [negative bins, zero, positive bins, padding]:
+    #   neuron 0, m = 3: negative key 193 (1.0), zero, positive keys 193, 194 (1.0, 1.125)
+    #   neuron 1, m = 23: zero, positive key of 1.0 (one float32 wide), then padding
+    #   neuron 2, m = 1: negative keys 145 (overflow) and 144 (raw 349 = 174 * 2 + 1: the upper
+    #     half of [2**47, 2**48)), zero, positive key 0 (underflow)
+    g = GridSpec()
+    assert g.key_top(1) - g.key_base(1) == 145
+    k23 = 127 * 2**23 - g.key_base(23)
+    res = np.array([3, 23, 1], np.int32)
+    pos_lo = np.array([193, k23, 0], np.int64)
+    neg_hi = np.array([193, -1, 145], np.int64)
+    n_neg = np.array([1, 0, 2], np.int64)
+    n_pos = np.array([2, 1, 1], np.int64)
+    lower = np.full((3, 4), np.nan, np.float32)
+    upper = np.full((3, 4), np.nan, np.float32)
+    k.bin_edges(res, pos_lo, neg_hi, n_neg, n_pos, g.exp_lo, g.exp_hi, lower, upper)
+    nan, top = np.nan, float(np.finfo(np.float32).max)
+    want_lower = [
+        [-1.125, 0.0, 1.0, 1.125],
+        [0.0, 1.0, nan, nan],
+        [-top, -(2.0**48), 0.0, 0.0],
+    ]
+    want_upper = [
+        [-1.0, 0.0, 1.125, 1.25],
+        [0.0, 1.0 + 2.0**-23, nan, nan],
+        [-(2.0**48), -1.5 * 2.0**47, 0.0, 2.0**-24],
+    ]
+    np.testing.assert_array_equal(lower, np.array(want_lower, np.float32))
+    np.testing.assert_array_equal(upper, np.array(want_upper, np.float32))
+    # the float32 edges are the float64 values above, exactly
+    np.testing.assert_array_equal(lower.astype(np.float64), want_lower)
+    np.testing.assert_array_equal(upper.astype(np.float64), want_upper)
+
+
+@pytest.mark.parametrize(
+    # max_exponent = 128 is left out: the top bin's upper edge 2**128 is no float32 (see
+    # test_sketch.py::test_edges_are_float32_at_max_exponent_128)
+    "grid",
+    [GridSpec(), GridSpec(mantissa_bits=9, min_exponent=-126, max_exponent=127)],
+)
+def test_bin_edges_match_magnitude_edges(grid):
+    # random resolutions and key ranges: the kernel's edges are GridSpec.magnitude_edges',
+    # mirrored for the negative bins, and exact in float32
+    rng = np.random.default_rng(5)
+    n = 200
+    res = rng.integers(grid.min_mantissa_bits, grid.mantissa_bits + 1, n).astype(np.int32)
+    top = (grid.key_top(res) - grid.key_base(res)).astype(np.int64)
+    n_pos = rng.integers(0, 6, n)
+    n_neg = rng.integers(0, 6, n)
+    pos_lo = np.array([rng.integers(0, t - p + 2) for t, p in zip(top, n_pos, strict=True)])
+    neg_hi = np.array([rng.integers(q - 1, t + 1) for t, q in zip(top, n_neg, strict=True)])
+    pos_lo[n_pos == 0], neg_hi[n_neg == 0] = 0, -1
+    width = int((n_neg + 1 + n_pos).max())
+    lower = np.full((n, width), np.nan, np.float32)
+    upper = np.full((n, width), np.nan, np.float32)
+    k.bin_edges(res, pos_lo, neg_hi, n_neg, n_pos, grid.exp_lo, grid.exp_hi, lower, upper)
+    for i in range(n):
+        neg_keys = neg_hi[i] - np.arange(n_neg[i])
+        pos_keys = pos_lo[i] + np.arange(n_pos[i])
+        n_lo, n_hi = grid.magnitude_edges(neg_keys, int(res[i]))
+        p_lo, p_hi = grid.magnitude_edges(pos_keys, int(res[i]))
+        want_lo = np.concatenate([-n_hi, [0.0], p_lo])
+        want_hi = np.concatenate([-n_lo, [0.0], p_hi])
+        m = want_lo.size
+        np.testing.assert_array_equal(lower[i, :m].astype(np.float64), want_lo, err_msg=str(i))
+        np.testing.assert_array_equal(upper[i, :m].astype(np.float64), want_hi, err_msg=str(i))
+        assert np.isnan(lower[i, m:]).all() and np.isnan(upper[i, m:]).all()
+        assert np.all(lower[i, :m] <= upper[i, :m]) and np.all(lower[i, 1:m] >= upper[i, : m - 1])
+
+
+def test_densify_gives_each_neuron_its_own_axis():
+    # 2 neurons, 2 groups, windows of width wp = 3 (positive) and wn = 2 (negative).
+    # page 0 = (neuron 0, group 1): pos keys [2, 5) with counts at keys 2, 3; neg keys [1, 3)
+    #          with counts at keys 1, 2; plus zero, NaN, +Inf and -Inf counts
+    # page 1 = (neuron 1, group 0): pos keys [5, 8) with counts at keys 5 and 7; no negatives
+    pool = np.zeros((2, k.N_SPECIAL + 3 + 2), dtype=np.uint16)
+    pool[0, : k.N_SPECIAL] = [7, 8, 9, 10]
     pool[0, k.N_SPECIAL + 0] = 1  # +key 2
     pool[0, k.N_SPECIAL + 1] = 2  # +key 3
-    pool[0, k.N_SPECIAL + 2 + 0] = 3  # -key 1
-    pool[0, k.N_SPECIAL + 2 + 1] = 4  # -key 2
-    page = np.array([[-1, 0]], dtype=np.int32)  # 1 neuron; group 0 has no page
-    # dense axis: [-key 2, -key 1, zero, +key 2, +key 3]
-    dst = np.zeros((1, 2, 5), dtype=np.uint64)
-    specials = np.zeros((1, 2, 3), dtype=np.int64)
+    pool[0, k.N_SPECIAL + 3 + 0] = 3  # -key 1
+    pool[0, k.N_SPECIAL + 3 + 1] = 4  # -key 2
+    pool[1, : k.N_SPECIAL] = [13, 14, 0, 15]
+    pool[1, k.N_SPECIAL + 0] = 11  # +key 5
+    pool[1, k.N_SPECIAL + 2] = 12  # +key 7
+    page = np.array([[-1, 0], [1, -1]], dtype=np.int32)
+    # neuron 0's axis: [-key 2, -key 1, zero, +key 2, +key 3]: 2 negative bins
+    # neuron 1's axis: [zero, +key 5, +key 6, +key 7, padding]: no negative bins
+    pos_lo = np.array([2, 5], np.int64)
+    neg_hi = np.array([2, -1], np.int64)
+    n_neg = np.array([2, 0], np.int64)
+    dst = np.zeros((2, 2, 5), dtype=np.uint64)
+    specials = np.zeros((2, 2, 3), dtype=np.int64)
     k.densify(
-        pool, page, np.array([2], np.int32), np.array([1], np.int32), 2, 2, 2, 2, dst, specials
-    )
+        pool, page, np.array([2, 5], np.int32), np.array([1, 0], np.int32), 3,
+        pos_lo, neg_hi, n_neg, dst, specials,
+    )  # fmt: skip
     np.testing.assert_array_equal(dst[0, 1], [4, 3, 7, 1, 2])
     np.testing.assert_array_equal(dst[0, 0], [0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(dst[1, 0], [13, 11, 0, 12, 0])
+    np.testing.assert_array_equal(dst[1, 1], [0, 0, 0, 0, 0])
     np.testing.assert_array_equal(specials[0], [[0, 0, 0], [8, 9, 10]])
+    np.testing.assert_array_equal(specials[1], [[14, 0, 15], [0, 0, 0]])
 
 
-# -- queries: one neuron on three bins [0, 1), [1, 2), [2, 4) with counts [2, 0, 2] -------------
+# -- queries: per-neuron bins [neuron, bin] -------------------------------------------------------
+# neuron 0: three bins [0, 1), [1, 2), [2, 4) with counts [2, 0, 2], min 0.5, max 3.5
+# neuron 1: every edge and value of neuron 0 doubled (bins [0, 2), [2, 4), [4, 8), min 1, max
+# 7), plus one -Inf and one +Inf. Doubling is exact in floating point, so neuron 1's finite
+# answers are neuron 0's doubled: this checks that each neuron is read on its own edges.
 
-LOWER = np.array([0.0, 1.0, 2.0])
-UPPER = np.array([1.0, 2.0, 4.0])
-# neuron 0: min 0.5, max 3.5, no infinities; neuron 1: the same finite values plus one -Inf
-# and one +Inf
+LOWER = np.array([[0.0, 1.0, 2.0], [0.0, 2.0, 4.0]])
+UPPER = np.array([[1.0, 2.0, 4.0], [2.0, 4.0, 8.0]])
 COUNTS = np.array([[2.0, 0.0, 2.0], [2.0, 0.0, 2.0]])
-MINS = np.array([0.5, 0.5])
-MAXS = np.array([3.5, 3.5])
+MINS = np.array([0.5, 1.0])
+MAXS = np.array([3.5, 7.0])
 NEGINF = np.array([0.0, 1.0])
 POSINF = np.array([0.0, 1.0])
 
@@ -355,20 +843,21 @@ def test_quantiles_by_hand():
     # q = 1/2 -> h = 1.5: 0.875 + 0.5 * (2.375 - 0.875) = 1.625
     out = _quantiles([0.0, 1 / 3, 2 / 3, 1.0, 1 / 6, 0.5])
     np.testing.assert_allclose(out[0], [0.5, 0.875, 2.375, 3.5, 0.6875, 1.625], rtol=1e-12)
-    # neuron 1: N = 6 with one -Inf first and one +Inf last; h = q * 5
-    # q = 0 -> -Inf; q = 1 -> +Inf; q = 0.2 -> k = 1 -> finite k = 0 -> min 0.5
-    # q = 0.4 -> finite k = 1 -> 0.875; q = 0.8 -> finite k = 3 -> max 3.5
-    # q = 0.5 -> h = 2.5 -> 0.875 + 0.5 * (2.375 - 0.875) = 1.625
+    # neuron 1: N = 6 with one -Inf first and one +Inf last; h = q * 5; finite values doubled
+    # q = 0 -> -Inf; q = 1 -> +Inf; q = 0.2 -> k = 1 -> finite k = 0 -> min 1.0
+    # q = 0.4 -> finite k = 1 -> 2 * 0.875 = 1.75; q = 0.8 -> finite k = 3 -> max 7.0
+    # q = 0.5 -> h = 2.5 -> 1.75 + 0.5 * (2 * 2.375 - 1.75) = 3.25
     out = _quantiles([0.0, 1.0, 0.2, 0.4, 0.8, 0.5])
-    np.testing.assert_allclose(out[1], [-np.inf, np.inf, 0.5, 0.875, 3.5, 1.625], rtol=1e-12)
+    np.testing.assert_allclose(out[1], [-np.inf, np.inf, 1.0, 1.75, 7.0, 3.25], rtol=1e-12)
 
 
 def test_quantiles_empty_neuron_is_nan():
     out = np.empty((1, 2))
     z = np.zeros(1)
     k.quantiles(
-        np.zeros((1, 3)), LOWER, UPPER, z + np.nan, z + np.nan, z, z, np.array([0, 1.0]), out
-    )
+        np.zeros((1, 3)), LOWER[:1], UPPER[:1], z + np.nan, z + np.nan, z, z,
+        np.array([0, 1.0]), out,
+    )  # fmt: skip
     assert np.isnan(out).all()
 
 
@@ -390,8 +879,9 @@ def test_quantiles_empty_neuron_is_nan():
     ],
 )
 def test_ranks_by_hand(v0, v1, want0, want1):
+    # neuron 1's values and edges are neuron 0's doubled: probe it at 2 * v1
     out = np.empty(2)
-    k.ranks(COUNTS, LOWER, UPPER, MINS, MAXS, NEGINF, POSINF, np.array([v0, v1]), out)
+    k.ranks(COUNTS, LOWER, UPPER, MINS, MAXS, NEGINF, POSINF, np.array([v0, 2 * v1]), out)
     np.testing.assert_allclose(out, [want0, want1], rtol=1e-12, atol=0)
 
 
@@ -400,7 +890,7 @@ def test_ranks_nan_and_point_mass():
     k.ranks(COUNTS, LOWER, UPPER, MINS, MAXS, NEGINF, POSINF, np.array([np.nan, 1.0]), out)
     assert np.isnan(out[0])
     # point mass: the zero bin [0, 0] with 4 values, one bin [1, 2) with 2 values
-    lower, upper = np.array([0.0, 1.0]), np.array([0.0, 2.0])
+    lower, upper = np.array([[0.0, 1.0]]), np.array([[0.0, 2.0]])
     counts = np.array([[4.0, 2.0]])
     one = np.ones(1)
     for v, want in [(-1.0, 0.0), (0.0, 2 / 6), (0.5, 4 / 6), (1.25, (4 + 2 * 0.25 / 0.5) / 6)]:
@@ -409,13 +899,14 @@ def test_ranks_nan_and_point_mass():
         assert out[0] == pytest.approx(want, rel=1e-12, abs=0), v
 
 
-def _rebin(counts, mins, maxs, edges):
+def _rebin(counts, mins, maxs, edges, neuron=0):
+    """``rebin`` of one neuron whose bins are those of ``LOWER[neuron]``, ``UPPER[neuron]``."""
     counts = np.atleast_2d(np.asarray(counts, float))
     out = np.zeros((counts.shape[0], len(edges) - 1))
     k.rebin(
         counts,
-        LOWER,
-        UPPER,
+        LOWER[neuron : neuron + 1],
+        UPPER[neuron : neuron + 1],
         np.atleast_1d(mins),
         np.atleast_1d(maxs),
         np.asarray(edges, float),
@@ -435,6 +926,15 @@ def test_rebin_by_hand():
     # display edges outside the data: nothing
     out = _rebin([2, 0, 2], 0.5, 3.5, [5, 6, 7])
     np.testing.assert_array_equal(out[0], [0, 0])
+    # neuron 1's bins (doubled) and doubled display edges: the same answer
+    out = _rebin([2, 0, 2], 1.0, 7.0, [0, 2, 4, 6, 8], neuron=1)
+    np.testing.assert_allclose(out[0], [2, 0, 4 / 3, 2 / 3], rtol=1e-12)
+    # both neurons at once, each on its own bins
+    out = np.zeros((2, 4))
+    k.rebin(COUNTS, LOWER, UPPER, MINS, MAXS, np.array([0.0, 1, 2, 3, 4]), out)
+    # neuron 1 on [0, 4]: bin [1, 2] (clipped from [0, 2)) -> display [1, 2): 2;
+    # bin [4, 7] lies beyond the last edge: left out
+    np.testing.assert_allclose(out, [[2, 0, 4 / 3, 2 / 3], [0, 2, 0, 0]], rtol=1e-12)
 
 
 def test_rebin_point_mass():
@@ -450,3 +950,30 @@ def test_rebin_point_mass():
     # a point mass outside the edges is left out
     out = _rebin([0, 0, 3], 2.5, 2.5, [0, 1, 2])
     np.testing.assert_array_equal(out[0], [0, 0])
+
+
+def test_queries_ignore_nan_padding_bins():
+    # neuron 0 has three bins; neuron 1 only its first, padded with two NaN-edged empty bins,
+    # as in a Summary whose neurons have axes of different lengths
+    lower = np.array([[0.0, 1.0, 2.0], [0.0, np.nan, np.nan]])
+    upper = np.array([[1.0, 2.0, 4.0], [1.0, np.nan, np.nan]])
+    counts = np.array([[2.0, 0.0, 2.0], [4.0, 0.0, 0.0]])
+    mins, maxs, z = np.array([0.5, 0.25]), np.array([3.5, 0.75]), np.zeros(2)
+    # neuron 1 alone, without padding: 4 values spread over [0.25, 0.75]
+    alone = dict(counts=counts[1:, :1], lower=lower[1:, :1], upper=upper[1:, :1])
+    qs = np.array([0.0, 0.2, 0.5, 0.9, 1.0])
+    got, want = np.empty((2, qs.size)), np.empty((1, qs.size))
+    k.quantiles(counts, lower, upper, mins, maxs, z, z, qs, got)
+    k.quantiles(alone["counts"], alone["lower"], alone["upper"], mins[1:], maxs[1:], z[:1],
+                z[:1], qs, want)  # fmt: skip
+    assert not np.isnan(got).any()
+    np.testing.assert_array_equal(got[1], want[0])
+    np.testing.assert_allclose(got[0], _quantiles(qs)[0], rtol=1e-12)
+    # h = q * 3: k = 1 -> 0.25 + 1.5 / 4 * 0.5 = 0.4375; k = 2 -> 0.25 + 2.5 / 4 * 0.5 = 0.5625
+    np.testing.assert_allclose(want[0, 2], 0.5 * (0.4375 + 0.5625), rtol=1e-12)
+    r = np.empty(2)
+    k.ranks(counts, lower, upper, mins, maxs, z, z, np.array([3.0, 0.5]), r)
+    np.testing.assert_allclose(r, [(10 / 3) / 4, 0.5], rtol=1e-12)  # 4 * 0.5 below 0.5
+    h = np.zeros((2, 2))
+    k.rebin(counts, lower, upper, mins, maxs, np.array([0.0, 0.5, 4.0]), h)
+    np.testing.assert_allclose(h, [[0, 4], [2, 2]], rtol=1e-12)

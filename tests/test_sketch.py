@@ -16,15 +16,21 @@ from hypothesis import strategies as st
 from strategies import (
     Case,
     assert_summaries_identical,
+    binned,
     cases,
+    expected_resolution,
     group_values,
     merge_tree,
     one_pass,
+    ref_edges,
+    ref_raw_keys,
+    ref_spans,
     sharded_sketches,
 )
 
-from ndstream.errors import SpecMismatchError
+from ndstream.errors import ConfigError, SpecMismatchError
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary
+from ndstream.sketch import grid as grid_module
 
 HYP = settings(max_examples=25, deadline=None)
 
@@ -33,9 +39,19 @@ def spec_of(n_neurons: int, n_groups: int, grid: GridSpec | None = None) -> Sket
     return SketchSpec(n_neurons, tuple(f"g{i}" for i in range(n_groups)), grid or GridSpec())
 
 
-def zero_bin(s: Summary) -> int:
-    (idx,) = np.flatnonzero((s.lower == 0) & (s.upper == 0))
-    return int(idx)
+def zero_bin(s: Summary) -> np.ndarray:
+    """Index of each neuron's zero bin ``[0, 0]`` (its number of negative bins)."""
+    is_zero = (s.lower == 0) & (s.upper == 0)
+    assert np.all(is_zero.sum(axis=1) == 1), "every neuron has exactly one zero bin"
+    return is_zero.argmax(axis=1)
+
+
+def n_real_bins(s: Summary) -> np.ndarray:
+    """Per neuron: bins before the NaN padding (which must be a suffix)."""
+    real = ~np.isnan(s.lower)
+    n = real.sum(axis=1)
+    assert np.array_equal(real, np.arange(s.lower.shape[1])[None, :] < n[:, None]), "padding"
+    return n
 
 
 def relu_like(rng, rows, neurons, zero_frac=0.5, sigma=1.0):
@@ -53,52 +69,107 @@ def mixed_data(rng, rows, neurons):
 
 
 def expected_dense_counts(s: Summary, x: np.ndarray, gids: np.ndarray, n_groups: int):
-    """Counts [neuron, group, bin] binned by numpy on the summary's edges.
+    """Counts [neuron, group, bin] binned by numpy on each neuron's own edges.
 
     Positive values fall in ``[lower, upper)``, negative values in ``(lower, upper]`` (the
     mirrored ``[|lower|, |upper|)`` magnitude bins), exact zeros in the zero bin ``[0, 0]``.
+    Every finite value must land in one of its neuron's real (not padding) bins.
     """
-    z = zero_bin(s)
+    zs, nb = zero_bin(s), n_real_bins(s)
+    top = float(np.finfo(np.float32).max)
     out = np.zeros(s.counts.shape, dtype=np.int64)
     for g, vals in enumerate(group_values(x, gids, n_groups)):
         for n in range(x.shape[1]):
+            z, lower, upper = zs[n], s.lower[n, : nb[n]], s.upper[n, : nb[n]]
             v = vals[:, n].astype(np.float64)
             v = v[np.isfinite(v)]
             pos, neg = v[v > 0], v[v < 0]
-            ipos = np.searchsorted(s.lower, pos, side="right") - 1
-            ineg = np.searchsorted(s.upper, neg, side="left")
+            ipos = np.searchsorted(lower, pos, side="right") - 1
+            ineg = np.searchsorted(upper, neg, side="left")
             assert np.all(ipos > z) and np.all(ineg < z)
+            assert np.all(ipos < nb[n]) and np.all(ineg >= 0)
             # the overflow bin [2**max_exponent, float32 max] is closed on both sides
-            top = float(np.finfo(np.float32).max)
-            assert np.all((s.lower[ipos] <= pos) & ((pos < s.upper[ipos]) | (pos == top)))
-            assert np.all(((s.lower[ineg] < neg) | (neg == -top)) & (neg <= s.upper[ineg]))
+            assert np.all((lower[ipos] <= pos) & ((pos < upper[ipos]) | (pos == top)))
+            assert np.all(((lower[ineg] < neg) | (neg == -top)) & (neg <= upper[ineg]))
             np.add.at(out[n, g], ipos, 1)
             np.add.at(out[n, g], ineg, 1)
             out[n, g, z] += int((v == 0).sum())
     return out
 
 
-def check_exact(s: Summary, x: np.ndarray, gids: np.ndarray, n_groups: int) -> None:
-    """Every exact part of the summary against numpy."""
+def narrowest_count_dtype(top: int) -> np.dtype:
+    """uint16 up to 65,535, uint32 up to 2**32 - 1, else uint64."""
+    if top <= 2**16 - 1:
+        return np.dtype(np.uint16)
+    if top <= 2**32 - 1:
+        return np.dtype(np.uint32)
+    return np.dtype(np.uint64)
+
+
+def check_edges(s: Summary, x: np.ndarray) -> None:
+    """Each neuron's axis, rebuilt from the data with numpy at its resolution ``s.resolution[n]``.
+
+    Negative bins from the neuron's largest to its smallest magnitude key, the zero bin, the
+    positive bins from its smallest to its largest key, every key in between included, then
+    NaN padding up to the widest neuron; edges from the definition of the grid (float64),
+    which the float32 edges must hold exactly.
+    """
+    res, grid = s.resolution, s.grid
+    assert res.shape == (s.n_neurons,) and res.dtype.kind == "i"
+    assert np.all((grid.min_mantissa_bits <= res) & (res <= grid.mantissa_bits))
+    x = np.asarray(x, dtype=np.float32)
+    keys = ref_raw_keys(x, grid, res)  # column n at resolution res[n]
+    widths = []
+    for n in range(s.n_neurons):
+        m = int(res[n])
+        col, kc = x[:, n], keys[:, n]
+        pos, neg = kc[binned(col) & (col > 0)], kc[binned(col) & (col < 0)]
+        pos_keys = np.arange(pos.min(), pos.max() + 1) if pos.size else np.zeros(0, np.int64)
+        neg_keys = np.arange(neg.max(), neg.min() - 1, -1) if neg.size else np.zeros(0, np.int64)
+        p_lo, p_hi = ref_edges(pos_keys, grid, m)
+        n_lo, n_hi = ref_edges(neg_keys, grid, m)
+        lower = np.concatenate([-n_hi, [0.0], p_lo])
+        upper = np.concatenate([-n_lo, [0.0], p_hi])
+        widths.append(lower.size)
+        np.testing.assert_array_equal(s.lower[n, : lower.size], lower, err_msg=f"neuron {n}")
+        np.testing.assert_array_equal(s.upper[n, : upper.size], upper, err_msg=f"neuron {n}")
+        assert np.isnan(s.lower[n, lower.size :]).all() and np.isnan(s.upper[n, lower.size :]).all()
+        assert not s.counts[n, :, lower.size :].any(), "padding holds no counts"
+    assert s.lower.shape == s.upper.shape == (s.n_neurons, max(widths))
+    assert s.counts.shape[2] == s.lower.shape[1]
+
+
+def check_exact(
+    s: Summary, x: np.ndarray, gids: np.ndarray, n_groups: int, spec: SketchSpec
+) -> None:
+    """Every exact part of the summary against numpy, the resolution and edges included."""
     gids2 = gids[:, None] if gids.ndim == 1 else gids
     rows_per_group = np.bincount(gids2.ravel(), minlength=n_groups)
     np.testing.assert_array_equal(s.totals, rows_per_group)
     assert s.totals.dtype == np.int64
-    assert s.counts.dtype in (np.uint32, np.uint64)
+    # the narrowest unsigned type that holds the largest group's count
+    assert s.counts.dtype == narrowest_count_dtype(int(rows_per_group.max(initial=0)))
     assert s.counts.shape[:2] == (x.shape[1], n_groups)
-    assert s.lower.dtype == s.upper.dtype == np.float64
+    assert s.lower.dtype == s.upper.dtype == np.float32
+    assert s.lower.ndim == 2 and s.lower.shape[0] == x.shape[1]
     assert s.mins.dtype == s.maxs.dtype == np.float32
     for a in (s.nan, s.posinf, s.neginf):
         assert a.dtype == np.int64 and a.shape == (x.shape[1], n_groups)
-    # edges: ascending, contiguous, one zero bin
-    z = zero_bin(s)
-    assert np.all(s.lower <= s.upper)
-    assert np.all(s.lower[1:] >= s.upper[:-1])
-    assert np.all(s.upper[:z] <= 0) and np.all(s.lower[z + 1 :] >= 0)
+    assert s.grid == spec.grid
+    np.testing.assert_array_equal(s.resolution, expected_resolution(x, spec.grid, spec.max_bins))
+    # edges: per neuron ascending, contiguous, one zero bin, then NaN padding
+    zs, nb = zero_bin(s), n_real_bins(s)
+    for n in range(x.shape[1]):
+        lower, upper, z = s.lower[n, : nb[n]], s.upper[n, : nb[n]], zs[n]
+        assert np.all(lower <= upper)
+        assert np.all(lower[1:] >= upper[:-1])
+        assert np.all(upper[:z] <= 0) and np.all(lower[z + 1 :] >= 0)
+    check_edges(s, x)
 
+    z_counts = s.counts[np.arange(x.shape[1]), :, zs]  # [neuron, group]
     np.testing.assert_array_equal(s.counts, expected_dense_counts(s, x, gids2, n_groups))
     for g, vals in enumerate(group_values(x, gids2, n_groups)):
-        np.testing.assert_array_equal(s.counts[:, g, z], (vals == 0).sum(axis=0))
+        np.testing.assert_array_equal(z_counts[:, g], (vals == 0).sum(axis=0))
         np.testing.assert_array_equal(s.nan[:, g], np.isnan(vals).sum(axis=0))
         np.testing.assert_array_equal(s.posinf[:, g], (vals == np.inf).sum(axis=0))
         np.testing.assert_array_equal(s.neginf[:, g], (vals == -np.inf).sum(axis=0))
@@ -128,16 +199,21 @@ def test_zero_mass_exact_and_signed_zero():
     s = one_pass(spec_of(7, 3), x, gids)
     z = zero_bin(s)
     for g, vals in enumerate(group_values(x, gids, 3)):
-        np.testing.assert_array_equal(s.counts[:, g, z], (vals == 0).sum(axis=0))
-        assert s.counts[3, g, z] == len(vals)
+        np.testing.assert_array_equal(s.counts[np.arange(7), g, z], (vals == 0).sum(axis=0))
+        assert s.counts[3, g, z[3]] == len(vals)
     assert np.all(s.mins[3] == 0) and np.all(s.maxs[3] == 0)
     assert not np.signbit(s.mins[3]).any() and not np.signbit(s.maxs[3]).any()
-    assert s.counts[3].sum() == s.counts[3, :, z].sum()  # nothing outside the zero bin
+    assert s.counts[3].sum() == s.counts[3, :, z[3]].sum()  # nothing outside the zero bin
+    # neuron 3's own axis is the zero bin alone, then padding
+    assert z[3] == 0 and s.lower[3, 0] == s.upper[3, 0] == 0
+    assert np.isnan(s.lower[3, 1:]).all() and np.isnan(s.upper[3, 1:]).all()
 
 
 def test_only_negative_zero():
     s = one_pass(spec_of(2, 1), np.full((5, 2), -0.0, np.float32), np.zeros(5, int))
-    assert s.counts[:, 0, zero_bin(s)].tolist() == [5, 5]
+    assert s.counts.shape == (2, 1, 1)  # only the zero bin
+    assert s.counts[:, 0, 0].tolist() == [5, 5]
+    np.testing.assert_array_equal(zero_bin(s), [0, 0])
     assert not np.signbit(s.mins).any() and not np.signbit(s.maxs).any()
     assert np.all(s.mins == 0) and np.all(s.maxs == 0)
 
@@ -146,7 +222,7 @@ def test_only_negative_zero():
 @HYP
 def test_exact_parts_hypothesis(case: Case):
     s = one_pass(case.spec, case.x, case.gids)
-    check_exact(s, case.x, case.gids, case.n_groups)
+    check_exact(s, case.x, case.gids, case.n_groups, case.spec)
 
 
 def test_exact_parts_mixed_data():
@@ -156,7 +232,7 @@ def test_exact_parts_mixed_data():
     x[rng.random(x.shape) < 0.01] = np.inf
     x[rng.random(x.shape) < 0.01] = -np.inf
     gids = rng.integers(0, 5, size=(2000, 2))
-    check_exact(one_pass(spec_of(12, 5), x, gids), x, gids, 5)
+    check_exact(one_pass(spec_of(12, 5), x, gids), x, gids, 5, spec_of(12, 5))
 
 
 def test_nonfinite_only():
@@ -166,7 +242,7 @@ def test_nonfinite_only():
     g1 = rng.integers(0, 2, 10)
     sk.update(nan_batch, g1)
     s = sk.finalize()
-    check_exact(s, nan_batch, g1, 2)
+    check_exact(s, nan_batch, g1, 2, sk.spec)
     assert np.isnan(s.mins).all() and np.isnan(s.maxs).all()
     assert s.counts.sum() == 0
     np.testing.assert_array_equal(s.nan.sum(axis=1), [10, 10, 10])
@@ -178,7 +254,7 @@ def test_nonfinite_only():
     sk.update(inf_batch, g2)
     x, g = np.concatenate([nan_batch, inf_batch]), np.concatenate([g1, g2])
     s = sk.finalize()
-    check_exact(s, x, g, 2)
+    check_exact(s, x, g, 2, sk.spec)
     # quantiles of infinities only: -Inf / +Inf, never a finite number
     assert s.quantile(0.5)[0] == np.inf and s.quantile(0.5)[1] == -np.inf
 
@@ -207,13 +283,30 @@ def test_select_and_pooled():
     keep = (gids == 2) | (gids == 0)
     alone = one_pass(spec_of(3, 1), x[keep], np.zeros(keep.sum(), int))
     p, q = sub.pooled(), alone.pooled()
-    # the selection keeps the whole layer's bin axis; the lone sketch's axis is a sub-range
-    where = {(lo, hi): i for i, (lo, hi) in enumerate(zip(s.lower, s.upper, strict=True))}
-    at = np.array([where[lo, hi] for lo, hi in zip(alone.lower, alone.upper, strict=True)])
-    np.testing.assert_array_equal(s.lower[at], alone.lower)
-    np.testing.assert_array_equal(s.upper[at], alone.upper)
-    np.testing.assert_array_equal(p.counts[:, at], q.counts)
-    assert p.counts.sum() == q.counts.sum()
+    # the selection keeps the whole layer's bin axes and resolutions; here the rows of groups
+    # 2 and 0 need the same resolutions, so each neuron's lone axis is a sub-range of its own
+    np.testing.assert_array_equal(sub.resolution, s.resolution)
+    np.testing.assert_array_equal(alone.resolution, s.resolution)
+    np.testing.assert_array_equal(sub.lower, s.lower)
+    np.testing.assert_array_equal(sub.upper, s.upper)
+    for n in range(3):
+        real = ~np.isnan(s.lower[n])
+        where = {
+            (lo, hi): i
+            for i, (lo, hi) in enumerate(zip(s.lower[n, real], s.upper[n, real], strict=True))
+        }
+        real_q = ~np.isnan(alone.lower[n])
+        at = np.array(
+            [
+                where[lo, hi]
+                for lo, hi in zip(alone.lower[n, real_q], alone.upper[n, real_q], strict=True)
+            ]
+        )
+        np.testing.assert_array_equal(s.lower[n, at], alone.lower[n, real_q])
+        np.testing.assert_array_equal(s.upper[n, at], alone.upper[n, real_q])
+        np.testing.assert_array_equal(p.counts[n, at], q.counts[n, real_q])
+        assert p.counts[n].sum() == q.counts[n].sum()
+        assert not q.counts[n, ~real_q].any()
     np.testing.assert_array_equal(p.mins, q.mins)
     np.testing.assert_array_equal(p.maxs, q.maxs)
     np.testing.assert_array_equal(sub.cdf([0.5, -1.0, 2.0]), alone.cdf([0.5, -1.0, 2.0]))
@@ -249,7 +342,7 @@ def test_many_sparse_groups():
     x, g = np.concatenate(xs), np.concatenate(gs)
     s = sk.finalize()
     assert_summaries_identical(s, one_pass(spec, x, g))
-    check_exact(s, x, g, 300)
+    check_exact(s, x, g, 300, spec)
     # split in two and merge: the same
     half = len(xs) // 2
     a, b = LayerSketch(spec), LayerSketch(spec)
@@ -279,7 +372,7 @@ def test_merge_equals_one_pass_hypothesis(k: int, case: Case, data):
     merged = merge_tree(sketches, lambda n: data.draw(st.integers(0, n - 1)))
     want = one_pass(case.spec, case.x, case.gids)
     assert_summaries_identical(merged.finalize(), want)
-    check_exact(want, case.x, case.gids, case.n_groups)
+    check_exact(want, case.x, case.gids, case.n_groups, case.spec)
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 7])
@@ -298,7 +391,7 @@ def test_merge_equals_one_pass_big(k: int):
     merged = merge_tree(sketches, lambda n: int(rng.integers(0, n)))
     want = one_pass(spec, x, gids)
     assert_summaries_identical(merged.finalize(), want)
-    check_exact(want, x, gids, 10)
+    check_exact(want, x, gids, 10, spec)
 
 
 def _random_sketch(seed: int, spec: SketchSpec, rows: int = 200) -> LayerSketch:
@@ -308,20 +401,36 @@ def _random_sketch(seed: int, spec: SketchSpec, rows: int = 200) -> LayerSketch:
     return sk
 
 
+def _copy(v):
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if isinstance(v, tuple):
+        return tuple(_copy(u) for u in v)
+    return v
+
+
 def _state(sk: LayerSketch) -> dict:
-    """A deep snapshot of every attribute of a sketch (arrays copied)."""
-    return {name: (v.copy() if isinstance(v, np.ndarray) else v) for name, v in vars(sk).items()}
+    """A deep snapshot of every attribute of a sketch (arrays, also inside tuples, copied)."""
+    return {name: _copy(v) for name, v in vars(sk).items()}
+
+
+def _assert_value_equal(u, v, name: str) -> None:
+    if isinstance(u, np.ndarray):
+        assert isinstance(v, np.ndarray), name
+        assert u.dtype == v.dtype and u.shape == v.shape, name
+        assert u.tobytes() == v.tobytes(), name
+    elif isinstance(u, tuple):
+        assert isinstance(v, tuple) and len(u) == len(v), name
+        for i, (a, b) in enumerate(zip(u, v, strict=True)):
+            _assert_value_equal(a, b, f"{name}[{i}]")
+    else:
+        assert u == v, name
 
 
 def _assert_state_equal(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for name, u in a.items():
-        v = b[name]
-        if isinstance(u, np.ndarray):
-            assert u.dtype == v.dtype and u.shape == v.shape, name
-            assert u.tobytes() == v.tobytes(), name
-        else:
-            assert u == v, name
+        _assert_value_equal(u, b[name], name)
 
 
 def test_merge_identity_commutative_associative_pure():
@@ -329,8 +438,10 @@ def test_merge_identity_commutative_associative_pure():
     a, b, c = (_random_sketch(s, spec) for s in (10, 11, 12))
     c.update(np.full((3, 6), 1e6, np.float32), [0, 1, 2])  # windows far from a's and b's
     empty = LayerSketch(spec)
-    before = [_state(s) for s in (a, b, c, empty)]
     fa = a.finalize()
+    for s in (b, c, empty):
+        s.finalize()  # finalize may cache its bin axes: take the snapshot after that
+    before = [_state(s) for s in (a, b, c, empty)]
 
     assert_summaries_identical(a.merge(empty).finalize(), fa)
     assert_summaries_identical(empty.merge(a).finalize(), fa)
@@ -369,6 +480,9 @@ def test_merged_sketch_keeps_updating():
         (SketchSpec(4, ("a",)), "groups"),
         (SketchSpec(4, ("a", "b"), GridSpec(mantissa_bits=4)), "grid"),
         (SketchSpec(4, ("a", "b"), GridSpec(min_exponent=-20)), "grid"),
+        (SketchSpec(4, ("a", "b"), GridSpec(min_mantissa_bits=2)), "grid"),
+        (SketchSpec(4, ("a", "b"), GridSpec(mantissa_bits=22)), "grid"),
+        (SketchSpec(4, ("a", "b"), GridSpec(max_bins=1024)), "grid"),  # == the derived budget
     ],
 )
 def test_merge_refuses_mismatched_specs(other, word):
@@ -383,6 +497,279 @@ def test_merge_refuses_mismatched_specs(other, word):
 def test_merge_refuses_non_sketch():
     with pytest.raises(TypeError):
         LayerSketch(spec_of(2, 1)).merge(LayerSketch(spec_of(2, 1)).finalize())
+
+
+# -- adaptive resolution ------------------------------------------------------------------------
+
+
+def wide_data(rng, rows: int, neurons: int, octaves: float) -> tuple[np.ndarray, np.ndarray]:
+    """Both signs, magnitudes spread log-uniformly over up to ``octaves`` octaves per neuron.
+
+    Each neuron gets its own spread (the last neuron about the full ``octaves``) and its own
+    centre, so their key ranges differ; 20 % exact zeros (some -0.0) and a few NaN and ±Inf.
+    Rows share most of their log-offset from the centres, so sorting rows by the returned
+    ``width`` (that offset's size) makes every neuron's span grow along the rows.
+    """
+    spread = np.linspace(octaves / 4, octaves, neurons)
+    centre = rng.uniform(-8, 8, neurons)
+    u = rng.uniform(-0.5, 0.5, (rows, 1))
+    e = centre + (u + rng.uniform(-0.02, 0.02, (rows, neurons))) * spread
+    x = np.exp2(e) * rng.choice([-1.0, 1.0], (rows, neurons))
+    special = rng.random((rows, neurons))
+    x[special < 0.2] = 0.0
+    x[special < 0.03] = -0.0
+    x[(special > 0.99) & (special <= 0.995)] = np.nan
+    x[special > 0.995] = rng.choice([np.inf, -np.inf])
+    return x.astype(np.float32), np.abs(u[:, 0])
+
+
+def test_spec_max_bins_is_the_grids_budget():
+    slots = grid_module._SLOT_BUDGET  # counters per layer and sign (a tuning constant)
+    assert SketchSpec(3, ("a",), GridSpec(max_bins=16)).max_bins == 16
+    assert SketchSpec(3, ("a", "b"), GridSpec()).max_bins == 1024  # capped
+    assert SketchSpec(4, ("a", "b"), GridSpec()).max_bins == 1024  # see the mismatch test
+    many = SketchSpec(2000, tuple(map(str, range(500))), GridSpec())
+    assert (
+        many.max_bins
+        == min(1024, max(64, slots // (2000 * 500)))
+        == GridSpec().bins_budget(2000, 500)
+    )
+    assert SketchSpec(10_000, tuple(map(str, range(500))), GridSpec()).max_bins == 64  # floor
+
+
+# (grid, octaves): every neuron coarsens from the grid's finest resolution; each neuron's own
+# resolution lies strictly between the finest and the coarsest, or (last case) for the widest
+# neurons even the coarsest does not fit
+COARSENING = [
+    (GridSpec(max_bins=16), 3.0),
+    (GridSpec(max_bins=40), 4.0),
+    (GridSpec(mantissa_bits=8, min_mantissa_bits=3, max_bins=40), 20.0),
+]
+
+
+@pytest.mark.parametrize(("grid", "octaves"), COARSENING)
+def test_resolution_is_the_finest_that_fits(grid, octaves):
+    rng = np.random.default_rng(31)
+    x, _ = wide_data(rng, 3000, 6, octaves)
+    gids = rng.integers(0, 3, (3000, 2))
+    spec = SketchSpec(6, ("a", "b", "c"), grid)
+    s = one_pass(spec, x, gids)
+    want = expected_resolution(x, grid, grid.max_bins)
+    np.testing.assert_array_equal(s.resolution, want)
+    assert np.all(want < grid.mantissa_bits)  # the data does force every neuron to coarsen
+    assert np.all(np.diff(want) <= 0)  # wider neurons (later ones) never finer
+    if octaves < 20.0:  # neurons of different spreads get different resolutions, each its own
+        assert len(set(want.tolist())) > 1
+    # the definition, spelled out neuron by neuron: it fits at want[n], and not one bit finer
+    n_fit = 0
+    for n in range(6):
+        m = int(want[n])
+        pos, neg = ref_spans(x[:, n : n + 1], grid, m)
+        fits = max(pos[0], neg[0]) <= grid.max_bins
+        assert fits or m == grid.min_mantissa_bits, n
+        pos, neg = ref_spans(x[:, n : n + 1], grid, m + 1)
+        assert max(pos[0], neg[0]) > grid.max_bins, n
+        if fits:
+            n_fit += 1
+            assert grid.min_mantissa_bits < m, n  # strictly between finest and coarsest
+    # all fit below 20 octaves; at 20 (spreads of 5 to 20 octaves, 8 bins per octave at the
+    # coarsest) none does
+    assert n_fit == (6 if octaves < 20.0 else 0)
+    # each neuron has at most max_bins bins per sign when it fits, more when it does not
+    n_neg = zero_bin(s)
+    n_pos = n_real_bins(s) - n_neg - 1
+    over = np.maximum(n_neg, n_pos) > grid.max_bins
+    assert over.all() if octaves >= 20.0 else not over.any()
+    check_exact(s, x, gids, 3, spec)
+
+
+def test_resolution_of_a_narrow_neuron():
+    # neurons 0..2: 1,000 values in [1, 2), one octave: 1024 keys at m = 10, within the
+    # default budget (1024) where m = 11 gives about 2048; neuron 3: 100 consecutive float32
+    # values from 1.0, 100 keys at m = 23: it keeps exact float32 bins
+    rng = np.random.default_rng(32)
+    x = rng.uniform(1.0, 2.0, (1000, 4)).astype(np.float32)
+    x[:, 3] = (1.0 + np.arange(1000) % 100 * 2.0**-23).astype(np.float32)
+    spec = spec_of(4, 1)
+    assert spec.max_bins == 1024
+    s = one_pass(spec, x, np.zeros(1000, int))
+    np.testing.assert_array_equal(s.resolution, [10, 10, 10, 23])
+    check_exact(s, x, np.zeros(1000, int), 1, spec)
+    # exact float32: each of the 100 values in its own bin, 10 each, edges the values
+    z = zero_bin(s)[3]
+    assert z == 0 and n_real_bins(s)[3] == 101
+    np.testing.assert_array_equal(s.counts[3, 0, 1:101], np.full(100, 10))
+    np.testing.assert_array_equal(s.lower[3, 1:101], np.unique(x[:, 3]))
+    # with a budget of 512 bins, neurons 0..2 go one bit coarser; the edges halve their count
+    spec = spec_of(4, 1, GridSpec(max_bins=512))
+    s9 = one_pass(spec, x, np.zeros(1000, int))
+    np.testing.assert_array_equal(s9.resolution, [9, 9, 9, 23])
+    check_exact(s9, x, np.zeros(1000, int), 1, spec)
+    # bins nest: every bin at m = 9 is the union of two at m = 10
+    for n in range(3):
+        fine = s.counts[n, 0, 1 : n_real_bins(s)[n]]
+        coarse = s9.counts[n, 0, 1 : n_real_bins(s9)[n]]
+        keys10 = np.arange(fine.size) + ref_raw_keys(x[:, n], GridSpec(), 10).min()
+        keys9 = keys10 >> 1
+        np.testing.assert_array_equal(np.bincount(keys9 - keys9[0], weights=fine), coarse)
+    # neuron 3 is identical in both: its bins do not depend on the other neurons
+    np.testing.assert_array_equal(s9.counts[3, :, :101], s.counts[3, :, :101])
+    np.testing.assert_array_equal(s9.lower[3, :101], s.lower[3, :101])
+    np.testing.assert_array_equal(s9.upper[3, :101], s.upper[3, :101])
+
+
+def test_streamed_resolution_only_drops_and_matches_the_data_so_far():
+    rng = np.random.default_rng(33)
+    grid = GridSpec(max_bins=40)
+    x, width = wide_data(rng, 2000, 5, 12.0)
+    # feed the rows from the narrowest to the widest magnitudes: the spans keep growing
+    x = x[np.argsort(width)]
+    gids = rng.integers(0, 2, 2000)
+    spec = SketchSpec(5, ("a", "b"), grid)
+    sk = LayerSketch(spec)
+    np.testing.assert_array_equal(sk.res, np.full(5, 23))  # every neuron starts exact
+    seen = []
+    for lo in range(0, 2000, 100):
+        sk.update(x[lo : lo + 100], gids[lo : lo + 100])
+        want = expected_resolution(x[: lo + 100], grid, grid.max_bins)
+        np.testing.assert_array_equal(sk.res, want, err_msg=str(lo))
+        seen.append(sk.res.copy())
+    seen = np.array(seen)  # [step, neuron]
+    assert np.all(np.diff(seen, axis=0) <= 0)  # each neuron's resolution only drops
+    for n in range(5):
+        assert len(set(seen[:, n].tolist())) >= 3, n  # it coarsened several times
+    s = sk.finalize()
+    np.testing.assert_array_equal(s.resolution, seen[-1])
+    assert_summaries_identical(s, one_pass(spec, x, gids))
+    check_exact(s, x, gids, 2, spec)
+
+
+@pytest.mark.parametrize(("grid", "octaves"), COARSENING[:2])
+@pytest.mark.parametrize("k", [1, 2, 4, 7])
+def test_coarsening_is_exact_and_deterministic(k, grid, octaves):
+    rng = np.random.default_rng(40 + k)
+    rows, neurons = 2400, 8
+    x, width = wide_data(rng, rows, neurons, octaves)
+    gids = np.stack([rng.integers(0, 3, rows), rng.integers(3, 6, rows)], axis=1)
+    spec = SketchSpec(neurons, tuple(f"g{i}" for i in range(6)), grid)
+    want = one_pass(spec, x, gids)
+    expected = expected_resolution(x, grid, grid.max_bins)
+    np.testing.assert_array_equal(want.resolution, expected)
+    assert np.all(expected < grid.mantissa_bits) and len(set(expected.tolist())) > 1
+    check_exact(want, x, gids, 6, spec)
+
+    def cuts(n):
+        return rng.integers(0, n + 1, size=rng.integers(0, 6)).tolist()
+
+    # random shards; and contiguous shards of the rows sorted by magnitude, so that the shards
+    # sit at different resolutions and the merges must re-key the finer ones
+    by_size = np.empty(rows, dtype=np.intp)
+    by_size[np.argsort(width)] = np.arange(rows) * k // rows
+    for shard in (rng.integers(0, k, rows), by_size):
+        perm = rng.permutation(rows)  # a different row order within each shard
+        sketches = sharded_sketches(spec, x[perm], gids[perm], shard[perm], k, cuts)
+        if k > 1 and shard is by_size:
+            res = {tuple(sk.res.tolist()) for sk in sketches}
+            assert len(res) > 1, "the shards must differ in resolution"
+        for _ in range(2):  # two random tree shapes
+            merged = merge_tree(sketches, lambda n: int(rng.integers(0, n)))
+            np.testing.assert_array_equal(merged.res, want.resolution)
+            assert_summaries_identical(merged.finalize(), want)
+    # the whole stream in other orders and batch sizes
+    for batch in (1, 7, 333, rows):
+        perm = rng.permutation(rows)
+        sk = LayerSketch(spec)
+        for lo in range(0, rows, batch):
+            sk.update(x[perm[lo : lo + batch]], gids[perm[lo : lo + batch]])
+        assert_summaries_identical(sk.finalize(), want)
+
+
+def test_merge_of_fitting_sketches_can_coarsen():
+    # Each sketch fits the budget (64 bins) at the finest resolution, m = 23; some unions do
+    # not, neuron by neuron. One float32 step is 2**-23 in [1, 2), 2**-22 in [2, 4) and
+    # 2**-14 in [512, 1024).
+    grid = GridSpec(max_bins=64)
+    rng = np.random.default_rng(34)
+    ulp1, ulp3, ulp1000 = 2.0**-23, 2.0**-22, 2.0**-14
+
+    def steps(lo, hi):  # 300 random steps in [lo, hi), both ends included
+        return np.concatenate([[lo, hi - 1], rng.integers(lo, hi, 298)])
+
+    a_x = np.stack([1.0 + steps(0, 50) * ulp1, 3.0 + steps(0, 40) * ulp3], axis=1)
+    c_x = np.stack([1.0 + steps(100, 150) * ulp1, 3.0 + steps(10, 60) * ulp3], axis=1)
+    b_x = np.stack([-(1000.0 + steps(0, 60) * ulp1000)] * 2, axis=1)  # negative
+    a_x, b_x, c_x = (v.astype(np.float32) for v in (a_x, b_x, c_x))
+    spec = SketchSpec(2, ("g",), grid)
+    g = np.zeros(300, int)
+    a, b, c = (LayerSketch(spec) for _ in range(3))
+    a.update(a_x, g)
+    b.update(b_x, g)
+    c.update(c_x, g)
+    for sk in (a, b, c):
+        np.testing.assert_array_equal(sk.res, [23, 23])
+    ab = a.merge(b)
+    np.testing.assert_array_equal(ab.res, [23, 23])  # different signs: each span still fits
+    ac = a.merge(c)
+    # neuron 0: steps 0..149 from 1.0 span 150 keys at m = 23, 75 at m = 22 and 38 at m = 21;
+    # neuron 1: steps 0..59 from 3.0, 60 keys: still exact
+    x = np.concatenate([a_x, c_x])
+    np.testing.assert_array_equal(ac.res, [21, 23])
+    np.testing.assert_array_equal(ac.res, expected_resolution(x, grid, 64))
+    gg = np.zeros(600, int)
+    assert_summaries_identical(ac.finalize(), one_pass(spec, x, gg))
+    check_exact(ac.finalize(), x, gg, 1, spec)
+    # ... and the coarser merged sketch keeps taking data exactly
+    ac.update(b_x, g)
+    x3 = np.concatenate([a_x, c_x, b_x])
+    g3 = np.zeros(900, int)
+    np.testing.assert_array_equal(ac.res, [21, 23])
+    assert_summaries_identical(ac.finalize(), one_pass(spec, x3, g3))
+    assert_summaries_identical(ac.finalize(), c.merge(ab).finalize())
+    check_exact(ac.finalize(), x3, g3, 1, spec)
+    # a merge refits the minimum of the two resolutions: a coarse side re-keys the fine one
+    wide = LayerSketch(spec)
+    wide.update(np.array([[1.0, 3.0], [1.9, 3.0]], np.float32), [0, 0])
+    assert wide.res[0] < 21 and wide.res[1] == 23
+    for m in (wide.merge(ac), ac.merge(wide)):
+        x4 = np.concatenate([x3, [[1.0, 3.0], [1.9, 3.0]]]).astype(np.float32)
+        np.testing.assert_array_equal(m.res, [wide.res[0], 23])
+        np.testing.assert_array_equal(m.res, expected_resolution(x4, grid, 64))
+        assert_summaries_identical(m.finalize(), one_pass(spec, x4, np.zeros(902, int)))
+
+
+def test_each_neuron_has_its_own_bin_axis():
+    # neuron 0 near 1e-6, neuron 1 near 1e6 (both signs), neuron 2 zeros only, neuron 3 only
+    # NaN and -Inf, neuron 4 one positive value: very different axes in one layer
+    rng = np.random.default_rng(35)
+    rows = 500
+    x = np.zeros((rows, 5), np.float32)
+    x[:, 0] = rng.uniform(1e-6, 3e-6, rows)
+    x[:, 1] = rng.uniform(-2e6, 3e6, rows)
+    x[:, 3] = np.where(rng.random(rows) < 0.5, np.nan, -np.inf)
+    x[7, 4] = 42.0
+    gids = rng.integers(0, 2, rows)
+    spec = spec_of(5, 2)
+    s = one_pass(spec, x, gids)
+    check_exact(s, x, gids, 2, spec)
+    nb, z = n_real_bins(s), zero_bin(s)
+    assert nb.max() == s.lower.shape[1] == nb[1]  # neuron 1 is the widest
+    assert z[0] == 0 and z[2] == 0 and z[3] == 0 and z[4] == 0 and z[1] > 0
+    assert nb[2] == nb[3] == 1 and nb[4] == 2
+    assert s.lower[4, 1] <= 42.0 < s.upper[4, 1]
+    assert s.counts[4, gids[7], 1] == 1 and s.counts[4, :, 1].sum() == 1
+    # neuron 0's positive bins all lie in [1e-6, 3e-6]: it does not share neuron 1's axis
+    assert s.lower[0, 1] > 0.9e-6 and s.upper[0, nb[0] - 1] < 3.1e-6
+    # every count sits in a real bin; padding: NaN edges, zero counts
+    for n in range(5):
+        assert np.isnan(s.lower[n, nb[n] :]).all() and np.isnan(s.upper[n, nb[n] :]).all()
+        assert not s.counts[n, :, nb[n] :].any()
+    # queries never see the padding
+    assert not np.isnan(s.quantile([0.1, 0.5, 0.9])[[0, 1, 2, 4]]).any()
+    assert s.quantile(0.5)[3] == -np.inf
+    h = s.histogram(np.array([-1.0, 1e-5, 50.0]))
+    np.testing.assert_allclose(h[0], [rows, 0])
+    np.testing.assert_allclose(h[2], [rows, 0])
+    np.testing.assert_allclose(h[4], [rows - 1, 1])
 
 
 # -- accuracy -------------------------------------------------------------------------------------
@@ -426,7 +813,8 @@ def test_quantile_rank_error_within_bin_mass(kind):
     assert np.all(np.diff(est, axis=1) >= 0)  # monotone in q
     pooled = s.pooled()
     worst = []
-    spread = pooled.lower < pooled.upper  # every bin but the exact zero bin (a point mass)
+    # every bin but the exact zero bin (a point mass) and the NaN padding
+    spread = pooled.lower < pooled.upper
     for n in range(neurons):
         err = rank_errors(x[:, n], est[n], QS)
         # the bound as documented: the mass of the largest single bin (plus 1/N)
@@ -435,7 +823,7 @@ def test_quantile_rank_error_within_bin_mass(kind):
         # tighter: the mass of the bins the estimate falls in (the exact zero bin has no
         # error), plus 2/N for the q * (N - 1) vs q * N rank convention
         for e, q, err_q in zip(est[n], QS, err, strict=True):
-            touch = spread & (pooled.lower <= e) & (e <= pooled.upper)
+            touch = spread[n] & (pooled.lower[n] <= e) & (e <= pooled.upper[n])
             local = pooled.counts[n, touch].max(initial=0.0) / rows + 2.0 / rows
             assert err_q <= local, (n, q, e, err_q, local)
         worst.append(err.max())
@@ -483,7 +871,7 @@ def test_quantile_between_neginf_and_finite_is_neginf():
 
 def _touching_mass(s_pooled, n: int, v: float) -> float:
     """Mass of the sketch bins whose closed extent touches ``v``."""
-    touch = (s_pooled.lower <= v) & (v <= s_pooled.upper)
+    touch = (s_pooled.lower[n] <= v) & (v <= s_pooled.upper[n])  # NaN padding never touches
     return float(s_pooled.counts[n, touch].sum())
 
 
@@ -631,7 +1019,7 @@ def test_windows_grow_with_drifting_scale():
     x, g = np.concatenate(batches), np.concatenate(gids)
     want = one_pass(spec, x, g)
     assert_summaries_identical(sk.finalize(), want)
-    check_exact(want, x, g, 3)
+    check_exact(want, x, g, 3, spec)
     # the reverse order too
     sk = LayerSketch(spec)
     for xb, gb in zip(batches[::-1], gids[::-1], strict=True):
@@ -657,15 +1045,83 @@ def test_counters_widen_past_uint16():
     merged = a.merge(b)  # ... their sum does not
     for s in (one, streamed.finalize(), merged.finalize()):
         assert s.counts.dtype == np.uint32
-        one_bin = np.flatnonzero((s.lower <= 1.0) & (s.upper > 1.0))
+        one_bin = np.flatnonzero((s.lower[0] <= 1.0) & (s.upper[0] > 1.0))
         assert s.counts[0, 0, one_bin].tolist() == [rows]
-        assert s.counts[1, 0, zero_bin(s)] == rows - 3
+        assert s.counts[1, 0, zero_bin(s)[1]] == rows - 3
         assert s.nan[1, 0] == 3
         np.testing.assert_array_equal(s.totals, [rows, 0])
         assert s.counts[:, 1].sum() == 0
-        check_exact(s, x, gids, 2)
+        check_exact(s, x, gids, 2, spec)
     assert_summaries_identical(streamed.finalize(), one)
     assert_summaries_identical(merged.finalize(), one)
+
+
+def test_count_dtype_is_the_narrowest_that_holds_the_largest_group():
+    # powers[i]: 2**i rows of [1.0, NaN] in group 0 (and one row in group 1), made by merging
+    # a one-row sketch with itself i times, so billions of rows cost 32 tiny merges
+    spec = spec_of(2, 2)
+    one = LayerSketch(spec)
+    one.update(np.array([[1.0, np.nan]], np.float32), [0])
+    powers = [one]
+    for _ in range(32):
+        powers.append(powers[-1].merge(powers[-1]))
+    in_g1 = LayerSketch(spec)
+    in_g1.update(np.array([[1.0 + 2.0**-23, 0.0]], np.float32), [1])  # the next float32
+
+    def made_of(*exponents: int) -> LayerSketch:
+        out = in_g1
+        for e in exponents:
+            out = out.merge(powers[e])
+        return out
+
+    for sk, total, dtype in [
+        (made_of(*range(16)), 2**16 - 1, np.uint16),
+        (made_of(16), 2**16, np.uint32),
+        (made_of(*range(32)), 2**32 - 1, np.uint32),
+        (made_of(32), 2**32, np.uint64),
+        (made_of(31, 30), 2**31 + 2**30, np.uint32),
+    ]:
+        assert sk.count_dtype == dtype, total
+        s = sk.finalize()
+        assert s.counts.dtype == dtype, total
+        np.testing.assert_array_equal(s.totals, [total, 1])
+        one_bin = np.flatnonzero((s.lower[0] <= 1.0) & (s.upper[0] > 1.0))
+        assert s.counts[0, 0, one_bin].tolist() == [total]  # exact, no wrap-around
+        assert s.counts[0, 0].sum(dtype=np.uint64) == total
+        assert s.nan[1, 0] == total and s.counts[1, 0].sum() == 0
+        assert s.counts[0, 1, one_bin[0] + 1] == 1 and s.counts[0, 1].sum() == 1
+        assert s.counts[1, 1, zero_bin(s)[1]] == 1
+        np.testing.assert_array_equal(s.resolution, [23, 23])  # two adjacent float32 values
+
+
+def test_each_neuron_is_sketched_on_its_own():
+    # a neuron's resolution, edges and counts do not depend on the other neurons of its layer
+    rng = np.random.default_rng(36)
+    x, _ = wide_data(rng, 1500, 6, 6.0)
+    gids = rng.integers(0, 2, 1500)
+    grid = GridSpec(max_bins=24)
+    s = one_pass(SketchSpec(6, ("a", "b"), grid), x, gids)
+    assert len(set(s.resolution.tolist())) > 2
+    nb = n_real_bins(s)
+    for n in range(6):
+        alone = one_pass(SketchSpec(1, ("a", "b"), grid), x[:, n : n + 1], gids)
+        assert alone.resolution.tolist() == [s.resolution[n]]
+        assert alone.lower.shape[1] == nb[n]
+        np.testing.assert_array_equal(alone.lower[0], s.lower[n, : nb[n]])
+        np.testing.assert_array_equal(alone.upper[0], s.upper[n, : nb[n]])
+        np.testing.assert_array_equal(alone.counts[0], s.counts[n, :, : nb[n]])
+        np.testing.assert_array_equal(alone.mins[0], s.mins[n])
+        np.testing.assert_array_equal(alone.maxs[0], s.maxs[n])
+
+
+def test_edges_are_float32_at_max_exponent_128():
+    grid = GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=128)
+    top = float(np.finfo(np.float32).max)
+    x = np.array([[top], [-top], [3e38]], np.float32)
+    s = one_pass(SketchSpec(1, ("a",), grid), x, np.zeros(3, int))
+    real = ~np.isnan(s.lower[0])
+    # every edge a finite float32 that bounds its values
+    assert np.isfinite(s.lower[0, real]).all() and np.isfinite(s.upper[0, real]).all()
 
 
 def test_rows_in_two_groupings_count_twice():
@@ -706,11 +1162,48 @@ def test_spec_validation():
         SketchSpec(2, ("a", "a"))
     for bad in (
         {"mantissa_bits": 0},
-        {"mantissa_bits": 11},
+        {"mantissa_bits": 24},  # more bits than a float32 mantissa has
+        {"mantissa_bits": 24, "min_mantissa_bits": 24},
+        {"min_mantissa_bits": 0},
+        {"min_mantissa_bits": 24},
+        {"mantissa_bits": 4, "min_mantissa_bits": 5},
         {"min_exponent": 5, "max_exponent": 5},
+        {"min_exponent": -127},
+        {"max_exponent": 129},
+        {"max_bins": 1},
+        {"max_bins": 0},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             GridSpec(**bad)
+    # the old positional form GridSpec(mantissa_bits, min_exponent, max_exponent) now reads
+    # its second argument as min_mantissa_bits: refused, not silently misread
+    with pytest.raises(ConfigError, match="min_mantissa_bits"):
+        GridSpec(5, -10, 10)
+    GridSpec(mantissa_bits=1, min_mantissa_bits=1, max_bins=2)  # the smallest valid values
+    GridSpec(mantissa_bits=23, min_mantissa_bits=23)  # exact float32 only: the largest
+    GridSpec(mantissa_bits=23, min_exponent=-126, max_exponent=128)  # the widest window
+
+
+def test_grid_dict_round_trip():
+    for grid in (
+        GridSpec(),
+        GridSpec(mantissa_bits=6, min_mantissa_bits=2, max_bins=40),
+        GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=128),
+    ):
+        d = grid.to_dict()
+        assert d == {
+            "kind": "log-linear-float32",
+            "mantissa_bits": grid.mantissa_bits,
+            "min_mantissa_bits": grid.min_mantissa_bits,
+            "min_exponent": grid.min_exponent,
+            "max_exponent": grid.max_exponent,
+            "max_bins": grid.max_bins,
+        }
+        assert GridSpec.from_dict(d) == grid
+    with pytest.raises(ConfigError, match="t-digest"):
+        GridSpec.from_dict({**GridSpec().to_dict(), "kind": "t-digest"})
+    with pytest.raises(ConfigError, match="GridSpec"):
+        GridSpec.from_dict({**GridSpec().to_dict(), "bins_per_octave": 8})
 
 
 def test_update_accepts_other_dtypes_and_layouts():

@@ -54,8 +54,22 @@ def test_xarray_opens_every_layer_without_warnings(layer, digits_store_path, dig
     np.testing.assert_array_equal(ds["bin"].values, np.arange(n_bins))
     assert [str(g) for g in ds["group"].values] == digits_store.groups
     assert [str(g) for g in ds["grouping"].values] == digits_store.groupings
+    # every neuron has its own bin edges: 2-d coordinates, NaN-padded to the widest neuron
+    assert ds["bin_lower"].dims == ds["bin_upper"].dims == ("neuron", "bin")
+    assert ds["bin_lower"].shape == (n, n_bins) and ds["bin_lower"].dtype == np.float32
+    assert ds["bin_upper"].dtype == np.float32
     np.testing.assert_array_equal(ds["bin_lower"].values, summary.lower)
     np.testing.assert_array_equal(ds["bin_upper"].values, summary.upper)
+    assert summary.lower.shape == (n, n_bins)
+    padding = np.isnan(summary.lower)
+    np.testing.assert_array_equal(np.isnan(summary.upper), padding)
+    assert not summary.counts[np.broadcast_to(padding[:, None, :], summary.counts.shape)].any()
+    # each neuron's resolution is an int8 array along the neuron axis; the group's attributes
+    # hold the layer metadata only
+    assert ds["resolution"].dims == ("neuron",) and ds["resolution"].dtype == np.int8
+    np.testing.assert_array_equal(ds["resolution"].values, summary.resolution)
+    np.testing.assert_array_equal(digits_store.resolution(layer), summary.resolution)
+    assert ds.attrs["ndstream"] == {"layer": digits_store.layer_meta(layer).to_dict()}
     for var, attr in SUMMARY_ARRAYS.items():
         expected = getattr(summary, attr)
         assert ds[var].dtype == expected.dtype, var
@@ -118,12 +132,16 @@ def test_unknown_names_list_close_ones(digits_store) -> None:
     with pytest.raises(ndstream.LayerNotFoundError) as info:
         digits_store.quantile("fc3", 0.5)
     assert "'fc2'" in str(info.value) or "'fc1'" in str(info.value)
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(ndstream.GroupNotFoundError) as info:
         digits_store.count("conv1", "pred:11")
+    assert isinstance(info.value, KeyError)  # still a KeyError, for code that catches that
     assert "'pred:1'" in str(info.value)
-    with pytest.raises(KeyError) as info:
+    assert str(info.value).startswith("no group 'pred:11'")  # the message, not its repr
+    with pytest.raises(ndstream.GroupNotFoundError) as info:
         digits_store.quantile("conv1", 0.5, group="corect")
     assert "'correct'" in str(info.value)
+    with pytest.raises(ndstream.GroupNotFoundError):
+        digits_store.summary("conv1", ["3", "three"])
 
 
 def test_quantile_shapes_and_monotonicity(digits_store, digits_raw) -> None:
@@ -187,8 +205,8 @@ def test_histogram(digits_store, digits_raw) -> None:
     assert np.all(counts_part.sum(axis=1) <= finite + 1e-9)
     in_range = ((values >= 0.5) & (values <= 2.0)).sum(axis=0)
     summary = digits_store.summary(layer).pooled()
-    touching = (summary.upper > 0.5) & (summary.lower <= 2.0)
-    upper_bound = summary.counts[:, touching].sum(axis=1)
+    touching = (summary.upper > 0.5) & (summary.lower <= 2.0)  # [neuron, bin]; NaN never
+    upper_bound = (summary.counts * touching).sum(axis=1)
     assert np.all(counts_part.sum(axis=1) <= upper_bound + 1e-9)
     assert np.all(upper_bound >= in_range)
 
@@ -243,20 +261,24 @@ def test_open_unsupported_format_version(tmp_path, digits_store_path) -> None:
     ndstream.open_store(digits_store_path)  # the original is untouched and still opens
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(KeyError, TypeError, ndstream.ConfigError),
-    reason="bug: StoreMeta.from_dict lets KeyError/TypeError/ConfigError escape for root "
-    "attributes with a missing field, an unknown field or an unknown grid kind",
-)
 @pytest.mark.parametrize(
     "edit",
     [
         lambda a: a.pop("layers"),
         lambda a: a.update(written_by_a_newer_minor_version=True),
         lambda a: a["grid"].update(kind="t-digest"),
+        lambda a: a["grid"].update(bins_per_octave=8),
+        lambda a: a["grid"].update(mantissa_bits=0),
+        lambda a: a["layers"][0].pop("n_neurons"),
     ],
-    ids=["missing-field", "unknown-field", "unknown-grid"],
+    ids=[
+        "missing-field",
+        "unknown-field",
+        "unknown-grid",
+        "unknown-grid-field",
+        "invalid-grid",
+        "missing-layer-field",
+    ],
 )
 def test_open_damaged_root_attributes_raises_store_error(tmp_path, digits_store_path, edit) -> None:
     path = tmp_path / "damaged.zarr"
@@ -264,6 +286,25 @@ def test_open_damaged_root_attributes_raises_store_error(tmp_path, digits_store_
     _edit_root_attrs(path, edit)
     with pytest.raises(ndstream.StoreError):
         ndstream.open_store(path)
+
+
+@pytest.mark.parametrize(
+    "consolidated", [True, False], ids=["as-written", "without-consolidated-metadata"]
+)
+def test_open_store_missing_a_layer_folder(tmp_path, digits_store_path, consolidated) -> None:
+    path = tmp_path / "no-relu2.zarr"
+    shutil.copytree(digits_store_path, path)
+    shutil.rmtree(path / "relu2")
+    if not consolidated:
+        meta_file = path / "zarr.json"
+        doc = json.loads(meta_file.read_text())
+        assert doc.pop("consolidated_metadata", None) is not None
+        meta_file.write_text(json.dumps(doc))
+    with pytest.raises(ndstream.StoreError) as info:
+        ndstream.open_store(path)
+    message = str(info.value)
+    assert "relu2" in message and "overwrite" in message
+    assert "conv1" not in message  # only the missing layer is named
 
 
 # -- write/read round trip -------------------------------------------------------------------------
@@ -306,14 +347,26 @@ _group_names = st.lists(
 @given(data=st.data(), layers=_layer_names, groups=_group_names)
 def test_write_read_round_trip_is_bit_exact(data, layers, groups) -> None:
     groups_t = tuple(groups)
-    grid = data.draw(st.sampled_from([GridSpec(), GridSpec(5, -30, 60), GridSpec(1, -10, 10)]))
-    summaries, metas = {}, []
+    grid = data.draw(
+        st.sampled_from(
+            [
+                GridSpec(),
+                GridSpec(mantissa_bits=5, min_exponent=-30, max_exponent=60),
+                GridSpec(mantissa_bits=1, min_exponent=-10, max_exponent=10),
+                GridSpec(mantissa_bits=8, min_mantissa_bits=2, max_bins=16),  # coarsens
+                GridSpec(max_bins=8),  # every neuron coarsens from exact float32 on its own
+            ]
+        )
+    )
+    summaries, sources, metas = {}, {}, []
     for name in layers:
         n_neurons, x, gids = data.draw(_layer_data(groups_t))
         sketch = LayerSketch(SketchSpec(n_neurons, groups_t, grid))
         for chunk in np.array_split(np.arange(x.shape[0]), 3):
             sketch.update(x[chunk], gids[chunk])
         summaries[name] = sketch.finalize()
+        # the writer takes a finalized Summary or the sketch itself (finalized block-wise)
+        sources[name] = data.draw(st.sampled_from([summaries[name], sketch]))
         metas.append(
             LayerMeta(
                 name=name,
@@ -340,7 +393,7 @@ def test_write_read_round_trip_is_bit_exact(data, layers, groups) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rt.zarr"
-        write_store(path, meta, summaries)
+        write_store(path, meta, sources)
         store = ndstream.open_store(path)
         assert store.meta == meta
         assert store.grid == grid
@@ -349,6 +402,9 @@ def test_write_read_round_trip_is_bit_exact(data, layers, groups) -> None:
         for name, expected in summaries.items():
             got = store.summary(name, list(range(len(groups))))
             assert got.groups == expected.groups
+            np.testing.assert_array_equal(got.resolution, expected.resolution)
+            np.testing.assert_array_equal(store.resolution(name), expected.resolution)
+            assert got.grid == expected.grid == grid
             for attr in ("counts", "lower", "upper", "mins", "maxs", "nan", "posinf", "neginf"):
                 a, b = getattr(got, attr), getattr(expected, attr)
                 assert a.dtype == b.dtype and a.shape == b.shape, (name, attr)
@@ -358,6 +414,75 @@ def test_write_read_round_trip_is_bit_exact(data, layers, groups) -> None:
                 warnings.simplefilter("error")
                 ds = xr.open_zarr(path, group=name).load()
             assert ds["counts"].values.tobytes() == expected.counts.tobytes()
+            assert ds["bin_lower"].dims == ds["bin_upper"].dims == ("neuron", "bin")
+            assert ds["bin_lower"].values.tobytes() == expected.lower.tobytes()
+            assert ds["bin_upper"].values.tobytes() == expected.upper.tobytes()
+            assert ds["resolution"].dims == ("neuron",) and ds["resolution"].dtype == np.int8
+            np.testing.assert_array_equal(ds["resolution"].values, expected.resolution)
+            assert ds.attrs["ndstream"] == {"layer": store.layer_meta(name).to_dict()}
             assert [str(g) for g in ds["group"].values] == list(groups)
         with pytest.raises(ndstream.StoreError, match="exists"):
-            write_store(path, meta, summaries)
+            write_store(path, meta, sources)
+
+
+# -- layout on disk ---------------------------------------------------------------------------------
+
+
+def test_chunks_compression_and_dtypes_on_disk(tmp_path) -> None:
+    """docs/store-format.md: up to 1,024 neurons a chunk, Blosc lz4, narrowest count type."""
+    n, groups = 2500, ("a", "b", "c")
+    grid = GridSpec(max_bins=16)  # a few dozen bins per neuron at most
+    rng = np.random.default_rng(50)
+    # neuron j spreads over up to 0.01 + 4 j / n octaves: resolutions from 10 bits down to 2
+    spread = np.linspace(0.01, 4.0, n)
+    x = np.exp2(rng.uniform(0, 1, (300, n)) * spread + rng.uniform(-8, 8, n))
+    x = (x * rng.choice([-1.0, 1.0], x.shape)).astype(np.float32)
+    x[rng.random(x.shape) < 0.3] = 0.0
+    gids = rng.integers(0, 3, 300)
+    sketch = LayerSketch(SketchSpec(n, groups, grid))
+    sketch.update(x, gids)
+    summary = sketch.finalize()
+    assert summary.counts.dtype == np.uint16  # 300 values at most per group
+    layer = LayerMeta(
+        name="wide", module_type="Linear", n_neurons=n, channel_dim=1, output_shape=(n,),
+        values_per_sample=1,
+    )  # fmt: skip
+    meta = StoreMeta(
+        layers=(layer,),
+        groups=groups,
+        groupings=("custom",) * 3,
+        reduction="max",
+        grid=grid.to_dict(),
+        model_fingerprint="m" * 32,
+        dataset_fingerprint="",
+        samples_done=300,
+        samples_total=300,
+        complete=True,
+    )
+    for i, source in enumerate((summary, sketch)):
+        path = tmp_path / f"s{i}.zarr"
+        write_store(path, meta, {"wide": source})
+        root = zarr.open_group(path, mode="r", zarr_format=3)
+        n_bins = summary.counts.shape[2]
+        counts = root["wide/counts"]
+        assert counts.dtype == np.uint16
+        # all 3 groups of 1,024 neurons fit in 4 MB of counts: one chunk of groups
+        assert counts.chunks == (1024, 3, n_bins)
+        assert root["wide/bin_lower"].chunks == root["wide/bin_upper"].chunks == (1024, n_bins)
+        assert root["wide/bin_lower"].dtype == root["wide/bin_upper"].dtype == np.float32
+        for name in ("min", "max", "nan_count", "posinf_count", "neginf_count"):
+            assert root[f"wide/{name}"].chunks == (1024, 3), name
+        assert root["wide/resolution"].dtype == np.int8
+        assert root["wide/resolution"].metadata.dimension_names == ("neuron",)
+        for name in ("counts", "bin_lower", "min", "count", "resolution"):
+            (codec,) = root[f"wide/{name}"].compressors
+            assert codec.cname.value == "lz4" and codec.clevel == 5, name
+            assert codec.shuffle.value == "shuffle", name
+        assert root["wide"].attrs["ndstream"] == {"layer": layer.to_dict()}
+        # the chunk boundaries at neurons 1,024 and 2,048 lose nothing
+        got = ndstream.open_store(path).summary("wide", [0, 1, 2])
+        for attr in ("counts", "lower", "upper", "mins", "maxs", "nan", "posinf", "neginf"):
+            a, b = getattr(got, attr), getattr(summary, attr)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), attr
+        np.testing.assert_array_equal(got.resolution, summary.resolution)
+        assert len(set(summary.resolution.tolist())) > 1  # neurons at different resolutions

@@ -6,7 +6,7 @@ costs about a second per kernel, and every CLI start would pay it again.
 
 State layout (see ``accumulator.py``): ``page[neuron, group]`` indexes a row of
 ``pool[page, slot]``, or is -1 while that (neuron, group) has seen nothing, so groups that a
-neuron never sees cost 4 bytes. ``page_neuron[page]`` is the neuron a page belongs to. The
+neuron never sees cost 4 bytes. The
 slots of a page are::
 
     [ZERO, NAN, POSINF, NEGINF, positive window (wp slots), negative window (wn slots)]
@@ -30,6 +30,7 @@ EMPTY_LO = np.iinfo(np.int32).max  # key-range "min" of a neuron that saw no suc
 BLOCK = 16  # neurons per block: one 64-byte cache line of float32 per row
 _ABS_MASK = 0x7FFFFFFF
 _INF_BITS = 0x7F800000
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @jit
@@ -96,7 +97,6 @@ def update_counts(
     neurons: np.ndarray,
     pool: np.ndarray,
     page: np.ndarray,
-    page_neuron: np.ndarray,
     n_pages: np.ndarray,
     mins: np.ndarray,
     maxs: np.ndarray,
@@ -173,7 +173,6 @@ def update_counts(
                         pg = n_pages[0]
                         n_pages[0] += 1
                         page[n, g] = pg
-                        page_neuron[pg] = n
                     lo = mins[n, g]
                     hi = maxs[n, g]
                     for j in range(seg_start[p, i_seg], seg_start[p, i_seg + 1]):
@@ -277,11 +276,7 @@ def add_pages(
     every (neuron, group) that has one in ``src``.
     """
     n_neurons, n_groups = src_page.shape
-    src_wn = src.shape[1] - N_SPECIAL - src_wp
     for n in range(n_neurons):
-        src_base = (exp_lo << src_res[n]) - 1
-        dst_base = (exp_lo << dst_res[n]) - 1
-        drop = src_res[n] - dst_res[n]
         for g in range(n_groups):
             a = src_page[n, g]
             if a < 0:
@@ -289,16 +284,39 @@ def add_pages(
             b = dst_page[n, g]
             for s in range(N_SPECIAL):
                 dst[b, s] += src[a, s]
-            for s in range(src_wp):
-                c = src[a, N_SPECIAL + s]
-                if c:
-                    key = ((src_pos_off[n] + s + src_base) >> drop) - dst_base
-                    dst[b, N_SPECIAL + key - dst_pos_off[n]] += c
-            for s in range(src_wn):
-                c = src[a, N_SPECIAL + src_wp + s]
-                if c:
-                    key = ((src_neg_off[n] + s + src_base) >> drop) - dst_base
-                    dst[b, N_SPECIAL + dst_wp + key - dst_neg_off[n]] += c
+            _add_windows(
+                src[a], src_pos_off[n], src_neg_off[n], src_wp, src_res[n],
+                dst[b], dst_pos_off[n], dst_neg_off[n], dst_wp, dst_res[n], exp_lo,
+            )  # fmt: skip
+
+
+@jit
+def _add_windows(
+    src: np.ndarray,
+    src_pos: int,
+    src_neg: int,
+    src_wp: int,
+    src_res: int,
+    dst: np.ndarray,
+    dst_pos: int,
+    dst_neg: int,
+    dst_wp: int,
+    dst_res: int,
+    exp_lo: int,
+) -> None:
+    """Add the windows of one page row into another, re-keyed to a same or coarser resolution."""
+    src_base = (exp_lo << src_res) - 1
+    dst_base = (exp_lo << dst_res) - 1
+    drop = src_res - dst_res
+    for s in range(src_wp):
+        c = src[N_SPECIAL + s]
+        if c:
+            dst[N_SPECIAL + ((src_pos + s + src_base) >> drop) - dst_base - dst_pos] += c
+    for s in range(src.shape[0] - N_SPECIAL - src_wp):
+        c = src[N_SPECIAL + src_wp + s]
+        if c:
+            key = ((src_neg + s + src_base) >> drop) - dst_base
+            dst[N_SPECIAL + dst_wp + key - dst_neg] += c
 
 
 @jit
@@ -320,30 +338,19 @@ def move_windows(
     Each moved neuron's pages are copied out, cleared and added back at the new offsets and
     resolution, so the cost is that of the moved neurons only, not of the whole pool.
     """
-    n_slots = pool.shape[1]
-    wn = n_slots - N_SPECIAL - wp
-    row = np.empty(n_slots, dtype=pool.dtype)
+    row = np.empty(pool.shape[1], dtype=pool.dtype)
     for i in range(neurons.shape[0]):
         n = neurons[i]
-        src_base = (exp_lo << res[n]) - 1
-        dst_base = (exp_lo << new_res[n]) - 1
-        drop = res[n] - new_res[n]
         for g in range(page.shape[1]):
             pg = page[n, g]
             if pg < 0:
                 continue
             row[:] = pool[pg]
             pool[pg, N_SPECIAL:] = 0
-            for s in range(wp):
-                c = row[N_SPECIAL + s]
-                if c:
-                    key = ((pos_off[n] + s + src_base) >> drop) - dst_base
-                    pool[pg, N_SPECIAL + key - new_pos_off[n]] += c
-            for s in range(wn):
-                c = row[N_SPECIAL + wp + s]
-                if c:
-                    key = ((neg_off[n] + s + src_base) >> drop) - dst_base
-                    pool[pg, N_SPECIAL + wp + key - new_neg_off[n]] += c
+            _add_windows(
+                row, pos_off[n], neg_off[n], wp, res[n],
+                pool[pg], new_pos_off[n], new_neg_off[n], wp, new_res[n], exp_lo,
+            )  # fmt: skip
 
 
 @jit
@@ -420,12 +427,14 @@ def bin_edges(
             if key == 0:
                 lo, hi = 0.0, np.ldexp(1.0, exp_lo - 127)
             elif raw >= top:
-                lo, hi = np.ldexp(1.0, exp_hi - 127), float(np.finfo(np.float32).max)
+                lo, hi = np.ldexp(1.0, exp_hi - 127), _F32_MAX
             else:
                 scale = np.ldexp(1.0, (raw >> m) - 127)
                 mantissa = raw & (per_octave - 1)
                 lo = scale * (1.0 + mantissa / per_octave)
-                hi = scale * (1.0 + (mantissa + 1) / per_octave)
+                # With max_exponent=128 the top bin ends at 2**128, past float32: all finite
+                # values below it are at most float32 max, which is the exact edge.
+                hi = min(scale * (1.0 + (mantissa + 1) / per_octave), _F32_MAX)
             if b < z:  # negative bins mirror positive ones
                 lower[n, b], upper[n, b] = -hi, -lo
             else:

@@ -130,7 +130,6 @@ class LayerSketch:
         self.spec = spec
         self.page = np.full((n, g), -1, dtype=np.int32)
         self.pool = np.zeros((0, k.N_SPECIAL), dtype=_COUNTER_DTYPES[0])
-        self.page_neuron = np.zeros(0, dtype=np.int32)
         self.n_pages = 0
         self.mins = np.full((n, g), np.inf, dtype=np.float32)
         self.maxs = np.full((n, g), -np.inf, dtype=np.float32)
@@ -154,7 +153,7 @@ class LayerSketch:
     def nbytes(self) -> int:
         """Bytes held by the state arrays (allocated, not only used)."""
         arrays = (
-            self.page, self.pool, self.page_neuron, self.mins, self.maxs,
+            self.page, self.pool, self.mins, self.maxs,
             self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
         return sum(a.nbytes for a in arrays)
@@ -215,7 +214,7 @@ class LayerSketch:
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
-                self.page_neuron, n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
+                n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, tbits, slots, vals, missed,
             )  # fmt: skip
             self.n_pages = int(n_pages[0])
@@ -259,9 +258,7 @@ class LayerSketch:
         capacity = min(limit, max(need, self.pool.shape[0] + self.pool.shape[0] // 4))
         pool = np.zeros((capacity, self.pool.shape[1]), dtype=self.pool.dtype)
         pool[: self.n_pages] = self.pool[: self.n_pages]
-        page_neuron = np.zeros(capacity, dtype=np.int32)
-        page_neuron[: self.n_pages] = self.page_neuron[: self.n_pages]
-        self.pool, self.page_neuron = pool, page_neuron
+        self.pool = pool
 
     def _refit(self, moved: np.ndarray, need_moved: np.ndarray) -> None:
         """Re-place the windows of neurons ``moved`` so they hold key ranges ``need_moved``.
@@ -340,7 +337,6 @@ class LayerSketch:
         used = (self.page >= 0) | (other.page >= 0)
         out.n_pages = int(used.sum())
         out.page[used] = np.arange(out.n_pages, dtype=np.int32)
-        out.page_neuron = np.nonzero(used)[0].astype(np.int32)
         out.totals = self.totals + other.totals
         dtype = max(self.pool.dtype, other.pool.dtype, key=lambda d: d.itemsize)
         out.pool = np.zeros((out.n_pages, k.N_SPECIAL + out.wp + wn), dtype=dtype)

@@ -134,12 +134,13 @@ class GridSpec:
         mantissa = raw & (per_octave - 1)
         scale = np.ldexp(1.0, exponent.astype(np.int32))
         lower = scale * (1.0 + mantissa / per_octave)
-        upper = scale * (1.0 + (mantissa + 1) / per_octave)
+        f32_max = float(np.finfo(np.float32).max)
+        upper = np.minimum(scale * (1.0 + (mantissa + 1) / per_octave), f32_max)
         lower = np.where(keys == 0, 0.0, lower)
         upper = np.where(keys == 0, np.ldexp(1.0, self.min_exponent), upper)
         top = raw >= self.key_top(m)
         lower = np.where(top, np.ldexp(1.0, self.max_exponent), lower)
-        upper = np.where(top, float(np.finfo(np.float32).max), upper)
+        upper = np.where(top, f32_max, upper)
         return lower, upper
 
     def to_dict(self) -> dict[str, Any]:

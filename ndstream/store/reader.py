@@ -216,7 +216,7 @@ class Store:
 
     def resolution(self, layer: str) -> np.ndarray:
         """``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave."""
-        return np.asarray(self._array(layer, "resolution")[...], dtype=np.int64)
+        return np.asarray(self._array(layer, "resolution")[...], dtype=np.int32)
 
     def _array(self, layer: str, name: str) -> Any:
         self.layer_meta(layer)
