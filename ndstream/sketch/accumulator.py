@@ -5,13 +5,16 @@ grid of :mod:`ndstream.sketch.grid`, the exact min and max of the finite values,
 exact zeros, NaN, +Inf and -Inf. The group is an axis of the arrays, not a separate object.
 
 Memory: each neuron keeps a window of consecutive grid keys per sign, just wide enough for the
-keys it has seen; the window width is shared by the layer. A (neuron, group) gets its row of
-counters (a *page*) only when it first sees a value, so groups a neuron never sees cost the
-4-byte page index and 8 bytes of min and max. Counters start as uint16 and widen to uint32
-and uint64 only when a group's value count could overflow them. A ReLU neuron spanning 14
-octaves at ``m = 3`` costs about ``(4 + 112) * 2 + 12`` bytes per (neuron, group).
+keys it has seen, at its own resolution; the window width is shared by the layer and bounded
+by the bin budget (:meth:`GridSpec.bins_budget`, 64 to 1,024 per sign), because a neuron that
+would span more coarsens. A (neuron, group) gets its row of counters (a *page*) only when it
+first sees a value, so groups a neuron never sees cost the 4-byte page index and 8 bytes of
+min and max. Counters start as uint16 and widen to uint32 and uint64 only when a group's value
+count could overflow them. A ReLU layer with a 64-bin budget costs about
+``(4 + 64..128) * 2 + 12`` bytes per (neuron, group).
 
-Determinism: merging is integer addition plus min/max, so the finalized
+Determinism: merging is integer addition plus min/max, and a neuron's resolution is the finest
+at which all its data fits the budget, so the finalized
 :class:`~ndstream.sketch.summary.Summary` is bit-identical for any split, order or batching of
 the same data. Window placement and counter width may differ between such runs; they are not
 part of the finalized form.
