@@ -16,10 +16,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    """The command line every benchmark accepts: ``--quick`` for a small smoke-test variant."""
+def parse_args(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    """The command line every benchmark accepts: ``--quick`` for a small smoke-test variant.
+
+    ``extra`` may add a benchmark's own options.
+    """
     parser = argparse.ArgumentParser(description=description.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small, fast variant for smoke runs")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 
