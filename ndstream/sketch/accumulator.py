@@ -272,10 +272,7 @@ class LayerSketch:
         """
         grid, budget = self.spec.grid, self.spec.max_bins
         res = self.res.copy()
-        need_moved, res[moved] = _fit_resolution(grid, need_moved, res[moved], budget)
-        need = np.zeros((self.spec.n_neurons, 4), dtype=np.int32)
-        need[:, 0::2], need[:, 1::2] = k.EMPTY_LO, -1
-        need[moved] = need_moved
+        need, res[moved] = _fit_resolution(grid, need_moved, res[moved], budget)
         width_p, width_n = _widths(need)
 
         def grown(width: int, current: int) -> int:
@@ -289,8 +286,8 @@ class LayerSketch:
         pos_off, neg_off = self.pos_off.copy(), self.neg_off.copy()
         # Centre each window on its keys: activations drift both ways as data arrives.
         for off, lo, width, w in ((pos_off, 0, width_p, wp), (neg_off, 2, width_n, wn)):
-            sel = moved[width[moved] > 0]
-            off[sel] = need[sel, lo] - (w - width[sel]) // 2
+            has = width > 0
+            off[moved[has]] = need[has, lo] - (w - width[has]) // 2
         if (wp, wn) == (self.wp, self.wn):
             # Same widths: move only the neurons that changed, in place.
             k.move_windows(

@@ -97,22 +97,34 @@ def _replace(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _blocks(
-    source: Summary | LayerSketch, n_groups: int, block: int
-) -> Iterator[tuple[int, Summary]]:
-    """Finalized blocks of groups; blocks whose groups saw no data are skipped."""
-    if isinstance(source, LayerSketch):
-        has_data = np.asarray((source.page >= 0).any(axis=0))
-    else:
-        has_data = np.asarray(source.totals > 0)
-    for g0 in range(0, n_groups, block):
-        if not has_data[g0 : g0 + block].any():
-            continue  # nothing to write: missing chunks read as the fill value, zero
-        groups = list(range(g0, min(g0 + block, n_groups)))
+class _Source:
+    """What the writer needs of a layer, from a finalized :class:`Summary` or a live
+    :class:`LayerSketch` (finalized a block of groups at a time, never densely at once)."""
+
+    def __init__(self, source: Summary | LayerSketch) -> None:
+        self._source = source
         if isinstance(source, LayerSketch):
-            yield g0, source.finalize(groups)
+            self.lower, self.upper = source.bin_edges()
+            self.count_dtype = source.count_dtype
+            self.resolution = source.res
+            self.has_data = np.asarray((source.page >= 0).any(axis=0))
         else:
-            yield g0, source.select(groups)
+            self.lower, self.upper = source.lower, source.upper
+            self.count_dtype = source.counts.dtype
+            self.resolution = source.resolution
+            self.has_data = np.asarray(source.totals > 0)
+
+    def blocks(self, block: int) -> Iterator[tuple[int, Summary]]:
+        """Finalized blocks of groups; blocks whose groups saw no data are skipped."""
+        n_groups = self.has_data.size
+        for g0 in range(0, n_groups, block):
+            if not self.has_data[g0 : g0 + block].any():
+                continue  # nothing to write: missing chunks read as the fill value, zero
+            groups = list(range(g0, min(g0 + block, n_groups)))
+            if isinstance(self._source, LayerSketch):
+                yield g0, self._source.finalize(groups)
+            else:
+                yield g0, self._source.select(groups)
 
 
 def _write_layer(
@@ -120,14 +132,9 @@ def _write_layer(
 ) -> None:
     g = root.create_group(layer.name)
     g.attrs[fmt.ROOT_ATTR] = {"layer": layer.to_dict()}
-    resolution = source.res if isinstance(source, LayerSketch) else source.resolution
+    src = _Source(source)
+    lower, upper, count_dtype = src.lower, src.upper, src.count_dtype
     n, n_groups = layer.n_neurons, len(meta.groups)
-    if isinstance(source, LayerSketch):
-        lower, upper = source.bin_edges()
-        count_dtype = source.count_dtype
-    else:
-        lower, upper = source.lower, source.upper
-        count_dtype = source.counts.dtype
     n_bins = lower.shape[1]
     neuron_chunk = min(n, fmt.NEURON_CHUNK)
     # Few groups per chunk, so a view of a few groups reads little; but not one chunk per
@@ -155,7 +162,7 @@ def _write_layer(
         "bin": np.arange(n_bins, dtype=np.int64),
         "bin_lower": lower,
         "bin_upper": upper,
-        "resolution": resolution.astype(np.int8),
+        "resolution": src.resolution.astype(np.int8),
     }
     for name, data in coords.items():
         dtype = np.dtype(str) if data.dtype.kind == "U" else data.dtype
@@ -172,7 +179,7 @@ def _write_layer(
         name: np.zeros(a.shape, dtype=a.dtype) for name, a in arrays.items() if name != "counts"
     }
     small["min"][...] = small["max"][...] = np.nan  # what a group without data has
-    for g0, s in _blocks(source, n_groups, block):
+    for g0, s in src.blocks(block):
         sel = (slice(None), slice(g0, g0 + len(s.groups)))
         if n_bins:
             arrays["counts"][sel] = s.counts
