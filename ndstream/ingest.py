@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._version import __version__
+from .background import SerialWorker
 from .capture import ActivationCapture, LayerInfo, LayerSelector, Reduction, resolve_layers
 from .errors import ConfigError, StoreError
 from .fingerprint import dataset_fingerprint, model_fingerprint
@@ -116,6 +117,7 @@ def ingest(
             channel_dim=channel_dim,
             optional=[n for n in names if n not in by_name],
         ) as capture,
+        SerialWorker() as updates,  # sketch updates overlap the next forward pass
     ):
         for batch in loader:
             inputs, targets = _split_batch(batch)
@@ -131,10 +133,7 @@ def ingest(
                     for name, info in capture.layers.items()
                 }
             gids = layout.ids(inputs, targets, outputs)
-            for name, values in acts.items():
-                b, per_sample, n = values.shape
-                rows = np.repeat(gids, per_sample, axis=0) if per_sample > 1 else gids
-                sketches[name].update(values.reshape(b * per_sample, n), rows)
+            updates.submit(_update_sketches, sketches, acts, gids)
             done += gids.shape[0]
             bar.update(gids.shape[0])
             if limit is not None and done >= limit:
@@ -169,6 +168,16 @@ def ingest(
     )
     write_store(path, meta, {name: sketches[name] for name in names}, overwrite=overwrite)
     return open_store(path)
+
+
+def _update_sketches(
+    sketches: Mapping[str, LayerSketch], acts: Mapping[str, np.ndarray], gids: np.ndarray
+) -> None:
+    """Fold one batch of reduced activations ``[batch, values_per_sample, neuron]`` in."""
+    for name, values in acts.items():
+        b, per_sample, n = values.shape
+        rows = np.repeat(gids, per_sample, axis=0) if per_sample > 1 else gids
+        sketches[name].update(values.reshape(b * per_sample, n), rows)
 
 
 def _exact_names(
