@@ -48,10 +48,13 @@ class SerialWorker:
 
     def close(self) -> None:
         """Wait for every queued job, stop the thread, and raise a job's exception if any."""
+        self._stop()
+        self._raise_pending()
+
+    def _stop(self) -> None:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
-        self._raise_pending()
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -86,8 +89,7 @@ class SerialWorker:
             return
         # The caller failed: skip what is queued, stop the thread, keep the caller's error.
         self._skip_queued()
-        self._queue.put(_STOP)
-        self._thread.join()
+        self._stop()
 
     def _skip_queued(self) -> None:
         while True:
