@@ -344,15 +344,19 @@ class ActivationCapture:
             # Not every backend reduces bool/integer tensors, and their means are fractional.
             x = x if x.is_floating_point() else x.to(torch.float32)
             batch, n_neurons = x.shape[0], x.shape[axis]
-            positions = math.prod(s for i, s in enumerate(x.shape) if i not in (0, axis))
-            # [batch, positions, neurons], positions in row-major order of the remaining axes.
-            x = x.movedim(axis, -1).reshape(batch, positions, n_neurons)
-            if self._reduction == "max":
-                x = x.amax(dim=1, keepdim=True)  # amax propagates NaN (nanmax-like ops would not)
-            elif self._reduction == "mean":
+            spatial = tuple(i for i in range(1, x.ndim) if i != axis)
+            if self._reduction == "none" or not spatial:
+                # [batch, positions, neurons], positions in row-major order of the other axes.
+                positions = math.prod(x.shape[i] for i in spatial)
+                x = x.movedim(axis, -1).reshape(batch, positions, n_neurons)
+            elif self._reduction == "max":
+                # Reduced in place of the layout: moving the neuron axis last first would copy
+                # the whole output. amax propagates NaN (nanmax-like ops would not).
+                x = x.amax(dim=spatial).unsqueeze(1)
+            else:
                 # Accumulate half precision in float32 so means over large maps do not overflow.
                 acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-                x = x.mean(dim=1, keepdim=True, dtype=acc)
+                x = x.mean(dim=spatial, dtype=acc).unsqueeze(1)
             x = x.to(torch.float32).cpu()
             if x.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
                 # Still a view of the output (CPU, "none"): a later in-place op such as

@@ -106,6 +106,7 @@ def ingest(
     model.eval()
     sketches: dict[str, LayerSketch] = {}
     layout: GroupLayout | None = None
+    pending = _PendingBatches()
     done = 0
     bar = tqdm(total=total, unit="img", disable=not progress, desc="ingest", dynamic_ncols=True)
     with (
@@ -133,11 +134,15 @@ def ingest(
                     for name, info in capture.layers.items()
                 }
             gids = layout.ids(inputs, targets, outputs)
-            updates.submit(_update_sketches, sketches, acts, gids)
+            pending.add(acts, gids)
+            if pending.full:
+                updates.submit(_update_sketches, sketches, pending.take())
             done += gids.shape[0]
             bar.update(gids.shape[0])
             if limit is not None and done >= limit:
                 break
+        if pending.rows:
+            updates.submit(_update_sketches, sketches, pending.take())
     bar.close()
     if layout is None:
         raise ConfigError("the loader yielded no batches; check the dataset and `limit`")
@@ -170,11 +175,46 @@ def ingest(
     return open_store(path)
 
 
+class _PendingBatches:
+    """Batches of reduced activations held back to be folded into the sketches together.
+
+    A sketch update pays per (neuron, group), per window re-placement and for bringing the
+    sketch state back into cache after the forward passes, whatever its number of rows: 512
+    samples per update cost about half as much per sample as one batch of 64 at a time. The
+    byte bound keeps the gathered copy under about 32 MB, which the allocator reuses from
+    one update to the next; larger buffers are mapped afresh each time and page-faulted in.
+    """
+
+    rows_per_update = 512
+    max_bytes = 32 << 20
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[Mapping[str, np.ndarray], np.ndarray]] = []
+        self.rows = 0
+        self.nbytes = 0
+
+    def add(self, acts: Mapping[str, np.ndarray], gids: np.ndarray) -> None:
+        self.batches.append((acts, gids))
+        self.rows += gids.shape[0]
+        self.nbytes += sum(a.nbytes for a in acts.values())
+
+    @property
+    def full(self) -> bool:
+        return self.rows >= self.rows_per_update or self.nbytes >= self.max_bytes
+
+    def take(self) -> list[tuple[Mapping[str, np.ndarray], np.ndarray]]:
+        batches, self.batches, self.rows, self.nbytes = self.batches, [], 0, 0
+        return batches
+
+
 def _update_sketches(
-    sketches: Mapping[str, LayerSketch], acts: Mapping[str, np.ndarray], gids: np.ndarray
+    sketches: Mapping[str, LayerSketch],
+    batches: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]],
 ) -> None:
-    """Fold one batch of reduced activations ``[batch, values_per_sample, neuron]`` in."""
-    for name, values in acts.items():
+    """Fold batches of reduced activations ``[batch, values_per_sample, neuron]`` in."""
+    gids = np.concatenate([g for _, g in batches])
+    for name in batches[0][0]:
+        values = np.concatenate([acts[name] for acts, _ in batches])
         b, per_sample, n = values.shape
         rows = np.repeat(gids, per_sample, axis=0) if per_sample > 1 else gids
         sketches[name].update(values.reshape(b * per_sample, n), rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -473,14 +474,18 @@ def _awkward_values(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("reduction", ["max", "none"])
-def test_batch_size_invariance_bit_identical(reduction, tmp_path) -> None:
+def test_batch_size_invariance_bit_identical(reduction, tmp_path, monkeypatch) -> None:
     model = _ElementwiseNet()
     x = _awkward_values(600, (3, 2, 2), seed=1)
     y = torch.from_numpy(np.random.default_rng(2).integers(0, 6, size=600))
     dataset = torch.utils.data.TensorDataset(x, y)
+    pending = sys.modules["ndstream.ingest"]._PendingBatches
     arrays = []
-    for bs in [1, 7, 64, 500]:
-        path = tmp_path / f"bs{bs}.zarr"
+    # Batch sizes, and how many samples ingest gathers before a sketch update: every batch
+    # on its own, the default, or all of them in one update at the end.
+    for bs, per_update in [(1, 512), (7, 1), (7, 10**9), (64, 512), (500, 512)]:
+        monkeypatch.setattr(pending, "rows_per_update", per_update)
+        path = tmp_path / f"bs{bs}-{per_update}.zarr"
         ndstream.ingest(
             model,
             torch.utils.data.DataLoader(dataset, batch_size=bs),

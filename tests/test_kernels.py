@@ -351,7 +351,7 @@ def _scratch(n_rows):
     )
 
 
-def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3):
+def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=False):
     """Call ``update_counts`` at resolution ``m`` (an int, or one per neuron) on a fresh paged
     state; returns the dense view of the pages."""
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -367,7 +367,7 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3):
     n_missed = k.update_counts(
         x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, n_pages, mins, maxs, np.asarray(pos_off, dtype=np.int32),
         np.asarray(neg_off, dtype=np.int32), wp, res, grid.exp_lo, grid.exp_hi,
-        *_scratch(x.shape[0]), missed,
+        *_scratch(x.shape[0]), missed, sweep, np.zeros(1, dtype=np.uint64),
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...
     used = page[page >= 0]
@@ -386,14 +386,15 @@ X42 = np.array([[1.0, -0.0], [1.125, np.nan], [-1.0, np.inf], [0.0, -np.inf]], d
 G42 = np.array([[0], [1], [0], [1]], dtype=np.intp)
 
 
-def test_update_counts_by_hand():
+@pytest.mark.parametrize("sweep", [False, True])
+def test_update_counts_by_hand(sweep):
     g = GridSpec()
     key_1 = (0 + F32_BIAS) * 8 + 0 - g.key_base(M3)  # 1.0 and -1.0 (8 bins per octave)
     key_1125 = (0 + F32_BIAS) * 8 + 1 - g.key_base(M3)  # 1.125
     wp, wn = 2, 1
     # neuron 0: positive window holds keys [key_1, key_1 + 1], negative window key_1
     n_missed, counts, mins, maxs, missed, page = _run_update(
-        X42, G42, 2, [key_1, 0], [key_1, 0], wp, wn, g
+        X42, G42, 2, [key_1, 0], [key_1, 0], wp, wn, g, sweep=sweep
     )
     assert n_missed == 0 and not missed.any()
     # pages are handed out neuron by neuron, group by group

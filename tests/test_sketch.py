@@ -30,6 +30,7 @@ from strategies import (
 
 from ndstream.errors import ConfigError, SpecMismatchError
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary
+from ndstream.sketch import accumulator as accumulator_module
 from ndstream.sketch import grid as grid_module
 
 HYP = settings(max_examples=25, deadline=None)
@@ -1025,6 +1026,23 @@ def test_windows_grow_with_drifting_scale():
     for xb, gb in zip(batches[::-1], gids[::-1], strict=True):
         sk.update(xb, gb)
     assert_summaries_identical(sk.finalize(), want)
+
+
+def test_cache_sweep_of_large_pools_changes_nothing(monkeypatch):
+    # Large pools are read into cache before their increments; that must not touch a count.
+    rng = np.random.default_rng(5)
+    spec = spec_of(40, 4)
+    batches = [mixed_data(rng, 200, 40) * s for s in (1.0, 1e3, 1e-2)]
+    gids = [rng.integers(0, 4, 200) for _ in batches]
+    plain = LayerSketch(spec)
+    for xb, gb in zip(batches, gids, strict=True):
+        plain.update(xb, gb)
+    monkeypatch.setattr(accumulator_module, "_SWEEP_BYTES", -1)  # sweep every pool
+    swept = LayerSketch(spec)
+    for xb, gb in zip(batches, gids, strict=True):
+        swept.update(xb, gb)
+    assert swept._sink[0] > 0  # the sweep ran and read counts
+    assert_summaries_identical(swept.finalize(), plain.finalize())
 
 
 def test_counters_widen_past_uint16():

@@ -110,6 +110,8 @@ def update_counts(
     slots: np.ndarray,
     vals: np.ndarray,
     missed: np.ndarray,
+    sweep: bool,
+    sink: np.ndarray,
 ) -> int:
     """Fold a batch ``x[row, neuron]`` (float32) into the paged counts.
 
@@ -119,7 +121,8 @@ def update_counts(
     are taken at its resolution ``res[n]`` (see :func:`key_limits`). A neuron with a key outside its
     windows is left untouched and flagged in ``missed``; the caller widens its windows (see
     :func:`batch_key_ranges`) and calls again for those neurons only. Returns the number of
-    misses.
+    misses. With ``sweep``, each neuron's pages are read a cache line at a time before its
+    increments (``sink`` receives the sum read, so the reads stay).
     """
     n_rows = x.shape[0]
     n_part = order.shape[0]
@@ -127,6 +130,7 @@ def update_counts(
     xbits = x.view(np.int32)
     tvals = tbits.view(np.float32)
     n_missed = 0
+    line = max(1, 64 // pool.itemsize)  # counters per 64-byte cache line
     for first in range(0, neurons.shape[0], BLOCK):
         n_block = min(BLOCK, neurons.shape[0] - first)
         # Transpose a block of neurons through L1 first: reading x a row (cache line) at a
@@ -161,6 +165,19 @@ def update_counts(
                 missed[n] = True
                 n_missed += 1
                 continue
+            # A linear sweep over the neuron's pages streams them into cache at memory
+            # bandwidth; the scattered increments alone would wait on one miss after another.
+            touched = 0
+            for p in range(n_part if sweep else 0):
+                for i_seg in range(seg_group.shape[1]):
+                    g = seg_group[p, i_seg]
+                    if g < 0:
+                        break
+                    pg = page[n, g]
+                    if pg >= 0:
+                        for s in range(0, pool.shape[1], line):
+                            touched += pool[pg, s]
+            sink[0] += touched
             # One group at a time: the group's min and max live in registers and the
             # neuron's page stays in L1.
             for p in range(n_part):

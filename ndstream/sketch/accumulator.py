@@ -34,6 +34,10 @@ from .summary import Summary
 
 __all__ = ["LayerSketch", "SketchSpec"]
 
+# A pool larger than this is assumed to have left the CPU caches between two updates (in
+# ingest a forward pass runs in between), so update_counts first sweeps each neuron's pages
+# into cache; smaller pools usually stay cached, and there the sweep costs more than it saves.
+_SWEEP_BYTES = 32 << 20
 _COUNTER_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
 
 
@@ -143,6 +147,7 @@ class LayerSketch:
         # Each neuron's resolution: the finest its data allows, see grid.py.
         self.res = np.full(n, spec.grid.mantissa_bits, dtype=np.int32)
         self._scratch = np.empty((3, k.BLOCK, 0), dtype=np.int32)
+        self._sink = np.zeros(1, dtype=np.uint64)  # keeps the page sweep from being optimised out
         self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
 
     # -- state -------------------------------------------------------------------------------
@@ -219,6 +224,7 @@ class LayerSketch:
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
                 n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, tbits, slots, vals, missed,
+                self.pool.nbytes > _SWEEP_BYTES, self._sink,
             )  # fmt: skip
             self.n_pages = int(n_pages[0])
             if n_missed == 0:

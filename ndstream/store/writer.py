@@ -6,17 +6,23 @@ either the previous store or the new one, never a half-written mix.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous as zarr_async
 from zarr.codecs import BloscCodec
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import Buffer
+from zarr.core.sync import sync
+from zarr.storage import MemoryStore
 
 from ..errors import StoreError
 from ..sketch import LayerSketch, Summary
@@ -58,12 +64,20 @@ def write_store(
         raise StoreError(f"no summary for layers {missing}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    # zarr builds the store in memory and each layer's chunks go to disk as soon as they are
+    # written: zarr's local store costs a thread hand-off per file operation, several times
+    # its in-memory speed. Only the small metadata documents stay in memory, to consolidate.
+    entries: dict[str, Buffer] = {}
+    staging = MemoryStore(entries)
     try:
-        root = zarr.open_group(tmp, mode="w-", zarr_format=3)
+        tmp.mkdir()
+        root = zarr.open_group(staging, mode="w-", zarr_format=3)
         root.attrs[fmt.ROOT_ATTR] = meta.to_dict()
         for layer in meta.layers:
             _write_layer(root, layer, summaries[layer.name], meta)
-        _consolidate(tmp, [layer.name for layer in meta.layers])
+            _spill(entries, tmp, keep_metadata=True)
+        _consolidate(staging, [layer.name for layer in meta.layers])
+        _spill(entries, tmp)
         _replace(tmp, path)
     except OSError as exc:
         raise StoreError(f"could not write store {path}: {exc}") from exc
@@ -72,18 +86,38 @@ def write_store(
     return path
 
 
-def _consolidate(path: Path, layers: list[str]) -> None:
+def _is_metadata(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] == "zarr.json"
+
+
+def _spill(entries: dict[str, Buffer], folder: Path, keep_metadata: bool = False) -> None:
+    """Write the staged ``entries`` as files under ``folder`` and drop them from memory;
+    with ``keep_metadata``, the ``zarr.json`` documents stay (consolidation reads them)."""
+    for key in list(entries):
+        if keep_metadata and key.rsplit("/", 1)[-1] == "zarr.json":
+            continue
+        file = folder / key
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(entries.pop(key).to_bytes())
+
+
+def _consolidate(store: MemoryStore, layers: list[str]) -> None:
     """Consolidate the metadata of the root and of each layer group.
 
     xarray then opens a layer in one read and without warnings. It cannot go stale, because
     a store is never modified in place. zarr-python marks it ``must_understand: false``, so
     other readers may ignore it; zarr-python warns that it is not in the v3 spec, which we know.
     """
+
+    async def consolidate() -> None:
+        await asyncio.gather(
+            *(zarr_async.consolidate_metadata(store, path=name, zarr_format=3) for name in layers)
+        )
+        await zarr_async.consolidate_metadata(store, zarr_format=3)
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        for name in layers:
-            zarr.consolidate_metadata(path, path=name, zarr_format=3)
-        zarr.consolidate_metadata(path, zarr_format=3)
+        sync(consolidate())
 
 
 def _replace(tmp: Path, path: Path) -> None:
@@ -130,8 +164,6 @@ class _Source:
 def _write_layer(
     root: zarr.Group, layer: fmt.LayerMeta, source: Summary | LayerSketch, meta: fmt.StoreMeta
 ) -> None:
-    g = root.create_group(layer.name)
-    g.attrs[fmt.ROOT_ATTR] = {"layer": layer.to_dict()}
     src = _Source(source)
     lower, upper, count_dtype = src.lower, src.upper, src.count_dtype
     n, n_groups = layer.n_neurons, len(meta.groups)
@@ -141,21 +173,7 @@ def _write_layer(
     # group, because each chunk is a file and 1,000 small files cost more than they save.
     per_group = neuron_chunk * n_bins * np.dtype(count_dtype).itemsize
     group_chunk = max(1, min(n_groups, fmt.CHUNK_BYTES // max(1, per_group)))
-    specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
-        "counts": (count_dtype, (neuron_chunk, group_chunk, n_bins)),
-        "min": (np.dtype(np.float32), (neuron_chunk, n_groups)),
-        "max": (np.dtype(np.float32), (neuron_chunk, n_groups)),
-        "nan_count": (np.dtype(np.int64), (neuron_chunk, n_groups)),
-        "posinf_count": (np.dtype(np.int64), (neuron_chunk, n_groups)),
-        "neginf_count": (np.dtype(np.int64), (neuron_chunk, n_groups)),
-        "count": (np.dtype(np.int64), (n_groups,)),
-    }
-    shapes = {"counts": (n, n_groups, n_bins), "count": (n_groups,)}
-    arrays = {
-        name: _create(g, name, shapes.get(name, (n, n_groups)), dtype, chunks)
-        for name, (dtype, chunks) in specs.items()
-    }
-    coords: dict[str, np.ndarray] = {
+    data: dict[str, np.ndarray] = {
         "neuron": np.arange(n, dtype=np.int64),
         "group": np.array(meta.groups, dtype=str),
         "grouping": np.array(meta.groupings, dtype=str),
@@ -163,46 +181,79 @@ def _write_layer(
         "bin_lower": lower,
         "bin_upper": upper,
         "resolution": src.resolution.astype(np.int8),
+        "count": np.zeros(n_groups, dtype=np.int64),
+        # NaN is what min and max hold for a group without data.
+        "min": np.full((n, n_groups), np.nan, dtype=np.float32),
+        "max": np.full((n, n_groups), np.nan, dtype=np.float32),
+        "nan_count": np.zeros((n, n_groups), dtype=np.int64),
+        "posinf_count": np.zeros((n, n_groups), dtype=np.int64),
+        "neginf_count": np.zeros((n, n_groups), dtype=np.int64),
     }
-    for name, data in coords.items():
-        dtype = np.dtype(str) if data.dtype.kind == "U" else data.dtype
-        chunks = (neuron_chunk, n_bins) if data.ndim == 2 else (max(data.shape[0], 1),)
-        _create(g, name, data.shape, dtype, chunks)[...] = data
-    # xarray reads this CF attribute to attach the extra coordinates.
-    arrays["counts"].attrs["coordinates"] = "grouping bin_lower bin_upper"
+    chunks = {name: (neuron_chunk, *a.shape[1:]) for name, a in data.items() if a.ndim == 2}
+    specs: dict[str, _ArrayShape] = {
+        name: (a.shape, a.dtype, chunks.get(name, a.shape), None) for name, a in data.items()
+    }
+    # xarray reads the CF "coordinates" attribute to attach the extra coordinates.
+    specs["counts"] = (
+        (n, n_groups, n_bins),
+        np.dtype(count_dtype),
+        (neuron_chunk, group_chunk, n_bins),
+        {"coordinates": "grouping bin_lower bin_upper"},
+    )
+    arrays = sync(_create_arrays(root, layer, specs))
 
-    # A block of whole chunks of groups at a time, so a block of counts stays near 64 MB.
-    # The [neuron, group] arrays are small: gather them and write each once, because
-    # rewriting their chunks block by block would recompress them every time.
+    # Counts go a block of whole chunks of groups at a time, so a block stays near 64 MB
+    # however many groups there are. The small arrays are gathered and written once at the
+    # end, because rewriting their chunks block by block would recompress them every time.
     block = group_chunk * max(1, (64 << 20) // max(1, n * n_bins * 8 * group_chunk))
-    small = {
-        name: np.zeros(a.shape, dtype=a.dtype) for name, a in arrays.items() if name != "counts"
-    }
-    small["min"][...] = small["max"][...] = np.nan  # what a group without data has
     for g0, s in src.blocks(block):
         sel = (slice(None), slice(g0, g0 + len(s.groups)))
         if n_bins:
-            arrays["counts"][sel] = s.counts
-        small["min"][sel] = s.mins
-        small["max"][sel] = s.maxs
-        small["nan_count"][sel] = s.nan
-        small["posinf_count"][sel] = s.posinf
-        small["neginf_count"][sel] = s.neginf
-        small["count"][g0 : g0 + len(s.groups)] = s.totals
-    for name, data in small.items():
-        arrays[name][...] = data
+            sync(arrays["counts"].setitem(sel, s.counts))
+        data["min"][sel] = s.mins
+        data["max"][sel] = s.maxs
+        data["nan_count"][sel] = s.nan
+        data["posinf_count"][sel] = s.posinf
+        data["neginf_count"][sel] = s.neginf
+        data["count"][g0 : g0 + len(s.groups)] = s.totals
+    sync(_gather(arrays[name].setitem(Ellipsis, a) for name, a in data.items()))
 
 
-def _create(
-    g: zarr.Group, name: str, shape: tuple[int, ...], dtype: np.dtype[Any], chunks: tuple[int, ...]
-) -> zarr.Array:
-    is_str = dtype.kind == "U"
-    return g.create_array(
-        name,
-        shape=shape,
-        dtype=str if is_str else dtype,
-        chunks=tuple(max(c, 1) for c in chunks),
-        compressors=None if is_str else _COMPRESSOR,
-        dimension_names=fmt.DIMS[name],
-        fill_value="" if is_str else 0,
+_ArrayShape = tuple[tuple[int, ...], np.dtype[Any], tuple[int, ...], dict[str, Any] | None]
+
+
+async def _create_arrays(
+    root: zarr.Group, layer: fmt.LayerMeta, specs: Mapping[str, _ArrayShape]
+) -> dict[str, AsyncArray[Any]]:
+    """Create a layer's group and its arrays ``name: (shape, dtype, chunks, attributes)``.
+
+    They are created concurrently in one call into zarr's event loop: each synchronous zarr
+    call costs milliseconds of latency, and a layer has 14 arrays.
+    """
+    group = await root._async_group.create_group(
+        layer.name, attributes={fmt.ROOT_ATTR: {"layer": layer.to_dict()}}
     )
+
+    async def create(name: str, spec: _ArrayShape) -> AsyncArray[Any]:
+        shape, dtype, chunks, attributes = spec
+        is_str = dtype.kind == "U"
+        return await group.create_array(
+            name,
+            shape=shape,
+            dtype=str if is_str else dtype,
+            chunks=tuple(max(c, 1) for c in chunks),
+            compressors=None if is_str else _COMPRESSOR,
+            dimension_names=fmt.DIMS[name],
+            fill_value="" if is_str else 0,
+            attributes=attributes,
+            # Skips zarr's scan of every chunk for all-zero content: a sketch's chunks
+            # rarely are, and the scan costs as much as compressing them.
+            config={"write_empty_chunks": True},
+        )
+
+    created = await asyncio.gather(*(create(name, spec) for name, spec in specs.items()))
+    return dict(zip(specs, created, strict=True))
+
+
+async def _gather(coroutines: Iterable[Awaitable[Any]]) -> None:
+    await asyncio.gather(*coroutines)
