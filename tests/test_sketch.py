@@ -495,6 +495,56 @@ def test_merge_refuses_mismatched_specs(other, word):
         theirs.merge(mine)
 
 
+# -- restore from a summary --------------------------------------------------------------------
+
+
+@given(case=cases(), data=st.data())
+@HYP
+def test_restored_sketch_goes_on_as_one_pass_hypothesis(case: Case, data):
+    # Stop anywhere, keep only the finalized summary (what a store holds), restore, go on:
+    # the result is the one pass over all the data, bit for bit.
+    rows = case.x.shape[0]
+    cut = data.draw(st.integers(0, rows))
+    first = LayerSketch(case.spec)
+    first.update(case.x[:cut], case.gids[:cut])
+    kept = first.finalize()
+    restored = LayerSketch.from_summary(kept, case.spec)
+    assert_summaries_identical(restored.finalize(), kept)
+    restored.update(case.x[cut:], case.gids[cut:])
+    assert_summaries_identical(restored.finalize(), one_pass(case.spec, case.x, case.gids))
+
+
+def test_restored_sketches_merge_like_the_originals():
+    rng = np.random.default_rng(21)
+    spec = spec_of(40, 5)
+    x = mixed_data(rng, 2000, 40)
+    x[rng.random(x.shape) < 0.003] = np.inf
+    gids = rng.integers(0, 5, 2000)
+    a, b = LayerSketch(spec), LayerSketch(spec)
+    a.update(x[:1200] * 1e3, gids[:1200])
+    b.update(x[1200:], gids[1200:])
+    restored = [LayerSketch.from_summary(s.finalize(), spec) for s in (a, b)]
+    want = a.merge(b).finalize()
+    assert_summaries_identical(restored[0].merge(restored[1]).finalize(), want)
+    assert_summaries_identical(restored[1].merge(a).finalize(), want)
+    empty = LayerSketch.from_summary(LayerSketch(spec).finalize(), spec)
+    assert_summaries_identical(empty.merge(restored[0]).finalize(), a.finalize())
+
+
+@pytest.mark.parametrize(
+    ("other", "word"),
+    [
+        (SketchSpec(5, ("a", "b")), "n_neurons"),
+        (SketchSpec(4, ("b", "a")), "groups"),
+        (SketchSpec(4, ("a", "b"), GridSpec(mantissa_bits=7)), "grid"),
+    ],
+)
+def test_restore_refuses_another_spec(other, word):
+    kept = LayerSketch(SketchSpec(4, ("a", "b"))).finalize()
+    with pytest.raises(SpecMismatchError, match=word):
+        LayerSketch.from_summary(kept, other)
+
+
 def test_merge_refuses_non_sketch():
     with pytest.raises(TypeError):
         LayerSketch(spec_of(2, 1)).merge(LayerSketch(spec_of(2, 1)).finalize())

@@ -15,6 +15,7 @@ import zarr
 from conftest import DIGITS_LAYERS, per_neuron
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import assert_summaries_identical
 
 import ndstream
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec
@@ -358,10 +359,11 @@ def test_write_read_round_trip_is_bit_exact(data, layers, groups) -> None:
             ]
         )
     )
-    summaries, sources, metas = {}, {}, []
+    summaries, sources, metas, raw = {}, {}, [], {}
     for name in layers:
         n_neurons, x, gids = data.draw(_layer_data(groups_t))
-        sketch = LayerSketch(SketchSpec(n_neurons, groups_t, grid))
+        raw[name] = (SketchSpec(n_neurons, groups_t, grid), x, gids)
+        sketch = LayerSketch(raw[name][0])
         for chunk in np.array_split(np.arange(x.shape[0]), 3):
             sketch.update(x[chunk], gids[chunk])
         summaries[name] = sketch.finalize()
@@ -421,6 +423,13 @@ def test_write_read_round_trip_is_bit_exact(data, layers, groups) -> None:
             np.testing.assert_array_equal(ds["resolution"].values, expected.resolution)
             assert ds.attrs["ndstream"] == {"layer": store.layer_meta(name).to_dict()}
             assert [str(g) for g in ds["group"].values] == list(groups)
+            # A sketch restored from the store goes on as if it had never stopped.
+            spec, x, gids = raw[name]
+            restored = LayerSketch.from_summary(got, spec)
+            restored.update(x[::-1] * 0.5, gids[::-1])
+            both = LayerSketch(spec)
+            both.update(np.concatenate([x, x[::-1] * 0.5]), np.concatenate([gids, gids[::-1]]))
+            assert_summaries_identical(restored.finalize(), both.finalize())
         with pytest.raises(ndstream.StoreError, match="exists"):
             write_store(path, meta, sources)
 

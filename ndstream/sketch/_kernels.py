@@ -413,6 +413,41 @@ def densify(
 
 
 @jit
+def undensify(
+    dense: np.ndarray,
+    nan: np.ndarray,
+    posinf: np.ndarray,
+    neginf: np.ndarray,
+    page: np.ndarray,
+    n_neg: np.ndarray,
+    n_pos: np.ndarray,
+    wp: int,
+    pool: np.ndarray,
+) -> None:
+    """The inverse of :func:`densify` onto windows that start at each neuron's first bin.
+
+    Neuron ``n``'s positive window slot ``s`` takes bin ``n_neg[n] + 1 + s`` of its axis
+    ``[neg, zero, pos]``, and negative window slot ``s`` (magnitudes ascending) takes bin
+    ``n_neg[n] - 1 - s``. ``pool`` must come in zeroed.
+    """
+    n_neurons, n_groups = page.shape
+    for n in range(n_neurons):
+        zero = n_neg[n]
+        for g in range(n_groups):
+            pg = page[n, g]
+            if pg < 0:
+                continue
+            pool[pg, ZERO] = dense[n, g, zero]
+            pool[pg, NAN] = nan[n, g]
+            pool[pg, POSINF] = posinf[n, g]
+            pool[pg, NEGINF] = neginf[n, g]
+            for s in range(n_pos[n]):
+                pool[pg, N_SPECIAL + s] = dense[n, g, zero + 1 + s]
+            for s in range(zero):
+                pool[pg, N_SPECIAL + wp + s] = dense[n, g, zero - 1 - s]
+
+
+@jit
 def bin_edges(
     res: np.ndarray,
     pos_lo: np.ndarray,

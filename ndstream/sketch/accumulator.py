@@ -74,14 +74,23 @@ class SketchSpec:
 
     def diff(self, other: SketchSpec) -> list[str]:
         """Human-readable differences between two specs (empty when equal)."""
-        out = []
-        if self.n_neurons != other.n_neurons:
-            out.append(f"n_neurons {self.n_neurons} != {other.n_neurons}")
-        if self.groups != other.groups:
-            out.append(f"groups {list(self.groups)[:8]} != {list(other.groups)[:8]}")
-        if self.grid != other.grid:
-            out.append(f"grid {self.grid} != {other.grid}")
-        return out
+        return _diff(self, other.n_neurons, other.groups, other.grid)
+
+
+def _diff(spec: SketchSpec, n_neurons: int, groups: tuple[str, ...], grid: GridSpec) -> list[str]:
+    pairs = (
+        ("n_neurons", spec.n_neurons, n_neurons),
+        ("groups", spec.groups, groups),
+        ("grid", spec.grid, grid),
+    )
+    return [f"{what} {_brief(a)} != {_brief(b)}" for what, a, b in pairs if a != b]
+
+
+def _brief(value: object) -> str:
+    """A value for an error message; long group lists show their length and first names."""
+    if isinstance(value, tuple) and len(value) > 8:
+        return f"{list(value[:7])} and {len(value) - 7} more"
+    return str(list(value) if isinstance(value, tuple) else value)
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -149,6 +158,68 @@ class LayerSketch:
         self._scratch = np.empty((3, k.BLOCK, 0), dtype=np.int32)
         self._sink = np.zeros(1, dtype=np.uint64)  # keeps the page sweep from being optimised out
         self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
+
+    @classmethod
+    def from_summary(cls, summary: Summary, spec: SketchSpec) -> LayerSketch:
+        """The sketch whose :meth:`finalize` is ``summary``, ready to take more data.
+
+        Updating it, or merging it, gives the same result, bit for bit, as if the data
+        behind ``summary`` had been streamed into it: this is how a stopped ingest resumes
+        from its store, and how stores of separate runs over disjoint data can be merged.
+
+        Parameters
+        ----------
+        summary
+            A finalized summary with every group of ``spec`` (as a store holds it).
+        spec
+            The spec the summary was made with.
+
+        Raises
+        ------
+        SpecMismatchError
+            If the summary's neurons, groups or grid are not those of ``spec``.
+        """
+        n = int(summary.counts.shape[0])
+        diff = _diff(spec, n, tuple(summary.groups), summary.grid)
+        if diff:
+            raise SpecMismatchError(
+                "the summary does not match the spec (spec first): " + "; ".join(diff)
+                + ". Pass a summary of every group (a store's summary(layer, group=range(n))) "
+                "and the spec of the layer, groups and grid it was made with."
+            )  # fmt: skip
+        grid = spec.grid
+        sketch = cls(spec)
+        res = np.asarray(summary.resolution, dtype=np.int32)
+        lower, upper = summary.lower, summary.upper
+        n_neg = np.argmax((lower == 0) & (upper == 0), axis=1)  # the zero bin's index
+        n_pos = (~np.isnan(lower)).sum(axis=1) - n_neg - 1
+        rows = np.arange(n)
+        first_pos = np.minimum(n_neg + 1, lower.shape[1] - 1)
+        pos_lo = grid.keys(np.where(n_pos > 0, lower[rows, first_pos], 0.0), res)
+        # The first bin of a neuron with negatives is its largest magnitude; its upper edge
+        # is minus that bin's lower magnitude edge.
+        neg_top = grid.keys(np.where(n_neg > 0, -upper[:, 0], 0.0), res)
+        sketch.res = res.copy()
+        sketch.pos_off = np.where(n_pos > 0, pos_lo, 0).astype(np.int32)
+        sketch.neg_off = np.where(n_neg > 0, neg_top - n_neg + 1, 0).astype(np.int32)
+        sketch.wp = int(n_pos.max(initial=0))
+        wn = int(n_neg.max(initial=0))
+        sketch.totals = np.asarray(summary.totals, dtype=np.int64).copy()
+        seen = np.broadcast_to(sketch.totals > 0, sketch.page.shape)
+        sketch.n_pages = int(seen.sum())
+        sketch.page[seen] = np.arange(sketch.n_pages, dtype=np.int32)
+        sketch._ensure_width(int(sketch.totals.max(initial=0)))
+        sketch.pool = np.zeros(
+            (sketch.n_pages, k.N_SPECIAL + sketch.wp + wn), dtype=sketch.pool.dtype
+        )
+        k.undensify(
+            summary.counts, summary.nan, summary.posinf, summary.neginf, sketch.page,
+            n_neg.astype(np.int64), n_pos.astype(np.int64), sketch.wp, sketch.pool,
+        )  # fmt: skip
+        finite = ~np.isnan(summary.mins)
+        sketch.mins = np.where(finite, summary.mins, np.inf).astype(np.float32)
+        sketch.maxs = np.where(finite, summary.maxs, -np.inf).astype(np.float32)
+        return sketch
 
     # -- state -------------------------------------------------------------------------------
 
