@@ -217,7 +217,8 @@ def _update_sketches(
         values = np.concatenate([acts[name] for acts, _ in batches])
         b, per_sample, n = values.shape
         rows = np.repeat(gids, per_sample, axis=0) if per_sample > 1 else gids
-        sketches[name].update(values.reshape(b * per_sample, n), rows)
+        # Forward passes ran since this layer's last update and evicted its sketch state.
+        sketches[name].update(values.reshape(b * per_sample, n), rows, cold=True)
 
 
 def _exact_names(

@@ -30,7 +30,6 @@ from strategies import (
 
 from ndstream.errors import ConfigError, SpecMismatchError
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary
-from ndstream.sketch import accumulator as accumulator_module
 from ndstream.sketch import grid as grid_module
 
 HYP = settings(max_examples=25, deadline=None)
@@ -1078,20 +1077,17 @@ def test_windows_grow_with_drifting_scale():
     assert_summaries_identical(sk.finalize(), want)
 
 
-def test_cache_sweep_of_large_pools_changes_nothing(monkeypatch):
-    # Large pools are read into cache before their increments; that must not touch a count.
+def test_cold_update_changes_nothing():
+    # A cold update reads each neuron's counters into cache first; no count may change.
     rng = np.random.default_rng(5)
     spec = spec_of(40, 4)
     batches = [mixed_data(rng, 200, 40) * s for s in (1.0, 1e3, 1e-2)]
     gids = [rng.integers(0, 4, 200) for _ in batches]
-    plain = LayerSketch(spec)
+    plain, swept = LayerSketch(spec), LayerSketch(spec)
     for xb, gb in zip(batches, gids, strict=True):
         plain.update(xb, gb)
-    monkeypatch.setattr(accumulator_module, "_SWEEP_BYTES", -1)  # sweep every pool
-    swept = LayerSketch(spec)
-    for xb, gb in zip(batches, gids, strict=True):
-        swept.update(xb, gb)
-    assert swept._sink[0] > 0  # the sweep ran and read counts
+        swept.update(xb, gb, cold=True)
+    assert swept._sink[0] > 0 and plain._sink[0] == 0  # only the cold one swept
     assert_summaries_identical(swept.finalize(), plain.finalize())
 
 

@@ -34,10 +34,6 @@ from .summary import Summary
 
 __all__ = ["LayerSketch", "SketchSpec"]
 
-# A pool larger than this is assumed to have left the CPU caches between two updates (in
-# ingest a forward pass runs in between), so update_counts first sweeps each neuron's pages
-# into cache; smaller pools usually stay cached, and there the sweep costs more than it saves.
-_SWEEP_BYTES = 32 << 20
 _COUNTER_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
 
 
@@ -248,7 +244,7 @@ class LayerSketch:
 
     # -- update ------------------------------------------------------------------------------
 
-    def update(self, x: np.ndarray, group_ids: np.ndarray) -> None:
+    def update(self, x: np.ndarray, group_ids: np.ndarray, *, cold: bool = False) -> None:
         """Fold a batch into the sketch.
 
         Parameters
@@ -258,6 +254,12 @@ class LayerSketch:
         group_ids
             ``[rows]`` or ``[rows, groupings]`` integer indices into the group axis. A row
             counts once in each of its groups.
+        cold
+            The state has likely left the CPU caches since the last update (ingest runs
+            forward passes in between): each neuron's counters are then read in one linear
+            sweep before its scattered increments, which would otherwise wait on one cache
+            miss after another. In a tight loop of updates the sweep only costs time. The
+            result is the same either way.
         """
         self._axes = None
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -295,7 +297,7 @@ class LayerSketch:
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
                 n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, tbits, slots, vals, missed,
-                self.pool.nbytes > _SWEEP_BYTES, self._sink,
+                cold, self._sink,
             )  # fmt: skip
             self.n_pages = int(n_pages[0])
             if n_missed == 0:
