@@ -350,8 +350,8 @@ class ActivationCapture:
                 positions = math.prod(x.shape[i] for i in spatial)
                 x = x.movedim(axis, -1).reshape(batch, positions, n_neurons)
             elif self._reduction == "max":
-                # Reduced in place of the layout: moving the neuron axis last first would copy
-                # the whole output. amax propagates NaN (nanmax-like ops would not).
+                # Reduced over the other axes where they lie: moving the neuron axis last
+                # would copy the whole output. amax propagates NaN (nanmax-like ops would not).
                 x = x.amax(dim=spatial).unsqueeze(1)
             else:
                 # Accumulate half precision in float32 so means over large maps do not overflow.

@@ -86,10 +86,6 @@ def write_store(
     return path
 
 
-def _is_metadata(key: str) -> bool:
-    return key.rsplit("/", 1)[-1] == "zarr.json"
-
-
 def _spill(entries: dict[str, Buffer], folder: Path, keep_metadata: bool = False) -> None:
     """Write the staged ``entries`` as files under ``folder`` and drop them from memory;
     with ``keep_metadata``, the ``zarr.json`` documents stay (consolidation reads them)."""
