@@ -17,7 +17,8 @@ Determinism: merging is integer addition plus min/max, and a neuron's resolution
 at which all its data fits the budget, so the finalized
 :class:`~ndstream.sketch.summary.Summary` is bit-identical for any split, order or batching of
 the same data. Window placement and counter width may differ between such runs; they are not
-part of the finalized form.
+part of the finalized form, and :meth:`LayerSketch.from_summary` rebuilds a sketch from that
+form alone, so a run can stop, keep only its store, and go on.
 """
 
 from __future__ import annotations
