@@ -165,19 +165,8 @@ def update_counts(
                 missed[n] = True
                 n_missed += 1
                 continue
-            # A linear sweep over the neuron's pages streams them into cache at memory
-            # bandwidth; the scattered increments alone would wait on one miss after another.
-            touched = 0
-            for p in range(n_part if sweep else 0):
-                for i_seg in range(seg_group.shape[1]):
-                    g = seg_group[p, i_seg]
-                    if g < 0:
-                        break
-                    pg = page[n, g]
-                    if pg >= 0:
-                        for s in range(0, pool.shape[1], line):
-                            touched += pool[pg, s]
-            sink[0] += touched
+            if sweep:
+                sink[0] += _sweep_pages(pool, page, n, seg_group, line)
             # One group at a time: the group's min and max live in registers and the
             # neuron's page stays in L1.
             for p in range(n_part):
@@ -201,6 +190,29 @@ def update_counts(
                     mins[n, g] = lo
                     maxs[n, g] = hi
     return n_missed
+
+
+@jit
+def _sweep_pages(
+    pool: np.ndarray, page: np.ndarray, n: int, seg_group: np.ndarray, line: int
+) -> int:
+    """Read neuron ``n``'s pages of the batch's groups one cache line at a time.
+
+    A linear sweep streams them into cache at memory bandwidth; the scattered increments
+    alone would wait on one cache miss after another. Returns the sum read, for the caller
+    to keep, so that the reads are not optimised away.
+    """
+    touched = 0
+    for p in range(seg_group.shape[0]):
+        for i_seg in range(seg_group.shape[1]):
+            g = seg_group[p, i_seg]
+            if g < 0:
+                break
+            pg = page[n, g]
+            if pg >= 0:
+                for s in range(0, pool.shape[1], line):
+                    touched += pool[pg, s]
+    return touched
 
 
 @jit
