@@ -46,6 +46,15 @@ class SerialWorker:
         self._raise_pending()
         self._queue.put((fn, args))
 
+    def wait(self) -> None:
+        """Block until every job queued so far has run; raise a job's exception if any."""
+        done = threading.Event()
+        self.submit(done.set)
+        while not done.wait(0.1):
+            if self._error is not None:
+                break  # a job failed: the rest, ours included, is skipped
+        self._raise_pending()
+
     def close(self) -> None:
         """Wait for every queued job, stop the thread, and raise a job's exception if any."""
         self._stop()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._version import __version__
-from .errors import NdstreamError
+from .errors import IngestInterrupted, NdstreamError
 
 __all__ = ["main"]
 
@@ -28,12 +28,20 @@ def _parser() -> argparse.ArgumentParser:
     ing = sub.add_parser(
         "ingest",
         help="stream a dataset through a model into a store",
-        description="Stream the dataset of CONFIG through its model and write a store.",
+        description="Stream the dataset of CONFIG through its model and write a store. "
+        "Checkpoints are committed as it goes; re-running the same command resumes an "
+        "interrupted run. Under torchrun (torchrun --nproc-per-node N -m ndstream ingest ...) "
+        "the ranks split the samples and rank 0 writes the store.",
     )
     ing.add_argument("config", help="YAML config, e.g. configs/digits.yaml")
     ing.add_argument("--store", help="store folder (overrides `store:` in the config)")
     ing.add_argument("--limit", type=int, help="stop after N samples")
-    ing.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    ing.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over, replacing an existing store (without it, an incomplete store of "
+        "the same run is resumed)",
+    )
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="describe a store", description="Print what a store holds.")
@@ -48,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ingest":
             return _ingest(args)
         return _info(args)
+    except IngestInterrupted as exc:
+        print(f"ndstream {args.command}: {exc}", file=sys.stderr)
+        return 130
     except NdstreamError as exc:
         print(f"ndstream {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -58,11 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .distributed import init_from_env
     from .runner import run_config
 
     cfg = load_config(args.config, store=args.store, limit=args.limit)
+    ranks = init_from_env(cfg.device)  # under torchrun: join the other ranks
     store = run_config(cfg, overwrite=args.overwrite, progress=not args.quiet)
-    print(describe(store))
+    if ranks.is_main:
+        print(describe(store))
     return 0
 
 
@@ -89,7 +103,7 @@ def describe(store: object) -> str:
     lines = [
         f"store      {store.path}",
         f"format     ndstream v{m.format_version} (written by ndstream {m.ndstream_version})",
-        f"progress   {m.samples_done} / {total} samples, {state}; updated {m.updated}",
+        f"progress   {m.samples_done} / {total} samples, {state}; last checkpoint {m.updated}",
         f"reduction  {m.reduction}",
         f"grid       {m.grid.get('kind')}, up to 2^{m.grid.get('mantissa_bits')} bins/octave, "
         f"2^{m.grid.get('min_exponent')}..2^{m.grid.get('max_exponent')}",

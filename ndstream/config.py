@@ -92,10 +92,21 @@ DataConfig = Annotated[
 
 
 class LoaderConfig(_Strict):
-    """DataLoader settings. The order is fixed: no shuffling, so runs are reproducible."""
+    """DataLoader settings; they change the speed of a run, not what it counts."""
 
     batch_size: int = Field(default=128, gt=0)
     num_workers: int = Field(default=0, ge=0)
+
+
+class CheckpointConfig(_Strict):
+    """When ingest commits its state to the store (and always at the end)."""
+
+    every_steps: int | None = Field(
+        default=None, gt=0, description="every N steps (a batch on each rank); null: never"
+    )
+    every_seconds: float | None = Field(
+        default=120.0, gt=0, description="N seconds after the last checkpoint; null: never"
+    )
 
 
 class GridConfig(_Strict):
@@ -132,6 +143,10 @@ class IngestConfig(_Strict):
     grid: GridConfig = GridConfig()
     device: str = "cpu"
     limit: int | None = Field(default=None, gt=0)
+    seed: int | None = Field(
+        default=0, ge=0, description="seed of the sample order; null keeps the dataset order"
+    )
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> IngestConfig:

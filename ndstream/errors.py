@@ -8,7 +8,9 @@ from __future__ import annotations
 __all__ = [
     "CaptureError",
     "ConfigError",
+    "DataError",
     "GroupNotFoundError",
+    "IngestInterrupted",
     "LayerNotFoundError",
     "NdstreamError",
     "SpecMismatchError",
@@ -48,3 +50,11 @@ class SpecMismatchError(NdstreamError, ValueError):
 
 class StoreError(NdstreamError, OSError):
     """A path is not a readable ndstream store, or a store cannot be written."""
+
+
+class DataError(NdstreamError, RuntimeError):
+    """Loading the data failed (a dataset error, a DataLoader worker that died)."""
+
+
+class IngestInterrupted(NdstreamError, KeyboardInterrupt):
+    """Ingest stopped on request (Ctrl-C) after committing a checkpoint; re-run to resume."""

@@ -9,10 +9,16 @@ after each batch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import shutil
+import signal
+import sys
+import threading
+import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +29,23 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from .background import SerialWorker
 from .capture import ActivationCapture, LayerInfo, LayerSelector, Reduction, resolve_layers
-from .errors import ConfigError, StoreError
+from .distributed import Ranks
+from .errors import ConfigError, DataError, IngestInterrupted, NdstreamError, StoreError
+from .feed import Feed
 from .fingerprint import dataset_fingerprint, model_fingerprint
 from .groups import Grouping, GroupLayout, resolve_groupings
+from .resume import Prior, RunIdentity, prepare
 from .sketch import GridSpec, LayerSketch, SketchSpec
-from .store import LayerMeta, Store, StoreMeta, open_store, write_store
+from .store import LayerMeta, Store, StoreMeta, open_store
+from .store.snapshots import StoreLock, remove_unfinished
+from .store.writer import write_checkpoint
 
 __all__ = ["ingest"]
 
 
 def ingest(
     model: torch.nn.Module,
-    loader: Iterable[Any],
+    loader: Any,
     store: str | os.PathLike[str],
     *,
     layers: LayerSelector | Sequence[LayerSelector],
@@ -47,16 +58,30 @@ def ingest(
     overwrite: bool = False,
     progress: bool = True,
     config: Mapping[str, Any] | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    seed: int | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = 120.0,
 ) -> Store:
     """Summarise the activations of ``model`` over ``loader`` into a store, and open it.
+
+    The store commits a checkpoint every ``checkpoint_every`` steps or ``checkpoint_seconds``
+    seconds, and at the end. Calling ``ingest`` again with the same arguments on an
+    incomplete store resumes after its last checkpoint, and the finished store is bit for bit
+    the one an uninterrupted run writes. Under ``torchrun`` (an initialized default process
+    group) each rank runs its share of the samples and rank 0 writes the store.
 
     Parameters
     ----------
     model
         Any ``torch.nn.Module``; it is put in ``eval()`` mode.
     loader
-        Yields ``(inputs, targets, ...)`` tuples or bare input tensors, usually a
-        ``torch.utils.data.DataLoader``. ``loader.dataset.classes`` names the label groups.
+        A map-style ``Dataset``, or a ``DataLoader`` over one (its batch size, workers and
+        collate function are kept): ndstream then visits the samples in a seeded order it
+        can resume and split between ranks. Any other iterable of ``(inputs, targets, ...)``
+        tuples or bare input tensors is used as it comes, on one process. The dataset's
+        ``classes`` name the label groups.
     store
         Folder of the Zarr store to write.
     layers
@@ -71,108 +96,366 @@ def ingest(
     channel_dim
         Per-layer override (name or glob) of the output axis that holds neurons.
     limit
-        Stop after this many samples.
+        Visit only the first ``limit`` samples of the order.
     device
         Device for the inputs; defaults to the model's.
     overwrite
-        Replace an existing store at ``store``.
+        Start over, replacing an existing store at ``store``.
     progress
         Show a progress bar with throughput and ETA.
     config
         The configuration to record in the store (the CLI passes the validated YAML).
+    batch_size, num_workers
+        Loader settings when ``loader`` is a ``Dataset``.
+    seed
+        Seed of the visiting order, a permutation of the dataset (it replaces a
+        ``DataLoader``'s own shuffling); ``None`` keeps the dataset order. A shuffled order
+        makes a partial store a fair sample of the whole. The CLI's default is 0.
+    checkpoint_every
+        Commit a checkpoint every this many steps (batches of every rank); ``None``: never
+        by count.
+    checkpoint_seconds
+        Commit a checkpoint when this many seconds passed since the last; ``None``: never by
+        time.
 
     Returns
     -------
     Store
         The written store, opened for reading.
+
+    Raises
+    ------
+    StoreError
+        If ``store`` holds a store of a different run, or something that is not a store.
+    IngestInterrupted
+        On Ctrl-C, after committing what was counted so far.
+    DataError
+        If loading the data fails; what was counted before is committed first.
     """
     path = Path(store)
-    if path.exists() and not overwrite:
-        raise StoreError(
-            f"{path} already exists; choose another path or pass overwrite=True (--overwrite)"
-        )
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of samples, got {limit}")
+    for name, value in (("checkpoint_every", checkpoint_every), ("batch_size", batch_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    if checkpoint_seconds is not None and checkpoint_seconds <= 0:
+        raise ConfigError(f"checkpoint_seconds must be positive, got {checkpoint_seconds}")
     grid = grid or GridSpec()
     names = resolve_layers(model, layers)
     by_name = _exact_names(model, layers)
     groupings = resolve_groupings(group_by)
     dev = torch.device(device) if device is not None else _model_device(model)
-    dataset = getattr(loader, "dataset", None)
-    classes = getattr(dataset, "classes", None)
-    total = _total(loader, dataset, limit)
-    created = _now()
-
+    ranks = Ranks.current()
+    feed = Feed(
+        loader, batch_size=batch_size, num_workers=num_workers, seed=seed, limit=limit,
+        rank=ranks.rank, world=ranks.world,
+    )  # fmt: skip
     model.eval()
-    sketches: dict[str, LayerSketch] = {}
-    layout: GroupLayout | None = None
-    pending = _PendingBatches()
-    done = 0
-    bar = tqdm(total=total, unit="img", disable=not progress, desc="ingest", dynamic_ncols=True)
-    with (
-        torch.inference_mode(),
-        ActivationCapture(
-            model,
-            names,
-            reduction=reduction,
-            channel_dim=channel_dim,
-            optional=[n for n in names if n not in by_name],
-        ) as capture,
-        SerialWorker() as updates,  # sketch updates overlap the next forward pass
-    ):
-        for batch in loader:
-            inputs, targets = _split_batch(batch)
-            if limit is not None and done + _batch_len(inputs) > limit:
-                keep = limit - done
-                inputs, targets = _head(inputs, keep), _head(targets, keep)
-            outputs = model(_to(inputs, dev))
-            acts = capture.pop()
-            if layout is None:
-                layout = GroupLayout(tuple(g.bind(classes, outputs) for g in groupings))
-                sketches = {
-                    name: LayerSketch(SketchSpec(info.n_neurons, layout.names, grid))
-                    for name, info in capture.layers.items()
-                }
-            gids = layout.ids(inputs, targets, outputs)
-            pending.add(acts, gids)
-            if pending.full:
-                updates.submit(_update_sketches, sketches, pending.take())
-            done += gids.shape[0]
-            bar.update(gids.shape[0])
-            if limit is not None and done >= limit:
-                break
-        if pending.rows:
-            updates.submit(_update_sketches, sketches, pending.take())
-    bar.close()
-    if layout is None:
-        raise ConfigError("the loader yielded no batches; check the dataset and `limit`")
+    recorded = dict(config) if config is not None else _call_config(names, reduction, groupings)
+    if config is None:
+        recorded.update(limit=limit, seed=seed)
+    identity = RunIdentity(
+        config=recorded,
+        model_fingerprint=model_fingerprint(model),
+        dataset_fingerprint=dataset_fingerprint(feed.dataset) if feed.dataset is not None else "",
+        order=feed.order.to_dict() if feed.order is not None else {"kind": "loader"},
+    )
+    run = _Run(path, feed, identity, ranks, grid, names, reduction, dev, progress)
+    lock = StoreLock(path) if ranks.is_main else contextlib.nullcontext()
+    failed = True
+    try:
+        with lock:
+            if ranks.is_main:
+                remove_unfinished(path)  # what a writer that died left behind
+            found = run.agree(overwrite)
+            if found is not None:
+                if progress and ranks.is_main:
+                    print(f"{path} is already complete; nothing to do (--overwrite starts over)")
+                failed = False
+                return found
+            with ActivationCapture(
+                model,
+                names,
+                reduction=reduction,
+                channel_dim=channel_dim,
+                optional=[n for n in names if n not in by_name],
+            ) as capture:
+                run.stream(
+                    model, capture, groupings, CheckpointClock(checkpoint_every, checkpoint_seconds)
+                )
+            failed = False
+    finally:
+        run.close(failed)
+        if ranks.is_main:
+            _remove_if_empty(path)
     if capture.skipped:
         warnings.warn(
             f"skipped {len(capture.skipped)} layers that matched the selection but never ran "
             f"(their weights are used without calling the module): {capture.skipped}",
             stacklevel=2,
         )
-        names = [n for n in names if n not in capture.skipped]
-
-    infos = capture.layers
-    meta = StoreMeta(
-        layers=tuple(_layer_meta(infos[name], reduction) for name in names),
-        groups=layout.names,
-        groupings=layout.grouping_of,
-        reduction=reduction,
-        grid=grid.to_dict(),
-        model_fingerprint=model_fingerprint(model),
-        dataset_fingerprint=dataset_fingerprint(dataset) if dataset is not None else "",
-        samples_done=done,
-        samples_total=total if total is not None else done,
-        complete=True,
-        config=dict(config) if config is not None else _call_config(names, reduction, groupings),
-        ndstream_version=__version__,
-        created=created,
-        updated=_now(),
-    )
-    write_store(path, meta, {name: sketches[name] for name in names}, overwrite=overwrite)
+    ranks.broadcast(None)  # the other ranks open the store once rank 0 has committed it
     return open_store(path)
+
+
+class CheckpointClock:
+    """When to commit: every ``every`` steps, or ``seconds`` after the last commit.
+
+    The time-based interval stretches to 50 times the last checkpoint's cost, so that
+    checkpoints of a very large store never take more than about 2% of the run.
+    """
+
+    overhead = 0.02
+
+    def __init__(self, every: int | None, seconds: float | None) -> None:
+        self.every, self.seconds = every, seconds
+        self.last = time.monotonic()
+        self.cost = 0.0
+
+    def due(self, steps: int) -> bool:
+        """Whether a checkpoint is due after ``steps`` steps of this run."""
+        if self.every is not None and steps % self.every == 0:
+            return True
+        if self.seconds is None:
+            return False
+        return time.monotonic() - self.last >= max(self.seconds, self.cost / self.overhead)
+
+    def committed(self, started: float) -> None:
+        """A checkpoint that began at ``started`` (``time.monotonic()``) is committed."""
+        self.last = time.monotonic()
+        self.cost = self.last - started
+
+
+class _Run:
+    """One rank's side of an ingest: its sketches, its progress and its checkpoints."""
+
+    def __init__(
+        self,
+        path: Path,
+        feed: Feed,
+        identity: RunIdentity,
+        ranks: Ranks,
+        grid: GridSpec,
+        names: list[str],
+        reduction: str,
+        device: torch.device,
+        progress: bool,
+    ) -> None:
+        self.path, self.feed, self.identity, self.ranks = path, feed, identity, ranks
+        self.grid, self.names, self.reduction, self.device = grid, names, reduction, device
+        self.progress = progress
+        self.created = _now()
+        self.start_at = 0
+        self.done = 0
+        self.prior_meta: StoreMeta | None = None
+        self.sketches: dict[str, LayerSketch] = {}
+        self.layout: GroupLayout | None = None
+        self.infos: dict[str, LayerInfo] = {}
+        self.pending = _PendingBatches()
+        self.updates = SerialWorker()  # sketch updates overlap the next forward pass
+
+    # -- before the first step ---------------------------------------------------------------
+
+    def agree(self, overwrite: bool) -> Store | None:
+        """Rank 0 looks at the store path; every rank learns where to start, or the error.
+
+        Returns the complete store of this same run when there is nothing left to do.
+        """
+        found: Prior | Store | None = None
+        error: NdstreamError | None = None
+        if self.ranks.is_main:
+            try:
+                found = prepare(self.path, self.identity, overwrite=overwrite)
+            except NdstreamError as exc:
+                error = exc
+        start = found.samples_done if isinstance(found, Prior) else 0
+        complete = isinstance(found, Store)
+        start, complete, message = self.ranks.broadcast(
+            (start, complete, str(error) if error else None)
+        )
+        if message is not None:
+            raise error if error is not None else StoreError(f"rank 0 stopped: {message}")
+        if complete:
+            return found if isinstance(found, Store) else open_store(self.path)
+        if isinstance(found, Prior):  # rank 0 alone carries the counts so far
+            self.prior_meta = found.store.meta
+            self.sketches = found.sketches()
+            self.created = found.store.meta.created
+        self.start_at = self.done = start
+        return None
+
+    def _begin(self, capture: ActivationCapture, groupings: list[Grouping], outputs: Any) -> None:
+        """On the first batch: the groups, and a sketch per layer (unless resumed)."""
+        classes = getattr(self.feed.dataset, "classes", None)
+        self.layout = GroupLayout(tuple(g.bind(classes, outputs) for g in groupings))
+        self.infos = dict(capture.layers)
+        prior = self.prior_meta
+        if prior is not None:
+            now = {name: info.n_neurons for name, info in self.infos.items()}
+            before = {layer.name: layer.n_neurons for layer in prior.layers}
+            if now != before or self.layout.names != prior.groups:
+                raise StoreError(
+                    f"the store at {self.path} was made with other layers or groups than "
+                    "this run captures; re-run with --overwrite (overwrite=True) to start over"
+                )
+            return
+        self.sketches = {
+            name: LayerSketch(SketchSpec(info.n_neurons, self.layout.names, self.grid))
+            for name, info in self.infos.items()
+        }
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        model: torch.nn.Module,
+        capture: ActivationCapture,
+        groupings: list[Grouping],
+        clock: CheckpointClock,
+    ) -> None:
+        """Run every step of this rank, committing checkpoints on the way and at the end."""
+        bar = tqdm(
+            total=self.feed.total, initial=self.start_at, unit="img", desc="ingest",
+            disable=not self.progress or not self.ranks.is_main, dynamic_ncols=True,
+        )  # fmt: skip
+        steps = 0
+        try:
+            with torch.inference_mode(), _StopRequest(self.ranks.world == 1) as stop:
+                try:
+                    for batch, done_after in self.feed.batches(self.start_at):
+                        if batch is not None:
+                            inputs, targets = batch
+                            outputs = model(_to(inputs, self.device))
+                            acts = capture.pop()
+                            if self.layout is None:
+                                self._begin(capture, groupings, outputs)
+                            assert self.layout is not None
+                            gids = self.layout.ids(inputs, targets, outputs)
+                            self.pending.add(acts, gids)
+                            if self.pending.full:
+                                self.updates.submit(
+                                    _update_sketches, self.sketches, self.pending.take()
+                                )
+                            bar.update(done_after - self.done)
+                        steps, self.done = steps + 1, done_after
+                        if self.ranks.broadcast(clock.due(steps) or stop.requested):
+                            began = time.monotonic()
+                            self.checkpoint(complete=False)
+                            clock.committed(began)
+                            if stop.requested:
+                                raise IngestInterrupted(
+                                    f"stopped after {self.done} samples, all of them committed "
+                                    f"to {self.path}; re-run the same command to resume"
+                                )
+                except DataError:
+                    # Raised between steps, where the counts and the sketches agree.
+                    if self.ranks.world == 1 and self.sketches:
+                        self.checkpoint(complete=False)  # keep what was counted
+                    raise
+                except RuntimeError as exc:
+                    # torch raises a dead worker from its SIGCHLD handler, at any point of
+                    # a step: the state may be half a step on, so the last checkpoint stays.
+                    if "DataLoader worker" not in str(exc):
+                        raise
+                    raise DataError(
+                        f"a DataLoader worker died ({exc}). The last checkpoint of "
+                        f"{self.path} is intact; fix the dataset (or run with fewer "
+                        "workers) and re-run the same command to resume"
+                    ) from exc
+            self.checkpoint(complete=True)
+        finally:
+            bar.close()
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint(self, *, complete: bool) -> None:
+        """Fold in what is pending, merge the ranks' sketches on rank 0, and commit them."""
+        if self.pending.rows:
+            self.updates.submit(_update_sketches, self.sketches, self.pending.take())
+        self.updates.wait()
+        parts = self.ranks.gather(self.sketches)
+        if not self.ranks.is_main or parts is None:
+            return
+        merged = _merge_ranks(parts)
+        meta = self._meta(complete)
+        if meta is None:
+            raise ConfigError("the loader yielded no batches; check the dataset and `limit`")
+        write_checkpoint(self.path, meta, {name: merged[name] for name in meta.layer_names})
+
+    def _meta(self, complete: bool) -> StoreMeta | None:
+        if self.layout is not None:
+            layers = tuple(
+                _layer_meta(info, self.reduction)
+                for name, info in self.infos.items()
+                if name in self.sketches
+            )
+            groups, groupings = self.layout.names, self.layout.grouping_of
+        elif self.prior_meta is not None:  # resumed with nothing left to run
+            layers = self.prior_meta.layers
+            groups, groupings = self.prior_meta.groups, self.prior_meta.groupings
+        else:
+            return None
+        total = self.feed.total
+        return StoreMeta(
+            layers=layers,
+            groups=groups,
+            groupings=groupings,
+            reduction=self.reduction,
+            grid=self.grid.to_dict(),
+            model_fingerprint=self.identity.model_fingerprint,
+            dataset_fingerprint=self.identity.dataset_fingerprint,
+            samples_done=self.done,
+            samples_total=total if total is not None else (self.done if complete else None),
+            complete=complete,
+            config=dict(self.identity.config),
+            order=dict(self.identity.order),
+            ndstream_version=__version__,
+            created=self.created,
+            updated=_now(),
+        )
+
+    def close(self, failed: bool) -> None:
+        """Stop the update thread; after a failure, drop what is still queued."""
+        if failed:
+            self.updates.__exit__(RuntimeError, None, None)
+        else:
+            self.updates.close()
+
+
+def _merge_ranks(parts: Sequence[Mapping[str, LayerSketch]]) -> dict[str, LayerSketch]:
+    """Each layer's sketches of all ranks, merged (exact: integer addition, min and max)."""
+    merged = dict(parts[0])
+    for part in parts[1:]:
+        for name, sketch in part.items():
+            merged[name] = merged[name].merge(sketch) if name in merged else sketch
+    return merged
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C into a request to stop at the end of the current step.
+
+    Stopping between steps keeps the count of samples and the sketches in step, so ingest
+    can commit them before it exits; a second Ctrl-C stops at once.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        print("\nstopping after this batch; Ctrl-C again to stop at once", file=sys.stderr)
+
+    def __enter__(self) -> _StopRequest:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled and not self.requested:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class _PendingBatches:
@@ -250,35 +533,6 @@ def _call_config(names: list[str], reduction: str, groupings: list[Grouping]) ->
     return {"layers": names, "reduction": reduction, "group_by": [g.name for g in groupings]}
 
 
-def _split_batch(batch: Any) -> tuple[Any, Any]:
-    if isinstance(batch, tuple | list):
-        if not batch:
-            raise ConfigError("the loader yielded an empty batch")
-        return batch[0], batch[1] if len(batch) > 1 else None
-    if isinstance(batch, torch.Tensor):
-        return batch, None
-    raise ConfigError(
-        f"the loader yielded a {type(batch).__name__}; ndstream expects (inputs, targets) "
-        "tuples or bare input tensors. Wrap the dataset so it yields those."
-    )
-
-
-def _batch_len(inputs: Any) -> int:
-    if isinstance(inputs, torch.Tensor):
-        return int(inputs.shape[0])
-    if isinstance(inputs, tuple | list) and inputs:
-        return _batch_len(inputs[0])
-    raise ConfigError(f"cannot tell the batch size of inputs of type {type(inputs).__name__}")
-
-
-def _head(x: Any, n: int) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, tuple | list):
-        return type(x)(_head(v, n) for v in x)
-    return x[:n]
-
-
 def _to(x: Any, device: torch.device) -> Any:
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=True)
@@ -293,19 +547,14 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _total(loader: Any, dataset: Any, limit: int | None) -> int | None:
-    n: int | None
-    try:
-        n = len(dataset) if dataset is not None else None
-    except TypeError:
-        n = None
-    if n is not None and getattr(loader, "drop_last", False):
-        batch_size = getattr(loader, "batch_size", None) or 1
-        n = n // batch_size * batch_size
-    if limit is not None:
-        return min(n, limit) if n is not None else limit
-    return n
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove a store folder that holds nothing but its lock: a run that failed early."""
+    try:
+        if path.is_dir() and {p.name for p in path.iterdir()} <= {".lock"}:
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from .config import CustomGroupingConfig, IngestConfig
+from .distributed import local_device
 from .groups import Grouping, custom
 from .ingest import ingest
 from .sketch import GridSpec
@@ -18,13 +17,8 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
     """Build the model, dataset and loader a config names, and ingest into its store."""
     grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
     dataset = build_dataset(cfg.data)  # first: checking a data folder is cheaper than a model
-    model = build_model(cfg.model).to(cfg.device)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.loader.batch_size,
-        num_workers=cfg.loader.num_workers,
-        shuffle=False,
-    )
+    device = local_device(cfg.device)
+    model = build_model(cfg.model).to(device)
     group_by: list[str | Grouping] = [
         custom(import_target(g.target), g.names, g.name)
         if isinstance(g, CustomGroupingConfig)
@@ -33,7 +27,7 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
     ]
     return ingest(
         model,
-        loader,
+        dataset,
         cfg.store,
         layers=cfg.layers,
         reduction=cfg.reduction,
@@ -41,8 +35,13 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         grid=grid,
         channel_dim=cfg.channel_dim,
         limit=cfg.limit,
-        device=cfg.device,
+        device=device,
         overwrite=overwrite,
         progress=progress,
         config=cfg.model_dump(mode="json"),
+        batch_size=cfg.loader.batch_size,
+        num_workers=cfg.loader.num_workers,
+        seed=cfg.seed,
+        checkpoint_every=cfg.checkpoint.every_steps,
+        checkpoint_seconds=cfg.checkpoint.every_seconds,
     )

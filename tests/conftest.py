@@ -5,12 +5,14 @@ with plain forward hooks (independent of ndstream's capture), and one digits sto
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from runs import cli, write_config
 from torch import nn
 
 import ndstream
@@ -141,3 +143,19 @@ def digits_store_path(
 def digits_store(digits_store_path: Path) -> ndstream.Store:
     """The session digits store, opened for reading."""
     return ndstream.open_store(digits_store_path)
+
+
+@pytest.fixture(scope="session")
+def env(ndstream_cache_dir: Path, digits_model: object) -> dict[str, str]:
+    """Environment of ingest subprocesses; the session cache holds the trained digits CNN."""
+    return {**os.environ, "NDSTREAM_CACHE_DIR": str(ndstream_cache_dir)}
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
+    """A store of an uninterrupted CLI run of ``runs.write_config``'s config."""
+    folder = tmp_path_factory.mktemp("reference")
+    store = folder / "ref.zarr"
+    subprocess.run(cli(write_config(folder), store), env=env, check=True, timeout=300)
+    assert ndstream.open_store(store).complete
+    return store

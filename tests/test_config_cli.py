@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -216,9 +217,12 @@ def test_cli_ingest(cli_store, digits_targets) -> None:
     for layer in store.layers:
         assert store.count(layer) == 300
     assert store.count("fc2", "correct") + store.count("fc2", "incorrect") == 300
+    # The first 300 samples of the seeded order (configs/digits.yaml keeps the default seed).
+    visited = np.random.RandomState(0).permutation(len(digits_targets))[:300]
     assert [store.count("fc2", str(c)) for c in range(10)] == [
-        int((digits_targets[:300] == c).sum()) for c in range(10)
+        int((digits_targets[visited] == c).sum()) for c in range(10)
     ]
+    assert store.meta.order == {"kind": "permutation", "seed": 0, "n_dataset": 1797, "total": 300}
     # The validated YAML is recorded, with the command-line overrides applied.
     assert store.meta.config["store"] == str(path)
     assert store.meta.config["limit"] == 300
@@ -253,7 +257,9 @@ def test_cli_ingest_existing_store_without_overwrite(cli_store, cli_env) -> None
     args = ["ingest", "configs/digits.yaml", "--store", str(path), "--limit", "10", "--quiet"]
     result = run_cli(args, cli_env)
     assert result.returncode == 2
-    assert "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert "complete store of a different run" in result.stderr
+    assert "config 'limit' (300 in the store, 10 now)" in result.stderr
+    assert "--overwrite" in result.stderr
     assert "Traceback" not in result.stderr
     assert ndstream.open_store(path).meta.samples_done == 300
 

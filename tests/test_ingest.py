@@ -674,7 +674,10 @@ def test_attributes(digits_store_path, digits_store, digits_raw) -> None:
         "layers": DIGITS_LAYERS,
         "reduction": "max",
         "group_by": DIGITS_GROUP_BY,
+        "limit": None,
+        "seed": None,
     }
+    assert attrs["order"] == {"kind": "dataset", "seed": None, "n_dataset": 1797, "total": 1797}
     assert attrs["grid"]["kind"] == "log-linear-float32"
     assert attrs["groups"] == digits_store.groups
     for stamp in (attrs["created"], attrs["updated"]):

@@ -71,6 +71,7 @@ class StoreMeta:
     samples_total: int | None
     complete: bool
     config: dict[str, Any] = field(default_factory=dict)
+    order: dict[str, Any] = field(default_factory=dict)
     ndstream_version: str = ""
     format_version: int = FORMAT_VERSION
     created: str = ""

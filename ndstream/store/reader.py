@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import zarr
 from ..errors import GroupNotFoundError, LayerNotFoundError, NdstreamError, StoreError
 from ..sketch import GridSpec, Summary
 from . import format as fmt
+from . import snapshots
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -50,8 +52,16 @@ class Store:
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"no store at {self.path}: the path does not exist")
+        # Pin the last committed checkpoint: every read of this object comes from it, even
+        # while an ingest commits newer ones (see ndstream.store.snapshots).
+        self.snapshot = snapshots.current(self.path)
+        if not (self.snapshot / "zarr.json").exists() and (self.path / snapshots.LOCK).exists():
+            raise StoreError(
+                f"{self.path} has no checkpoint yet: an ingest into it started but has not "
+                "committed its first checkpoint; try again shortly"
+            )
         try:
-            self._root = zarr.open_group(self.path, mode="r", zarr_format=3)
+            self._root = zarr.open_group(self.snapshot, mode="r", zarr_format=3)
         except Exception as exc:
             raise StoreError(
                 f"{self.path} is not a Zarr v3 store ({type(exc).__name__}: {exc}); "
@@ -69,7 +79,9 @@ class Store:
         except NdstreamError as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         # Look on disk: the consolidated metadata would still list a deleted layer folder.
-        missing = [n for n in self.meta.layer_names if not (self.path / n / "zarr.json").is_file()]
+        missing = [
+            n for n in self.meta.layer_names if not (self.snapshot / n / "zarr.json").is_file()
+        ]
         if missing:
             raise StoreError(
                 f"{self.path} lists layers {missing} but has no data for them; the store is "
@@ -121,7 +133,8 @@ class Store:
         With the ``max`` and ``mean`` reductions this is the number of samples.
         """
         idx = self.group_index(group)
-        return int(self._array(layer, "count")[...][idx].sum())
+        with self._reading():
+            return int(self._array(layer, "count")[...][idx].sum())
 
     def group_index(self, group: GroupSelector = None) -> np.ndarray:
         """Indices on the group axis selected by ``group`` (see the class docstring)."""
@@ -151,6 +164,10 @@ class Store:
         idx = self.group_index(group)
         # Reading group by group touches only the chunks of the selected groups.
         sel = (slice(None), idx)
+        with self._reading():
+            return self._summary(layer, idx, sel)
+
+    def _summary(self, layer: str, idx: np.ndarray, sel: tuple[Any, ...]) -> Summary:
         return Summary(
             counts=self._array(layer, "counts").get_orthogonal_selection(sel),
             lower=self._array(layer, "bin_lower")[...],
@@ -212,11 +229,37 @@ class Store:
         import xarray as xr
 
         self.layer_meta(layer)
-        return xr.open_zarr(self.path, group=layer, consolidated=False)
+        return xr.open_zarr(self.snapshot, group=layer, consolidated=False)
 
     def resolution(self, layer: str) -> np.ndarray:
         """``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave."""
-        return np.asarray(self._array(layer, "resolution")[...], dtype=np.int32)
+        with self._reading():
+            return np.asarray(self._array(layer, "resolution")[...], dtype=np.int32)
+
+    @property
+    def checkpoint_time(self) -> str:
+        """When the checkpoint this object reads was committed (ISO 8601, UTC)."""
+        return self.meta.updated
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Reads that fail, or that a vanished snapshot would turn into zeros, raise
+        :class:`StoreError`: zarr reads a missing chunk file as its fill value."""
+        try:
+            yield
+        except NdstreamError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"could not read {self.path} ({type(exc).__name__}: {exc}); the store is "
+                "damaged or was removed: open it again, or re-run the ingest with --overwrite"
+            ) from exc
+        if not (self.snapshot / "zarr.json").is_file():
+            raise StoreError(
+                f"the checkpoint of {self.path} that this Store was reading is gone (the store "
+                "was deleted, replaced, or moved on by a running ingest); open it again with "
+                "ndstream.open_store to read its latest checkpoint"
+            )
 
     def _array(self, layer: str, name: str) -> Any:
         self.layer_meta(layer)

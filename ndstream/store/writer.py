@@ -1,15 +1,16 @@
-"""Write finalized sketches to a Zarr v3 store.
+"""Write finalized sketches to a Zarr v3 store, one atomic checkpoint at a time.
 
-A store is written into a fresh sibling folder and renamed into place, so the path holds
-either the previous store or the new one, never a half-written mix.
+Each checkpoint is a whole Zarr store written into a new snapshot folder and committed by
+one atomic rename (see :mod:`ndstream.store.snapshots`), so the store path holds either the
+previous checkpoint or the new one, never a half-written mix.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -27,8 +28,9 @@ from zarr.storage import MemoryStore
 from ..errors import StoreError
 from ..sketch import LayerSketch, Summary
 from . import format as fmt
+from . import snapshots
 
-__all__ = ["write_store"]
+__all__ = ["check_replaceable", "write_checkpoint", "write_store"]
 
 # Byte-shuffled lz4: most counters are small or zero, so their high bytes compress to nothing,
 # at several GB/s; zstd with bit shuffle packs a quarter tighter but writes six times slower.
@@ -42,7 +44,7 @@ def write_store(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a complete store at ``path``, replacing it atomically.
+    """Write a complete store at ``path``.
 
     Parameters
     ----------
@@ -54,23 +56,39 @@ def write_store(
         Each layer's sketch, finalized or not. A :class:`LayerSketch` is finalized a block of
         groups at a time, so a layer with many groups never exists densely in memory.
     overwrite
-        Replace an existing store; without it an existing path raises :class:`StoreError`.
+        Replace an existing ndstream store; without it an existing path raises
+        :class:`StoreError`. A folder that is not an ndstream store is never replaced.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise StoreError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    if path.exists():
+        if not overwrite:
+            raise StoreError(
+                f"{path} already exists; pass overwrite=True (--overwrite) to replace it"
+            )
+        check_replaceable(path)
+    write_checkpoint(path, meta, summaries)
+    return path
+
+
+def write_checkpoint(
+    path: Path, meta: fmt.StoreMeta, summaries: Mapping[str, Summary | LayerSketch]
+) -> Path:
+    """Commit ``summaries`` as the store's next checkpoint, atomically (see ``snapshots``).
+
+    Returns the committed snapshot folder. On any failure the previous checkpoint is intact
+    and what was written of this one is removed.
+    """
     missing = [name for name in meta.layer_names if name not in summaries]
     if missing:
         raise StoreError(f"no summary for layers {missing}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp: Path | None = None
     # zarr builds the store in memory and each layer's chunks go to disk as soon as they are
     # written: zarr's local store costs a thread hand-off per file operation, several times
     # its in-memory speed. Only the small metadata documents stay in memory, to consolidate.
     entries: dict[str, Buffer] = {}
     staging = MemoryStore(entries)
     try:
-        tmp.mkdir()
+        tmp = snapshots.new_snapshot(path)
         root = zarr.open_group(staging, mode="w-", zarr_format=3)
         root.attrs[fmt.ROOT_ATTR] = meta.to_dict()
         for layer in meta.layers:
@@ -78,12 +96,38 @@ def write_store(
             _spill(entries, tmp, keep_metadata=True)
         _consolidate(staging, [layer.name for layer in meta.layers])
         _spill(entries, tmp)
-        _replace(tmp, path)
+        committed = snapshots.commit(
+            path, tmp, ["zarr.json", *meta.layer_names], final=meta.complete
+        )
+        tmp = None
+        return committed
     except OSError as exc:
-        raise StoreError(f"could not write store {path}: {exc}") from exc
+        raise StoreError(
+            f"could not write a checkpoint of {path} ({exc}); the previous checkpoint, if "
+            "any, is intact. Free disk space or fix the path, then re-run the same command "
+            "to resume from it"
+        ) from exc
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace ``path`` unless it is empty or an ndstream store (never user data)."""
+    if not path.is_dir():
+        raise StoreError(f"{path} exists and is not a folder; choose another store path")
+    if not any(path.iterdir()):
+        return
+    data = snapshots.current(path) / "zarr.json"
+    try:
+        is_store = fmt.ROOT_ATTR in json.loads(data.read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        is_store = False
+    if not is_store and not (path / snapshots.SNAPSHOTS).is_dir():
+        raise StoreError(
+            f"{path} exists and is not an ndstream store; refusing to replace it. Choose "
+            "another store path"
+        )
 
 
 def _spill(entries: dict[str, Buffer], folder: Path, keep_metadata: bool = False) -> None:
@@ -114,17 +158,6 @@ def _consolidate(store: MemoryStore, layers: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         sync(consolidate())
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    # A folder cannot be atomically replaced by another: move the old one aside first.
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class _Source:

@@ -1,0 +1,204 @@
+"""The batches one rank of an ingest runs, step by step, from where a resumed run starts.
+
+Given a map-style ``Dataset`` (or a ``DataLoader`` over one, whose settings it reuses),
+ndstream loads the data itself, in the seeded :class:`~ndstream.order.SampleOrder`, split
+into steps and ranks by a :class:`~ndstream.order.StepPlan`: a resume starts exactly after
+the last counted sample, and ``torchrun`` ranks never share one. Any other iterable of
+batches is taken as it comes, on one process; a resume then skips the samples already
+counted, which is right only if the iterable yields the same order every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
+
+from .errors import ConfigError, DataError
+from .order import RankSampler, SampleOrder, StepPlan
+
+__all__ = ["Feed"]
+
+Batch = tuple[Any, Any]
+
+
+class Feed:
+    """Where an ingest's batches come from.
+
+    Parameters
+    ----------
+    source
+        A map-style dataset, a ``DataLoader``, or any iterable of batches.
+    batch_size, num_workers
+        Loader settings when ndstream builds the loader (ignored for a ready iterable).
+    seed
+        Seed of the visiting order; ``None`` keeps the dataset order.
+    limit
+        Visit only the first ``limit`` samples of the order.
+    rank, world
+        This process's rank and the number of ranks.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int | None = 0,
+        limit: int | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.source = source
+        self.rank, self.world = rank, world
+        self.limit = limit
+        self._loader_kwargs: dict[str, Any] = {"num_workers": num_workers}
+        dataset = source if _is_map_style(source) else getattr(source, "dataset", None)
+        if isinstance(source, DataLoader):
+            batch_size = source.batch_size or batch_size
+            self._loader_kwargs = _loader_settings(source)
+            own = not isinstance(source.sampler, SequentialSampler | RandomSampler)
+            # A sampler of the user's own choice: keep the loader as it is.
+            reorder = not own and type(source.batch_sampler) is BatchSampler
+        else:
+            reorder = dataset is source
+        self.dataset: Any = dataset
+        self.batch_size = batch_size
+        self.order: SampleOrder | None = None
+        n = _len(dataset)
+        if reorder and n is not None and _is_map_style(dataset):
+            self.order = SampleOrder(n, seed, limit)
+        elif world > 1:
+            raise ConfigError(
+                "a multi-process ingest needs a map-style dataset (with __len__ and "
+                "__getitem__) to split between ranks; pass the Dataset instead of "
+                f"a {type(source).__name__}"
+            )
+
+    @property
+    def total(self) -> int | None:
+        """Samples the run visits in all, if known."""
+        if self.order is not None:
+            return self.order.total
+        n = _len(self.dataset)
+        return n if self.limit is None or n is None else min(n, self.limit)
+
+    def plan(self, start: int) -> StepPlan | None:
+        """The steps left after ``start`` samples (``None`` for a ready iterable)."""
+        if self.order is None:
+            return None
+        return StepPlan(self.order.total, start, self.batch_size, self.world)
+
+    def batches(self, start: int) -> Iterator[tuple[Batch | None, int]]:
+        """``(batch or None, samples counted after this step)`` for each step after ``start``.
+
+        A batch is ``(inputs, targets)``; ``None`` means this rank has no data in the step
+        (the last step of a run may not reach every rank). Errors of the data loading itself
+        are raised as :class:`~ndstream.errors.DataError`.
+        """
+        plan = self.plan(start)
+        if plan is None or self.order is None:
+            yield from self._iterable_batches(start)
+            return
+        sampler = RankSampler(self.order.indices(), plan, self.rank)
+        loader = DataLoader(
+            self.dataset, batch_size=plan.batch_size, sampler=sampler, **self._loader_kwargs
+        )
+        it = iter(loader)
+        for step in range(plan.steps):
+            batch = _next(it) if plan.has_batch(step, self.rank) else None
+            yield (split_batch(batch) if batch is not None else None), plan.done_after(step + 1)
+
+    def _iterable_batches(self, start: int) -> Iterator[tuple[Batch | None, int]]:
+        seen = 0  # samples the iterable yielded, the skipped ones included
+        it = iter(self.source)
+        while self.limit is None or seen < self.limit:
+            batch = _next(it)
+            if batch is None:
+                return
+            inputs, targets = split_batch(batch)
+            n = batch_len(inputs)
+            lo = max(0, start - seen)  # rows counted before a resume
+            hi = n if self.limit is None else min(n, self.limit - seen)
+            seen += n
+            if lo < hi:
+                yield (_rows(inputs, lo, hi), _rows(targets, lo, hi)), seen - n + hi
+
+
+def _next(it: Iterator[Any]) -> Any:
+    try:
+        return next(it)
+    except StopIteration:
+        return None
+    except Exception as exc:
+        raise DataError(
+            f"loading the data failed ({type(exc).__name__}: {exc}). The samples counted "
+            "before are kept; fix the dataset or loader and re-run the same command to resume"
+        ) from exc
+
+
+def _is_map_style(dataset: Any) -> bool:
+    if dataset is None or isinstance(dataset, IterableDataset):
+        return False
+    return hasattr(dataset, "__getitem__") and _len(dataset) is not None
+
+
+def _len(obj: Any) -> int | None:
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
+def _loader_settings(loader: DataLoader[Any]) -> dict[str, Any]:
+    """The settings of a user's DataLoader that ndstream keeps when it re-batches."""
+    out: dict[str, Any] = {
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "worker_init_fn": loader.worker_init_fn,
+    }
+    if loader.num_workers > 0:
+        out["prefetch_factor"] = loader.prefetch_factor
+        out["persistent_workers"] = False
+    return out
+
+
+def split_batch(batch: Any) -> Batch:
+    """``(inputs, targets)`` of a batch: a tuple or list, or a bare input tensor."""
+    if isinstance(batch, tuple | list):
+        if not batch:
+            raise ConfigError("the loader yielded an empty batch")
+        return batch[0], batch[1] if len(batch) > 1 else None
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    raise ConfigError(
+        f"the loader yielded a {type(batch).__name__}; ndstream expects (inputs, targets) "
+        "tuples or bare input tensors. Wrap the dataset so it yields those."
+    )
+
+
+def batch_len(inputs: Any) -> int:
+    """Number of samples in a batch of inputs."""
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0])
+    if isinstance(inputs, tuple | list) and inputs:
+        return batch_len(inputs[0])
+    raise ConfigError(f"cannot tell the batch size of inputs of type {type(inputs).__name__}")
+
+
+def _rows(x: Any, lo: int, hi: int) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, tuple | list):
+        return type(x)(_rows(v, lo, hi) for v in x)
+    return x[lo:hi]

@@ -1,0 +1,115 @@
+"""Decide what an ingest does with the store already at its path: start, resume, or refuse.
+
+A run resumes a store only if the store was made by the same run: the same result-defining
+configuration, model parameters, dataset and sample order. Settings that change how fast a
+run goes but not what it counts (batch size, loader workers, device, checkpoint interval,
+store path) may differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+from .sketch import GridSpec, LayerSketch, SketchSpec
+from .store import Store, StoreMeta, open_store
+from .store.writer import check_replaceable
+
+__all__ = ["Prior", "RunIdentity", "prepare"]
+
+# Config keys that do not change what a run counts.
+_RUNTIME_KEYS = frozenset({"store", "loader", "checkpoint", "device"})
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What must match for a run to continue a store."""
+
+    config: Mapping[str, Any]
+    model_fingerprint: str
+    dataset_fingerprint: str
+    order: Mapping[str, Any]
+
+    def diff(self, meta: StoreMeta) -> list[str]:
+        """How the store's run differs from this one (empty when it is the same run)."""
+        out = []
+        if meta.model_fingerprint != self.model_fingerprint:
+            out.append(
+                f"model parameters (fingerprint {meta.model_fingerprint} in the store, "
+                f"{self.model_fingerprint} now)"
+            )
+        if meta.dataset_fingerprint != self.dataset_fingerprint:
+            out.append(
+                f"dataset (fingerprint {meta.dataset_fingerprint or '-'} in the store, "
+                f"{self.dataset_fingerprint or '-'} now)"
+            )
+        if dict(meta.order) != dict(self.order):
+            out.append(f"sample order ({meta.order} in the store, {dict(self.order)} now)")
+        old, new = _result_config(meta.config), _result_config(self.config)
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                out.append(f"config {key!r} ({old.get(key)!r} in the store, {new.get(key)!r} now)")
+        return out
+
+
+@dataclass
+class Prior:
+    """A store this run continues: its samples counted and its sketches."""
+
+    store: Store
+    samples_done: int
+
+    def sketches(self) -> dict[str, LayerSketch]:
+        """Each layer's sketch, rebuilt bit for bit from the store's last checkpoint."""
+        store, grid = self.store, GridSpec.from_dict(self.store.meta.grid)
+        everything = range(len(store.groups))
+        return {
+            name: LayerSketch.from_summary(
+                store.summary(name, group=everything),
+                SketchSpec(store.n_neurons(name), tuple(store.groups), grid),
+            )
+            for name in store.layers
+        }
+
+
+def prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> Prior | Store | None:
+    """What to do with ``path``: ``None`` to start afresh, a :class:`Prior` to resume, or the
+    complete :class:`Store` of this very run, which needs no more work.
+
+    Raises
+    ------
+    StoreError
+        If the path holds something else: a store of another run (the message lists what
+        differs), or anything that is not an ndstream store.
+    """
+    if not path.exists() or not any(p.name != ".lock" for p in path.iterdir()):
+        return None
+    check_replaceable(path)
+    if overwrite:
+        return None
+    try:
+        store = open_store(path)
+    except StoreError as exc:
+        raise StoreError(
+            f"{path} holds a store that cannot be resumed ({exc}); pass --overwrite "
+            "(overwrite=True) to start over"
+        ) from exc
+    diff = identity.diff(store.meta)
+    if diff:
+        state = "a complete" if store.complete else "an incomplete"
+        raise StoreError(
+            f"{path} holds {state} store of a different run, so it is not "
+            f"{'resumed' if not store.complete else 'reused'}. What differs:\n  - "
+            + "\n  - ".join(diff)
+            + "\nPass --overwrite (overwrite=True) to start over, or choose another store path."
+        )
+    if store.complete:
+        return store
+    return Prior(store, store.meta.samples_done)
+
+
+def _result_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _RUNTIME_KEYS}

@@ -1,0 +1,50 @@
+"""Helpers for tests that run ingests as real processes and compare the stores they write."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+import ndstream
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(folder: Path, name: str = "run.yaml", **changes: object) -> Path:
+    """configs/digits.yaml with small batches and a checkpoint after every step."""
+    cfg = yaml.safe_load((REPO / "configs" / "digits.yaml").read_text())
+    cfg["loader"] = {"batch_size": 32}
+    cfg["checkpoint"] = {"every_steps": 1, "every_seconds": None}
+    cfg.update(changes)
+    path = folder / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(config: Path, store: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ndstream", "ingest", str(config), "--store", str(store),
+            "--quiet", *extra]  # fmt: skip
+
+
+def arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of every layer of a store, read through the public API."""
+    store = ndstream.open_store(path)
+    everything = range(len(store.groups))
+    out: dict[str, np.ndarray] = {"groups": np.array(store.groups)}
+    for layer in store.layers:
+        s = store.summary(layer, group=everything)
+        for field in ("counts", "lower", "upper", "mins", "maxs", "nan", "posinf", "neginf",
+                      "totals", "resolution"):  # fmt: skip
+            out[f"{layer}/{field}"] = np.asarray(getattr(s, field))
+    return out
+
+
+def assert_identical(a: Path, b: Path) -> None:
+    x, y = arrays(a), arrays(b)
+    assert x.keys() == y.keys()
+    for key in x:
+        assert x[key].dtype == y[key].dtype, key
+        np.testing.assert_array_equal(x[key], y[key], err_msg=key, strict=True)
