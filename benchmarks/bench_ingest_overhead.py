@@ -144,7 +144,7 @@ def instrument() -> Timers:
     timers.wrap(ingest_module, "model_fingerprint", "model fingerprint")
     timers.wrap(ingest_module, "dataset_fingerprint", "dataset fingerprint")
     timers.wrap(LayerSketch, "finalize", "sketch finalize")
-    timers.wrap(ingest_module, "write_store", "store write")
+    timers.wrap(ingest_module, "write_checkpoint", "store write")
     timers.wrap(ingest_module, "open_store", "store open")
     return timers
 

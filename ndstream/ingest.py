@@ -130,7 +130,9 @@ def ingest(
     IngestInterrupted
         On Ctrl-C, after committing what was counted so far.
     DataError
-        If loading the data fails; what was counted before is committed first.
+        If loading the data fails. When the loader raised it between steps, what was
+        counted before is committed first; a DataLoader worker that died leaves the last
+        checkpoint as it was.
     """
     path = Path(store)
     if limit is not None and limit < 1:
@@ -160,7 +162,7 @@ def ingest(
         dataset_fingerprint=dataset_fingerprint(feed.dataset) if feed.dataset is not None else "",
         order=feed.order.to_dict() if feed.order is not None else {"kind": "loader"},
     )
-    run = _Run(path, feed, identity, ranks, grid, names, reduction, dev, progress)
+    run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress)
     lock = StoreLock(path) if ranks.is_main else contextlib.nullcontext()
     failed = True
     try:
@@ -236,13 +238,12 @@ class _Run:
         identity: RunIdentity,
         ranks: Ranks,
         grid: GridSpec,
-        names: list[str],
         reduction: str,
         device: torch.device,
         progress: bool,
     ) -> None:
         self.path, self.feed, self.identity, self.ranks = path, feed, identity, ranks
-        self.grid, self.names, self.reduction, self.device = grid, names, reduction, device
+        self.grid, self.reduction, self.device = grid, reduction, device
         self.progress = progress
         self.created = _now()
         self.start_at = 0

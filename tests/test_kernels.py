@@ -343,14 +343,6 @@ def test_plan_groups_is_stable_sort():
 # -- update_counts ----------------------------------------------------------------------------
 
 
-def _scratch(n_rows):
-    return (
-        np.empty((k.BLOCK, n_rows), dtype=np.int32),
-        np.empty((k.BLOCK, n_rows), dtype=np.int32),
-        np.empty((k.BLOCK, n_rows), dtype=np.float32),
-    )
-
-
 def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=False):
     """Call ``update_counts`` at resolution ``m`` (an int, or one per neuron) on a fresh paged
     state; returns the dense view of the pages."""
@@ -360,19 +352,20 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=F
     order, seg_group, seg_start = k.plan_groups(gids, n_groups)
     pool = np.zeros((n * n_groups, k.N_SPECIAL + wp + wn), dtype=np.uint16)
     page = np.full((n, n_groups), -1, dtype=np.int32)
-    n_pages = np.zeros(1, dtype=np.int64)
+    n_pages = k.assign_pages(page, seg_group, 0)
+    assert n_pages <= k.new_pages_needed(np.full_like(page, -1), seg_group)  # a bound
     mins = np.full((n, n_groups), np.inf, dtype=np.float32)
     maxs = np.full((n, n_groups), -np.inf, dtype=np.float32)
     missed = np.zeros(n, dtype=np.bool_)
     n_missed = k.update_counts(
-        x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, n_pages, mins, maxs, np.asarray(pos_off, dtype=np.int32),
-        np.asarray(neg_off, dtype=np.int32), wp, res, grid.exp_lo, grid.exp_hi,
-        *_scratch(x.shape[0]), missed, sweep, np.zeros(1, dtype=np.uint64),
+        x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
+        np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
+        grid.exp_lo, grid.exp_hi, missed, sweep, np.zeros(1, dtype=np.uint64),
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...
     used = page[page >= 0]
-    assert sorted(used.tolist()) == list(range(int(n_pages[0])))
-    assert not pool[int(n_pages[0]) :].any()  # unallocated pages stay untouched
+    assert sorted(used.tolist()) == list(range(n_pages))
+    assert not pool[n_pages:].any()  # unallocated pages stay untouched
     counts = np.zeros((n, n_groups, pool.shape[1]), dtype=pool.dtype)
     for nn, gg in zip(*np.nonzero(page >= 0), strict=True):
         counts[nn, gg] = pool[page[nn, gg]]
@@ -397,7 +390,7 @@ def test_update_counts_by_hand(sweep):
         X42, G42, 2, [key_1, 0], [key_1, 0], wp, wn, g, sweep=sweep
     )
     assert n_missed == 0 and not missed.any()
-    # pages are handed out neuron by neuron, group by group
+    # pages are handed out before the update, neuron by neuron, group by group
     np.testing.assert_array_equal(page, [[0, 1], [2, 3]])
     pos0 = k.N_SPECIAL  # first positive slot
     neg0 = k.N_SPECIAL + wp  # first negative slot
@@ -425,13 +418,12 @@ def test_update_counts_flags_narrow_windows():
     g = GridSpec()
     key_1 = F32_BIAS * 8 - g.key_base(M3)
     # positive window of width 1 holds 1.0 but not 1.125: neuron 0 must be skipped entirely
-    n_missed, counts, mins, maxs, missed, page = _run_update(
+    n_missed, counts, mins, maxs, missed, _ = _run_update(
         X42, G42, 2, [key_1, 0], [key_1, 0], 1, 1, g
     )
     assert n_missed == 1
     np.testing.assert_array_equal(missed, [True, False])
-    assert not counts[0].any()
-    np.testing.assert_array_equal(page[0], [-1, -1])  # no page for a skipped neuron
+    assert not counts[0].any()  # its pages (given before the update) stay untouched
     assert np.all(mins[0] == np.inf) and np.all(maxs[0] == -np.inf)
     # neuron 1 holds only zeros and non-finite values, so it never misses and is counted
     assert counts[1, 0, k.ZERO] == 1 and counts[1, 0, k.POSINF] == 1
@@ -539,12 +531,12 @@ def test_update_counts_at_per_neuron_resolutions():
     np.testing.assert_array_equal(maxs, [[1.125, one_up]] * 3)
     # a window of width 2 from the key of 1.0 holds all positive values at m = 1 and m = 3 but
     # not 1.125 at m = 23: only neuron 0 misses
-    n_missed, counts, _, _, missed, page = _run_update(
+    n_missed, counts, _, _, missed, _ = _run_update(
         x, gids, 2, [k23, k3, k1], [k23, k3, k1], 2, 1, g, res
     )
     assert n_missed == 1
     np.testing.assert_array_equal(missed, [True, False, False])
-    assert not counts[0].any() and (page[0] == -1).all()
+    assert not counts[0].any()
     assert counts[1, 0, pos + 1] == 1 and counts[2, 0, pos + 0] == 2
     # the same windows with neuron 0 at m = 3 too: no miss
     n_missed, *_ = _run_update(x, gids, 2, [k3, k3, k1], [k3, k3, k1], 2, 1, g, [3, 3, 1])

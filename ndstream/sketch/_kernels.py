@@ -23,6 +23,9 @@ import numba
 import numpy as np
 
 jit = numba.njit(cache=True, nogil=True)
+# The one parallel kernel: ``numba.prange`` loops run on Numba's threads
+# (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``), serially with one thread.
+parallel_jit = numba.njit(cache=True, nogil=True, parallel=True)
 
 ZERO, NAN, POSINF, NEGINF = 0, 1, 2, 3
 N_SPECIAL = 4
@@ -89,6 +92,26 @@ def key_limits(m: int, exp_lo: int, exp_hi: int) -> tuple[int, int, int]:
 
 
 @jit
+def assign_pages(page: np.ndarray, seg_group: np.ndarray, n_pages: int) -> int:
+    """Give a page to every (neuron, group) of the batch's groups that has none yet.
+
+    Pages are numbered on from ``n_pages``; returns the new number of pages. The pool must
+    have room (see :func:`new_pages_needed`).
+    """
+    # Neuron by neuron, so that a neuron's pages lie together (its updates sweep them).
+    for n in range(page.shape[0]):
+        for p in range(seg_group.shape[0]):
+            for i in range(seg_group.shape[1]):
+                g = seg_group[p, i]
+                if g < 0:
+                    break
+                if page[n, g] < 0:
+                    page[n, g] = n_pages
+                    n_pages += 1
+    return n_pages
+
+
+@parallel_jit
 def update_counts(
     x: np.ndarray,
     order: np.ndarray,
@@ -97,7 +120,6 @@ def update_counts(
     neurons: np.ndarray,
     pool: np.ndarray,
     page: np.ndarray,
-    n_pages: np.ndarray,
     mins: np.ndarray,
     maxs: np.ndarray,
     pos_off: np.ndarray,
@@ -106,33 +128,37 @@ def update_counts(
     res: np.ndarray,
     exp_lo: int,
     exp_hi: int,
-    tbits: np.ndarray,
-    slots: np.ndarray,
-    vals: np.ndarray,
     missed: np.ndarray,
     sweep: bool,
     sink: np.ndarray,
 ) -> int:
     """Fold a batch ``x[row, neuron]`` (float32) into the paged counts.
 
-    The rows' groups come as the plan of :func:`plan_groups`; ``tbits``, ``slots`` and
-    ``vals`` are ``[BLOCK, rows]`` scratch. A (neuron, group) without a page gets page
-    ``n_pages[0]``, which is then incremented; the pool must have room. Neuron ``n``'s keys
-    are taken at its resolution ``res[n]`` (see :func:`key_limits`). A neuron with a key outside its
-    windows is left untouched and flagged in ``missed``; the caller widens its windows (see
+    The rows' groups come as the plan of :func:`plan_groups`, and every (neuron, group) of
+    the batch has a page (see :func:`assign_pages`). Neuron ``n``'s keys are taken at its
+    resolution ``res[n]`` (see :func:`key_limits`). A neuron with a key outside its windows
+    is left untouched and flagged in ``missed``; the caller widens its windows (see
     :func:`batch_key_ranges`) and calls again for those neurons only. Returns the number of
     misses. With ``sweep``, each neuron's pages are read a cache line at a time before its
     increments (``sink`` receives the sum read, so the reads stay).
+
+    Blocks of neurons run in parallel on Numba's threads: neurons share no state.
     """
     n_rows = x.shape[0]
     n_part = order.shape[0]
     wn = pool.shape[1] - N_SPECIAL - wp
     xbits = x.view(np.int32)
-    tvals = tbits.view(np.float32)
-    n_missed = 0
     line = max(1, 64 // pool.itemsize)  # counters per 64-byte cache line
-    for first in range(0, neurons.shape[0], BLOCK):
+    n_blocks = (neurons.shape[0] + BLOCK - 1) // BLOCK
+    block_missed = np.zeros(n_blocks, dtype=np.int64)
+    block_sink = np.zeros(n_blocks, dtype=np.uint64)
+    for i_block in numba.prange(n_blocks):
+        first = i_block * BLOCK
         n_block = min(BLOCK, neurons.shape[0] - first)
+        tbits = np.empty((BLOCK, n_rows), dtype=np.int32)
+        tvals = tbits.view(np.float32)
+        slots = np.empty((BLOCK, n_rows), dtype=np.int32)
+        vals = np.empty((BLOCK, n_rows), dtype=np.float32)
         # Transpose a block of neurons through L1 first: reading x a row (cache line) at a
         # time is several times faster than walking down its columns.
         for r in range(n_rows):
@@ -163,10 +189,10 @@ def update_counts(
                 vals[t, r] = tvals[t, r] + np.float32(0.0)  # -0.0 -> +0.0: min/max order-free
             if bad:
                 missed[n] = True
-                n_missed += 1
+                block_missed[i_block] += 1
                 continue
             if sweep:
-                sink[0] += _sweep_pages(pool, page, n, seg_group, line)
+                block_sink[i_block] += _sweep_pages(pool, page, n, seg_group, line)
             # One group at a time: the group's min and max live in registers and the
             # neuron's page stays in L1.
             for p in range(n_part):
@@ -175,10 +201,6 @@ def update_counts(
                     if g < 0:
                         break
                     pg = page[n, g]
-                    if pg < 0:
-                        pg = n_pages[0]
-                        n_pages[0] += 1
-                        page[n, g] = pg
                     lo = mins[n, g]
                     hi = maxs[n, g]
                     for j in range(seg_start[p, i_seg], seg_start[p, i_seg + 1]):
@@ -189,7 +211,8 @@ def update_counts(
                         hi = v if v > hi else hi
                     mins[n, g] = lo
                     maxs[n, g] = hi
-    return n_missed
+    sink[0] += block_sink.sum()
+    return int(block_missed.sum())
 
 
 @jit

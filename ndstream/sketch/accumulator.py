@@ -152,7 +152,6 @@ class LayerSketch:
         self.wp = 0
         # Each neuron's resolution: the finest its data allows, see grid.py.
         self.res = np.full(n, spec.grid.mantissa_bits, dtype=np.int32)
-        self._scratch = np.empty((3, k.BLOCK, 0), dtype=np.int32)
         self._sink = np.zeros(1, dtype=np.uint64)  # keeps the page sweep from being optimised out
         self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
 
@@ -285,22 +284,17 @@ class LayerSketch:
         self._ensure_width(int((self.totals + added).max()))
         order, seg_group, seg_start = k.plan_groups(gids, n_groups)
         self._ensure_pages(k.new_pages_needed(self.page, seg_group))
-        if self._scratch.shape[2] < x.shape[0]:
-            self._scratch = np.empty((3, k.BLOCK, x.shape[0]), dtype=np.int32)
-        tbits, slots, vals = self._scratch[0], self._scratch[1], self._scratch[2].view(np.float32)
+        self.n_pages = k.assign_pages(self.page, seg_group, self.n_pages)
 
         grid = self.spec.grid
         missed = np.zeros(n, dtype=np.bool_)
         neurons = np.arange(n, dtype=np.intp)
-        n_pages = np.array([self.n_pages], dtype=np.int64)
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
-                n_pages, self.mins, self.maxs, self.pos_off, self.neg_off,
-                self.wp, self.res, grid.exp_lo, grid.exp_hi, tbits, slots, vals, missed,
-                cold, self._sink,
+                self.mins, self.maxs, self.pos_off, self.neg_off,
+                self.wp, self.res, grid.exp_lo, grid.exp_hi, missed, cold, self._sink,
             )  # fmt: skip
-            self.n_pages = int(n_pages[0])
             if n_missed == 0:
                 break
             neurons = np.flatnonzero(missed).astype(np.intp)
