@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("config", help="YAML config, e.g. configs/digits.yaml")
     ing.add_argument("--store", help="store folder (overrides `store:` in the config)")
-    ing.add_argument("--limit", type=int, help="stop after N samples")
+    ing.add_argument("--limit", type=int, help="count only the first N samples of the order")
     ing.add_argument(
         "--overwrite",
         action="store_true",
