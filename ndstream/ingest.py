@@ -37,7 +37,7 @@ from .groups import Grouping, GroupLayout, resolve_groupings
 from .resume import Prior, RunIdentity, prepare
 from .sketch import GridSpec, LayerSketch, SketchSpec
 from .store import LayerMeta, Store, StoreMeta, open_store
-from .store.snapshots import StoreLock, remove_unfinished
+from .store.snapshots import StoreLock, never_committed, remove_unfinished
 from .store.writer import write_checkpoint
 
 __all__ = ["ingest"]
@@ -553,9 +553,9 @@ def _now() -> str:
 
 
 def _remove_if_empty(path: Path) -> None:
-    """Remove a store folder that holds nothing but its lock: a run that failed early."""
+    """Remove a store folder that never got a checkpoint: a run that failed early."""
     try:
-        if path.is_dir() and {p.name for p in path.iterdir()} <= {".lock"}:
+        if path.is_dir() and never_committed(path):
             shutil.rmtree(path, ignore_errors=True)
     except OSError:
         pass

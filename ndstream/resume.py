@@ -16,6 +16,7 @@ from typing import Any
 from .errors import StoreError
 from .sketch import GridSpec, LayerSketch, SketchSpec
 from .store import Store, StoreMeta, open_store
+from .store.snapshots import never_committed
 from .store.writer import check_replaceable
 
 __all__ = ["Prior", "RunIdentity", "prepare"]
@@ -85,8 +86,8 @@ def prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> Prior | St
         If the path holds something else: a store of another run (the message lists what
         differs), or anything that is not an ndstream store.
     """
-    if not path.exists() or not any(p.name != ".lock" for p in path.iterdir()):
-        return None
+    if not path.exists() or (path.is_dir() and never_committed(path)):
+        return None  # nothing, or a run that died before its first checkpoint
     check_replaceable(path)
     if overwrite:
         return None

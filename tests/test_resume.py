@@ -147,7 +147,7 @@ def test_corrupted_chunk_is_a_clear_error(tmp_path: Path, digits_store_path: Pat
     copy = tmp_path / "copy.zarr"
     shutil.copytree(digits_store_path, copy, symlinks=True)
     store = ndstream.open_store(copy)
-    chunk = next((store.snapshot / "fc2" / "counts").rglob("c/*/*/*"))
+    chunk = next((store.snapshot / "fc2" / "counts").glob("c.*"))
     chunk.write_bytes(b"not a blosc frame")
     with pytest.raises(StoreError, match="damaged"):
         store.quantile("fc2", 0.5)
@@ -284,6 +284,20 @@ def test_cli_resume_refusal_says_what_differs(tmp_path: Path, env: dict[str, str
     overwritten = subprocess.run(cli(changed, store, "--limit", "100", "--overwrite"), env=env)
     assert overwritten.returncode == 0
     assert ndstream.open_store(store).meta.reduction == "mean"
+
+
+def test_run_killed_before_its_first_checkpoint_starts_afresh(
+    tmp_path: Path, digits_model, digits_dataset
+) -> None:
+    # What a run killed while writing its first checkpoint leaves behind.
+    path = tmp_path / "early.zarr"
+    (path / snapshots.SNAPSHOTS / "tmp-0123456789ab" / "fc2").mkdir(parents=True)
+    (path / snapshots.LOCK).touch()
+    with pytest.raises(StoreError, match="no checkpoint yet"):
+        ndstream.open_store(path)
+    store = ingest_digits(digits_model, digits_dataset, path)
+    assert store.complete and store.count("fc2") == 1797
+    assert not list((path / snapshots.SNAPSHOTS).glob("tmp-*"))
 
 
 def test_complete_store_is_not_ingested_again(tmp_path: Path, digits_model, digits_dataset) -> None:

@@ -35,7 +35,15 @@ from typing import IO
 
 from ..errors import StoreError
 
-__all__ = ["StoreLock", "commit", "current", "new_snapshot", "remove_unfinished", "sync_tree"]
+__all__ = [
+    "StoreLock",
+    "commit",
+    "current",
+    "never_committed",
+    "new_snapshot",
+    "remove_unfinished",
+    "sync_tree",
+]
 
 CURRENT = ".current"
 SNAPSHOTS = ".snapshots"
@@ -60,6 +68,15 @@ def current(path: Path) -> Path:
             return path
         raise
     return path / target
+
+
+def never_committed(path: Path) -> bool:
+    """Whether ``path`` holds nothing but what an ingest that died before its first commit
+    leaves: the lock, and an empty snapshot folder (see :func:`remove_unfinished`)."""
+    entries = {p.name for p in path.iterdir()}
+    if not entries <= {LOCK, SNAPSHOTS}:
+        return False
+    return not (path / SNAPSHOTS).is_dir() or not any((path / SNAPSHOTS).iterdir())
 
 
 def new_snapshot(path: Path) -> Path:
