@@ -23,6 +23,7 @@ from .errors import (
 )
 from .groups import Grouping, custom
 from .ingest import ingest
+from .instances import InstanceSpec, InstanceTable
 from .sketch import GridSpec, LayerSketch, SketchSpec, Summary
 from .store import Store, open_store
 
@@ -33,6 +34,8 @@ __all__ = [
     "GridSpec",
     "GroupNotFoundError",
     "Grouping",
+    "InstanceSpec",
+    "InstanceTable",
     "LayerNotFoundError",
     "LayerSketch",
     "NdstreamError",

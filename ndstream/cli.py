@@ -131,4 +131,8 @@ def describe(store: object) -> str:
         shown = ", ".join(f"{g} ({c})" for g, c in members[:20])
         more = f", ... {len(members) - 20} more" if len(members) > 20 else ""
         lines.append(f"  {grouping}: {shown}{more}")
+    instances = store.instances()
+    if instances is not None:
+        thumbs = "with" if len(instances.thumbnail) else "without"
+        lines.append(f"instances  {len(instances)} ({thumbs} thumbnails)")
     return "\n".join(lines)

@@ -109,6 +109,15 @@ class CheckpointConfig(_Strict):
     )
 
 
+class InstancesConfig(_Strict):
+    """Single inputs to record with their activations (the dots of the Instances view)."""
+
+    indices: list[int] = Field(default=[], description="dataset indices to record")
+    per_class: int = Field(
+        default=0, ge=0, description="also the first N of each true label in the sample order"
+    )
+
+
 class GridConfig(_Strict):
     """The sketch's log-linear grid (see :class:`ndstream.GridSpec`)."""
 
@@ -147,6 +156,7 @@ class IngestConfig(_Strict):
         default=0, ge=0, description="seed of the sample order; null keeps the dataset order"
     )
     checkpoint: CheckpointConfig = CheckpointConfig()
+    instances: InstancesConfig = InstancesConfig()
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> IngestConfig:

@@ -11,8 +11,9 @@ counted, which is right only if the iterable yields the same order every time.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import (
     BatchSampler,
@@ -98,27 +99,33 @@ class Feed:
             return None
         return StepPlan(self.order.total, start, self.batch_size, self.world)
 
-    def batches(self, start: int) -> Iterator[tuple[Batch | None, int]]:
-        """``(batch or None, samples counted after this step)`` for each step after ``start``.
+    def batches(self, start: int) -> Iterator[Step]:
+        """One :class:`Step` for each step after ``start`` samples.
 
-        A batch is ``(inputs, targets)``; ``None`` means this rank has no data in the step
-        (the last step of a run may not reach every rank). Errors of the data loading itself
-        are raised as :class:`~ndstream.errors.DataError`.
+        Errors of the data loading itself are raised as :class:`~ndstream.errors.DataError`.
         """
         plan = self.plan(start)
         if plan is None or self.order is None:
             yield from self._iterable_batches(start)
             return
-        sampler = RankSampler(self.order.indices(), plan, self.rank)
+        order = self.order.indices()
+        sampler = RankSampler(order, plan, self.rank)
         loader = DataLoader(
             self.dataset, batch_size=plan.batch_size, sampler=sampler, **self._loader_kwargs
         )
         it = iter(loader)
         for step in range(plan.steps):
-            batch = _next(it) if plan.has_batch(step, self.rank) else None
-            yield (split_batch(batch) if batch is not None else None), plan.done_after(step + 1)
+            lo, hi = plan.rank_slice(step, self.rank)
+            batch = _next(it) if hi > lo else None
+            positions = np.arange(lo, hi, dtype=np.int64)
+            yield Step(
+                split_batch(batch) if batch is not None else None,
+                plan.done_after(step + 1),
+                positions,
+                order[lo:hi],
+            )
 
-    def _iterable_batches(self, start: int) -> Iterator[tuple[Batch | None, int]]:
+    def _iterable_batches(self, start: int) -> Iterator[Step]:
         seen = 0  # samples the iterable yielded, the skipped ones included
         it = iter(self.source)
         while self.limit is None or seen < self.limit:
@@ -131,7 +138,24 @@ class Feed:
             hi = n if self.limit is None else min(n, self.limit - seen)
             seen += n
             if lo < hi:
-                yield (_rows(inputs, lo, hi), _rows(targets, lo, hi)), seen - n + hi
+                # Positions in the stream stand in for dataset indices.
+                positions = np.arange(seen - n + lo, seen - n + hi, dtype=np.int64)
+                rows = (_rows(inputs, lo, hi), _rows(targets, lo, hi))
+                yield Step(rows, seen - n + hi, positions, positions)
+
+
+class Step(NamedTuple):
+    """What one rank runs in one step."""
+
+    batch: Batch | None
+    """``(inputs, targets)``, or ``None`` when this rank has no data in the step (the last
+    step of a run may not reach every rank)."""
+    done_after: int
+    """Samples counted, all ranks together, once this step is done."""
+    positions: np.ndarray
+    """Positions of the batch's rows in the visiting order."""
+    indices: np.ndarray
+    """Dataset indices of the batch's rows."""
 
 
 def _next(it: Iterator[Any]) -> Any:

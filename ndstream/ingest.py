@@ -34,6 +34,7 @@ from .errors import ConfigError, DataError, IngestInterrupted, NdstreamError, St
 from .feed import Feed
 from .fingerprint import dataset_fingerprint, model_fingerprint
 from .groups import Grouping, GroupLayout, resolve_groupings
+from .instances import InstanceRecorder, InstanceSpec, InstanceTable
 from .resume import Prior, RunIdentity, prepare
 from .sketch import GridSpec, LayerSketch, SketchSpec
 from .store import LayerMeta, Store, StoreMeta, open_store
@@ -63,6 +64,7 @@ def ingest(
     seed: int | None = None,
     checkpoint_every: int | None = None,
     checkpoint_seconds: float | None = 120.0,
+    instances: InstanceSpec | None = None,
 ) -> Store:
     """Summarise the activations of ``model`` over ``loader`` into a store, and open it.
 
@@ -117,6 +119,9 @@ def ingest(
     checkpoint_seconds
         Commit a checkpoint when this many seconds passed since the last; ``None``: never by
         time.
+    instances
+        Single inputs to record in the store with their activations, thumbnails and labels
+        (see :class:`~ndstream.instances.InstanceSpec`); they never change a distribution.
 
     Returns
     -------
@@ -154,15 +159,21 @@ def ingest(
     )  # fmt: skip
     model.eval()
     recorded = dict(config) if config is not None else _call_config(names, reduction, groupings)
+    instances = instances or InstanceSpec()
     if config is None:
         recorded.update(limit=limit, seed=seed)
+        if instances:
+            recorded["instances"] = {
+                "indices": list(instances.indices),
+                "per_class": instances.per_class,
+            }
     identity = RunIdentity(
         config=recorded,
         model_fingerprint=model_fingerprint(model),
         dataset_fingerprint=dataset_fingerprint(feed.dataset) if feed.dataset is not None else "",
         order=feed.order.to_dict() if feed.order is not None else {"kind": "loader"},
     )
-    run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress)
+    run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress, instances)
     lock = StoreLock(path) if ranks.is_main else contextlib.nullcontext()
     failed = True
     try:
@@ -241,6 +252,7 @@ class _Run:
         reduction: str,
         device: torch.device,
         progress: bool,
+        instances: InstanceSpec,
     ) -> None:
         self.path, self.feed, self.identity, self.ranks = path, feed, identity, ranks
         self.grid, self.reduction, self.device = grid, reduction, device
@@ -254,6 +266,8 @@ class _Run:
         self.infos: dict[str, LayerInfo] = {}
         self.pending = _PendingBatches()
         self.updates = SerialWorker()  # sketch updates overlap the next forward pass
+        self.instance_spec = instances
+        self.recorder: InstanceRecorder | None = None
 
     # -- before the first step ---------------------------------------------------------------
 
@@ -278,10 +292,14 @@ class _Run:
             raise error if error is not None else StoreError(f"rank 0 stopped: {message}")
         if complete:
             return found if isinstance(found, Store) else open_store(self.path)
+        prior_instances = None
         if isinstance(found, Prior):  # rank 0 alone carries the counts so far
             self.prior_meta = found.store.meta
             self.sketches = found.sketches()
             self.created = found.store.meta.created
+            prior_instances = found.store.instances()
+        if self.instance_spec:
+            self.recorder = InstanceRecorder(self.instance_spec, prior_instances)
         self.start_at = self.done = start
         return None
 
@@ -323,7 +341,7 @@ class _Run:
         try:
             with torch.inference_mode(), _StopRequest(self.ranks.world == 1) as stop:
                 try:
-                    for batch, done_after in self.feed.batches(self.start_at):
+                    for batch, done_after, positions, indices in self.feed.batches(self.start_at):
                         if batch is not None:
                             inputs, targets = batch
                             outputs = model(_to(inputs, self.device))
@@ -332,6 +350,10 @@ class _Run:
                                 self._begin(capture, groupings, outputs)
                             assert self.layout is not None
                             gids = self.layout.ids(inputs, targets, outputs)
+                            if self.recorder is not None:
+                                self.recorder.add(
+                                    positions, indices, inputs, targets, outputs, acts
+                                )
                             self.pending.add(acts, gids)
                             if self.pending.full:
                                 self.updates.submit(
@@ -374,14 +396,34 @@ class _Run:
         if self.pending.rows:
             self.updates.submit(_update_sketches, self.sketches, self.pending.take())
         self.updates.wait()
-        parts = self.ranks.gather(self.sketches)
+        recorded = self.recorder.table(self._value_shapes()) if self.recorder else None
+        parts = self.ranks.gather((self.sketches, recorded))
         if not self.ranks.is_main or parts is None:
             return
-        merged = _merge_ranks(parts)
+        merged = _merge_ranks([sketches for sketches, _ in parts])
         meta = self._meta(complete)
         if meta is None:
             raise ConfigError("the loader yielded no batches; check the dataset and `limit`")
-        write_checkpoint(self.path, meta, {name: merged[name] for name in meta.layer_names})
+        instances = None
+        if self.recorder is not None:
+            tables = [t for _, t in parts if t is not None and t.values.keys() == self._layers()]
+            first = tables[0] if tables else InstanceTable.empty(self._value_shapes())
+            instances = first.merge(tables[1:], self.recorder.spec)
+        summaries = {name: merged[name] for name in meta.layer_names}
+        write_checkpoint(self.path, meta, summaries, instances)
+
+    def _layers(self) -> set[str]:
+        return set(self._value_shapes())
+
+    def _value_shapes(self) -> dict[str, tuple[int, int]]:
+        """Each layer's (values per sample, neurons), as instance values hold them."""
+        if self.layout is not None:
+            layers = [_layer_meta(info, self.reduction) for info in self.infos.values()]
+        elif self.prior_meta is not None:
+            layers = list(self.prior_meta.layers)
+        else:
+            return {}
+        return {m.name: (m.values_per_sample, m.n_neurons) for m in layers}
 
     def _meta(self, complete: bool) -> StoreMeta | None:
         if self.layout is not None:

@@ -6,6 +6,7 @@ from .config import CustomGroupingConfig, IngestConfig
 from .distributed import local_device
 from .groups import Grouping, custom
 from .ingest import ingest
+from .instances import InstanceSpec
 from .sketch import GridSpec
 from .sources import build_dataset, build_model, import_target
 from .store import Store
@@ -44,4 +45,5 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         seed=cfg.seed,
         checkpoint_every=cfg.checkpoint.every_steps,
         checkpoint_seconds=cfg.checkpoint.every_seconds,
+        instances=InstanceSpec(tuple(cfg.instances.indices), cfg.instances.per_class),
     )

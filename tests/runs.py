@@ -14,10 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_config(folder: Path, name: str = "run.yaml", **changes: object) -> Path:
-    """configs/digits.yaml with small batches and a checkpoint after every step."""
+    """configs/digits.yaml with small batches, a checkpoint after every step, and instances."""
     cfg = yaml.safe_load((REPO / "configs" / "digits.yaml").read_text())
     cfg["loader"] = {"batch_size": 32}
     cfg["checkpoint"] = {"every_steps": 1, "every_seconds": None}
+    cfg["instances"] = {"indices": [5, 1000], "per_class": 2}
     cfg.update(changes)
     path = folder / name
     path.write_text(yaml.safe_dump(cfg))
@@ -39,6 +40,13 @@ def arrays(path: Path) -> dict[str, np.ndarray]:
         for field in ("counts", "lower", "upper", "mins", "maxs", "nan", "posinf", "neginf",
                       "totals", "resolution"):  # fmt: skip
             out[f"{layer}/{field}"] = np.asarray(getattr(s, field))
+    instances = store.instances()
+    if instances is not None:
+        for field in ("index", "position", "label", "predicted", "condition", "pair",
+                      "thumbnail"):  # fmt: skip
+            out[f"instances/{field}"] = np.asarray(getattr(instances, field))
+        for layer, values in instances.values.items():
+            out[f"instances/{layer}"] = values
     return out
 
 

@@ -30,6 +30,17 @@ DIMS: dict[str, tuple[str, ...]] = {
     "bin_lower": ("neuron", "bin"),
     "bin_upper": ("neuron", "bin"),
     "resolution": ("neuron",),
+    "instance_values": ("instance", "value", "neuron"),
+}
+INSTANCES = "instances"  # root-level group of the recorded instances, when there are any
+INSTANCE_DIMS: dict[str, tuple[str, ...]] = {
+    "index": ("instance",),
+    "position": ("instance",),
+    "label": ("instance",),
+    "predicted": ("instance",),
+    "condition": ("instance",),
+    "pair": ("instance",),
+    "thumbnail": ("instance", "y", "x", "channel"),
 }
 NEURON_CHUNK = 1024  # a chunk holds up to 1,024 neurons (zarr writes chunks in parallel)...
 CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of counts

@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 
 from ..errors import GroupNotFoundError, LayerNotFoundError, NdstreamError, StoreError
+from ..instances import InstanceTable
 from ..sketch import GridSpec, Summary
 from . import format as fmt
 from . import snapshots
@@ -235,6 +236,28 @@ class Store:
         """``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave."""
         with self._reading():
             return np.asarray(self._array(layer, "resolution")[...], dtype=np.int32)
+
+    def instances(self) -> InstanceTable | None:
+        """The recorded instances with their values in every layer, or ``None`` if the run
+        recorded none (see :class:`~ndstream.instances.InstanceSpec`)."""
+        if fmt.INSTANCES not in self._root:
+            return None
+        with self._reading():
+            group: Any = self._root[fmt.INSTANCES]
+            fields = {name: np.asarray(group[name][...]) for name in fmt.INSTANCE_DIMS}
+            values = {
+                layer: np.asarray(self._array(layer, "instance_values")[...])
+                for layer in self.layers
+            }
+        return InstanceTable(**fields, values=values)
+
+    def instance_values(self, layer: str) -> np.ndarray:
+        """``[instance, value, neuron]`` activations of the recorded instances in ``layer``
+        (``value`` is 1 for the ``max`` and ``mean`` reductions, the positions for ``none``)."""
+        if fmt.INSTANCES not in self._root:
+            return np.zeros((0, 1, self.n_neurons(layer)), dtype=np.float32)
+        with self._reading():
+            return np.asarray(self._array(layer, "instance_values")[...])
 
     @property
     def checkpoint_time(self) -> str:

@@ -26,6 +26,7 @@ from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
 from ..errors import StoreError
+from ..instances import InstanceTable
 from ..sketch import LayerSketch, Summary
 from . import format as fmt
 from . import snapshots
@@ -71,12 +72,16 @@ def write_store(
 
 
 def write_checkpoint(
-    path: Path, meta: fmt.StoreMeta, summaries: Mapping[str, Summary | LayerSketch]
+    path: Path,
+    meta: fmt.StoreMeta,
+    summaries: Mapping[str, Summary | LayerSketch],
+    instances: InstanceTable | None = None,
 ) -> Path:
     """Commit ``summaries`` as the store's next checkpoint, atomically (see ``snapshots``).
 
-    Returns the committed snapshot folder. On any failure the previous checkpoint is intact
-    and what was written of this one is removed.
+    ``instances``, if given, go in the root group ``instances`` and, per layer, the array
+    ``instance_values``. Returns the committed snapshot folder. On any failure the previous
+    checkpoint is intact and what was written of this one is removed.
     """
     missing = [name for name in meta.layer_names if name not in summaries]
     if missing:
@@ -92,13 +97,16 @@ def write_checkpoint(
         root = zarr.open_group(staging, mode="w-", zarr_format=3)
         root.attrs[fmt.ROOT_ATTR] = meta.to_dict()
         for layer in meta.layers:
-            _write_layer(root, layer, summaries[layer.name], meta)
+            values = instances.values[layer.name] if instances is not None else None
+            _write_layer(root, layer, summaries[layer.name], meta, values)
             _spill(entries, tmp, keep_metadata=True)
-        _consolidate(staging, [layer.name for layer in meta.layers])
+        groups = list(meta.layer_names)
+        if instances is not None:
+            _write_instances(root, instances)
+            groups.append(fmt.INSTANCES)
+        _consolidate(staging, groups)
         _spill(entries, tmp)
-        committed = snapshots.commit(
-            path, tmp, ["zarr.json", *meta.layer_names], final=meta.complete
-        )
+        committed = snapshots.commit(path, tmp, ["zarr.json", *groups], final=meta.complete)
         tmp = None
         return committed
     except OSError as exc:
@@ -190,8 +198,20 @@ class _Source:
                 yield g0, self._source.select(groups)
 
 
+def _write_instances(root: zarr.Group, table: InstanceTable) -> None:
+    data = {name: np.asarray(getattr(table, name)) for name in fmt.INSTANCE_DIMS}
+    specs: dict[str, _ArrayShape] = {
+        name: (a.shape, a.dtype, a.shape, None) for name, a in data.items()
+    }
+    sync(_fill(root, fmt.INSTANCES, {}, specs, fmt.INSTANCE_DIMS, data))
+
+
 def _write_layer(
-    root: zarr.Group, layer: fmt.LayerMeta, source: Summary | LayerSketch, meta: fmt.StoreMeta
+    root: zarr.Group,
+    layer: fmt.LayerMeta,
+    source: Summary | LayerSketch,
+    meta: fmt.StoreMeta,
+    instance_values: np.ndarray | None,
 ) -> None:
     src = _Source(source)
     lower, upper, count_dtype = src.lower, src.upper, src.count_dtype
@@ -219,6 +239,8 @@ def _write_layer(
         "neginf_count": np.zeros((n, n_groups), dtype=np.int64),
     }
     chunks = {name: (neuron_chunk, *a.shape[1:]) for name, a in data.items() if a.ndim == 2}
+    if instance_values is not None:
+        data["instance_values"] = instance_values.astype(np.float32, copy=False)
     specs: dict[str, _ArrayShape] = {
         name: (a.shape, a.dtype, chunks.get(name, a.shape), None) for name, a in data.items()
     }
@@ -230,26 +252,29 @@ def _write_layer(
         {"coordinates": "grouping bin_lower bin_upper"},
     )
     block = group_chunk * max(1, (64 << 20) // max(1, n * n_bins * 8 * group_chunk))
-    sync(_fill_layer(root, layer, specs, src, data, block))
+    attributes = {fmt.ROOT_ATTR: {"layer": layer.to_dict()}}
+    sync(_fill(root, layer.name, attributes, specs, fmt.DIMS, data, src, block))
 
 
-async def _fill_layer(
+async def _fill(
     root: zarr.Group,
-    layer: fmt.LayerMeta,
+    name: str,
+    attributes: dict[str, Any],
     specs: Mapping[str, _ArrayShape],
-    src: _Source,
+    dims: Mapping[str, tuple[str, ...]],
     data: dict[str, np.ndarray],
-    block: int,
+    src: _Source | None = None,
+    block: int = 0,
 ) -> None:
-    """Create a layer's arrays and write them, all in one call into zarr's event loop (each
-    synchronous zarr call waits on a thread hand-off; the finalizing runs in the loop too).
+    """Create a group's arrays and write them, all in one call into zarr's event loop (each
+    synchronous zarr call waits on a thread hand-off; a layer's finalizing runs there too).
 
-    Counts go a block of whole chunks of groups at a time, so a block stays near 64 MB
-    however many groups there are. The small arrays are written once at the end, because
-    rewriting their chunks block by block would recompress them every time.
+    A layer's counts (``src``) go a block of whole chunks of groups at a time, so a block
+    stays near 64 MB however many groups there are. The other arrays are written once at
+    the end, because rewriting their chunks block by block would recompress them each time.
     """
-    arrays = await _create_arrays(root, layer, specs)
-    for g0, s in src.blocks(block):
+    arrays = await _create_arrays(root, name, attributes, specs, dims)
+    for g0, s in src.blocks(block) if src is not None else ():
         sel = (slice(None), slice(g0, g0 + len(s.groups)))
         if s.counts.shape[2]:
             await arrays["counts"].setitem(sel, s.counts)
@@ -266,29 +291,28 @@ _ArrayShape = tuple[tuple[int, ...], np.dtype[Any], tuple[int, ...], dict[str, A
 
 
 async def _create_arrays(
-    root: zarr.Group, layer: fmt.LayerMeta, specs: Mapping[str, _ArrayShape]
+    root: zarr.Group,
+    name: str,
+    attributes: dict[str, Any],
+    specs: Mapping[str, _ArrayShape],
+    dims: Mapping[str, tuple[str, ...]],
 ) -> dict[str, AsyncArray[Any]]:
-    """Create a layer's group and its arrays ``name: (shape, dtype, chunks, attributes)``.
+    """Create a group and its arrays ``name: (shape, dtype, chunks, attributes)``, all at
+    once (a layer has 14 arrays; each synchronous zarr call costs milliseconds)."""
+    group = await root._async_group.create_group(name, attributes=attributes)
 
-    They are created concurrently in one call into zarr's event loop: each synchronous zarr
-    call costs milliseconds of latency, and a layer has 14 arrays.
-    """
-    group = await root._async_group.create_group(
-        layer.name, attributes={fmt.ROOT_ATTR: {"layer": layer.to_dict()}}
-    )
-
-    async def create(name: str, spec: _ArrayShape) -> AsyncArray[Any]:
-        shape, dtype, chunks, attributes = spec
+    async def create(array: str, spec: _ArrayShape) -> AsyncArray[Any]:
+        shape, dtype, chunks, attrs = spec
         is_str = dtype.kind == "U"
         return await group.create_array(
-            name,
+            array,
             shape=shape,
             dtype=str if is_str else dtype,
             chunks=tuple(max(c, 1) for c in chunks),
             compressors=None if is_str else _COMPRESSOR,
-            dimension_names=fmt.DIMS[name],
+            dimension_names=dims[array],
             fill_value="" if is_str else 0,
-            attributes=attributes,
+            attributes=attrs,
             # Skips zarr's scan of every chunk for all-zero content: a sketch's chunks
             # rarely are, and the scan costs as much as compressing them.
             config={"write_empty_chunks": True},
@@ -297,7 +321,7 @@ async def _create_arrays(
             chunk_key_encoding={"name": "default", "separator": "."},
         )
 
-    created = await asyncio.gather(*(create(name, spec) for name, spec in specs.items()))
+    created = await asyncio.gather(*(create(array, spec) for array, spec in specs.items()))
     return dict(zip(specs, created, strict=True))
 
 
