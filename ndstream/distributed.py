@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = ["Ranks", "init_from_env"]
+__all__ = ["Ranks", "init_from_env", "local_device"]
 
 T = TypeVar("T")
 

@@ -385,7 +385,8 @@ class _Run:
                         f"{self.path} is intact; fix the dataset (or run with fewer "
                         "workers) and re-run the same command to resume"
                     ) from exc
-            self.checkpoint(complete=True)
+                # Still under the Ctrl-C handler: a Ctrl-C now lets the final commit finish.
+                self.checkpoint(complete=True)
         finally:
             bar.close()
 
@@ -396,7 +397,8 @@ class _Run:
         if self.pending.rows:
             self.updates.submit(_update_sketches, self.sketches, self.pending.take())
         self.updates.wait()
-        recorded = self.recorder.table(self._value_shapes()) if self.recorder else None
+        shapes = self._value_shapes()
+        recorded = self.recorder.table(shapes) if self.recorder else None
         parts = self.ranks.gather((self.sketches, recorded))
         if not self.ranks.is_main or parts is None:
             return
@@ -406,38 +408,31 @@ class _Run:
             raise ConfigError("the loader yielded no batches; check the dataset and `limit`")
         instances = None
         if self.recorder is not None:
-            tables = [t for _, t in parts if t is not None and t.values.keys() == self._layers()]
-            first = tables[0] if tables else InstanceTable.empty(self._value_shapes())
+            tables = [t for _, t in parts if t is not None and t.values.keys() == shapes.keys()]
+            first = tables[0] if tables else InstanceTable.empty(shapes)
             instances = first.merge(tables[1:], self.recorder.spec)
         summaries = {name: merged[name] for name in meta.layer_names}
         write_checkpoint(self.path, meta, summaries, instances)
 
-    def _layers(self) -> set[str]:
-        return set(self._value_shapes())
+    def _layers(self) -> tuple[LayerMeta, ...] | None:
+        """This run's layers: from capture once a batch ran, else from the resumed store."""
+        if self.layout is not None:
+            return tuple(_layer_meta(info, self.reduction) for info in self.infos.values())
+        return self.prior_meta.layers if self.prior_meta is not None else None
 
     def _value_shapes(self) -> dict[str, tuple[int, int]]:
         """Each layer's (values per sample, neurons), as instance values hold them."""
-        if self.layout is not None:
-            layers = [_layer_meta(info, self.reduction) for info in self.infos.values()]
-        elif self.prior_meta is not None:
-            layers = list(self.prior_meta.layers)
-        else:
-            return {}
-        return {m.name: (m.values_per_sample, m.n_neurons) for m in layers}
+        return {m.name: (m.values_per_sample, m.n_neurons) for m in self._layers() or ()}
 
     def _meta(self, complete: bool) -> StoreMeta | None:
-        if self.layout is not None:
-            layers = tuple(
-                _layer_meta(info, self.reduction)
-                for name, info in self.infos.items()
-                if name in self.sketches
-            )
-            groups, groupings = self.layout.names, self.layout.grouping_of
-        elif self.prior_meta is not None:  # resumed with nothing left to run
-            layers = self.prior_meta.layers
-            groups, groupings = self.prior_meta.groups, self.prior_meta.groupings
-        else:
+        layers = self._layers()
+        if layers is None:
             return None
+        if self.layout is not None:
+            groups, groupings = self.layout.names, self.layout.grouping_of
+        else:  # resumed with nothing left to run
+            assert self.prior_meta is not None
+            groups, groupings = self.prior_meta.groups, self.prior_meta.groupings
         total = self.feed.total
         return StoreMeta(
             layers=layers,

@@ -69,14 +69,13 @@ def test_sigkill_at_random_moments_then_resume_is_identical(
 def test_ctrl_c_commits_what_was_counted_then_resume_is_identical(
     tmp_path: Path, env: dict[str, str], reference: Path
 ) -> None:
-    # No checkpoint but the one Ctrl-C makes.
-    config = write_config(tmp_path, checkpoint={"every_steps": None, "every_seconds": None})
+    # Ctrl-C as soon as the first checkpoint (after 10 of 57 steps) shows the run streaming.
+    config = write_config(tmp_path, checkpoint={"every_steps": 10, "every_seconds": None})
     store = tmp_path / "interrupted.zarr"
     proc = subprocess.Popen(cli(config, store), env=env, stderr=subprocess.PIPE, text=True)
-    while not (store / snapshots.LOCK).exists():  # the run has started
+    while not (store / snapshots.CURRENT).is_symlink():
         assert proc.poll() is None
-        time.sleep(0.01)
-    time.sleep(0.5)
+        time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

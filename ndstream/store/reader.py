@@ -245,10 +245,7 @@ class Store:
         with self._reading():
             group: Any = self._root[fmt.INSTANCES]
             fields = {name: np.asarray(group[name][...]) for name in fmt.INSTANCE_DIMS}
-            values = {
-                layer: np.asarray(self._array(layer, "instance_values")[...])
-                for layer in self.layers
-            }
+        values = {layer: self.instance_values(layer) for layer in self.layers}
         return InstanceTable(**fields, values=values)
 
     def instance_values(self, layer: str) -> np.ndarray:

@@ -284,7 +284,7 @@ async def _fill(
         data["posinf_count"][sel] = s.posinf
         data["neginf_count"][sel] = s.neginf
         data["count"][g0 : g0 + len(s.groups)] = s.totals
-    await _gather(arrays[name].setitem(Ellipsis, a) for name, a in data.items())
+    await _gather(arrays[array].setitem(Ellipsis, a) for array, a in data.items())
 
 
 _ArrayShape = tuple[tuple[int, ...], np.dtype[Any], tuple[int, ...], dict[str, Any] | None]
