@@ -1,7 +1,7 @@
 """The ``ndstream`` command line: a thin face over the library.
 
 ``ndstream ingest CONFIG.yaml [--store PATH] [--limit N] [--overwrite]`` and
-``ndstream info STORE``; also ``python -m ndstream ...``.
+``ndstream info STORE``, ``ndstream serve STORE [--port] [--address]``; also ``python -m ndstream ...``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a store", description="Print what a store holds.")
     info.add_argument("store", help="store folder")
+
+    srv = sub.add_parser(
+        "serve",
+        help="open the NeuralDivergence dashboard on a store",
+        description="Serve the dashboard of STORE on a local Panel server. It follows an "
+        "ingest that is still writing the store (live mode).",
+    )
+    srv.add_argument("store", help="store folder")
+    srv.add_argument("--port", type=int, default=5006, help="port (default 5006)")
+    srv.add_argument(
+        "--address", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )  # fmt: skip
+    srv.add_argument("--show", action="store_true", help="open a browser tab")
+    srv.add_argument(
+        "--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
+        help="also accept pages served under this origin (behind a proxy)",
+    )  # fmt: skip
     return parser
 
 
@@ -55,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ingest":
             return _ingest(args)
+        if args.command == "serve":
+            return _serve(args)
         return _info(args)
     except IngestInterrupted as exc:
         print(f"ndstream {args.command}: {exc}", file=sys.stderr)
@@ -84,6 +104,16 @@ def _info(args: argparse.Namespace) -> int:
     from .store import open_store
 
     print(describe(open_store(args.store)))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .views.serve import serve
+
+    serve(
+        args.store, port=args.port, address=args.address, show=args.show,
+        origins=args.allow_websocket_origin,
+    )  # fmt: skip
     return 0
 
 

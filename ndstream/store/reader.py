@@ -225,6 +225,22 @@ class Store:
             edges = np.asarray(bins, dtype=np.float64)
         return summary.histogram(edges), edges
 
+    def extent(self, layer: str, group: GroupSelector = None) -> tuple[float, float]:
+        """Smallest and largest finite value of ``layer`` in the selected groups.
+
+        Reads only the min and max arrays. A layer without finite values gives ``(-0.5, 0.5)``
+        around 0; one with a single distinct value, ``(v - 0.5, v + 0.5)``.
+        """
+        idx = self.group_index(group)
+        sel = (slice(None), idx)
+        with self._reading():
+            mins = self._array(layer, "min").get_orthogonal_selection(sel)
+            maxs = self._array(layer, "max").get_orthogonal_selection(sel)
+        mins, maxs = mins[np.isfinite(mins)], maxs[np.isfinite(maxs)]
+        lo = float(mins.min()) if mins.size else 0.0
+        hi = float(maxs.max()) if maxs.size else lo
+        return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
     def to_xarray(self, layer: str) -> xr.Dataset:
         """The layer as an :class:`xarray.Dataset` with dims ``neuron``, ``group``, ``bin``."""
         import xarray as xr

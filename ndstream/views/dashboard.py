@@ -1,0 +1,592 @@
+"""The NeuralDivergence dashboard: layers, groups and instances views around the Activation view.
+
+:class:`NeuralDivergence` is a ``param.Parameterized`` whose parameters are the whole view
+state (layers, groups, instances, sort, hidden and marked neurons, page). Its widgets are
+built once from those parameters and stay bound to them; the URL mirrors them, so a link
+reproduces a view. Each selected layer is a ``DynamicMap`` that redraws when the state
+changes, with a ``Tap`` stream that hides or marks the clicked neuron.
+
+Live mode: while an ingest writes the store, a periodic callback checks which checkpoint is
+current (one ``readlink``) and, when it moved on, opens the new one and redraws. A reader
+never sees a checkpoint in flight (see :mod:`ndstream.store.snapshots`).
+
+Large layers are paged: the sort runs over all neurons, and a page of ``rows`` of them is
+drawn, at 10 px a row; the page slider walks through the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+from PIL import Image
+
+from ..errors import NdstreamError
+from ..layerframe import LayerFrame
+from ..ordering import SORTS, SortSpec, neuron_order, sort_key
+from ..store import Store, open_store, snapshots
+from .activation import Axes, activation_layers, composite, panel_height, row_of
+from .export import PanelImage, csv_text, png_bytes
+from .palette import group_colours, instance_colours
+
+__all__ = ["NeuralDivergence", "dashboard"]
+
+SORT_LABELS = {
+    "median of a group": "median",
+    "an instance's activation": "instance",
+    "difference of two items": "difference",
+    "divergence of an instance from a group": "divergence",
+    "spread (IQR) of a group": "iqr",
+    "neuron index": "index",
+}
+URL_PARAMS = {
+    "layers": "layers", "groups": "groups", "instances": "instances", "sort": "sort",
+    "sort_a": "a", "sort_b": "b", "descending": "desc", "hidden": "hidden",
+    "marked": "marked", "page": "page", "rows": "rows",
+}  # fmt: skip
+_DEFAULT_LAYERS = 3
+
+
+class NeuralDivergence(param.Parameterized):
+    """The dashboard over one store.
+
+    Parameters
+    ----------
+    store
+        Path of the store; it comes from the command line, never from the browser.
+    live
+        Follow an ingest that is writing the store.
+    poll_seconds
+        How often live mode checks for a new checkpoint.
+    """
+
+    layers = param.ListSelector(default=[], objects=[], doc="Layers shown, in store order.")
+    groups = param.ListSelector(default=[], objects=[], doc="Groups drawn, bottom to top.")
+    instances = param.ListSelector(default=[], objects=[], doc="Instances drawn as dots.")
+    sort: Any = param.Selector(default="median", objects=list(SORTS), doc="What neurons sort by.")
+    sort_a = param.String(default="", doc="First item of the sort (group:... or instance:...).")
+    sort_b = param.String(default="", doc="Second item of the sort.")
+    descending = param.Boolean(default=True, doc="Largest first.")
+    hidden = param.Dict(default={}, doc="Hidden neuron ids per layer.")
+    marked = param.Dict(default={}, doc="Marked neuron ids per layer.")
+    page = param.Integer(default=0, bounds=(0, None), doc="Page of rows shown.")
+    rows: Any = param.Selector(default=64, objects=[32, 64, 128, 256, 512], doc="Rows per page.")
+    click: Any = param.Selector(default="hide", objects=["hide", "mark"], doc="What a click does.")
+    find = param.String(default="", doc="A neuron id to jump to.")
+    live = param.Boolean(default=True, doc="Follow an ingest that writes the store.")
+
+    def __init__(self, store: str | os.PathLike[str], *, poll_seconds: float = 1.0, **params: Any):
+        self._ready = False  # parameter watchers wait until the widgets exist
+        super().__init__(**params)
+        self.path = Path(store)
+        self.poll_seconds = poll_seconds
+        self.store: Store = open_store(self.path)  # raises a clear StoreError on a bad path
+        self._frames: dict[str, LayerFrame] = {}
+        self._shown: dict[str, np.ndarray] = {}
+        self._located: int | None = None
+        self._redraw = hv.streams.Stream.define("Redraw", version=0)()
+        self._layer_views: dict[tuple[str, int], pn.Column] = {}
+        self._axes: dict[str, Axes] = {}
+        self._tables: dict[str, pn.pane.HTML] = {}
+        self._sync_choices(first=True)
+        self._build_widgets()
+        self._ready = True
+        self._refresh()
+
+    # -- store --------------------------------------------------------------------------
+
+    def frame(self, layer: str) -> LayerFrame:
+        """The statistics of ``layer`` in the checkpoint on screen."""
+        if layer not in self._frames:
+            instances = next(iter(self._frames.values())).instances if self._frames else None
+            self._frames[layer] = LayerFrame(self.store, layer, instances=instances)
+        return self._frames[layer]
+
+    def reload(self) -> bool:
+        """Open the store's latest checkpoint if it moved on; returns whether it did."""
+        if snapshots.current(self.path) == self.store.snapshot:
+            return False
+        self.store = open_store(self.path)
+        self._frames.clear()
+        self._sync_choices(first=False)
+        self._refresh()
+        return True
+
+    def _sync_choices(self, first: bool) -> None:
+        """Offer the store's layers, groups and instances; keep the selections that remain."""
+        store = self.store
+        counts = _group_counts(store)
+        self._group_counts = counts
+        sizes = {name: store.n_neurons(name) for name in store.layers}
+        self.param.layers.objects = {f"{n} ({sizes[n]})": n for n in store.layers}
+        self.param.groups.objects = {f"{g} (n={counts[g]})": g for g in store.groups}
+        frame = self.frame(store.layers[0])
+        table = frame.instances
+        ids = frame.instance_ids
+        self._instance_info = {
+            iid: _instance_label(table, row, iid) for row, iid in enumerate(ids)
+        } if table is not None else {}  # fmt: skip
+        self.param.instances.objects = {label: iid for iid, label in self._instance_info.items()}
+        self._conditions = {
+            iid: str(table.condition[row]) for row, iid in enumerate(ids)
+        } if table is not None else {}  # fmt: skip
+        with param.parameterized.batch_call_watchers(self):
+            if first:
+                self._defaults()
+            self.layers = [x for x in self.layers if x in store.layers]
+            self.groups = [x for x in self.groups if x in store.groups]
+            self.instances = [x for x in self.instances if x in ids]
+
+    def _defaults(self) -> None:
+        store = self.store
+        self.layers = store.layers[-_DEFAULT_LAYERS:]
+        first = store.groupings[0]
+        self.groups = [g for g, k in zip(store.groups, store.groupings, strict=True) if k == first][
+            :2
+        ]
+        ids = list(self._instance_info)
+        self.instances = ids[:1]
+        if self.groups:
+            self.sort, self.sort_a = "median", f"group:{self.groups[0]}"
+
+    # -- widgets ------------------------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        w = pn.widgets
+        self._w_layers = w.CheckBoxGroup.from_param(
+            self.param.layers, name="Layers", css_classes=["nd-layers"]
+        )
+        self._w_groups = w.CheckBoxGroup.from_param(
+            self.param.groups, name="Groups", css_classes=["nd-groups"]
+        )
+        self._w_instances = w.MultiChoice.from_param(
+            self.param.instances, name="Instances", css_classes=["nd-instances"]
+        )
+        self._w_sort = w.Select(
+            name="Sort neurons by", options=SORT_LABELS, value=self.sort, css_classes=["nd-sort"]
+        )
+        self._w_a = w.Select(name="item", options={}, css_classes=["nd-sort-a"])
+        self._w_b = w.Select(name="minus item", options={}, css_classes=["nd-sort-b"])
+        self._w_desc = w.Checkbox.from_param(
+            self.param.descending, name="descending", css_classes=["nd-desc"]
+        )
+        self._w_rows = w.Select.from_param(
+            self.param.rows, name="rows per page", css_classes=["nd-rows"]
+        )
+        self._w_page = w.IntSlider(
+            name="page", start=0, end=1, value=self.page, css_classes=["nd-page"]
+        )
+        self._w_click = w.RadioButtonGroup.from_param(
+            self.param.click, name="click a neuron to", css_classes=["nd-click"]
+        )
+        self._w_find = w.TextInput(
+            name="jump to neuron id", placeholder="e.g. 17", css_classes=["nd-find"]
+        )
+        self._w_show = w.Button(name="Show hidden", css_classes=["nd-show-hidden"])
+        self._w_unmark = w.Button(name="Clear marks", css_classes=["nd-clear-marks"])
+        self._w_live = w.Checkbox.from_param(
+            self.param.live, name="live: follow the ingest", css_classes=["nd-live"]
+        )
+        self._w_png = w.FileDownload(
+            callback=self._png,
+            filename="ndstream-view.png",
+            label="PNG of the view",
+            embed=False,
+            css_classes=["nd-png"],
+        )
+        self._w_csv = w.FileDownload(
+            callback=self._csv, filename="ndstream-neurons.csv", label="CSV of sorted neurons",
+            embed=False, css_classes=["nd-csv"],
+        )  # fmt: skip
+        self._status = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["nd-status"])
+        self._legend = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["nd-legend"])
+        self._thumbs = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["nd-thumbs"])
+        self._main = pn.Row(sizing_mode="stretch_width")
+
+        self._w_sort.param.watch(lambda e: setattr(self, "sort", e.new), "value")
+        self._w_a.param.watch(lambda e: setattr(self, "sort_a", e.new or ""), "value")
+        self._w_b.param.watch(lambda e: setattr(self, "sort_b", e.new or ""), "value")
+        self._w_page.param.watch(lambda e: setattr(self, "page", e.new), "value")
+        self._w_find.param.watch(lambda e: self.locate(e.new), "value")
+        self._w_show.on_click(lambda _: self.show_hidden())
+        self._w_unmark.on_click(lambda _: self.clear_marks())
+
+    # -- actions ------------------------------------------------------------------------
+
+    def toggle_neuron(self, layer: str, neuron: int) -> None:
+        """Hide (or mark/unmark, per :attr:`click`) a neuron of ``layer``."""
+        if self.click == "hide":
+            self.hidden = {**self.hidden, layer: sorted({*self.hidden.get(layer, []), neuron})}
+        else:
+            marks = set(self.marked.get(layer, []))
+            marks ^= {neuron}
+            self.marked = {**self.marked, layer: sorted(marks)}
+
+    def show_hidden(self) -> None:
+        """Bring back every hidden neuron of the layers shown."""
+        self.hidden = {k: v for k, v in self.hidden.items() if k not in self.layers}
+
+    def clear_marks(self) -> None:
+        """Unmark every neuron of the layers shown."""
+        self.marked = {k: v for k, v in self.marked.items() if k not in self.layers}
+
+    def locate(self, text: str) -> None:
+        """Jump to the page showing neuron ``text`` in the first shown layer that has it."""
+        text = text.strip()
+        if not text:
+            self._located = None
+            self._refresh()
+            return
+        try:
+            neuron = int(text)
+        except ValueError:
+            self._status.object = self._status_html(f"'{text}' is not a neuron id (a number)")
+            return
+        for layer in self.layers:
+            order = self.order(layer)
+            hits = np.flatnonzero(order == neuron)
+            if hits.size:
+                self._located = neuron
+                self.page = int(hits[0]) // self.rows
+                self._refresh()
+                return
+        self._status.object = self._status_html(
+            f"neuron {neuron} is not shown: no selected layer has it, or it is hidden"
+        )
+
+    def sort_spec(self) -> SortSpec | None:
+        """The sort in effect, or ``None`` while its items are incomplete."""
+        try:
+            return SortSpec(self.sort, self.sort_a, self.sort_b, self.descending)
+        except ValueError:
+            return None
+
+    def order(self, layer: str) -> np.ndarray:
+        """Neuron ids of ``layer`` in display order, hidden ones left out."""
+        frame = self.frame(layer)
+        spec = self.sort_spec() or SortSpec("index", descending=False)
+        try:
+            key = sort_key(frame, spec)
+        except KeyError:  # an item that this store (checkpoint) does not have
+            key = sort_key(frame, SortSpec("index"))
+        return neuron_order(key, spec.descending, self.hidden.get(layer, []))
+
+    def page_rows(self, layer: str) -> np.ndarray:
+        """The neuron ids of the current page of ``layer``."""
+        order = self.order(layer)
+        start = min(self.page * self.rows, max(0, (len(order) - 1) // self.rows * self.rows))
+        return order[start : start + self.rows]
+
+    # -- reactions ----------------------------------------------------------------------
+
+    @param.depends("sort", watch=True)
+    def _sort_changed(self) -> None:
+        if self._ready:
+            self._sort_items()
+
+    @param.depends(
+        "layers", "groups", "instances", "sort_a", "sort_b", "descending", "hidden",
+        "marked", "page", "rows", watch=True,
+    )  # fmt: skip
+    def _refresh(self) -> None:
+        if not self._ready:
+            return
+        self._sort_items()
+        n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
+        last = (n_max - 1) // self.rows
+        self._w_page.end = max(1, last)  # Bokeh sliders need end > start
+        self._w_page.disabled = last == 0
+        self._w_page.value = min(self.page, last)
+        self._legend.object = self._legend_html()
+        self._thumbs.object = self._thumbs_html()
+        self._status.object = self._status_html()
+        self._main.objects = [self._layer_view(layer) for layer in self.layers]
+        for layer in self.layers:
+            self._tables[layer].object = self._table_html(layer)
+        self._redraw.event(version=self._redraw.version + 1)
+
+    def _sort_items(self) -> None:
+        """Offer the items the chosen sort takes, keeping the chosen ones that still fit."""
+        groups = {f"median of {g}" if self.sort != "iqr" else f"IQR of {g}": f"group:{g}"
+                  for g in self.groups}  # fmt: skip
+        insts = {f"instance {i}": f"instance:{i}" for i in self.instances}
+        kinds = SORTS[self.sort]
+        options = [
+            {"group": groups, "instance": insts, "any": {**groups, **insts}}[k] for k in kinds
+        ]
+        for widget, opts, name in zip(
+            (self._w_a, self._w_b), [*options, {}, {}][:2], ("sort_a", "sort_b"), strict=True
+        ):
+            widget.options = opts
+            widget.visible = bool(opts)
+            current = getattr(self, name)
+            if opts and current not in opts.values():
+                current = list(opts.values())[min(1, len(opts) - 1) if name == "sort_b" else 0]
+            widget.value = current if opts else None
+            if opts:
+                setattr(self, name, current)
+        self._w_a.name = {"difference": "item", "divergence": "instance"}.get(self.sort, "of")
+        self._w_b.name = {"difference": "minus item", "divergence": "from group"}.get(self.sort, "")
+        self._w_sort.value = self.sort
+
+    def _apply_link(self, values: dict[str, Any]) -> None:
+        """Apply what a link's state allows, one parameter at a time, and say what not."""
+        bad = []
+        for name, value in values.items():
+            try:
+                setattr(self, name, value)
+            except (ValueError, TypeError):
+                bad.append(f"{URL_PARAMS.get(name, name)}={value!r}")
+        if bad:
+            self._status.object = self._status_html(
+                "this link's state does not fit this store; ignored: " + ", ".join(bad)
+            )
+
+    def _poll(self) -> None:
+        if not self.live:
+            return
+        try:
+            self.reload()
+        except NdstreamError as exc:  # e.g. the store was removed; keep showing the last one
+            self._status.object = self._status_html(f"could not read the store: {exc}")
+
+    # -- drawing ------------------------------------------------------------------------
+
+    def _layer_view(self, layer: str) -> pn.Column:
+        n_rows = min(self.rows, self.store.n_neurons(layer))
+        key = (layer, n_rows)
+        if key not in self._layer_views:
+            dmap = hv.DynamicMap(self._drawer(layer), streams=[self._redraw])
+            # A Tap on the DynamicMap's own overlay never fires; one on an empty element
+            # overlaid beside it does. Titles and ticks change with every redraw, and options
+            # of the inner overlay are lost in ``dmap * anchor``, so a hook sets them.
+            anchor = hv.Curve([])
+            tap = hv.streams.Tap(source=anchor, transient=True)
+            tap.add_subscriber(lambda x, y, layer=layer: self._on_tap(layer, y))
+            plot = (dmap * anchor).opts(
+                hv.opts.Overlay(
+                    width=380, height=panel_height(n_rows), xlabel="activation",
+                    ylabel="neuron", show_legend=False, toolbar="above",
+                    hooks=[lambda p, e, layer=layer: self._axes[layer].apply(p, e)],
+                )
+            )  # fmt: skip
+            self._tables.setdefault(
+                layer, pn.pane.HTML(max_height=240, styles={"overflow-y": "auto"})
+            )
+            self._layer_views[key] = pn.Column(
+                pn.pane.HoloViews(plot, linked_axes=False), self._tables[layer],
+                css_classes=["nd-layer"],
+            )  # fmt: skip
+        return self._layer_views[key]
+
+    def _drawer(self, layer: str) -> Callable[..., hv.Overlay]:
+        def draw(version: int = 0) -> hv.Overlay:
+            rows = self.page_rows(layer)
+            self._shown[layer] = rows
+            n_hidden = len(self.hidden.get(layer, []))
+            title = f"{layer} · {self.store.n_neurons(layer)} neurons" + (
+                f" · {n_hidden} hidden" if n_hidden else ""
+            )
+            overlay, self._axes[layer] = activation_layers(
+                self.frame(layer), rows, self.groups, group_colours(self.groups),
+                self.instances, self._dot_colours(), self.marked.get(layer, []),
+                self._located, title=title,
+            )  # fmt: skip
+            return overlay
+
+        return draw
+
+    def _on_tap(self, layer: str, y: float | None) -> None:
+        shown = self._shown.get(layer)
+        if y is None or shown is None:
+            return
+        row = row_of(y, len(shown))
+        if row is not None:
+            self.toggle_neuron(layer, int(shown[row]))
+
+    def _dot_colours(self) -> dict[str, str]:
+        return instance_colours([(i, self._conditions[i]) for i in self.instances])
+
+    def _legend_html(self) -> str:
+        colours = group_colours(self.groups)
+        parts = [
+            f'<span class="nd-group" data-group="{_esc(g)}"><span style="display:inline-block;'
+            f'width:12px;height:12px;background:{colours[g]};margin-right:4px"></span>'
+            f"{_esc(g)} (n={self._group_counts[g]})</span>"
+            for g in self.groups
+        ]
+        parts += [
+            f'<span class="nd-instance" data-instance="{_esc(i)}"><span style="display:'
+            f"inline-block;width:10px;height:10px;border-radius:5px;background:"
+            f'{self._dot_colours()[i]};margin-right:4px"></span>{_esc(self._instance_info[i])}'
+            "</span>"
+            for i in self.instances
+        ]
+        return "&nbsp;&nbsp; ".join(parts) or "<i>select groups or instances</i>"
+
+    def _thumbs_html(self) -> str:
+        frame = self.frame(self.store.layers[0])
+        table = frame.instances
+        if table is None or not len(table.thumbnail):
+            return ""
+        cells = []
+        for iid in self.instances:
+            row = frame.instance_row(iid)
+            cells.append(
+                f'<figure style="display:inline-block;margin:2px;text-align:center">'
+                f'<img src="{_png_uri(table.thumbnail[row])}" width="56" height="56" '
+                f'style="image-rendering:pixelated;border:3px solid {self._dot_colours()[iid]}">'
+                f'<figcaption style="font-size:10px">{_esc(iid)}</figcaption></figure>'
+            )
+        return "".join(cells)
+
+    def _status_html(self, message: str = "") -> str:
+        meta = self.store.meta
+        state = "complete" if meta.complete else "ingesting…"
+        text = (
+            f'<span class="nd-progress" data-samples="{meta.samples_done}" '
+            f'data-complete="{str(meta.complete).lower()}">{meta.samples_done:,} / '
+            f"{meta.samples_total:,} samples · {state} · checkpoint {meta.updated}</span>"
+        )
+        return text + (f'<div class="nd-message">{_esc(message)}</div>' if message else "")
+
+    def _table_html(self, layer: str) -> str:
+        rows = self.page_rows(layer)
+        spec = self.sort_spec() or SortSpec("index")
+        try:
+            key = sort_key(self.frame(layer), spec)
+        except KeyError:
+            key = np.arange(self.store.n_neurons(layer), dtype=np.float64)
+        start = min(
+            self.page * self.rows, max(0, len(self.order(layer)) - 1) // self.rows * self.rows
+        )
+        marks = set(self.marked.get(layer, []))
+        body = "".join(
+            f'<tr data-neuron="{n}" data-marked="{int(n in marks)}"><td>{start + i + 1}</td>'
+            f"<td>{'★ ' if n in marks else ''}{n}</td><td>{key[n]:.4g}</td></tr>"
+            for i, n in enumerate(rows.tolist())
+        )
+        return (
+            f'<table class="nd-order-table" data-layer="{_esc(layer)}" style="font-size:11px">'
+            f"<tr><th>rank</th><th>neuron</th><th>key</th></tr>{body}</table>"
+        )
+
+    # -- export -------------------------------------------------------------------------
+
+    def _png(self) -> io.BytesIO:
+        colours = group_colours(self.groups)
+        panels = []
+        for layer in self.layers:
+            frame, rows = self.frame(layer), self.page_rows(layer)
+            dots = []
+            for iid in self.instances:
+                values = frame.instance_values[frame.instance_row(iid), rows]
+                dots += [(i, float(v), self._dot_colours()[iid])
+                         for i, v in enumerate(values) if np.isfinite(v)]  # fmt: skip
+            panels.append(
+                PanelImage(
+                    title=layer, image=composite(frame, rows, self.groups, colours),
+                    labels=[str(n) for n in rows.tolist()],
+                    x_range=(float(frame.edges[0]), float(frame.edges[-1])), dots=dots,
+                )
+            )  # fmt: skip
+        legend = {f"{g} (n={self._group_counts[g]})": colours[g] for g in self.groups}
+        legend |= {self._instance_info[i]: self._dot_colours()[i] for i in self.instances}
+        return io.BytesIO(png_bytes(panels, legend))
+
+    def _csv(self) -> io.StringIO:
+        header = ["layer", "rank", "neuron", "key", "marked"]
+        header += [f"median {g}" for g in self.groups] + [f"iqr {g}" for g in self.groups]
+        header += [f"instance {i}" for i in self.instances]
+        out = []
+        spec = self.sort_spec() or SortSpec("index")
+        for layer in self.layers:
+            frame = self.frame(layer)
+            key = sort_key(frame, spec)
+            marks = set(self.marked.get(layer, []))
+            stats = [frame.group(g) for g in self.groups]
+            inst = [frame.instance_values[frame.instance_row(i)] for i in self.instances]
+            for rank, n in enumerate(self.order(layer).tolist()):
+                out.append(
+                    [layer, rank + 1, n, float(key[n]), int(n in marks)]
+                    + [float(s.median[n]) for s in stats] + [float(s.iqr[n]) for s in stats]
+                    + [float(v[n]) for v in inst]
+                )  # fmt: skip
+        return io.StringIO(csv_text(header, out))
+
+    # -- layout -------------------------------------------------------------------------
+
+    def panel(self) -> pn.viewable.Viewable:
+        """The dashboard's layout; also syncs the state with the URL and starts live mode."""
+        if pn.state.location is not None:
+            pn.state.location.sync(self, URL_PARAMS, on_error=self._apply_link)
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.add_periodic_callback(self._poll, period=int(self.poll_seconds * 1000))
+        md = pn.pane.Markdown
+        views = {
+            "layers": pn.Column(md("**Layers**"), self._w_layers),
+            "groups": pn.Column(md("**Groups**"), self._w_groups),
+            "instances": pn.Column(self._w_instances, self._thumbs),
+            "sort": pn.Column(self._w_sort, self._w_a, self._w_b, self._w_desc),
+            "neurons": pn.Column(
+                md("**Neurons**"), self._w_click, pn.Row(self._w_show, self._w_unmark),
+                self._w_find, self._w_rows, self._w_page,
+            ),
+            "export": pn.Column(self._w_png, self._w_csv),
+        }  # fmt: skip
+        for name, view in views.items():
+            view.css_classes = [f"nd-view-{name}"]
+        sidebar = pn.Column(
+            md(f"### ndstream\n`{self.path.name}`"),
+            self._status,
+            self._w_live,
+            *views.values(),
+            width=300,
+        )
+        main = pn.Column(self._legend, self._main, css_classes=["nd-view-activation"])
+        return pn.Row(sidebar, main)
+
+
+def _group_counts(store: Store) -> dict[str, int]:
+    layer = store.layers[0]
+    return {g: store.count(layer, g) for g in store.groups}
+
+
+def _instance_label(table: Any, row: int, iid: str) -> str:
+    label, pred = int(table.label[row]), int(table.predicted[row])
+    cond = str(table.condition[row])
+    return f"#{iid} · true {label} → pred {pred}" + (f" · {cond}" if cond else "")
+
+
+def _png_uri(thumbnail: np.ndarray) -> str:
+    img = thumbnail[..., 0] if thumbnail.shape[-1] == 1 else thumbnail
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def _esc(text: str) -> str:
+    return (
+        str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        .replace('"', "&quot;")
+    )  # fmt: skip
+
+
+def dashboard(store: str | os.PathLike[str]) -> pn.viewable.Viewable:
+    """The dashboard for ``store``, or a page that says clearly why it cannot be shown."""
+    try:
+        return NeuralDivergence(store).panel()
+    except NdstreamError as exc:
+        return pn.pane.Alert(
+            f"**ndstream cannot show `{store}`**: {exc}\n\nStart the dashboard on a store "
+            "that `ndstream ingest` wrote, e.g. `ndstream serve stores/digits.zarr`.",
+            alert_type="danger", css_classes=["nd-error"],
+        )  # fmt: skip

@@ -1,0 +1,62 @@
+"""Colours of the dashboard: colour-blind-safe, and unique among what is on screen.
+
+Groups take colours in the order they are selected, from the Okabe-Ito palette and then Paul
+Tol's "muted" one (both designed to stay apart under the common colour-vision deficiencies),
+so every group shown has its own colour. Instances are dots drawn on top: attacked inputs red
+and benign ones black, as in NeuralDivergence, and others from Tol's "bright" palette.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["GROUP_COLOURS", "group_colours", "instance_colours", "rgb"]
+
+# Okabe & Ito (2008), without black (benign instances) and vermillion (attacked ones), then
+# Tol's muted set: 13 colours that stay distinct for the common colour-vision deficiencies.
+GROUP_COLOURS: tuple[str, ...] = (
+    "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#CC79A7", "#F0E442",
+    "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#882255", "#AA4499",
+)  # fmt: skip
+ATTACKED = "#D62728"
+BENIGN = "#000000"
+# Dark colours for other instances, apart from the light and mid tones of the groups.
+_INSTANCE_COLOURS = (BENIGN, ATTACKED, "#5E3C99", "#1B7837", "#8C510A", "#525252", "#B2182B")
+
+
+def group_colours(selected: Sequence[str]) -> dict[str, str]:
+    """Colour of each selected group, by selection order; every one different.
+
+    Raises
+    ------
+    ValueError
+        If more groups are selected than there are distinguishable colours.
+    """
+    if len(selected) > len(GROUP_COLOURS):
+        raise ValueError(
+            f"{len(selected)} groups selected; at most {len(GROUP_COLOURS)} can be told apart "
+            "by colour: deselect some"
+        )
+    return {g: GROUP_COLOURS[i] for i, g in enumerate(selected)}
+
+
+def instance_colours(selected: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Dot colour of each selected ``(instance id, condition)``, every one different if it
+    can be: attacked red, benign black, the others dark colours not yet taken."""
+    out: dict[str, str] = {}
+    for iid, condition in selected:
+        cond = condition.lower()
+        if cond in ("attacked", "adversarial", "attack"):
+            out[iid] = ATTACKED
+        elif cond in ("benign", "clean", "original"):
+            out[iid] = BENIGN
+    free = [c for c in _INSTANCE_COLOURS if c not in out.values()]
+    for i, (iid, _) in enumerate(x for x in selected if x[0] not in out):
+        out[iid] = free[i % len(free)] if free else _INSTANCE_COLOURS[i % len(_INSTANCE_COLOURS)]
+    return out
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    """``"#RRGGBB"`` as three integers 0-255."""
+    c = colour.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)

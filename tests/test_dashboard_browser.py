@@ -1,0 +1,315 @@
+"""The dashboard in a real browser: Debian chromium (Playwright) against a real ``panel serve``
+on loopback, over the demo store (``configs/digits.yaml``, written by the real CLI).
+
+Expected neuron orders are computed here from ``ndstream.open_store`` with numpy, never from
+the dashboard's own code. Each test saves screenshots out of the repository (see
+``tests/browser.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, REPO, Page, panel_serve, require_browser
+from runs import cli, write_config
+
+import ndstream
+
+pytestmark = pytest.mark.slow
+
+DEFAULT_LAYERS = ["fc1", "relu3", "fc2"]  # the demo store's last three layers
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
+    """The README's demo run (configs/digits.yaml) into a fresh folder."""
+    store = tmp_path_factory.mktemp("demo") / "digits.zarr"
+    cmd = [sys.executable, "-m", "ndstream", "ingest", str(REPO / "configs" / "digits.yaml"),
+           "--store", str(store), "--quiet"]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True, timeout=300, cwd=REPO)
+    return store
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(demo_store: Path, tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]):
+    log = tmp_path_factory.mktemp("server") / "panel.log"
+    with panel_serve(demo_store, log, env) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+    p = Page(context.new_page())
+    yield p
+    context.close()
+
+
+def instance_row(store: ndstream.Store, legend_id: str) -> int:
+    """Row in the store's instance table of the dataset index an instance id starts with."""
+    index = int(legend_id.split("-")[0])
+    return int(np.flatnonzero(store.instances().index == index)[0])
+
+
+def expected_order(values: np.ndarray, descending: bool) -> list[int]:
+    """Neuron ids by ``values`` (ties by id), computed with numpy alone."""
+    ids = np.arange(values.shape[0])
+    return np.lexsort((ids, -values if descending else values)).tolist()
+
+
+def selected_instances(page: Page) -> list[str]:
+    return page.page.locator(".nd-instance").evaluate_all("es => es.map(e => e.dataset.instance)")
+
+
+def test_page_loads_and_shows_every_view(page: Page, server: str, demo_store: Path) -> None:
+    page.open(server, DEFAULT_LAYERS)
+    store = ndstream.open_store(demo_store)
+    assert page.plot_titles() == sorted(
+        f"{layer} · {store.n_neurons(layer)} neurons" for layer in DEFAULT_LAYERS
+    )
+    # Two label groups and one instance are selected by default, with their counts.
+    groups = page.page.locator(".nd-group").evaluate_all("es => es.map(e => e.textContent)")
+    assert groups == [f"{g} (n={store.count('fc1', g)})" for g in store.groups[:2]]
+    assert len(selected_instances(page)) == 1
+    assert page.page.locator(".nd-thumbs img").count() == 1
+    status = page.page.locator(".nd-progress")
+    assert status.get_attribute("data-samples") == str(store.meta.samples_done)
+    assert status.get_attribute("data-complete") == "true"
+    page.screenshot("dashboard-full")
+    for view in ("layers", "groups", "instances", "sort", "neurons", "activation"):
+        page.screenshot(f"view-{view}", page.page.locator(f".nd-view-{view}"))
+    assert page.errors == []
+
+
+def test_toggling_a_layer_and_a_group_changes_the_plots(page: Page, server: str) -> None:
+    page.open(server, DEFAULT_LAYERS)
+    page.check("conv2 (32)")
+    page.table("conv2").wait_for()
+    page.wait_for_title("conv2", "conv2 · 32 neurons")
+    page.check("relu3 (64)")  # off again
+    page.table("relu3").wait_for(state="detached")
+    assert "relu3" not in page.plots()
+
+    before = page.plot_png("fc1")
+    page.check("2 (n=")
+    page.page.locator('.nd-group[data-group="2"]').wait_for()
+    deadline = time.monotonic() + 20
+    after = page.plot_png("fc1")
+    while after == before and time.monotonic() < deadline:
+        page.page.wait_for_timeout(200)
+        after = page.plot_png("fc1")
+    assert after != before, "adding a group did not change the fc1 plot"
+    page.screenshot("toggled-layer-and-group")
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("layer", ["fc1", "fc2"])
+def test_sort_by_instance_matches_the_store(
+    page: Page, server: str, demo_store: Path, layer: str
+) -> None:
+    page.open(server, DEFAULT_LAYERS)
+    page.select("nd-sort", "an instance's activation")
+    store = ndstream.open_store(demo_store)
+    (iid,) = selected_instances(page)
+    values = store.instance_values(layer)[instance_row(store, iid), 0].astype(np.float64)
+    page.wait_for_order(layer, expected_order(values, descending=True)[:64])
+    page.page.locator(".nd-desc input").click()  # ascending
+    page.wait_for_order(layer, expected_order(values, descending=False)[:64])
+    page.screenshot(f"sorted-by-instance-{layer}")
+    assert page.errors == []
+
+
+def test_clicking_a_neuron_hides_it_and_show_hidden_brings_it_back(page: Page, server: str) -> None:
+    page.open(server, DEFAULT_LAYERS)
+    before = page.order("fc2")
+    page.click_row("fc2", 2, len(before))
+    expected = [n for n in before if n != before[2]]
+    page.wait_for_order("fc2", expected)
+    page.wait_for_title("fc2", "1 hidden")
+    page.screenshot("hidden-neuron")
+    page.page.locator(".nd-show-hidden button").click()
+    page.wait_for_order("fc2", before)
+    assert page.errors == []
+
+
+def test_marking_a_neuron_survives_a_sort(page: Page, server: str) -> None:
+    page.open(server, DEFAULT_LAYERS)
+    page.page.locator(".nd-click button", has_text="mark").click()
+    before = page.order("fc2")
+    page.click_row("fc2", 0, len(before))
+    marked = page.table("fc2").locator('tr[data-marked="1"]')
+    marked.wait_for()
+    assert marked.get_attribute("data-neuron") == str(before[0])
+    page.select("nd-sort", "neuron index")
+    page.wait_for_order("fc2", list(range(10))[::-1])  # descending is on by default
+    assert page.table("fc2").locator('tr[data-marked="1"]').get_attribute("data-neuron") == str(
+        before[0]
+    )
+    search = page.page.evaluate("() => location.search")
+    assert json.loads(_query(search)["marked"]) == {"fc2": [before[0]]}
+    page.screenshot("marked-neuron")
+    assert page.errors == []
+
+
+def _query(search: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(search.lstrip("?")))
+
+
+def test_a_url_restores_the_view(page: Page, server: str, demo_store: Path, browser: Any) -> None:
+    store = ndstream.open_store(demo_store)
+    state = {
+        "layers": ["conv2", "fc2"], "groups": ["7", "3"], "sort": "iqr", "a": "group:7",
+        "desc": False, "hidden": {"fc2": [4]},
+    }  # fmt: skip
+    # As Panel writes them: strings as they are, everything else as JSON.
+    search = "&".join(
+        f"{k}={quote(v if isinstance(v, str) else json.dumps(v))}" for k, v in state.items()
+    )
+    page.open(f"{server}?{search}", ["conv2", "fc2"])
+    q = store.quantile("conv2", [0.25, 0.75], "7")
+    page.wait_for_order("conv2", expected_order(q[:, 1] - q[:, 0], descending=False))
+    q = store.quantile("fc2", [0.25, 0.75], "7")
+    page.wait_for_order("fc2", [n for n in expected_order(q[:, 1] - q[:, 0], False) if n != 4])
+    assert sorted(page.plots()) == ["conv2", "fc2"]
+    groups = page.page.locator(".nd-group").evaluate_all("es => es.map(e => e.dataset.group)")
+    assert groups == ["7", "3"]
+
+    # The URL the page shows now reproduces the same view in a fresh page.
+    url = page.page.url
+    other = Page(browser.new_page(viewport={"width": 1500, "height": 1000}))
+    other.open(url, ["conv2", "fc2"])
+    for layer in ("conv2", "fc2"):
+        other.wait_for_order(layer, page.order(layer))
+    other.page.close()
+    page.screenshot("restored-from-url")
+    assert page.errors == [] and other.errors == []
+
+
+def test_downloads_png_and_csv_of_the_view(page: Page, server: str) -> None:
+    from PIL import Image
+
+    page.open(server, DEFAULT_LAYERS)
+    with page.page.expect_download() as png:
+        page.page.locator(".nd-png button, .nd-png a").first.click()
+    image = Image.open(io.BytesIO(Path(png.value.path()).read_bytes()))
+    assert image.format == "PNG" and image.width > 300 and image.height > 300
+    with page.page.expect_download() as csv:
+        page.page.locator(".nd-csv button, .nd-csv a").first.click()
+    lines = Path(csv.value.path()).read_text().splitlines()
+    header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
+    assert header[:3] == ["layer", "rank", "neuron"]
+    fc1 = [int(r[2]) for r in rows if r[0] == "fc1"]
+    assert sorted(fc1) == list(range(64))
+    assert fc1 == page.order("fc1")  # same order as the page, all 64 on one page
+    assert page.errors == []
+
+
+def test_live_mode_follows_a_running_ingest(
+    browser: Any, tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = write_config(tmp_path)  # a checkpoint every 32 samples: about 40 s in all
+    store = tmp_path / "live.zarr"
+    ingest = subprocess.Popen(cli(config, store), env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # the dashboard needs a first checkpoint
+            try:
+                ndstream.open_store(store)
+                break
+            except ndstream.StoreError:
+                time.sleep(0.2)
+        with panel_serve(store, tmp_path / "panel.log", env) as url:
+            page = Page(browser.new_page(viewport={"width": 1500, "height": 1000}))
+            page.open(url)
+            status = page.page.locator(".nd-progress")
+            first = int(status.get_attribute("data-samples"))
+            seen = {first}
+            while time.monotonic() < deadline:
+                seen.add(int(status.get_attribute("data-samples")))
+                if status.get_attribute("data-complete") == "true":
+                    break
+                page.page.wait_for_timeout(250)
+            page.screenshot("live-mode-complete")
+            assert status.get_attribute("data-complete") == "true"
+            assert max(seen) == 1797
+            assert len(seen) >= 3, f"live mode showed only {sorted(seen)}"
+            assert page.errors == []
+    finally:
+        ingest.kill()
+        ingest.wait()
+
+
+def test_a_bad_store_path_gets_a_clear_page(browser: Any, tmp_path: Path) -> None:
+    not_a_store = tmp_path / "plain-folder"
+    not_a_store.mkdir()
+    for path, words in ((tmp_path / "missing.zarr", "does not exist"), (not_a_store, "not a")):
+        with panel_serve(path, tmp_path / "panel.log") as url:
+            page = Page(browser.new_page())
+            page.page.goto(url)
+            alert = page.page.locator(".nd-error")
+            alert.wait_for(timeout=60_000)
+            text = alert.evaluate("e => (e.shadowRoot || e).textContent")
+            assert "cannot show" in text and words in text and "ndstream serve" in text
+            page.page.close()
+
+
+def test_ndstream_serve_listens_on_localhost_only(
+    browser: Any, demo_store: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    from browser import free_port, wait_for_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "ndstream", "serve", str(demo_store), "--port", str(port)]
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for_port(port, proc)
+        listening = _listening_addresses(port)
+        assert listening and all(a == "127.0.0.1" for a in listening), listening
+        page = Page(browser.new_page(viewport={"width": 1500, "height": 1000}))
+        page.open(f"http://127.0.0.1:{port}/", DEFAULT_LAYERS)
+        assert page.errors == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _listening_addresses(port: int) -> list[str]:
+    """Local IPv4/IPv6 addresses listening on ``port``, from /proc/net/tcp{,6}."""
+    out = []
+    for name, width in (("tcp", 8), ("tcp6", 32)):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if width == 8:
+                    out.append(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+                else:
+                    out.append("::" if int(addr, 16) == 0 else addr)
+    return out
