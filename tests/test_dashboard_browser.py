@@ -172,6 +172,44 @@ def test_marking_a_neuron_survives_a_sort(page: Page, server: str) -> None:
     assert page.errors == []
 
 
+def test_tooltip_shows_the_quantiles_of_each_group(
+    page: Page, server: str, demo_store: Path
+) -> None:
+    page.open(server, DEFAULT_LAYERS)
+    order = page.order("fc2")
+    box = page.plots()["fc2"]
+    page.page.evaluate("() => window.scrollTo(0, 0)")
+    page.page.mouse.move(box["x"] + 5, box["y"] + 0.5 * box["height"] / len(order))
+    tooltip = page.page.locator("div.bk-tooltip-content").first
+    tooltip.wait_for()
+    text = tooltip.evaluate("e => e.textContent")
+    store = ndstream.open_store(demo_store)
+    assert f"neuron: {order[0]}" in text
+    for group in store.groups[:2]:
+        q = store.quantile("fc2", [0.05, 0.5, 0.95], group)[order[0]]
+        assert f"n={store.count('fc2', group)} p5={q[0]:.4g}" in text
+        assert f"p50={q[1]:.4g}" in text and f"p95={q[2]:.4g}" in text
+    page.screenshot("tooltip")
+
+
+def test_pages_and_jump_to_a_neuron(page: Page, server: str, demo_store: Path) -> None:
+    page.open(server, DEFAULT_LAYERS)
+    page.select("nd-rows", "32")
+    store = ndstream.open_store(demo_store)
+    median = store.quantile("fc1", 0.5, store.groups[0])
+    full = expected_order(median, descending=True)
+    page.wait_for_order("fc1", full[:32])
+    target = full[40]  # on the second page
+    find = page.page.locator(".nd-find input")
+    find.fill(str(target))
+    find.press("Enter")
+    page.wait_for_order("fc1", full[32:64])
+    located = page.table("fc1").locator('tr[data-located="1"]')
+    assert located.get_attribute("data-neuron") == str(target)
+    page.screenshot("jumped-to-neuron")
+    assert page.errors == []
+
+
 def _query(search: str) -> dict[str, str]:
     from urllib.parse import parse_qsl
 

@@ -470,7 +470,8 @@ class NeuralDivergence(param.Parameterized):
         )
         marks = set(self.marked.get(layer, []))
         body = "".join(
-            f'<tr data-neuron="{n}" data-marked="{int(n in marks)}"><td>{start + i + 1}</td>'
+            f'<tr data-neuron="{n}" data-marked="{int(n in marks)}" '
+            f'data-located="{int(n == self._located)}"><td>{start + i + 1}</td>'
             f"<td>{'★ ' if n in marks else ''}{n}</td><td>{key[n]:.4g}</td></tr>"
             for i, n in enumerate(rows.tolist())
         )
