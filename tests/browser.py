@@ -189,5 +189,9 @@ class Page:
     def screenshot(self, name: str, locator: Any = None) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
-        (locator or self.page).screenshot(path=str(path))
+        if locator is None:
+            self.page.evaluate("() => window.scrollTo(0, 0)")
+            self.page.screenshot(path=str(path), full_page=True)
+        else:
+            locator.screenshot(path=str(path))
         return path

@@ -151,35 +151,26 @@ def activation_layers(
         yticks=[(-i, labels[i]) for i in range(0, n, step)],
     )
 
-    bands = hv.Rectangles(
-        [(x0, -i - 0.5, x1, -i + 0.5) for i, nid in enumerate(neuron_list) if nid in marked_set],
-        kdims=["activation", "y", "x1", "y1"],
-    ).opts(color=_MARK, line_alpha=0, alpha=0.6)
-
-    hover_cols: dict[str, list[Any]] = {
+    # One rectangle per row, under the image: it carries the tooltip, the band of a marked
+    # neuron and the outline of a located one. One element whatever is marked or located,
+    # so that every frame of a DynamicMap has the same layers.
+    rects: dict[str, list[Any]] = {
         "x0": [x0] * n, "y0": [-i - 0.5 for i in range(n)],
         "x1": [x1] * n, "y1": [-i + 0.5 for i in range(n)],
         "neuron": neuron_list,
+        "band": [0.6 if nid in marked_set else 0.0 for nid in neuron_list],
+        "outline": [1.0 if nid == located else 0.0 for nid in neuron_list],
     }  # fmt: skip
     tooltips = [("neuron", "@neuron")]
     for j, g in enumerate(groups):
-        hover_cols[f"g{j}"] = _group_tooltip(frame, g, rows)
+        rects[f"g{j}"] = _group_tooltip(frame, g, rows)
         tooltips.append((g, f"@g{j}"))
-    hover_rects = hv.Rectangles(
-        hover_cols, kdims=["x0", "y0", "x1", "y1"], vdims=["neuron", *(f"g{j}" for j in range(len(groups)))]
-    ).opts(
-        fill_alpha=0, line_alpha=0, tools=[HoverTool(tooltips=tooltips)],
-        hover_fill_alpha=0.08, hover_fill_color="#000000", hover_line_alpha=0,
+    rows_element = hv.Rectangles(rects, kdims=["x0", "y0", "x1", "y1"], vdims=list(rects)[4:]).opts(
+        fill_color=_MARK, fill_alpha="band", line_color="#D55E00", line_alpha="outline",
+        line_width=2, tools=[HoverTool(tooltips=tooltips)],
+        hover_fill_alpha=0.15, hover_fill_color="#000000", hover_line_alpha=0,
     )  # fmt: skip
-
-    layers: list[hv.Element] = [bands, image, hover_rects]
-    if located is not None and located in neuron_list:
-        i = neuron_list.index(located)
-        layers.append(
-            hv.Rectangles([(x0, -i - 0.5, x1, -i + 0.5)]).opts(
-                fill_alpha=0, line_color="#D55E00", line_width=2
-            )
-        )
+    layers: list[hv.Element] = [rows_element, image]
     layers.append(_instance_points(frame, rows, groups, instances, instance_colours or {}))
     return hv.Overlay(layers), axes
 

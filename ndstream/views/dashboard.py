@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from ..ordering import SORTS, SortSpec, neuron_order, sort_key
 from ..store import Store, open_store, snapshots
 from .activation import Axes, activation_layers, composite, panel_height, row_of
 from .export import PanelImage, csv_text, png_bytes
-from .palette import group_colours, instance_colours
+from .palette import GROUP_COLOURS, group_colours, instance_colours
 
 __all__ = ["NeuralDivergence", "dashboard"]
 
@@ -68,9 +70,15 @@ class NeuralDivergence(param.Parameterized):
         How often live mode checks for a new checkpoint.
     """
 
-    layers = param.ListSelector(default=[], objects=[], doc="Layers shown, in store order.")
-    groups = param.ListSelector(default=[], objects=[], doc="Groups drawn, bottom to top.")
-    instances = param.ListSelector(default=[], objects=[], doc="Instances drawn as dots.")
+    layers = param.ListSelector(
+        default=[], objects=[], check_on_set=True, doc="Layers shown, in store order."
+    )
+    groups = param.ListSelector(
+        default=[], objects=[], check_on_set=True, doc="Groups drawn, bottom to top."
+    )
+    instances = param.ListSelector(
+        default=[], objects=[], check_on_set=True, doc="Instances drawn as dots."
+    )
     sort: Any = param.Selector(default="median", objects=list(SORTS), doc="What neurons sort by.")
     sort_a = param.String(default="", doc="First item of the sort (group:... or instance:...).")
     sort_b = param.String(default="", doc="Second item of the sort.")
@@ -106,8 +114,7 @@ class NeuralDivergence(param.Parameterized):
     def frame(self, layer: str) -> LayerFrame:
         """The statistics of ``layer`` in the checkpoint on screen."""
         if layer not in self._frames:
-            instances = next(iter(self._frames.values())).instances if self._frames else None
-            self._frames[layer] = LayerFrame(self.store, layer, instances=instances)
+            self._frames[layer] = _shared_frame(self.store, layer)
         return self._frames[layer]
 
     def reload(self) -> bool:
@@ -162,38 +169,38 @@ class NeuralDivergence(param.Parameterized):
     def _build_widgets(self) -> None:
         w = pn.widgets
         self._w_layers = w.CheckBoxGroup.from_param(
-            self.param.layers, name="Layers", css_classes=["nd-layers"]
+            self.param.layers, label="Layers", css_classes=["nd-layers"]
         )
         self._w_groups = w.CheckBoxGroup.from_param(
-            self.param.groups, name="Groups", css_classes=["nd-groups"]
+            self.param.groups, label="Groups", css_classes=["nd-groups"]
         )
         self._w_instances = w.MultiChoice.from_param(
-            self.param.instances, name="Instances", css_classes=["nd-instances"]
+            self.param.instances, label="Instances", css_classes=["nd-instances"]
         )
         self._w_sort = w.Select(
-            name="Sort neurons by", options=SORT_LABELS, value=self.sort, css_classes=["nd-sort"]
+            label="Sort neurons by", options=SORT_LABELS, value=self.sort, css_classes=["nd-sort"]
         )
-        self._w_a = w.Select(name="item", options={}, css_classes=["nd-sort-a"])
-        self._w_b = w.Select(name="minus item", options={}, css_classes=["nd-sort-b"])
+        self._w_a = w.Select(label="item", options={}, css_classes=["nd-sort-a"])
+        self._w_b = w.Select(label="minus item", options={}, css_classes=["nd-sort-b"])
         self._w_desc = w.Checkbox.from_param(
-            self.param.descending, name="descending", css_classes=["nd-desc"]
+            self.param.descending, label="descending", css_classes=["nd-desc"]
         )
         self._w_rows = w.Select.from_param(
-            self.param.rows, name="rows per page", css_classes=["nd-rows"]
+            self.param.rows, label="rows per page", css_classes=["nd-rows"]
         )
         self._w_page = w.IntSlider(
-            name="page", start=0, end=1, value=self.page, css_classes=["nd-page"]
+            label="page", start=0, end=1, value=self.page, css_classes=["nd-page"]
         )
         self._w_click = w.RadioButtonGroup.from_param(
-            self.param.click, name="click a neuron to", css_classes=["nd-click"]
+            self.param.click, label="click a neuron to", css_classes=["nd-click"]
         )
         self._w_find = w.TextInput(
-            name="jump to neuron id", placeholder="e.g. 17", css_classes=["nd-find"]
+            label="jump to neuron id", placeholder="e.g. 17", css_classes=["nd-find"]
         )
-        self._w_show = w.Button(name="Show hidden", css_classes=["nd-show-hidden"])
-        self._w_unmark = w.Button(name="Clear marks", css_classes=["nd-clear-marks"])
+        self._w_show = w.Button(label="Show hidden", css_classes=["nd-show-hidden"])
+        self._w_unmark = w.Button(label="Clear marks", css_classes=["nd-clear-marks"])
         self._w_live = w.Checkbox.from_param(
-            self.param.live, name="live: follow the ingest", css_classes=["nd-live"]
+            self.param.live, label="live: follow the ingest", css_classes=["nd-live"]
         )
         self._w_png = w.FileDownload(
             callback=self._png,
@@ -299,6 +306,14 @@ class NeuralDivergence(param.Parameterized):
     def _refresh(self) -> None:
         if not self._ready:
             return
+        if len(self.groups) > len(GROUP_COLOURS):
+            # Past the palette, colours would repeat: keep the groups that can be told apart.
+            self.groups = self.groups[: len(GROUP_COLOURS)]  # refreshes again
+            self._status.object = self._status_html(
+                f"at most {len(GROUP_COLOURS)} groups can be told apart by colour; "
+                "deselect some to add others"
+            )
+            return
         self._sort_items()
         n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
         last = (n_max - 1) // self.rows
@@ -343,7 +358,7 @@ class NeuralDivergence(param.Parameterized):
         for name, value in values.items():
             try:
                 setattr(self, name, value)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, KeyError, NdstreamError):
                 bad.append(f"{URL_PARAMS.get(name, name)}={value!r}")
         if bad:
             self._status.object = self._status_html(
@@ -554,6 +569,29 @@ class NeuralDivergence(param.Parameterized):
         )
         main = pn.Column(self._legend, self._main, css_classes=["nd-view-activation"])
         return pn.Row(sidebar, main)
+
+
+# Browser sessions of one server share the frames of a checkpoint: what one session read and
+# computed (per-group densities and quantiles) the next gets at once. A checkpoint never
+# changes, so its frames never go stale; the oldest are dropped.
+_FRAMES: OrderedDict[tuple[object, ...], LayerFrame] = OrderedDict()
+_FRAMES_KEPT = 64
+_FRAMES_LOCK = threading.Lock()
+
+
+def _shared_frame(store: Store, layer: str) -> LayerFrame:
+    # A store re-written with --overwrite numbers its snapshots afresh: the folder's inode and
+    # time tell a new snapshot from an old one of the same name.
+    info = store.snapshot.stat()
+    key = (store.snapshot.resolve(), info.st_ino, info.st_mtime_ns, layer)
+    with _FRAMES_LOCK:
+        frame = _FRAMES.get(key)
+        if frame is None:
+            frame = _FRAMES[key] = LayerFrame(store, layer)
+            while len(_FRAMES) > _FRAMES_KEPT:
+                _FRAMES.popitem(last=False)
+        _FRAMES.move_to_end(key)
+        return frame
 
 
 def _group_counts(store: Store) -> dict[str, int]:

@@ -20,8 +20,9 @@ GROUP_COLOURS: tuple[str, ...] = (
 )  # fmt: skip
 ATTACKED = "#D62728"
 BENIGN = "#000000"
-# Dark colours for other instances, apart from the light and mid tones of the groups.
-_INSTANCE_COLOURS = (BENIGN, ATTACKED, "#5E3C99", "#1B7837", "#8C510A", "#525252", "#B2182B")
+# Other instances: dark colours, none of them red or black (those mean attacked and benign),
+# apart from the light and mid tones of the groups.
+_INSTANCE_COLOURS = ("#5E3C99", "#1B7837", "#8C510A", "#525252", "#01665E", "#762A83")
 
 
 def group_colours(selected: Sequence[str]) -> dict[str, str]:
@@ -41,8 +42,8 @@ def group_colours(selected: Sequence[str]) -> dict[str, str]:
 
 
 def instance_colours(selected: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Dot colour of each selected ``(instance id, condition)``, every one different if it
-    can be: attacked red, benign black, the others dark colours not yet taken."""
+    """Dot colour of each selected ``(instance id, condition)``: attacked red, benign black,
+    and the others dark colours, different from each other while there are enough."""
     out: dict[str, str] = {}
     for iid, condition in selected:
         cond = condition.lower()
@@ -50,9 +51,9 @@ def instance_colours(selected: Sequence[tuple[str, str]]) -> dict[str, str]:
             out[iid] = ATTACKED
         elif cond in ("benign", "clean", "original"):
             out[iid] = BENIGN
-    free = [c for c in _INSTANCE_COLOURS if c not in out.values()]
-    for i, (iid, _) in enumerate(x for x in selected if x[0] not in out):
-        out[iid] = free[i % len(free)] if free else _INSTANCE_COLOURS[i % len(_INSTANCE_COLOURS)]
+    others = [iid for iid, _ in selected if iid not in out]
+    for i, iid in enumerate(others):
+        out[iid] = _INSTANCE_COLOURS[i % len(_INSTANCE_COLOURS)]
     return out
 
 

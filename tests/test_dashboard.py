@@ -1,0 +1,718 @@
+"""The dashboard's Python side, without a browser: view state, sorting, paging, search, links,
+live mode, exports, colours and compositing.
+
+Expected neuron orders and values are computed here with numpy (and plain Python sorting) from
+``ndstream.open_store``, never from the dashboard's own ordering code. The browser tests
+(``test_dashboard_browser.py``) check what a page shows; these check the state behind it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import panel as pn
+import pytest
+from PIL import Image
+from runs import cli, write_config
+
+import ndstream
+from ndstream.views.activation import composite, row_of
+from ndstream.views.dashboard import NeuralDivergence, dashboard
+from ndstream.views.palette import GROUP_COLOURS, group_colours, instance_colours
+
+ATTACKED, BENIGN = "#D62728", "#000000"
+SORT_KINDS = ["index", "median", "instance", "difference", "divergence", "iqr"]
+
+# -- independent references -----------------------------------------------------------------
+
+
+def expected_order(key: np.ndarray, descending: bool, exclude: Any = ()) -> list[int]:
+    """Neuron ids by ``key``, largest first if ``descending``, ties by id, NaN last."""
+    key = np.asarray(key, dtype=np.float64)
+    drop = {int(x) for x in exclude}
+
+    def rank(n: int) -> tuple[bool, float, int]:
+        v = float(key[n])
+        if math.isnan(v):
+            return (True, 0.0, n)
+        return (False, -v if descending else v, n)
+
+    return [n for n in sorted(range(key.shape[0]), key=rank) if n not in drop]
+
+
+def instance_id(store: ndstream.Store, row: int) -> str:
+    """The id the dashboard gives the instance in row ``row`` of the store's table."""
+    table = store.instances()
+    index, condition = int(table.index[row]), str(table.condition[row])
+    return f"{index}-{condition}" if condition else str(index)
+
+
+def instance_row(store: ndstream.Store, iid: str) -> int:
+    """Row in the store's instance table of an instance id (its dataset index first)."""
+    table = store.instances()
+    index, _, condition = iid.partition("-")
+    conditions = np.array([str(c) for c in table.condition.tolist()])
+    hits = np.flatnonzero((table.index == int(index)) & (conditions == condition))
+    assert hits.size == 1, iid
+    return int(hits[0])
+
+
+def item_values(store: ndstream.Store, layer: str, item: str) -> np.ndarray:
+    """``[neuron]`` values of a sort item: a group's median or an instance's activation."""
+    kind, _, name = item.partition(":")
+    if kind == "group":
+        return store.quantile(layer, 0.5, name)
+    assert kind == "instance", item
+    return store.instance_values(layer)[instance_row(store, name), 0].astype(np.float64)
+
+
+def expected_key(store: ndstream.Store, layer: str, sort: str, a: str, b: str) -> np.ndarray:
+    """``[neuron]`` key of a sort, from the store's public API alone."""
+    if sort == "index":
+        return np.arange(store.n_neurons(layer), dtype=np.float64)
+    if sort in ("median", "instance"):
+        return item_values(store, layer, a)
+    if sort == "difference":
+        return item_values(store, layer, a) - item_values(store, layer, b)
+    if sort == "iqr":
+        q = store.quantile(layer, [0.25, 0.75], a.partition(":")[2])
+        return q[:, 1] - q[:, 0]
+    assert sort == "divergence"
+    values = item_values(store, layer, a)
+    return np.abs(2.0 * store.cdf(layer, values, b.partition(":")[2]) - 1.0)
+
+
+def first_grouping(store: ndstream.Store) -> list[str]:
+    first = store.groupings[0]
+    return [g for g, k in zip(store.groups, store.groupings, strict=True) if k == first]
+
+
+def _table_rows(app: NeuralDivergence, layer: str) -> list[tuple[dict[str, str], list[str]]]:
+    """The rows of the order table the page gets for ``layer``: attributes and cells."""
+    out = []
+    for attrs, cells in re.findall(r"<tr ([^>]*)>(.*?)</tr>", app._tables[layer].object, re.S):
+        out.append(
+            (dict(re.findall(r'([\w-]+)="([^"]*)"', attrs)), re.findall(r"<td>(.*?)</td>", cells))
+        )
+    return out
+
+
+def table_neurons(app: NeuralDivergence, layer: str) -> list[int]:
+    """Neuron ids of the order table of ``layer``, top to bottom."""
+    return [int(a["data-neuron"]) for a, _ in _table_rows(app, layer)]
+
+
+def table_ranks(app: NeuralDivergence, layer: str) -> list[int]:
+    return [int(cells[0]) for _, cells in _table_rows(app, layer)]
+
+
+def marked_in_table(app: NeuralDivergence, layer: str) -> list[int]:
+    return [int(a["data-neuron"]) for a, _ in _table_rows(app, layer) if a["data-marked"] == "1"]
+
+
+def message(app: NeuralDivergence) -> str | None:
+    """The message the status line shows, if any."""
+    found = re.search(r'<div class="nd-message">(.*?)</div>', app._status.object, re.S)
+    return found.group(1) if found else None
+
+
+def progress(app: NeuralDivergence) -> tuple[int, bool]:
+    found = re.search(r'data-samples="(\d+)" data-complete="(true|false)"', app._status.object)
+    assert found, app._status.object
+    return int(found.group(1)), found.group(2) == "true"
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(reference: Path) -> ndstream.Store:
+    return ndstream.open_store(reference)
+
+
+@pytest.fixture
+def app(reference: Path) -> NeuralDivergence:
+    """A fresh dashboard over the reference store (state changes stay in one test)."""
+    return NeuralDivergence(reference)
+
+
+@pytest.fixture
+def two_instances(store: ndstream.Store) -> list[str]:
+    """Ids of two recorded instances: the first and the last of the store's table."""
+    n = len(store.instances().index)
+    assert n >= 2
+    return [instance_id(store, 0), instance_id(store, n - 1)]
+
+
+# -- defaults -------------------------------------------------------------------------------
+
+
+def test_defaults(app: NeuralDivergence, store: ndstream.Store) -> None:
+    assert store.layers == ["conv1", "relu1", "conv2", "relu2", "fc1", "relu3", "fc2"]
+    assert app.layers == store.layers[-3:]
+    first = first_grouping(store)
+    assert len(first) >= 3 and len(first) < len(store.groups)
+    assert app.groups == first[:2]
+    assert app.instances == [instance_id(store, 0)]
+    assert (app.sort, app.sort_a, app.descending) == ("median", f"group:{first[0]}", True)
+    assert (app.page, app.rows, app.click, app.hidden, app.marked) == (0, 64, "hide", {}, {})
+
+    # relu3 has many tied medians (zeros): ties must go by id, ascending.
+    relu3 = store.quantile("relu3", 0.5, first[0])
+    assert len(np.unique(relu3)) < len(relu3)
+    for layer in app.layers:
+        want = expected_order(store.quantile(layer, 0.5, first[0]), descending=True)
+        assert app.order(layer).tolist() == want, layer
+        assert table_neurons(app, layer) == want[: app.rows], layer
+
+    assert progress(app) == (store.meta.samples_done, True)
+    assert store.meta.samples_done == 1797
+    assert message(app) is None
+
+
+def test_dashboard_returns_the_layout_for_a_store(reference: Path) -> None:
+    view = dashboard(reference)
+    assert not isinstance(view, pn.pane.Alert)
+    assert isinstance(view, pn.viewable.Viewable)
+
+
+# -- hiding and marking ---------------------------------------------------------------------
+
+
+def test_hiding_removes_a_neuron_and_show_hidden_restores_it(app: NeuralDivergence) -> None:
+    before = {layer: app.order(layer).tolist() for layer in app.layers}
+    gone = before["fc2"][2]
+    app.toggle_neuron("fc2", gone)
+    assert app.hidden == {"fc2": [gone]}
+    assert app.order("fc2").tolist() == [n for n in before["fc2"] if n != gone]
+    assert gone not in table_neurons(app, "fc2")
+    assert app.order("fc1").tolist() == before["fc1"]  # other layers untouched
+
+    app.toggle_neuron("fc1", before["fc1"][0])
+    app.toggle_neuron("conv1", 3)  # a layer not shown
+    app.show_hidden()
+    assert app.hidden == {"conv1": [3]}  # hidden neurons of layers not shown stay hidden
+    for layer in app.layers:
+        assert app.order(layer).tolist() == before[layer], layer
+    assert table_neurons(app, "fc2") == before["fc2"]
+
+
+def test_marking_toggles_and_does_not_change_the_order(app: NeuralDivergence) -> None:
+    app.click = "mark"
+    before = app.order("fc2").tolist()
+    n = before[0]
+    app.toggle_neuron("fc2", n)
+    assert app.marked == {"fc2": [n]}
+    assert app.hidden == {}
+    assert app.order("fc2").tolist() == before
+    assert marked_in_table(app, "fc2") == [n]
+
+    app.toggle_neuron("fc2", n)  # a second click unmarks
+    assert app.marked.get("fc2", []) == []
+    assert marked_in_table(app, "fc2") == []
+
+    app.toggle_neuron("fc2", before[1])
+    app.toggle_neuron("fc2", before[3])
+    app.toggle_neuron("conv1", 5)  # a layer not shown
+    assert app.marked["fc2"] == sorted([before[1], before[3]])
+    assert sorted(marked_in_table(app, "fc2")) == sorted([before[1], before[3]])
+    app.clear_marks()
+    assert app.marked == {"conv1": [5]}
+    assert marked_in_table(app, "fc2") == []
+    assert app.order("fc2").tolist() == before
+
+
+# -- paging and search ----------------------------------------------------------------------
+
+
+def test_pages_split_the_order(app: NeuralDivergence, store: ndstream.Store) -> None:
+    app.rows = 32
+    assert store.n_neurons("fc1") == 64
+    want = expected_order(store.quantile("fc1", 0.5, app.groups[0]), descending=True)
+    assert app.order("fc1").tolist() == want
+    app.page = 0
+    first = app.page_rows("fc1").tolist()
+    assert table_neurons(app, "fc1") == first
+    app.page = 1
+    second = app.page_rows("fc1").tolist()
+    assert table_neurons(app, "fc1") == second
+    assert table_ranks(app, "fc1") == list(range(33, 65))
+    assert (len(first), len(second)) == (32, 32)
+    assert first + second == want
+    # fc2 has 10 neurons: on page 1 it shows its last (only) page.
+    assert app.page_rows("fc2").tolist() == app.order("fc2").tolist()
+
+    app.page = 5  # past the end
+    assert app.page_rows("fc1").tolist() == want[32:]
+
+    app.toggle_neuron("fc1", want[0])
+    app.page = 1
+    assert app.page_rows("fc1").tolist() == want[33:]
+
+
+def test_locate_jumps_to_the_page_of_a_neuron(app: NeuralDivergence, store: ndstream.Store) -> None:
+    app.rows = 32
+    want = expected_order(store.quantile("fc1", 0.5, app.groups[0]), descending=True)
+    page = want.index(17) // 32
+    app.page = 1 - page
+    app.locate("17")
+    assert app.page == page
+    assert 17 in app.page_rows("fc1").tolist()
+    assert 17 in table_neurons(app, "fc1")
+    assert app._located == 17
+    assert message(app) is None
+
+    # The first shown layer that has the neuron decides: fc2 (10 neurons) first, then fc1.
+    late = [n for n in range(10) if want.index(n) >= 32]
+    assert late, "no neuron id below 10 on fc1's second page"
+    app.layers = ["fc1", "fc2"]
+    app.page = 0
+    app.locate(str(late[0]))
+    assert app.page == 1
+    app.layers = ["fc2", "fc1"]
+    app.page = 1
+    app.locate(str(late[0]))
+    assert app.page == 0
+
+
+def test_locate_reports_what_it_cannot_find(app: NeuralDivergence) -> None:
+    app.rows = 32
+    app.layers = ["fc1"]
+    app.page = 1
+    app.locate("x")
+    assert app.page == 1
+    assert "not a neuron id" in (message(app) or "")
+
+    app.locate("999")
+    assert app.page == 1
+    assert "999" in (message(app) or "") and "not shown" in (message(app) or "")
+
+    hidden = int(app.order("fc1")[0])  # on page 0, so a jump would change the page
+    app.toggle_neuron("fc1", hidden)
+    app.page = 1
+    app.locate(f" {hidden} ")
+    assert app.page == 1
+    assert str(hidden) in (message(app) or "") and "not shown" in (message(app) or "")
+
+    app.locate("17")
+    assert app._located == 17
+    app.locate("")
+    assert app._located is None
+    assert message(app) is None
+
+
+# -- sorting --------------------------------------------------------------------------------
+
+
+def sort_cases(groups: list[str], insts: list[str]) -> list[tuple[str, str, str]]:
+    g, i = [f"group:{x}" for x in groups], [f"instance:{x}" for x in insts]
+    return [
+        ("index", "", ""),
+        ("median", g[1], ""),
+        ("instance", i[1], ""),
+        ("difference", i[0], g[1]),
+        ("difference", g[1], g[0]),
+        ("divergence", i[1], g[0]),
+        ("iqr", g[1], ""),
+    ]
+
+
+CASE_IDS = ["index", "median", "instance", "difference-i-g", "difference-g-g", "divergence", "iqr"]
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+@pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
+def test_each_sort_matches_the_store(
+    app: NeuralDivergence,
+    store: ndstream.Store,
+    two_instances: list[str],
+    case: int,
+    descending: bool,
+) -> None:
+    app.layers = ["conv2", "fc1", "relu3", "fc2"]
+    app.groups = ["3", "7"]
+    app.instances = two_instances
+    sort, a, b = sort_cases(app.groups, app.instances)[case]
+    app.sort = sort
+    if a:
+        app.sort_a = a
+    if b:
+        app.sort_b = b
+    app.descending = descending
+    assert (app.sort, app.sort_a if a else a, app.sort_b if b else b) == (sort, a, b)
+    assert app.sort_spec() is not None
+    for layer in app.layers:
+        key = expected_key(store, layer, sort, a, b)
+        assert np.isfinite(key).all()
+        want = expected_order(key, descending)
+        assert app.order(layer).tolist() == want, layer
+        assert table_neurons(app, layer) == want[: app.rows], layer
+
+
+def test_sort_keys_differ_between_kinds(store: ndstream.Store, two_instances: list[str]) -> None:
+    """The sort cases above are not all the same order (else they would test little)."""
+    orders = {
+        tuple(expected_order(expected_key(store, "fc1", *c), True))
+        for c in sort_cases(["3", "7"], two_instances)
+    }
+    assert len(orders) == len(CASE_IDS)
+
+
+def test_changing_the_sort_offers_valid_items(
+    app: NeuralDivergence, store: ndstream.Store, two_instances: list[str]
+) -> None:
+    app.instances = two_instances
+    groups = {f"group:{g}" for g in app.groups}
+    insts = {f"instance:{i}" for i in app.instances}
+
+    app.sort = "instance"
+    assert app.sort_a.startswith("instance:") and app.sort_a in insts
+    assert set(app._w_a.options.values()) == insts
+    app.sort = "divergence"
+    assert app.sort_a in insts and app.sort_b in groups
+    assert set(app._w_b.options.values()) == groups
+    app.sort = "difference"
+    assert app.sort_a in groups | insts and app.sort_b in groups | insts
+    assert app.sort_a != app.sort_b
+    app.sort = "iqr"
+    assert app.sort_a in groups
+    app.sort = "median"
+    assert app.sort_a in groups
+    for sort in SORT_KINDS:
+        app.sort = sort
+        assert app.sort_spec() is not None, sort
+        for layer in app.layers:
+            key = expected_key(store, layer, sort, app.sort_a, app.sort_b)
+            assert app.order(layer).tolist() == expected_order(key, True), (sort, layer)
+
+    # Deselecting the group a sort uses moves the sort to a group still selected.
+    app.sort = "median"
+    app.sort_a = "group:0"
+    app.groups = ["2", "3"]
+    assert app.sort_a in {"group:2", "group:3"}
+    key = expected_key(store, "fc1", "median", app.sort_a, "")
+    assert app.order("fc1").tolist() == expected_order(key, True)
+
+
+# -- links ----------------------------------------------------------------------------------
+
+GOOD_LINK: dict[str, Any] = {
+    "layers": ["conv2", "fc2"], "groups": ["7", "3"], "sort": "iqr", "sort_a": "group:7",
+    "descending": False, "rows": 32, "hidden": {"fc2": [4]},
+}  # fmt: skip
+BAD_VALUES = [
+    ("layers", ["nope"], "layers"),
+    ("groups", ["nope"], "groups"),
+    ("instances", ["nope"], "instances"),
+    ("sort", "nope", "sort"),
+    ("rows", 7, "rows"),
+    ("page", -1, "page"),
+]
+
+
+@pytest.mark.parametrize(("name", "bad", "url_name"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_a_link_with_a_bad_value_applies_the_rest(
+    reference: Path, store: ndstream.Store, name: str, bad: Any, url_name: str
+) -> None:
+    app = NeuralDivergence(reference)
+    default = getattr(app, name)
+    values = {**GOOD_LINK, name: bad}
+    app._apply_link(values)
+    assert getattr(app, name) == default, f"{name} took the bad value"
+    for key, value in values.items():
+        if key == name or (name == "groups" and key == "sort_a"):  # group:7 needs group 7
+            continue
+        assert getattr(app, key) == value, key
+    text = message(app)
+    assert text is not None, "no message in the status"
+    assert url_name in text and str(bad).strip("[]'") in text, text
+    sort, a = app.sort, app.sort_a
+    assert a.startswith("group:")
+    for layer in app.layers:
+        key = expected_key(store, layer, sort, a, "")
+        want = expected_order(key, app.descending, app.hidden.get(layer, []))
+        assert app.order(layer).tolist() == want, layer
+
+
+# -- live mode ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_live_mode_follows_a_running_ingest(tmp_path: Path, env: dict[str, str]) -> None:
+    path = tmp_path / "live.zarr"
+    ingest = subprocess.Popen(cli(write_config(tmp_path), path), env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            assert ingest.poll() in (None, 0), f"ingest exited with {ingest.returncode}"
+            try:
+                ndstream.open_store(path)
+                break
+            except ndstream.StoreError:
+                time.sleep(0.1)
+        app = NeuralDivergence(path)
+        first_done = app.store.meta.samples_done
+        assert not app.store.meta.complete
+        assert progress(app) == (first_done, False)
+        first_count = app.frame("fc1").group("3").count
+        # A selection the user made, which every reload must keep.
+        app.layers = ["conv2", "fc1"]
+        app.groups = ["3", "7"]
+        app.sort, app.sort_a, app.descending = "iqr", "group:7", False
+        app.toggle_neuron("fc1", 5)
+        reloaded, seen = 0, [first_done]
+        while True:
+            assert time.monotonic() < deadline, f"not complete within 240 s: {seen}"
+            if app.reload():
+                reloaded += 1
+                seen.append(app.store.meta.samples_done)
+                assert progress(app) == (app.store.meta.samples_done, app.store.meta.complete)
+            if app.store.meta.complete:
+                break
+            time.sleep(0.2)
+        assert ingest.wait(60) == 0
+    finally:
+        if ingest.poll() is None:
+            ingest.kill()
+            ingest.wait()
+
+    final = ndstream.open_store(path)
+    assert final.complete
+    assert reloaded >= 1
+    assert seen == sorted(seen) and seen[-1] > seen[0], seen
+    assert app.store.meta.samples_done == 1797 == final.meta.samples_done
+    assert progress(app) == (1797, True)
+    # The frames were rebuilt from the final checkpoint.
+    assert app.frame("fc1").group("3").count == final.count("fc1", "3")
+    assert first_count < final.count("fc1", "3")
+    # The selection survived.
+    assert app.layers == ["conv2", "fc1"]
+    assert app.groups == ["3", "7"]
+    assert (app.sort, app.sort_a, app.descending) == ("iqr", "group:7", False)
+    assert app.hidden == {"fc1": [5]}
+    for layer in app.layers:
+        key = expected_key(final, layer, "iqr", "group:7", "")
+        want = expected_order(key, False, app.hidden.get(layer, []))
+        assert app.order(layer).tolist() == want, layer
+        assert table_neurons(app, layer) == want[: app.rows], layer
+
+
+def test_reload_without_a_new_checkpoint_does_nothing(app: NeuralDivergence) -> None:
+    store = app.store
+    assert app.reload() is False
+    assert app.store is store
+
+
+# -- exports --------------------------------------------------------------------------------
+
+
+def test_csv_lists_the_sorted_neurons(
+    app: NeuralDivergence, store: ndstream.Store, two_instances: list[str]
+) -> None:
+    app.instances = two_instances
+    app.toggle_neuron("fc2", 4)
+    app.toggle_neuron("relu3", 0)
+    app.click = "mark"
+    app.toggle_neuron("fc1", 9)
+    rows = list(csv.reader(io.StringIO(app._csv().getvalue())))
+    header, body = rows[0], rows[1:]
+    assert header[:5] == ["layer", "rank", "neuron", "key", "marked"]
+    for g in app.groups:
+        assert f"median {g}" in header and f"iqr {g}" in header
+    for i in app.instances:
+        assert f"instance {i}" in header
+    col = {name: j for j, name in enumerate(header)}
+    assert all(len(r) == len(header) for r in body)
+
+    layers = [r[0] for r in body]
+    assert layers == [x for x in app.layers for _ in range(layers.count(x))]
+    g0 = app.groups[0]
+    for layer in app.layers:
+        mine = [r for r in body if r[0] == layer]
+        hidden = app.hidden.get(layer, [])
+        key = store.quantile(layer, 0.5, g0)
+        want = expected_order(key, True, hidden)
+        assert len(mine) == store.n_neurons(layer) - len(hidden)
+        assert [int(r[col["neuron"]]) for r in mine] == want, layer
+        assert [int(r[col["rank"]]) for r in mine] == list(range(1, len(want) + 1))
+        assert [float(r[col["key"]]) for r in mine] == key[want].tolist()
+        marked = [int(r[col["neuron"]]) for r in mine if r[col["marked"]] == "1"]
+        assert marked == ([9] if layer == "fc1" else [])
+        for g in app.groups:
+            median = store.quantile(layer, 0.5, g)
+            q = store.quantile(layer, [0.25, 0.75], g)
+            assert [float(r[col[f"median {g}"]]) for r in mine] == median[want].tolist()
+            assert [float(r[col[f"iqr {g}"]]) for r in mine] == (q[:, 1] - q[:, 0])[want].tolist()
+        for i in app.instances:
+            values = item_values(store, layer, f"instance:{i}")
+            assert [float(r[col[f"instance {i}"]]) for r in mine] == values[want].tolist()
+
+
+def test_png_shows_every_selected_layer(app: NeuralDivergence) -> None:
+    sizes = []
+    for layers in (["fc2"], ["fc1", "fc2"], ["conv2", "fc1", "fc2"]):
+        app.layers = layers
+        image = Image.open(io.BytesIO(app._png().getvalue()))
+        assert image.format == "PNG"
+        image.load()
+        sizes.append(image.size)
+        colours = {c for _, c in image.convert("RGB").getcolors(1 << 20)}
+        for colour in group_colours(app.groups).values():
+            rgb = tuple(int(colour[k : k + 2], 16) for k in (1, 3, 5))
+            assert rgb in colours, (layers, colour)
+    widths = [w for w, _ in sizes]
+    assert widths[0] < widths[1] < widths[2], sizes
+    assert sizes[0][1] < sizes[1][1]  # 10 rows of fc2, then 64 rows of fc1
+
+
+# -- colours --------------------------------------------------------------------------------
+
+
+def test_group_colours_are_unique_and_limited() -> None:
+    names = [f"g{i}" for i in range(len(GROUP_COLOURS))]
+    colours = group_colours(names)
+    assert list(colours) == names
+    assert len(set(colours.values())) == len(names)
+    assert all(re.fullmatch(r"#[0-9A-Fa-f]{6}", c) for c in colours.values())
+    assert group_colours(names[:3]) == {n: colours[n] for n in names[:3]}  # by selection order
+    assert ATTACKED not in colours.values() and BENIGN not in colours.values()
+    with pytest.raises(ValueError, match="deselect"):
+        group_colours([*names, "one more"])
+
+
+def test_instance_colours() -> None:
+    selected = [("a", "attacked"), ("b", "benign"), ("c", ""), ("d", ""), ("e", "")]
+    colours = instance_colours(selected)
+    assert colours["a"] == ATTACKED
+    assert colours["b"] == BENIGN
+    assert len(set(colours.values())) == len(selected)
+    others = instance_colours([("c", ""), ("d", ""), ("e", ""), ("f", "")])
+    assert len(set(others.values())) == 4
+    for cond, colour in (("ADVERSARIAL", ATTACKED), ("Clean", BENIGN), ("original", BENIGN)):
+        assert instance_colours([("x", cond)]) == {"x": colour}
+    # Red and black mean attacked and benign: instances without a condition get neither.
+    assert not {ATTACKED, BENIGN} & set(others.values())
+
+
+def test_selecting_more_groups_than_colours_keeps_those_that_can_be_told_apart(
+    app: NeuralDivergence, store: ndstream.Store
+) -> None:
+    app.groups = store.groups[: len(GROUP_COLOURS) + 1]
+    assert app.groups == store.groups[: len(GROUP_COLOURS)]
+    assert f"at most {len(GROUP_COLOURS)} groups" in (message(app) or "")
+    assert app.order("fc2").size == 10  # the view still draws
+
+
+# -- compositing ----------------------------------------------------------------------------
+
+
+def fake_frame(densities: dict[str, np.ndarray]) -> Any:
+    """A stand-in for a LayerFrame with chosen densities ``[neuron, bin]``."""
+    shapes = {d.shape for d in densities.values()}
+    assert len(shapes) == 1
+    (shape,) = shapes
+    return SimpleNamespace(
+        bins=shape[1], group=lambda g: SimpleNamespace(density=densities[g].astype(np.float32))
+    )
+
+
+def test_composite_of_one_group() -> None:
+    density = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.25, 0.5, 1.0], [1.0, 0.0, 0.1, 0.0]])
+    frame = fake_frame({"g": density})
+    colour = "#56B4E9"
+    rgb = (0x56, 0xB4, 0xE9)
+    image = composite(frame, np.arange(3), ["g"], {"g": colour})
+    assert image.shape == (3, 4, 4) and image.dtype == np.uint8
+    alpha = image[..., 3].astype(int)
+    assert (alpha[density == 0] == 0).all()
+    assert (alpha[density > 0] > 0).all()
+    assert (image[density > 0][:, :3] == rgb).all()
+    assert alpha[1, 1] < alpha[1, 2] < alpha[1, 3] == 255  # opacity grows with density
+    assert alpha[2, 2] < alpha[1, 1]
+    # Rows are taken in the order given.
+    flipped = composite(frame, np.array([2, 0, 1]), ["g"], {"g": colour})
+    np.testing.assert_array_equal(flipped, image[[2, 0, 1]])
+
+
+def test_composite_layers_groups_in_order() -> None:
+    under = np.array([[1.0, 1.0, 0.0, 0.0]])
+    over = np.array([[1.0, 0.0, 1.0, 0.0]])
+    frame = fake_frame({"under": under, "over": over})
+    colours = {"under": "#E69F00", "over": "#0072B2"}
+    image = composite(frame, np.arange(1), ["under", "over"], colours)
+    assert tuple(image[0, 0]) == (0x00, 0x72, 0xB2, 255)  # the last group is on top
+    assert tuple(image[0, 1]) == (0xE6, 0x9F, 0x00, 255)
+    assert tuple(image[0, 2]) == (0x00, 0x72, 0xB2, 255)
+    assert image[0, 3, 3] == 0
+    swapped = composite(frame, np.arange(1), ["over", "under"], colours)
+    assert tuple(swapped[0, 0]) == (0xE6, 0x9F, 0x00, 255)
+
+
+def test_composite_of_a_store_layer(app: NeuralDivergence, store: ndstream.Store) -> None:
+    frame = app.frame("fc1")
+    rows = np.arange(store.n_neurons("fc1"))
+    groups = ["0", "1"]
+    image = composite(frame, rows, groups, group_colours(groups))
+    counts = sum(store.histogram("fc1", g, bins=frame.edges)[0] for g in groups)
+    assert image.shape == (len(rows), len(frame.edges) - 1, 4)
+    assert ((image[..., 3] == 0) == (counts == 0)).all()
+    assert (image[..., 3] == 0).any() and (image[..., 3] > 0).any()
+
+
+def test_row_of_maps_a_click_to_a_row() -> None:
+    assert [row_of(-float(i), 5) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert row_of(0.4, 5) == 0 and row_of(-0.4, 5) == 0 and row_of(-2.3, 5) == 2
+    assert row_of(-1.6, 5) == 2
+    assert row_of(0.6, 5) is None
+    assert row_of(-4.6, 5) is None and row_of(-5.0, 5) is None
+    assert row_of(0.0, 0) is None
+
+
+# -- bad stores -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["missing", "plain folder"])
+def test_dashboard_explains_a_bad_store(tmp_path: Path, kind: str) -> None:
+    if kind == "missing":
+        path, reason = tmp_path / "nonexistent", "does not exist"
+    else:
+        path, reason = tmp_path / "plain", "not a"
+        path.mkdir()
+        (path / "notes.txt").write_text("not a store")
+    view = dashboard(path)
+    assert isinstance(view, pn.pane.Alert)
+    assert "nd-error" in view.css_classes
+    assert view.alert_type == "danger"
+    assert "cannot show" in view.object and str(path) in view.object
+    assert reason in view.object
+    assert "ndstream serve" in view.object
+
+
+def test_serve_refuses_a_missing_store(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent"
+    with socket.socket() as s:  # a free port, in case a server did start
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "ndstream", "serve", str(missing), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    assert "ndstream serve" in done.stderr and "does not exist" in done.stderr
+    assert str(missing) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "dashboard of" not in done.stdout  # the server never started
