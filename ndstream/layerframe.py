@@ -20,6 +20,7 @@ from functools import cached_property
 import numpy as np
 
 from .instances import InstanceTable
+from .sketch import Summary
 from .store import Store
 
 __all__ = ["TOOLTIP_QUANTILES", "GroupStats", "LayerFrame", "instance_ids"]
@@ -96,7 +97,9 @@ class LayerFrame:
         self.bins = bins
         self.n_neurons = store.n_neurons(layer)
         self._instances = instances
+        self._summaries: dict[str, Summary] = {}
         self._groups: dict[str, GroupStats] = {}
+        self._ranks: dict[tuple[str, str], np.ndarray] = {}
 
     @cached_property
     def instances(self) -> InstanceTable | None:
@@ -147,10 +150,16 @@ class LayerFrame:
                 f"no instance {instance!r} in this store; it has {self.instance_ids[:10]}"
             ) from None
 
+    def summary(self, name: str) -> Summary:
+        """The sketch summary of one group (read from the store on first use)."""
+        if name not in self._summaries:
+            self._summaries[name] = self.store.summary(self.layer, name)
+        return self._summaries[name]
+
     def group(self, name: str) -> GroupStats:
-        """Statistics of one group (read from the store on first use)."""
+        """Statistics of one group (computed on first use)."""
         if name not in self._groups:
-            summary = self.store.summary(self.layer, name)
+            summary = self.summary(name)
             counts = summary.histogram(self.edges)
             peak = counts.max(axis=1, keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -164,5 +173,7 @@ class LayerFrame:
 
     def ranks(self, instance: str, group: str) -> np.ndarray:
         """``[neuron]`` quantile rank of an instance's values within a group (0 to 1)."""
-        values = self.instance_values[self.instance_row(instance)]
-        return self.store.cdf(self.layer, values, group)
+        if (instance, group) not in self._ranks:
+            values = self.instance_values[self.instance_row(instance)]
+            self._ranks[instance, group] = self.summary(group).cdf(values)
+        return self._ranks[instance, group]

@@ -405,6 +405,28 @@ def test_changing_the_sort_offers_valid_items(
     assert app.order("fc1").tolist() == expected_order(key, True)
 
 
+def test_the_drawn_view_follows_every_sort_change(
+    app: NeuralDivergence, store: ndstream.Store, two_instances: list[str]
+) -> None:
+    from bokeh.document import Document
+
+    app.panel().get_root(Document())  # as a server session: widgets have Bokeh models
+    app.instances = two_instances
+    g = app.groups[0]
+    app.param.update(sort="median", sort_a=f"group:{g}")
+    # Same item, another kind of sort: the table must follow (no item change to trigger it).
+    app.sort = "iqr"
+    q = store.quantile("fc1", [0.25, 0.75], g)
+    assert table_neurons(app, "fc1") == expected_order(q[:, 1] - q[:, 0], True)
+    # Kind and item changed together keep the item asked for, not the first one offered.
+    app.param.update(sort="instance", sort_a=f"instance:{two_instances[1]}")
+    assert app.sort_a == f"instance:{two_instances[1]}"
+    key = item_values(store, "fc1", app.sort_a)
+    assert table_neurons(app, "fc1") == expected_order(key, True)
+    app.param.update(sort="median", sort_a=f"group:{app.groups[1]}")
+    assert app.sort_a == f"group:{app.groups[1]}"
+
+
 # -- links ----------------------------------------------------------------------------------
 
 GOOD_LINK: dict[str, Any] = {

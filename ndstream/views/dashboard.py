@@ -104,6 +104,9 @@ class NeuralDivergence(param.Parameterized):
         self._layer_views: dict[tuple[str, int], pn.Column] = {}
         self._axes: dict[str, Axes] = {}
         self._tables: dict[str, pn.pane.HTML] = {}
+        self._sorted: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._quiet = False  # set while the code, not the user, changes widgets
+        self._refreshing = False
         self._sync_choices(first=True)
         self._build_widgets()
         self._ready = True
@@ -218,13 +221,23 @@ class NeuralDivergence(param.Parameterized):
         self._thumbs = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["nd-thumbs"])
         self._main = pn.Row(sizing_mode="stretch_width")
 
-        self._w_sort.param.watch(lambda e: setattr(self, "sort", e.new), "value")
-        self._w_a.param.watch(lambda e: setattr(self, "sort_a", e.new or ""), "value")
-        self._w_b.param.watch(lambda e: setattr(self, "sort_b", e.new or ""), "value")
-        self._w_page.param.watch(lambda e: setattr(self, "page", e.new), "value")
+        self._w_sort.param.watch(self._from_widget("sort"), "value")
+        self._w_a.param.watch(self._from_widget("sort_a"), "value")
+        self._w_b.param.watch(self._from_widget("sort_b"), "value")
+        self._w_page.param.watch(self._from_widget("page"), "value")
         self._w_find.param.watch(lambda e: self.locate(e.new), "value")
         self._w_show.on_click(lambda _: self.show_hidden())
         self._w_unmark.on_click(lambda _: self.clear_marks())
+
+    def _from_widget(self, name: str) -> Callable[[Any], None]:
+        """A watcher that copies a widget's value into parameter ``name``, unless the change
+        came from the code (a Select resets its value when its options change)."""
+
+        def copy(event: Any) -> None:
+            if not self._quiet:
+                setattr(self, name, event.new if event.new is not None else "")
+
+        return copy
 
     # -- actions ------------------------------------------------------------------------
 
@@ -262,8 +275,11 @@ class NeuralDivergence(param.Parameterized):
             hits = np.flatnonzero(order == neuron)
             if hits.size:
                 self._located = neuron
-                self.page = int(hits[0]) // self.rows
-                self._refresh()
+                page = int(hits[0]) // self.rows
+                if page != self.page:
+                    self.page = page  # redraws
+                else:
+                    self._refresh()
                 return
         self._status.object = self._status_html(
             f"neuron {neuron} is not shown: no selected layer has it, or it is hidden"
@@ -276,57 +292,81 @@ class NeuralDivergence(param.Parameterized):
         except ValueError:
             return None
 
+    def sorted_layer(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(key, order)`` of ``layer``: the sort key of every neuron, and the neuron ids in
+        display order with the hidden ones left out. Kept until the sort, the hidden neurons
+        or the checkpoint change: one view change asks for it several times."""
+        frame = self.frame(layer)
+        spec = self.sort_spec() or SortSpec("index")
+        state = (spec, tuple(self.hidden.get(layer, [])), id(frame))
+        cached = self._sorted.get(layer)
+        if cached is None or cached[0] != state:
+            try:
+                key = sort_key(frame, spec)
+            except KeyError:  # an item that this store (checkpoint) does not have
+                key = sort_key(frame, SortSpec("index"))
+            order = neuron_order(key, spec.descending, self.hidden.get(layer, []))
+            cached = self._sorted[layer] = (state, key, order)
+        return cached[1], cached[2]
+
     def order(self, layer: str) -> np.ndarray:
         """Neuron ids of ``layer`` in display order, hidden ones left out."""
-        frame = self.frame(layer)
-        spec = self.sort_spec() or SortSpec("index", descending=False)
-        try:
-            key = sort_key(frame, spec)
-        except KeyError:  # an item that this store (checkpoint) does not have
-            key = sort_key(frame, SortSpec("index"))
-        return neuron_order(key, spec.descending, self.hidden.get(layer, []))
+        return self.sorted_layer(layer)[1]
+
+    def page_start(self, layer: str) -> int:
+        """Rank (0-based) of the first row of the current page of ``layer``."""
+        n = len(self.order(layer))
+        return min(self.page * self.rows, max(0, (n - 1) // self.rows * self.rows))
 
     def page_rows(self, layer: str) -> np.ndarray:
         """The neuron ids of the current page of ``layer``."""
-        order = self.order(layer)
-        start = min(self.page * self.rows, max(0, (len(order) - 1) // self.rows * self.rows))
-        return order[start : start + self.rows]
+        start = self.page_start(layer)
+        return self.order(layer)[start : start + self.rows]
 
     # -- reactions ----------------------------------------------------------------------
 
-    @param.depends("sort", watch=True)
-    def _sort_changed(self) -> None:
-        if self._ready:
-            self._sort_items()
-
     @param.depends(
-        "layers", "groups", "instances", "sort_a", "sort_b", "descending", "hidden",
+        "layers", "groups", "instances", "sort", "sort_a", "sort_b", "descending", "hidden",
         "marked", "page", "rows", watch=True,
     )  # fmt: skip
     def _refresh(self) -> None:
-        if not self._ready:
+        """Bring widgets, legend, tables and plots up to date with the state, once.
+
+        It may itself change the state (the sort's items, the groups kept); the changes it
+        makes re-enter here and return at once, since this call draws what they changed.
+        """
+        if not self._ready or self._refreshing:
             return
-        if len(self.groups) > len(GROUP_COLOURS):
-            # Past the palette, colours would repeat: keep the groups that can be told apart.
-            self.groups = self.groups[: len(GROUP_COLOURS)]  # refreshes again
-            self._status.object = self._status_html(
-                f"at most {len(GROUP_COLOURS)} groups can be told apart by colour; "
-                "deselect some to add others"
-            )
-            return
-        self._sort_items()
-        n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
-        last = (n_max - 1) // self.rows
-        self._w_page.end = max(1, last)  # Bokeh sliders need end > start
-        self._w_page.disabled = last == 0
-        self._w_page.value = min(self.page, last)
-        self._legend.object = self._legend_html()
-        self._thumbs.object = self._thumbs_html()
-        self._status.object = self._status_html()
-        self._main.objects = [self._layer_view(layer) for layer in self.layers]
-        for layer in self.layers:
-            self._tables[layer].object = self._table_html(layer)
-        self._redraw.event(version=self._redraw.version + 1)
+        self._refreshing = True
+        try:
+            message = ""
+            if len(self.groups) > len(GROUP_COLOURS):
+                # Past the palette, colours would repeat: keep those that can be told apart.
+                self.groups = self.groups[: len(GROUP_COLOURS)]
+                message = (
+                    f"at most {len(GROUP_COLOURS)} groups can be told apart by colour; "
+                    "deselect some to add others"
+                )
+            self._sort_items()
+            n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
+            last = (n_max - 1) // self.rows
+            self._quiet = True
+            try:
+                # Bokeh sliders need end > start.
+                self._w_page.param.update(
+                    end=max(1, last), disabled=last == 0, value=min(self.page, last)
+                )
+            finally:
+                self._quiet = False
+            self._legend.object = self._legend_html()
+            self._thumbs.object = self._thumbs_html()
+            self._status.object = self._status_html(message)
+            self._main.objects = [self._layer_view(layer) for layer in self.layers]
+            for layer in self.layers:
+                self._tables[layer].object = self._table_html(layer)
+            self._redraw.event(version=self._redraw.version + 1)
+        finally:
+            self._refreshing = False
 
     def _sort_items(self) -> None:
         """Offer the items the chosen sort takes, keeping the chosen ones that still fit."""
@@ -337,20 +377,28 @@ class NeuralDivergence(param.Parameterized):
         options = [
             {"group": groups, "instance": insts, "any": {**groups, **insts}}[k] for k in kinds
         ]
-        for widget, opts, name in zip(
-            (self._w_a, self._w_b), [*options, {}, {}][:2], ("sort_a", "sort_b"), strict=True
-        ):
-            widget.options = opts
-            widget.visible = bool(opts)
+        chosen = {}
+        for opts, name in zip([*options, {}, {}][:2], ("sort_a", "sort_b"), strict=True):
             current = getattr(self, name)
             if opts and current not in opts.values():
                 current = list(opts.values())[min(1, len(opts) - 1) if name == "sort_b" else 0]
-            widget.value = current if opts else None
-            if opts:
-                setattr(self, name, current)
-        self._w_a.name = {"difference": "item", "divergence": "instance"}.get(self.sort, "of")
-        self._w_b.name = {"difference": "minus item", "divergence": "from group"}.get(self.sort, "")
-        self._w_sort.value = self.sort
+            chosen[name] = current if opts else None
+        self._quiet = True
+        try:
+            for widget, opts, name in zip(
+                (self._w_a, self._w_b), [*options, {}, {}][:2], ("sort_a", "sort_b"), strict=True
+            ):
+                widget.param.update(options=opts, visible=bool(opts), value=chosen[name])
+            self._w_a.label = {"difference": "item", "divergence": "instance"}.get(self.sort, "of")
+            self._w_b.label = {"difference": "minus item", "divergence": "from group"}.get(
+                self.sort, ""
+            )
+            self._w_sort.value = self.sort
+        finally:
+            self._quiet = False
+        for name, value in chosen.items():
+            if value is not None:
+                setattr(self, name, value)
 
     def _apply_link(self, values: dict[str, Any]) -> None:
         """Apply what a link's state allows, one parameter at a time, and say what not."""
@@ -475,14 +523,8 @@ class NeuralDivergence(param.Parameterized):
 
     def _table_html(self, layer: str) -> str:
         rows = self.page_rows(layer)
-        spec = self.sort_spec() or SortSpec("index")
-        try:
-            key = sort_key(self.frame(layer), spec)
-        except KeyError:
-            key = np.arange(self.store.n_neurons(layer), dtype=np.float64)
-        start = min(
-            self.page * self.rows, max(0, len(self.order(layer)) - 1) // self.rows * self.rows
-        )
+        key = self.sorted_layer(layer)[0]
+        start = self.page_start(layer)
         marks = set(self.marked.get(layer, []))
         body = "".join(
             f'<tr data-neuron="{n}" data-marked="{int(n in marks)}" '
