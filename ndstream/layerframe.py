@@ -100,6 +100,9 @@ class LayerFrame:
         self._summaries: dict[str, Summary] = {}
         self._groups: dict[str, GroupStats] = {}
         self._ranks: dict[tuple[str, str], np.ndarray] = {}
+        #: Per-neuron arrays that views derive from this frame (e.g. tooltip texts), kept
+        #: with it: a frame reads one checkpoint, so they never go stale.
+        self.memo: dict[tuple[str, ...], np.ndarray] = {}
 
     @cached_property
     def instances(self) -> InstanceTable | None:

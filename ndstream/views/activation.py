@@ -13,7 +13,7 @@ maps back to a row with ``round(-y)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,15 +71,32 @@ def _fmt(v: float) -> str:
     return "-" if not np.isfinite(v) else f"{v:.4g}"
 
 
-def _group_tooltip(frame: LayerFrame, g: str, neurons: np.ndarray) -> list[str]:
+def _per_neuron(
+    frame: LayerFrame, key: tuple[str, ...], make: Callable[[], list[str]]
+) -> np.ndarray:
+    """Tooltip texts of every neuron, made once per frame (a checkpoint never changes)."""
+    if key not in frame.memo:
+        frame.memo[key] = np.asarray(make(), dtype=object)
+    return frame.memo[key]
+
+
+def _group_tooltip(frame: LayerFrame, g: str) -> np.ndarray:
     stats = frame.group(g)
-    q = stats.quantiles[neurons]
     labels = [f"p{round(p * 100)}" for p in TOOLTIP_QUANTILES]
-    return [
-        f"n={stats.count} "
-        + " ".join(f"{lab}={_fmt(v)}" for lab, v in zip(labels, row, strict=True))
-        for row in q
-    ]
+    return _per_neuron(frame, ("group", g), lambda: [
+        f"n={stats.count} " + " ".join(f"{lab}={_fmt(v)}" for lab, v in zip(labels, row, strict=True))
+        for row in stats.quantiles.tolist()
+    ])  # fmt: skip
+
+
+def _rank_texts(frame: LayerFrame, inst: str, g: str) -> np.ndarray:
+    ranks = frame.ranks(inst, g)
+    return _per_neuron(frame, ("rank", inst, g), lambda: [f"{g}:{r:.2f}" for r in ranks.tolist()])
+
+
+def _value_texts(frame: LayerFrame, inst: str) -> np.ndarray:
+    values = frame.instance_values[frame.instance_row(inst)]
+    return _per_neuron(frame, ("value", inst), lambda: [_fmt(v) for v in values.tolist()])
 
 
 @dataclass(frozen=True)
@@ -163,7 +180,7 @@ def activation_layers(
     }  # fmt: skip
     tooltips = [("neuron", "@neuron")]
     for j, g in enumerate(groups):
-        rects[f"g{j}"] = _group_tooltip(frame, g, rows)
+        rects[f"g{j}"] = _group_tooltip(frame, g)[rows].tolist()
         tooltips.append((g, f"@g{j}"))
     rows_element = hv.Rectangles(rects, kdims=["x0", "y0", "x1", "y1"], vdims=list(rects)[4:]).opts(
         fill_color=_MARK, fill_alpha="band", line_color="#D55E00", line_alpha="outline",
@@ -221,20 +238,21 @@ def _instance_points(
         "activation": [], "y": [], "instance": [], "neuron": [], "value": [], "rank": [], "colour": []
     }  # fmt: skip
     for inst in instances:
-        values = frame.instance_values[frame.instance_row(inst), rows]
-        ranks = [frame.ranks(inst, g)[rows] for g in groups]
-        for i, v in enumerate(values.tolist()):
-            if not np.isfinite(v):
-                continue  # NaN/Inf have no place on the axis; the tooltip of the row says so
-            data["activation"].append(v)
-            data["y"].append(-i)
-            data["instance"].append(inst)
-            data["neuron"].append(int(rows[i]))
-            data["value"].append(_fmt(v))
-            data["rank"].append(
-                " ".join(f"{g}:{r[i]:.2f}" for g, r in zip(groups, ranks, strict=True))
-            )
-            data["colour"].append(colours.get(inst, "#000000"))
+        row = frame.instance_row(inst)
+        values = frame.instance_values[row, rows]
+        shown = np.flatnonzero(np.isfinite(values))  # NaN and ±Inf have no place on the axis
+        at = rows[shown]
+        ranks = [_rank_texts(frame, inst, g)[at] for g in groups]
+        text = _value_texts(frame, inst)
+        data["activation"] += values[shown].tolist()
+        data["y"] += (-shown).tolist()
+        data["instance"] += [inst] * len(shown)
+        data["neuron"] += at.tolist()
+        data["value"] += text[at].tolist()
+        data["rank"] += (
+            [" ".join(parts) for parts in zip(*ranks, strict=True)] if ranks else [""] * len(shown)
+        )
+        data["colour"] += [colours.get(inst, "#000000")] * len(shown)
     tooltips = [("instance", "@instance"), ("neuron", "@neuron"), ("value", "@value"),
                 ("quantile rank", "@rank")]  # fmt: skip
     return hv.Points(data, kdims=["activation", "y"], vdims=list(data)[2:]).opts(

@@ -107,6 +107,7 @@ class NeuralDivergence(param.Parameterized):
         self._sorted: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
         self._quiet = False  # set while the code, not the user, changes widgets
         self._refreshing = False
+        self._thumbnail_uris: dict[str, str] = {}
         self._sync_choices(first=True)
         self._build_widgets()
         self._ready = True
@@ -362,9 +363,10 @@ class NeuralDivergence(param.Parameterized):
             self._thumbs.object = self._thumbs_html()
             self._status.object = self._status_html(message)
             self._main.objects = [self._layer_view(layer) for layer in self.layers]
+            self._redraw.event(version=self._redraw.version + 1)
+            # The tables last: once a table shows a change, its plot has it too.
             for layer in self.layers:
                 self._tables[layer].object = self._table_html(layer)
-            self._redraw.event(version=self._redraw.version + 1)
         finally:
             self._refreshing = False
 
@@ -505,11 +507,17 @@ class NeuralDivergence(param.Parameterized):
             row = frame.instance_row(iid)
             cells.append(
                 f'<figure style="display:inline-block;margin:2px;text-align:center">'
-                f'<img src="{_png_uri(table.thumbnail[row])}" width="56" height="56" '
+                f'<img src="{self._thumbnail_uri(iid, table.thumbnail[row])}" width="56" '
+                'height="56" '
                 f'style="image-rendering:pixelated;border:3px solid {self._dot_colours()[iid]}">'
                 f'<figcaption style="font-size:10px">{_esc(iid)}</figcaption></figure>'
             )
         return "".join(cells)
+
+    def _thumbnail_uri(self, iid: str, thumbnail: np.ndarray) -> str:
+        if iid not in self._thumbnail_uris:
+            self._thumbnail_uris[iid] = _png_uri(thumbnail)
+        return self._thumbnail_uris[iid]
 
     def _status_html(self, message: str = "") -> str:
         meta = self.store.meta

@@ -34,6 +34,11 @@ class PanelImage:
     dots: list[tuple[int, float, str]]
 
 
+def _latin1(text: str) -> str:
+    """Text Pillow's built-in bitmap font can draw (it has no arrows)."""
+    return text.replace("→", "->").encode("latin-1", "replace").decode("latin-1")
+
+
 def png_bytes(panels: Sequence[PanelImage], legend: Mapping[str, str]) -> bytes:
     """A PNG of ``panels`` side by side, with ``legend`` (label -> colour) underneath."""
     widths = [_LABEL_W + p.image.shape[1] * _BIN_PX for p in panels] or [200]
@@ -46,7 +51,7 @@ def png_bytes(panels: Sequence[PanelImage], legend: Mapping[str, str]) -> bytes:
     left = _PAD
     for p, w in zip(panels, widths, strict=False):
         top = _PAD + _TITLE_H
-        draw.text((left, _PAD), p.title, fill="black")
+        draw.text((left, _PAD), _latin1(p.title), fill="black")
         rows, bins = p.image.shape[:2]
         if rows:
             bars = Image.fromarray(p.image, "RGBA").resize(
@@ -69,7 +74,7 @@ def png_bytes(panels: Sequence[PanelImage], legend: Mapping[str, str]) -> bytes:
     y = _PAD + _TITLE_H + height + 30
     for label, colour in legend.items():
         draw.rectangle((_PAD, y + 3, _PAD + 12, y + 13), fill=rgb(colour))
-        draw.text((_PAD + 18, y + 2), label, fill="black")
+        draw.text((_PAD + 18, y + 2), _latin1(label), fill="black")
         y += 18
     out = io.BytesIO()
     canvas.save(out, format="PNG")
