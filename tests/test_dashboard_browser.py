@@ -290,8 +290,13 @@ def test_live_mode_follows_a_running_ingest(
                 if status.get_attribute("data-complete") == "true":
                     break
                 page.page.wait_for_timeout(250)
-            page.screenshot("live-mode-complete")
             assert status.get_attribute("data-complete") == "true"
+            # The plots follow too: the final order is that of the finished store.
+            final = ndstream.open_store(store)
+            median = final.quantile("fc2", 0.5, final.groups[0])
+            page.wait_for_order("fc2", expected_order(median, descending=True))
+            page.page.wait_for_timeout(500)
+            page.screenshot("live-mode-complete")
             assert max(seen) == 1797
             assert len(seen) >= 3, f"live mode showed only {sorted(seen)}"
             assert page.errors == []

@@ -186,6 +186,7 @@ def activation_layers(
         fill_color=_MARK, fill_alpha="band", line_color="#D55E00", line_alpha="outline",
         line_width=2, tools=[HoverTool(tooltips=tooltips)],
         hover_fill_alpha=0.15, hover_fill_color="#000000", hover_line_alpha=0,
+        apply_ranges=False,
     )  # fmt: skip
     layers: list[hv.Element] = [rows_element, image]
     layers.append(_instance_points(frame, rows, groups, instances, instance_colours or {}))
@@ -257,5 +258,5 @@ def _instance_points(
                 ("quantile rank", "@rank")]  # fmt: skip
     return hv.Points(data, kdims=["activation", "y"], vdims=list(data)[2:]).opts(
         color="colour", size=7, line_color="white", line_width=1,
-        tools=[HoverTool(tooltips=tooltips)],
+        tools=[HoverTool(tooltips=tooltips)], apply_ranges=False,
     )  # fmt: skip
