@@ -167,7 +167,7 @@ def test_marking_a_neuron_survives_a_sort(page: Page, server: str) -> None:
         before[0]
     )
     search = page.page.evaluate("() => location.search")
-    assert json.loads(_query(search)["marked"]) == {"fc2": [before[0]]}
+    assert json.loads(_query(search)["marked"]) == {"fc2": [before[0]]}, search
     page.screenshot("marked-neuron")
     assert page.errors == []
 

@@ -16,20 +16,20 @@ drawn, at 10 px a row; the page slider walks through the rest.
 
 from __future__ import annotations
 
-import base64
 import io
+import json
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import holoviews as hv
 import numpy as np
 import panel as pn
 import param
-from PIL import Image
 
 from ..errors import NdstreamError
 from ..layerframe import LayerFrame
@@ -37,6 +37,7 @@ from ..ordering import SORTS, SortSpec, neuron_order, sort_key
 from ..store import Store, open_store, snapshots
 from .activation import Axes, activation_layers, composite, panel_height, row_of
 from .export import PanelImage, csv_text, png_bytes
+from .fragments import legend_html, order_table_html, png_uri, status_html, thumbnails_html
 from .palette import GROUP_COLOURS, group_colours, instance_colours
 
 __all__ = ["NeuralDivergence", "dashboard"]
@@ -88,7 +89,6 @@ class NeuralDivergence(param.Parameterized):
     page = param.Integer(default=0, bounds=(0, None), doc="Page of rows shown.")
     rows: Any = param.Selector(default=64, objects=[32, 64, 128, 256, 512], doc="Rows per page.")
     click: Any = param.Selector(default="hide", objects=["hide", "mark"], doc="What a click does.")
-    find = param.String(default="", doc="A neuron id to jump to.")
     live = param.Boolean(default=True, doc="Follow an ingest that writes the store.")
 
     def __init__(self, store: str | os.PathLike[str], *, poll_seconds: float = 1.0, **params: Any):
@@ -402,8 +402,25 @@ class NeuralDivergence(param.Parameterized):
             if value is not None:
                 setattr(self, name, value)
 
+    def link(self) -> str:
+        """The query string of the view: strings as they are, everything else as JSON."""
+        query = {}
+        for name, key in URL_PARAMS.items():
+            value = getattr(self, name)
+            query[key] = value if isinstance(value, str) else json.dumps(value)
+        return "?" + urlencode(query)
+
+    def _write_link(self, location: Any) -> None:
+        location.search = self.link()
+
     def _apply_link(self, values: dict[str, Any]) -> None:
-        """Apply what a link's state allows, one parameter at a time, and say what not."""
+        """Apply a link's state: all at once if it fits the store, else one parameter at a
+        time, saying which values were left out."""
+        try:
+            self.param.update(**values)
+            return
+        except (ValueError, TypeError, KeyError, NdstreamError):
+            pass
         bad = []
         for name, value in values.items():
             try:
@@ -481,69 +498,31 @@ class NeuralDivergence(param.Parameterized):
         return instance_colours([(i, self._conditions[i]) for i in self.instances])
 
     def _legend_html(self) -> str:
-        colours = group_colours(self.groups)
-        parts = [
-            f'<span class="nd-group" data-group="{_esc(g)}"><span style="display:inline-block;'
-            f'width:12px;height:12px;background:{colours[g]};margin-right:4px"></span>'
-            f"{_esc(g)} (n={self._group_counts[g]})</span>"
-            for g in self.groups
-        ]
-        parts += [
-            f'<span class="nd-instance" data-instance="{_esc(i)}"><span style="display:'
-            f"inline-block;width:10px;height:10px;border-radius:5px;background:"
-            f'{self._dot_colours()[i]};margin-right:4px"></span>{_esc(self._instance_info[i])}'
-            "</span>"
-            for i in self.instances
-        ]
-        return "&nbsp;&nbsp; ".join(parts) or "<i>select groups or instances</i>"
+        colours, dots = group_colours(self.groups), self._dot_colours()
+        return legend_html(
+            {g: (colours[g], self._group_counts[g]) for g in self.groups},
+            {i: (dots[i], self._instance_info[i]) for i in self.instances},
+        )
 
     def _thumbs_html(self) -> str:
         frame = self.frame(self.store.layers[0])
         table = frame.instances
         if table is None or not len(table.thumbnail):
             return ""
-        cells = []
+        dots = self._dot_colours()
         for iid in self.instances:
-            row = frame.instance_row(iid)
-            cells.append(
-                f'<figure style="display:inline-block;margin:2px;text-align:center">'
-                f'<img src="{self._thumbnail_uri(iid, table.thumbnail[row])}" width="56" '
-                'height="56" '
-                f'style="image-rendering:pixelated;border:3px solid {self._dot_colours()[iid]}">'
-                f'<figcaption style="font-size:10px">{_esc(iid)}</figcaption></figure>'
-            )
-        return "".join(cells)
-
-    def _thumbnail_uri(self, iid: str, thumbnail: np.ndarray) -> str:
-        if iid not in self._thumbnail_uris:
-            self._thumbnail_uris[iid] = _png_uri(thumbnail)
-        return self._thumbnail_uris[iid]
+            if iid not in self._thumbnail_uris:
+                self._thumbnail_uris[iid] = png_uri(table.thumbnail[frame.instance_row(iid)])
+        return thumbnails_html([(i, self._thumbnail_uris[i], dots[i]) for i in self.instances])
 
     def _status_html(self, message: str = "") -> str:
-        meta = self.store.meta
-        state = "complete" if meta.complete else "ingesting…"
-        text = (
-            f'<span class="nd-progress" data-samples="{meta.samples_done}" '
-            f'data-complete="{str(meta.complete).lower()}">{meta.samples_done:,} / '
-            f"{meta.samples_total:,} samples · {state} · checkpoint {meta.updated}</span>"
-        )
-        return text + (f'<div class="nd-message">{_esc(message)}</div>' if message else "")
+        return status_html(self.store.meta, message)
 
     def _table_html(self, layer: str) -> str:
-        rows = self.page_rows(layer)
-        key = self.sorted_layer(layer)[0]
-        start = self.page_start(layer)
-        marks = set(self.marked.get(layer, []))
-        body = "".join(
-            f'<tr data-neuron="{n}" data-marked="{int(n in marks)}" '
-            f'data-located="{int(n == self._located)}"><td>{start + i + 1}</td>'
-            f"<td>{'★ ' if n in marks else ''}{n}</td><td>{key[n]:.4g}</td></tr>"
-            for i, n in enumerate(rows.tolist())
-        )
-        return (
-            f'<table class="nd-order-table" data-layer="{_esc(layer)}" style="font-size:11px">'
-            f"<tr><th>rank</th><th>neuron</th><th>key</th></tr>{body}</table>"
-        )
+        return order_table_html(
+            layer, self.page_rows(layer), self.sorted_layer(layer)[0], self.page_start(layer),
+            set(self.marked.get(layer, [])), self._located,
+        )  # fmt: skip
 
     # -- export -------------------------------------------------------------------------
 
@@ -592,8 +571,14 @@ class NeuralDivergence(param.Parameterized):
 
     def panel(self) -> pn.viewable.Viewable:
         """The dashboard's layout; also syncs the state with the URL and starts live mode."""
-        if pn.state.location is not None:
-            pn.state.location.sync(self, URL_PARAMS, on_error=self._apply_link)
+        location = pn.state.location
+        if location is not None:
+            # The link's state first, then every change written back as a whole query. Not
+            # Location.sync: it re-encodes values it parsed back with str(), so a dict in the
+            # URL turns into a Python repr once another parameter changes.
+            values = location.query_params
+            self._apply_link({n: values[u] for n, u in URL_PARAMS.items() if u in values})
+            self.param.watch(lambda *_: self._write_link(location), list(URL_PARAMS))
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.add_periodic_callback(self._poll, period=int(self.poll_seconds * 1000))
         md = pn.pane.Markdown
@@ -653,20 +638,6 @@ def _instance_label(table: Any, row: int, iid: str) -> str:
     label, pred = int(table.label[row]), int(table.predicted[row])
     cond = str(table.condition[row])
     return f"#{iid} · true {label} → pred {pred}" + (f" · {cond}" if cond else "")
-
-
-def _png_uri(thumbnail: np.ndarray) -> str:
-    img = thumbnail[..., 0] if thumbnail.shape[-1] == 1 else thumbnail
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img)).save(out, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
-
-
-def _esc(text: str) -> str:
-    return (
-        str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        .replace('"', "&quot;")
-    )  # fmt: skip
 
 
 def dashboard(store: str | os.PathLike[str]) -> pn.viewable.Viewable:

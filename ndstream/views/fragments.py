@@ -1,0 +1,89 @@
+"""HTML fragments of the dashboard: the legend, instance thumbnails, status line and the table
+of the rows on screen. Pure functions of what they show; their classes and ``data-*``
+attributes are what the browser tests read back.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from html import escape
+
+import numpy as np
+from PIL import Image
+
+from ..store.format import StoreMeta
+
+__all__ = ["legend_html", "order_table_html", "png_uri", "status_html", "thumbnails_html"]
+
+
+def legend_html(
+    groups: Mapping[str, tuple[str, int]], instances: Mapping[str, tuple[str, str]]
+) -> str:
+    """Swatches of the selected groups (name -> (colour, count)) and instances
+    (id -> (colour, label)), in order."""
+    parts = [
+        f'<span class="nd-group" data-group="{escape(g)}"><span style="display:inline-block;'
+        f'width:12px;height:12px;background:{colour};margin-right:4px"></span>'
+        f"{escape(g)} (n={count})</span>"
+        for g, (colour, count) in groups.items()
+    ]
+    parts += [
+        f'<span class="nd-instance" data-instance="{escape(i)}"><span style="display:'
+        f"inline-block;width:10px;height:10px;border-radius:5px;background:{colour};"
+        f'margin-right:4px"></span>{escape(label)}</span>'
+        for i, (colour, label) in instances.items()
+    ]
+    return "&nbsp;&nbsp; ".join(parts) or "<i>select groups or instances</i>"
+
+
+def thumbnails_html(items: Sequence[tuple[str, str, str]]) -> str:
+    """Thumbnails as ``(instance id, image URI, colour)``, framed in the instance's colour."""
+    return "".join(
+        '<figure style="display:inline-block;margin:2px;text-align:center">'
+        f'<img src="{uri}" width="56" height="56" '
+        f'style="image-rendering:pixelated;border:3px solid {colour}">'
+        f'<figcaption style="font-size:10px">{escape(iid)}</figcaption></figure>'
+        for iid, uri, colour in items
+    )
+
+
+def status_html(meta: StoreMeta, message: str = "") -> str:
+    """Progress of the store on screen, and a message for the user if there is one."""
+    state = "complete" if meta.complete else "ingesting…"
+    text = (
+        f'<span class="nd-progress" data-samples="{meta.samples_done}" '
+        f'data-complete="{str(meta.complete).lower()}">{meta.samples_done:,} / '
+        f"{meta.samples_total:,} samples · {state} · checkpoint {meta.updated}</span>"
+    )
+    return text + (f'<div class="nd-message">{escape(message)}</div>' if message else "")
+
+
+def order_table_html(
+    layer: str,
+    rows: np.ndarray,
+    key: np.ndarray,
+    start: int,
+    marked: set[int],
+    located: int | None,
+) -> str:
+    """The rows on screen of ``layer``: rank (from ``start`` + 1), neuron id and sort key."""
+    body = "".join(
+        f'<tr data-neuron="{n}" data-marked="{int(n in marked)}" '
+        f'data-located="{int(n == located)}"><td>{start + i + 1}</td>'
+        f"<td>{'★ ' if n in marked else ''}{n}</td><td>{key[n]:.4g}</td></tr>"
+        for i, n in enumerate(rows.tolist())
+    )
+    return (
+        f'<table class="nd-order-table" data-layer="{escape(layer)}" style="font-size:11px">'
+        f"<tr><th>rank</th><th>neuron</th><th>key</th></tr>{body}</table>"
+    )
+
+
+def png_uri(thumbnail: np.ndarray) -> str:
+    """A ``data:`` URI of a ``[y, x, channel]`` uint8 thumbnail."""
+    image = thumbnail[..., 0] if thumbnail.shape[-1] == 1 else thumbnail
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
