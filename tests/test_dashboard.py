@@ -738,3 +738,41 @@ def test_serve_refuses_a_missing_store(tmp_path: Path) -> None:
     assert str(missing) in done.stderr
     assert "Traceback" not in done.stderr
     assert "dashboard of" not in done.stdout  # the server never started
+
+
+def test_serve_refuses_a_port_in_use(reference: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "ndstream", "serve", str(reference), "--port", str(port)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr
+
+
+def test_many_groups_get_a_searchable_choice(tmp_path: Path) -> None:
+    """Checkboxes for a few groups; past 40 (ImageNet has 1,000), a multi-choice."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    n_classes = 50
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, n_classes)).eval()
+    data = torch.utils.data.TensorDataset(
+        torch.randn(200, 4), torch.arange(200) % n_classes
+    )  # fmt: skip
+    path = tmp_path / "many.zarr"
+    ndstream.ingest(
+        model, torch.utils.data.DataLoader(data, batch_size=50), path,
+        layers=["1"], group_by="label", progress=False,
+    )  # fmt: skip
+    store = ndstream.open_store(path)
+    assert len(store.groups) == n_classes
+    app = NeuralDivergence(path)
+    assert isinstance(app._w_groups, pn.widgets.MultiChoice)
+    assert app.groups == store.groups[:2]
+    assert app._group_counts == {g: store.count("1", g) for g in store.groups}

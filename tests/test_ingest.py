@@ -302,6 +302,16 @@ def test_builtin_grouping_counts(digits_store, digits_targets, digits_predicted)
         assert digits_store.count(layer, ["correct", "incorrect"]) == n
         # group=None pools the first grouping only: each sample once, not three times.
         assert digits_store.count(layer) == n
+        # All groups at once, from one read, agree with numpy too.
+        every = digits_store.counts(layer)
+        assert list(every) == digits_store.groups
+        np.testing.assert_array_equal(
+            [every[str(c)] for c in range(10)], np.bincount(digits_targets, minlength=10)
+        )
+        np.testing.assert_array_equal(
+            [every[f"pred:{c}"] for c in range(10)], np.bincount(digits_predicted, minlength=10)
+        )
+        assert (every["correct"], every["incorrect"]) == (correct, n - correct)
     assert 0 < n - correct < n  # both correctness groups are populated
 
 

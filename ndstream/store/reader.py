@@ -137,6 +137,12 @@ class Store:
         with self._reading():
             return int(self._array(layer, "count")[...][idx].sum())
 
+    def counts(self, layer: str) -> dict[str, int]:
+        """:meth:`count` of every group of ``layer`` at once, by group name (one read)."""
+        with self._reading():
+            values = np.asarray(self._array(layer, "count")[...]).tolist()
+        return dict(zip(self.groups, (int(v) for v in values), strict=True))
+
     def group_index(self, group: GroupSelector = None) -> np.ndarray:
         """Indices on the group axis selected by ``group`` (see the class docstring)."""
         groups = self.groups

@@ -56,6 +56,7 @@ URL_PARAMS = {
     "marked": "marked", "page": "page", "rows": "rows",
 }  # fmt: skip
 _DEFAULT_LAYERS = 3
+_CHECKBOX_GROUPS = 40  # more groups than this get a searchable multi-choice
 
 
 class NeuralDivergence(param.Parameterized):
@@ -134,7 +135,7 @@ class NeuralDivergence(param.Parameterized):
     def _sync_choices(self, first: bool) -> None:
         """Offer the store's layers, groups and instances; keep the selections that remain."""
         store = self.store
-        counts = _group_counts(store)
+        counts = store.counts(store.layers[0])
         self._group_counts = counts
         sizes = {name: store.n_neurons(name) for name in store.layers}
         self.param.layers.objects = {f"{n} ({sizes[n]})": n for n in store.layers}
@@ -175,7 +176,11 @@ class NeuralDivergence(param.Parameterized):
         self._w_layers = w.CheckBoxGroup.from_param(
             self.param.layers, label="Layers", css_classes=["nd-layers"]
         )
-        self._w_groups = w.CheckBoxGroup.from_param(
+        # Checkboxes read best for a few groups; ImageNet's thousands need a search.
+        groups_widget = (
+            w.CheckBoxGroup if len(self.store.groups) <= _CHECKBOX_GROUPS else w.MultiChoice
+        )
+        self._w_groups = groups_widget.from_param(
             self.param.groups, label="Groups", css_classes=["nd-groups"]
         )
         self._w_instances = w.MultiChoice.from_param(
@@ -627,11 +632,6 @@ def _shared_frame(store: Store, layer: str) -> LayerFrame:
                 _FRAMES.popitem(last=False)
         _FRAMES.move_to_end(key)
         return frame
-
-
-def _group_counts(store: Store) -> dict[str, int]:
-    layer = store.layers[0]
-    return {g: store.count(layer, g) for g in store.groups}
 
 
 def _instance_label(table: Any, row: int, iid: str) -> str:

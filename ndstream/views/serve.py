@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
 
 import panel as pn
 
+from ..errors import NdstreamError
 from ..store import open_store
 from .dashboard import dashboard
 
@@ -39,10 +41,13 @@ def serve(
     ------
     StoreError
         If ``store`` is not an ndstream store (checked before the server starts).
+    NdstreamError
+        If the server cannot listen on ``address:port``.
     """
     open_store(store)  # a bad path fails here, with a clear message, not in the browser
     pn.extension(notifications=False)
     allowed = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *origins]
+    _check_free(address, port)
     print(f"ndstream: dashboard of {store} at http://{address}:{port}/ (Ctrl-C to stop)")
     pn.serve(
         lambda: dashboard(store),
@@ -53,3 +58,15 @@ def serve(
         title="ndstream · NeuralDivergence",
         print_url=False,
     )
+
+
+def _check_free(address: str, port: int) -> None:
+    """Fail with a clear message, before the server starts, if it could not listen."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.bind((address, port))
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise NdstreamError(
+            f"cannot listen on {address}:{port} ({exc.strerror or exc}); pass another --port "
+            "or --address"
+        ) from exc
