@@ -776,3 +776,23 @@ def test_many_groups_get_a_searchable_choice(tmp_path: Path) -> None:
     assert isinstance(app._w_groups, pn.widgets.MultiChoice)
     assert app.groups == store.groups[:2]
     assert app._group_counts == {g: store.count("1", g) for g in store.groups}
+
+
+def test_axes_hook_keeps_a_zoom_until_the_axis_changes() -> None:
+    from bokeh.plotting import figure
+
+    from ndstream.views.activation import Axes
+
+    plot = SimpleNamespace(state=figure())
+    first = Axes("fc2", (-20.0, 20.0), (-9.5, 0.5), [(0, "3"), (-1, "7")])
+    first.apply(plot)
+    fig = plot.state
+    assert (fig.x_range.start, fig.x_range.end, fig.y_range.start) == (-20.0, 20.0, -9.5)
+    assert fig.yaxis[0].major_label_overrides == {0: "3", -1: "7"}
+    fig.x_range.start, fig.x_range.end = -5.0, 5.0  # the user zooms in
+    Axes("fc2 · 1 hidden", (-20.0, 20.0), (-9.5, 0.5), [(0, "7")]).apply(plot)
+    assert (fig.x_range.start, fig.x_range.end) == (-5.0, 5.0)  # same axis: zoom kept
+    assert fig.title.text == "fc2 · 1 hidden"
+    assert fig.yaxis[0].major_label_overrides == {0: "7"}
+    Axes("fc2", (-30.0, 25.0), (-8.5, 0.5), [(0, "7")]).apply(plot)  # a wider axis: reset
+    assert (fig.x_range.start, fig.x_range.end, fig.y_range.start) == (-30.0, 25.0, -8.5)

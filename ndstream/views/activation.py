@@ -13,6 +13,7 @@ maps back to a row with ``round(-y)``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,12 @@ def _value_texts(frame: LayerFrame, inst: str) -> np.ndarray:
     return _per_neuron(frame, ("value", inst), lambda: [_fmt(v) for v in values.tolist()])
 
 
+# The limits Axes.apply last set on each figure (figures die with their sessions).
+_APPLIED: weakref.WeakKeyDictionary[Any, tuple[tuple[float, float], tuple[float, float]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @dataclass(frozen=True)
 class Axes:
     """What a redraw changes besides the glyphs: title, limits and the neuron-id ticks."""
@@ -109,11 +116,20 @@ class Axes:
     yticks: list[tuple[float, str]]
 
     def apply(self, plot: Any, element: Any = None) -> None:
-        """A HoloViews plot hook: set these axes on the Bokeh figure of ``plot``."""
+        """A HoloViews plot hook: set these axes on the Bokeh figure of ``plot``.
+
+        A limit is set only when it differs from the one this hook set last on that figure,
+        so a zoom survives redraws that keep the same rows and axis (a live checkpoint
+        that does not widen the axis, a new mark).
+        """
         fig = plot.state
         fig.title.text = self.title
-        fig.x_range.start, fig.x_range.end = self.xlim
-        fig.y_range.start, fig.y_range.end = self.ylim
+        last = _APPLIED.get(fig)
+        if last is None or last[0] != self.xlim:
+            fig.x_range.start, fig.x_range.end = self.xlim
+        if last is None or last[1] != self.ylim:
+            fig.y_range.start, fig.y_range.end = self.ylim
+        _APPLIED[fig] = (self.xlim, self.ylim)
         axis = fig.yaxis[0]
         axis.ticker = FixedTicker(ticks=[t for t, _ in self.yticks])
         axis.major_label_overrides = dict(self.yticks)
