@@ -101,7 +101,7 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
         while not (store / snapshots.CURRENT).is_symlink():
             assert proc.poll() is None, "the ingest ended before its first checkpoint"
             time.sleep(0.01)
-        last, polls, states = 0, 0, set()
+        last, polls, states, vanished = 0, 0, set(), 0
         while True:
             finished = proc.poll() is not None
             s = ndstream.open_store(store)
@@ -110,10 +110,17 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
             for layer in s.layers:
                 assert s.count(layer) == done  # every layer of the same checkpoint
             assert float(np.nansum(s.quantile("relu3", 0.5))) >= 0.0
-            # xarray on the pinned checkpoint sees the same whole checkpoint.
+            # xarray on the pinned checkpoint sees the same whole checkpoint, as long as the
+            # checkpoint is still there after the read: the end of the run keeps only the
+            # last two, and zarr reads a deleted chunk as its fill value. Store checks that
+            # itself (StoreError); with xarray the reader must, as docs/checkpoints.md says.
             ds = xr.open_zarr(s.snapshot, group="fc2")
-            assert int(ds["count"].values[:10].sum()) == done
-            assert ds["counts"].shape[2] == ds["bin_lower"].shape[1]
+            count = int(ds["count"].values[:10].sum())
+            if (s.snapshot / "zarr.json").is_file():
+                assert count == done
+                assert ds["counts"].shape[2] == ds["bin_lower"].shape[1]
+            else:
+                vanished += 1
             last, polls = done, polls + 1
             states.add(s.complete)
             if finished:
@@ -123,6 +130,7 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
         proc.kill()
         proc.wait()
     assert last == 1797 and states == {False, True}, (last, states)
+    assert vanished <= 2 < polls, (vanished, polls)  # only at the very end of the run
     assert polls > 3
 
 
