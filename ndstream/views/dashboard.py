@@ -557,14 +557,13 @@ class NeuralDivergence(param.Parameterized):
         header += [f"median {g}" for g in self.groups] + [f"iqr {g}" for g in self.groups]
         header += [f"instance {i}" for i in self.instances]
         out = []
-        spec = self.sort_spec() or SortSpec("index")
         for layer in self.layers:
             frame = self.frame(layer)
-            key = sort_key(frame, spec)
+            key, order = self.sorted_layer(layer)
             marks = set(self.marked.get(layer, []))
             stats = [frame.group(g) for g in self.groups]
             inst = [frame.instance_values[frame.instance_row(i)] for i in self.instances]
-            for rank, n in enumerate(self.order(layer).tolist()):
+            for rank, n in enumerate(order.tolist()):
                 out.append(
                     [layer, rank + 1, n, float(key[n]), int(n in marks)]
                     + [float(s.median[n]) for s in stats] + [float(s.iqr[n]) for s in stats]
