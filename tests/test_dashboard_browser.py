@@ -283,14 +283,16 @@ def test_live_mode_follows_a_running_ingest(
             page = Page(browser.new_page(viewport={"width": 1500, "height": 1000}))
             page.open(url)
             status = page.page.locator(".nd-progress")
-            first = int(status.get_attribute("data-samples"))
-            seen = {first}
-            while time.monotonic() < deadline:
-                seen.add(int(status.get_attribute("data-samples")))
-                if status.get_attribute("data-complete") == "true":
-                    break
-                page.page.wait_for_timeout(250)
-            assert status.get_attribute("data-complete") == "true"
+            # Both attributes in one read: two reads could straddle an update of the line.
+            read = "e => [Number(e.dataset.samples), e.dataset.complete === 'true']"
+            seen: set[int] = set()
+            complete = False
+            while time.monotonic() < deadline and not complete:
+                samples, complete = status.evaluate(read)
+                seen.add(samples)
+                if not complete:
+                    page.page.wait_for_timeout(250)
+            assert complete, f"live mode never showed the run's end; saw {sorted(seen)}"
             # The plots follow too: the final order is that of the finished store.
             final = ndstream.open_store(store)
             median = final.quantile("fc2", 0.5, final.groups[0])
