@@ -40,15 +40,23 @@ SPECIAL = [
 ]
 
 GRIDS = [
+    # Defaults: a case of at most 80 values per neuron is always kept exactly.
     GridSpec(),
+    # The same rule on the grid from the first value.
+    GridSpec(exact_values=0),
+    # Kept exactly, but at 2 bins per octave: distinct values share bins.
     GridSpec(mantissa_bits=1, min_exponent=-4, max_exponent=4),
+    GridSpec(mantissa_bits=1, min_exponent=-4, max_exponent=4, exact_values=0),
     # The widest exponent window whose edges are all float32 (2**128 is not: see
     # test_sketch.py::test_edges_are_float32_at_max_exponent_128).
-    GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=127),
-    # A tiny budget: most draws with a few distinct magnitudes force the layer to coarsen.
+    GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=127, exact_values=0),
+    # A tiny budget: most draws with a few distinct magnitudes force the layer to coarsen,
+    # once past 16 values per neuron (four times the budget) are kept exactly.
     GridSpec(mantissa_bits=6, min_mantissa_bits=2, max_bins=4),
     # Exact float32 with a tiny budget: neurons coarsen from 23 bits to differing resolutions.
-    GridSpec(max_bins=8),
+    GridSpec(max_bins=8, exact_values=0),
+    # Exact until 20 values: merges and batches cross over from exact to the grid.
+    GridSpec(max_bins=8, exact_values=20),
 ]
 
 float32_values = st.one_of(
@@ -177,6 +185,12 @@ def ref_spans(x: np.ndarray, grid: GridSpec, m) -> tuple[np.ndarray, np.ndarray]
         lo = np.where(use, keys, np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
         out.append(np.where(use.any(axis=0), hi - lo + 1, 0))
     return out[0], out[1]
+
+
+def kept_exactly(gids: np.ndarray, spec: SketchSpec) -> bool:
+    """Whether a sketch of these rows keeps its values exactly: at most ``spec.exact_values``
+    values per neuron, counting a row once in each of its groupings."""
+    return int(np.asarray(gids).size) <= spec.exact_values
 
 
 def expected_resolution(x: np.ndarray, grid: GridSpec, max_bins: int) -> np.ndarray:

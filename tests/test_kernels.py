@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from strategies import ref_raw_keys
 
+from ndstream.errors import ConfigError
 from ndstream.sketch import GridSpec
 from ndstream.sketch import _kernels as k
 from ndstream.sketch import grid as grid_module
@@ -109,6 +110,21 @@ def test_bins_budget_by_hand():
     # a fixed budget ignores the layer's size
     assert GridSpec(max_bins=16).bins_budget(1, 1) == 16
     assert GridSpec(max_bins=16).bins_budget(10_000, 1000) == 16
+
+
+def test_exact_budget_by_hand():
+    g = GridSpec()
+    for n, groups in ((1, 1), (512, 10), (4096, 10), (10**6, 10**4)):
+        assert g.exact_budget(n, groups) == 4 * g.bins_budget(n, groups)
+    assert g.exact_budget(512, 1) == 4096
+    assert g.exact_budget(10**6, 10**4) == 256
+    assert GridSpec(max_bins=16).exact_budget(1, 1) == 64
+    assert GridSpec(exact_values=0).exact_budget(1, 1) == 0
+    assert GridSpec(max_bins=16, exact_values=5).exact_budget(10**6, 10**4) == 5
+    assert GridSpec(exact_values=2**28).exact_budget(1, 1) == 2**28 == k.MAX_ENTRIES
+    for bad in (-1, 2**28 + 1):
+        with pytest.raises(ConfigError, match=r"exact_values must lie in \[0, 2\*\*28\]"):
+            GridSpec(exact_values=bad)
 
 
 @pytest.mark.parametrize(
@@ -343,9 +359,10 @@ def test_plan_groups_is_stable_sort():
 # -- update_counts ----------------------------------------------------------------------------
 
 
-def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=False):
+def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=False, budget=2**30):
     """Call ``update_counts`` at resolution ``m`` (an int, or one per neuron) on a fresh paged
-    state; returns the dense view of the pages."""
+    state, with a bin budget that limits neurons finer than ``grid.min_mantissa_bits``;
+    returns the dense view of the pages."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = x.shape[1]
     res = np.broadcast_to(np.asarray(m, dtype=np.int32), (n,)).copy()
@@ -360,7 +377,8 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=F
     n_missed = k.update_counts(
         x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
         np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
-        grid.exp_lo, grid.exp_hi, missed, sweep, np.zeros(1, dtype=np.uint64),
+        grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed, sweep,
+        np.zeros(1, dtype=np.uint64),
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...
     used = page[page >= 0]
@@ -435,6 +453,27 @@ def test_update_counts_flags_narrow_windows():
     # a negative value outside an otherwise sufficient window also misses
     n_missed, *_, missed, _ = _run_update(X42, G42, 2, [key_1, 0], [key_1 + 1, 0], 2, 1, g)
     assert n_missed == 1 and missed[0]
+
+
+def test_update_counts_holds_a_fine_neuron_to_the_budget():
+    # Windows of 2 slots hold 1.0 and 1.125 (keys 8 and 9 at m = 3). With a budget of one
+    # bin, a neuron at m = 3 may use only the first slot, so it misses and must coarsen; at
+    # the coarsest resolution nothing is left to coarsen, and it may use the whole window.
+    x = np.array([[1.0], [1.125]], dtype=np.float32)
+    gids = np.zeros((2, 1), dtype=np.intp)
+    for coarsest, want_missed in ((1, True), (3, False)):
+        g = GridSpec(mantissa_bits=3, min_mantissa_bits=coarsest)
+        key_1 = F32_BIAS * 8 - g.key_base(M3)
+        n_missed, counts, *_ = _run_update(x, gids, 1, [key_1], [0], 2, 0, g, budget=1)
+        assert n_missed == int(want_missed)
+        assert counts[0, 0, k.N_SPECIAL : k.N_SPECIAL + 2].tolist() == (
+            [0, 0] if want_missed else [1, 1]
+        )
+    # A budget as wide as the window changes nothing.
+    g = GridSpec(mantissa_bits=3)
+    key_1 = F32_BIAS * 8 - g.key_base(M3)
+    n_missed, counts, *_ = _run_update(x, gids, 1, [key_1], [0], 2, 0, g, budget=2)
+    assert n_missed == 0 and counts[0, 0, k.N_SPECIAL : k.N_SPECIAL + 2].tolist() == [1, 1]
 
 
 def test_update_counts_counts_each_grouping():
@@ -970,3 +1009,68 @@ def test_queries_ignore_nan_padding_bins():
     h = np.zeros((2, 2))
     k.rebin(counts, lower, upper, mins, maxs, np.array([0.0, 0.5, 4.0]), h)
     np.testing.assert_allclose(h, [[0, 4], [2, 2]], rtol=1e-12)
+
+
+# -- exact mode ---------------------------------------------------------------------------------
+
+
+def test_exact_kernels_by_hand():
+    # At m = 1 (2 bins per octave, default window) the rebased keys are 49 for 1.0, 50 for
+    # 1.5, 51 for 2.0 and 52 for 3.0: raw key (exponent << 1 | top mantissa bit) minus the
+    # underflow key ((-24 + 127) << 1) - 1 = 205. A negative value's code is -2 - key.
+    g = GridSpec()
+    x = np.array(
+        [[1.0, -0.0], [-2.0, np.nan], [1.0, np.inf], [0.0, -np.inf], [1.5, 3.0]], dtype=np.float32
+    )
+    packed = np.empty((2, 5), dtype=np.int64)
+    k.exact_codes(x, 1, g.exp_lo, g.exp_hi, packed)
+    codes, entries = packed >> k.ENTRY_BITS, packed & (k.MAX_ENTRIES - 1)
+    np.testing.assert_array_equal(entries, [[0, 1, 2, 3, 4]] * 2)
+    np.testing.assert_array_equal(codes[0], [49, -53, 49, k.ZERO_CODE, 50])
+    np.testing.assert_array_equal(
+        codes[1], [k.ZERO_CODE, k.NAN_CODE, k.POSINF_CODE, k.NEGINF_CODE, 52]
+    )
+    packed.sort(axis=1)
+    uniq = np.full((2, 6), 99, dtype=np.int64)
+    n_neg, n_pos = np.empty(2, np.int64), np.empty(2, np.int64)
+    bins = np.empty((2, 5), dtype=np.int32)
+    k.exact_axes(packed, uniq, n_neg, n_pos, bins)
+    # neuron 0: bins -2.0 | zero | 1.0 | 1.5; neuron 1: zero | 3.0 (non-finite values apart)
+    np.testing.assert_array_equal(n_neg, [1, 0])
+    np.testing.assert_array_equal(n_pos, [2, 1])
+    np.testing.assert_array_equal(uniq[0, :4], [-53, k.ZERO_CODE, 49, 50])
+    np.testing.assert_array_equal(uniq[1, :2], [k.ZERO_CODE, 52])
+    np.testing.assert_array_equal(bins, [[2, 0, 2, 1, 3], [0, -1, -2, -3, 1]])
+    # edges: each bin one half-octave; negatives mirrored; the zero bin [0, 0]
+    lower, upper = np.full((2, 4), np.nan, np.float32), np.full((2, 4), np.nan, np.float32)
+    k.exact_edges(uniq, n_neg + 1 + n_pos, 1, g.exp_lo, g.exp_hi, lower, upper)
+    np.testing.assert_array_equal(lower[0], [-3.0, 0.0, 1.0, 1.5])
+    np.testing.assert_array_equal(upper[0], [-2.0, 0.0, 1.5, 2.0])
+    np.testing.assert_array_equal(lower[1], [0.0, 3.0, np.nan, np.nan])
+    np.testing.assert_array_equal(upper[1], [0.0, 4.0, np.nan, np.nan])
+    # counts of groups [0, 1, 0, 1, 0]; only group 1 selected, into slot 0
+    gids = np.array([0, 1, 0, 1, 0], dtype=np.intp)
+    dst = np.zeros((2, 2, 4), dtype=np.uint16)
+    special = np.zeros((2, 2, 3), dtype=np.int64)
+    k.exact_counts(bins, gids, np.array([0, 1]), dst, special)
+    np.testing.assert_array_equal(dst[0], [[0, 0, 2, 1], [1, 1, 0, 0]])
+    np.testing.assert_array_equal(dst[1], [[1, 1, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(special[1], [[0, 1, 0], [1, 0, 1]])  # (nan, +inf, -inf)
+    assert not special[0].any()
+    one = np.zeros((2, 1, 4), dtype=np.uint16)
+    one_special = np.zeros((2, 1, 3), dtype=np.int64)
+    k.exact_counts(bins, gids, np.array([-1, 0]), one, one_special)
+    np.testing.assert_array_equal(one[:, 0], dst[:, 1])
+    np.testing.assert_array_equal(one_special[:, 0], special[:, 1])
+
+
+def test_fold_min_max_by_hand():
+    x = np.array([[1.0, -0.0], [-2.0, np.nan], [5.0, np.inf]], dtype=np.float32)
+    gids = np.array([[0, 2], [1, 2], [0, 0]], dtype=np.intp)  # two groupings per row
+    mins = np.full((2, 3), np.inf, np.float32)
+    maxs = np.full((2, 3), -np.inf, np.float32)
+    k.fold_min_max(x, gids, mins, maxs)
+    # group 0: rows 0 and 2 (twice); group 1: row 1; group 2: rows 0 and 1
+    np.testing.assert_array_equal(mins, [[1.0, -2.0, -2.0], [0.0, np.inf, 0.0]])
+    np.testing.assert_array_equal(maxs, [[5.0, -2.0, 1.0], [0.0, -np.inf, 0.0]])
+    assert not np.signbit(mins[1, 0]) and not np.signbit(maxs[1, 2])  # -0.0 counts as +0.0

@@ -7,6 +7,7 @@ approximate queries (quantile, cdf, histogram) against the error bound documente
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -20,6 +21,7 @@ from strategies import (
     cases,
     expected_resolution,
     group_values,
+    kept_exactly,
     merge_tree,
     one_pass,
     ref_edges,
@@ -106,13 +108,14 @@ def narrowest_count_dtype(top: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def check_edges(s: Summary, x: np.ndarray) -> None:
+def check_edges(s: Summary, x: np.ndarray, exact: bool = False) -> None:
     """Each neuron's axis, rebuilt from the data with numpy at its resolution ``s.resolution[n]``.
 
     Negative bins from the neuron's largest to its smallest magnitude key, the zero bin, the
-    positive bins from its smallest to its largest key, every key in between included, then
-    NaN padding up to the widest neuron; edges from the definition of the grid (float64),
-    which the float32 edges must hold exactly.
+    positive bins from its smallest to its largest key, every key in between included (only
+    the keys of the data when the values are kept ``exact``), then NaN padding up to the
+    widest neuron; edges from the definition of the grid (float64), which the float32 edges
+    must hold exactly.
     """
     res, grid = s.resolution, s.grid
     assert res.shape == (s.n_neurons,) and res.dtype.kind == "i"
@@ -124,8 +127,13 @@ def check_edges(s: Summary, x: np.ndarray) -> None:
         m = int(res[n])
         col, kc = x[:, n], keys[:, n]
         pos, neg = kc[binned(col) & (col > 0)], kc[binned(col) & (col < 0)]
-        pos_keys = np.arange(pos.min(), pos.max() + 1) if pos.size else np.zeros(0, np.int64)
-        neg_keys = np.arange(neg.max(), neg.min() - 1, -1) if neg.size else np.zeros(0, np.int64)
+        if exact:
+            pos_keys, neg_keys = np.unique(pos), np.unique(neg)[::-1]
+        else:
+            pos_keys = np.arange(pos.min(), pos.max() + 1) if pos.size else np.zeros(0, np.int64)
+            neg_keys = (
+                np.arange(neg.max(), neg.min() - 1, -1) if neg.size else np.zeros(0, np.int64)
+            )
         p_lo, p_hi = ref_edges(pos_keys, grid, m)
         n_lo, n_hi = ref_edges(neg_keys, grid, m)
         lower = np.concatenate([-n_hi, [0.0], p_lo])
@@ -156,7 +164,12 @@ def check_exact(
     for a in (s.nan, s.posinf, s.neginf):
         assert a.dtype == np.int64 and a.shape == (x.shape[1], n_groups)
     assert s.grid == spec.grid
-    np.testing.assert_array_equal(s.resolution, expected_resolution(x, spec.grid, spec.max_bins))
+    exact = kept_exactly(gids2, spec)
+    if exact:  # every value in its own finest bin
+        want_res = np.full(x.shape[1], spec.grid.mantissa_bits)
+    else:
+        want_res = expected_resolution(x, spec.grid, spec.max_bins)
+    np.testing.assert_array_equal(s.resolution, want_res)
     # edges: per neuron ascending, contiguous, one zero bin, then NaN padding
     zs, nb = zero_bin(s), n_real_bins(s)
     for n in range(x.shape[1]):
@@ -164,7 +177,7 @@ def check_exact(
         assert np.all(lower <= upper)
         assert np.all(lower[1:] >= upper[:-1])
         assert np.all(upper[:z] <= 0) and np.all(lower[z + 1 :] >= 0)
-    check_edges(s, x)
+    check_edges(s, x, exact)
 
     z_counts = s.counts[np.arange(x.shape[1]), :, zs]  # [neuron, group]
     np.testing.assert_array_equal(s.counts, expected_dense_counts(s, x, gids2, n_groups))
@@ -640,7 +653,7 @@ def test_resolution_of_a_narrow_neuron():
     rng = np.random.default_rng(32)
     x = rng.uniform(1.0, 2.0, (1000, 4)).astype(np.float32)
     x[:, 3] = (1.0 + np.arange(1000) % 100 * 2.0**-23).astype(np.float32)
-    spec = spec_of(4, 1)
+    spec = spec_of(4, 1, GridSpec(exact_values=0))  # the grid, not 1,000 values kept exactly
     assert spec.max_bins == 1024
     s = one_pass(spec, x, np.zeros(1000, int))
     np.testing.assert_array_equal(s.resolution, [10, 10, 10, 23])
@@ -651,7 +664,7 @@ def test_resolution_of_a_narrow_neuron():
     np.testing.assert_array_equal(s.counts[3, 0, 1:101], np.full(100, 10))
     np.testing.assert_array_equal(s.lower[3, 1:101], np.unique(x[:, 3]))
     # with a budget of 512 bins, neurons 0..2 go one bit coarser; the edges halve their count
-    spec = spec_of(4, 1, GridSpec(max_bins=512))
+    spec = spec_of(4, 1, GridSpec(max_bins=512, exact_values=0))
     s9 = one_pass(spec, x, np.zeros(1000, int))
     np.testing.assert_array_equal(s9.resolution, [9, 9, 9, 23])
     check_exact(s9, x, np.zeros(1000, int), 1, spec)
@@ -670,7 +683,7 @@ def test_resolution_of_a_narrow_neuron():
 
 def test_streamed_resolution_only_drops_and_matches_the_data_so_far():
     rng = np.random.default_rng(33)
-    grid = GridSpec(max_bins=40)
+    grid = GridSpec(max_bins=40, exact_values=0)
     x, width = wide_data(rng, 2000, 5, 12.0)
     # feed the rows from the narrowest to the widest magnitudes: the spans keep growing
     x = x[np.argsort(width)]
@@ -738,7 +751,7 @@ def test_merge_of_fitting_sketches_can_coarsen():
     # Each sketch fits the budget (64 bins) at the finest resolution, m = 23; some unions do
     # not, neuron by neuron. One float32 step is 2**-23 in [1, 2), 2**-22 in [2, 4) and
     # 2**-14 in [512, 1024).
-    grid = GridSpec(max_bins=64)
+    grid = GridSpec(max_bins=64, exact_values=0)
     rng = np.random.default_rng(34)
     ulp1, ulp3, ulp1000 = 2.0**-23, 2.0**-22, 2.0**-14
 
@@ -1080,7 +1093,7 @@ def test_windows_grow_with_drifting_scale():
 def test_cold_update_changes_nothing():
     # A cold update reads each neuron's counters into cache first; no count may change.
     rng = np.random.default_rng(5)
-    spec = spec_of(40, 4)
+    spec = spec_of(40, 4, GridSpec(exact_values=0))
     batches = [mixed_data(rng, 200, 40) * s for s in (1.0, 1e3, 1e-2)]
     gids = [rng.integers(0, 4, 200) for _ in batches]
     plain, swept = LayerSketch(spec), LayerSketch(spec)
@@ -1262,6 +1275,7 @@ def test_grid_dict_round_trip():
             "min_exponent": grid.min_exponent,
             "max_exponent": grid.max_exponent,
             "max_bins": grid.max_bins,
+            "exact_values": grid.exact_values,
         }
         assert GridSpec.from_dict(d) == grid
     with pytest.raises(ConfigError, match="t-digest"):
@@ -1277,3 +1291,94 @@ def test_update_accepts_other_dtypes_and_layouts():
     want = one_pass(spec_of(4, 2), x64[:, ::2].astype(np.float32), gids)
     got = one_pass(spec_of(4, 2), x64[:, ::2], gids.astype(np.int32))  # strided float64
     assert_summaries_identical(got, want)
+
+
+# -- few values: kept exactly ---------------------------------------------------------------
+
+
+def _same_but_grid(a: Summary, b: Summary) -> None:
+    """Every array identical; the grids may differ (in ``exact_values`` only)."""
+    assert_summaries_identical(a, dataclasses.replace(b, grid=a.grid))
+
+
+def test_few_values_are_kept_exactly():
+    # 300 rows in 2 groupings: 600 values per neuron, at the limit: each distinct value its
+    # own finest bin, with gaps between bins, and quantiles and ranks those of the data
+    rng = np.random.default_rng(40)
+    x, gids = mixed_data(rng, 300, 5), rng.integers(0, 3, (300, 2))
+    spec = spec_of(5, 3, GridSpec(exact_values=600))
+    s = one_pass(spec, x, gids)
+    assert kept_exactly(gids, spec)
+    check_exact(s, x, gids, 3, spec)  # bins: exactly the data's distinct keys at m = 23
+    values = np.concatenate(group_values(x, gids, 3))  # each row once per grouping
+    est = s.quantile(QS)
+    for n in range(5):
+        v = values[:, n]
+        # numpy's quantiles (its 'linear' rule on the exact order statistics), except
+        # inside the underflow bin (0, 2**-24), which is not kept exactly
+        want = np.quantile(v.astype(np.float64), QS)
+        np.testing.assert_allclose(est[n], want, rtol=1e-6, atol=2.0**-24)
+        assert rank_errors(v, est[n], QS).max() <= 1.0 / v.size
+    # the rank of a data value: the values below it plus half of those equal to it
+    probe = values[7]
+    want = ((values < probe).sum(axis=0) + 0.5 * (values == probe).sum(axis=0)) / values.shape[0]
+    np.testing.assert_allclose(s.cdf(probe), want, rtol=0, atol=1e-12)
+
+
+def test_the_first_value_past_the_limit_folds_everything_onto_the_grid():
+    rng = np.random.default_rng(41)
+    x, gids = relu_like(rng, 400, 6), rng.integers(0, 2, 400)
+    kept = spec_of(6, 2, GridSpec(exact_values=300))
+    grid_only = spec_of(6, 2, GridSpec(exact_values=0))
+    sk = LayerSketch(kept)
+    sk.update(x[:300], gids[:300])
+    assert sk.exact and np.all(sk.finalize().resolution == 23)
+    sk.update(x[300:301], gids[300:301])
+    assert not sk.exact
+    _same_but_grid(sk.finalize(), one_pass(grid_only, x[:301], gids[:301]))
+    # the same when the limit is passed by a merge: two halves stay exact, their union not
+    a, b = LayerSketch(kept), LayerSketch(kept)
+    a.update(x[:150], gids[:150])
+    b.update(x[150:300], gids[150:300])
+    both = a.merge(b)
+    assert both.exact
+    assert_summaries_identical(both.finalize(), one_pass(kept, x[:300], gids[:300]))
+    c = LayerSketch(kept)
+    c.update(x[300:], gids[300:])
+    for merged in (both.merge(c), c.merge(both), a.merge(c).merge(b)):
+        assert not merged.exact
+        _same_but_grid(merged.finalize(), one_pass(grid_only, x, gids))
+    assert a.exact and b.exact and c.exact  # merging changes neither input
+
+
+def test_an_exact_sketch_copies_its_input_and_counts_it_once():
+    rng = np.random.default_rng(42)
+    x, gids = relu_like(rng, 50, 8), rng.integers(0, 2, (50, 3))
+    spec = spec_of(8, 2)
+    sk = LayerSketch(spec)
+    sk.update(x, gids)
+    want = one_pass(spec, x.copy(), gids)
+    x[:] = 7.0  # the caller reuses its buffer
+    assert_summaries_identical(sk.finalize(), want)
+    # three groupings refer to one copy of the batch
+    assert x.nbytes <= sk.nbytes - LayerSketch(spec).nbytes < 2 * x.nbytes
+
+
+def test_restoring_an_exact_summary_rebuilds_its_values():
+    rng = np.random.default_rng(43)
+    x = mixed_data(rng, 120, 4)
+    x[3, 0], x[4, 1] = 1e-30, -1e-30  # underflow bins: the values are not kept, their bins are
+    gids = rng.integers(0, 3, 120)
+    spec = spec_of(4, 3, GridSpec(exact_values=110))
+    s = one_pass(spec, x[:100], gids[:100])
+    restored = LayerSketch.from_summary(s, spec)
+    assert restored.exact
+    assert_summaries_identical(restored.finalize(), s)
+    restored.update(x[100:], gids[100:])  # 120 values: past the limit, folded
+    assert not restored.exact
+    assert_summaries_identical(restored.finalize(), one_pass(spec, x, gids))
+    # a summary whose counts do not add up to its totals is refused, not folded silently
+    damaged = dataclasses.replace(s, counts=s.counts.copy())
+    damaged.counts[0, 0, zero_bin(s)[0]] += 1
+    with pytest.raises(ValueError, match="do not add up"):
+        LayerSketch.from_summary(damaged, spec)

@@ -19,7 +19,7 @@ from strategies import assert_summaries_identical
 
 import ndstream
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec
-from ndstream.store import LayerMeta, StoreMeta, write_store
+from ndstream.store import FORMAT_VERSION, LayerMeta, StoreMeta, write_store
 
 SUMMARY_ARRAYS = {
     "counts": "counts",
@@ -258,7 +258,7 @@ def test_open_unsupported_format_version(tmp_path, digits_store_path) -> None:
     with pytest.raises(ndstream.StoreError) as info:
         ndstream.open_store(path)
     message = str(info.value)
-    assert "999" in message and "version 1" in message and "upgrade" in message
+    assert "999" in message and f"version {FORMAT_VERSION}" in message and "upgrade" in message
     ndstream.open_store(digits_store_path)  # the original is untouched and still opens
 
 

@@ -128,6 +128,8 @@ def update_counts(
     res: np.ndarray,
     exp_lo: int,
     exp_hi: int,
+    budget: int,
+    min_res: int,
     missed: np.ndarray,
     sweep: bool,
     sink: np.ndarray,
@@ -138,7 +140,10 @@ def update_counts(
     the batch has a page (see :func:`assign_pages`). Neuron ``n``'s keys are taken at its
     resolution ``res[n]`` (see :func:`key_limits`). A neuron with a key outside its windows
     is left untouched and flagged in ``missed``; the caller widens its windows (see
-    :func:`batch_key_ranges`) and calls again for those neurons only. Returns the number of
+    :func:`batch_key_ranges`) and calls again for those neurons only. A neuron above the
+    coarsest resolution ``min_res`` may only use the first ``budget`` slots of a window:
+    windows grow past the budget for neurons that cannot coarsen further, and a finer
+    neuron whose keys spread that wide must coarsen instead. Returns the number of
     misses. With ``sweep``, each neuron's pages are read a cache line at a time before its
     increments (``sink`` receives the sum read, so the reads stay).
 
@@ -168,6 +173,7 @@ def update_counts(
             n = neurons[first + t]
             po = pos_off[n]
             no = neg_off[n]
+            lp, ln = (wp, wn) if res[n] <= min_res else (min(wp, budget), min(wn, budget))
             shift, key_base, key_top = key_limits(res[n], exp_lo, exp_hi)
             bad = 0
             # Branch-free on the common path: half the values of a ReLU layer are exact zeros
@@ -182,7 +188,7 @@ def update_counts(
                 key = min(max(mag >> shift, key_base), key_top) - key_base
                 neg = b >> 31  # -1 for negative values, else 0: a mask for branch-free selects
                 rel = key - (po + (neg & (no - po)))
-                width = wp + (neg & (wn - wp))
+                width = lp + (neg & (ln - lp))
                 nonzero = int(mag != 0)
                 bad = bad | (nonzero & int((rel < 0) | (rel >= width)))
                 slots[t, r] = nonzero * (N_SPECIAL + rel + (neg & wp))
@@ -500,9 +506,6 @@ def bin_edges(
     """
     for n in range(res.shape[0]):
         m = res[n]
-        base = (exp_lo << m) - 1
-        top = exp_hi << m
-        per_octave = 1 << m
         z = n_neg[n]
         lower[n, z] = 0.0
         upper[n, z] = 0.0
@@ -510,22 +513,68 @@ def bin_edges(
             if b == z:
                 continue
             key = neg_hi[n] - b if b < z else pos_lo[n] + b - z - 1
-            raw = key + base
-            if key == 0:
-                lo, hi = 0.0, np.ldexp(1.0, exp_lo - 127)
-            elif raw >= top:
-                lo, hi = np.ldexp(1.0, exp_hi - 127), _F32_MAX
-            else:
-                scale = np.ldexp(1.0, (raw >> m) - 127)
-                mantissa = raw & (per_octave - 1)
-                lo = scale * (1.0 + mantissa / per_octave)
-                # With max_exponent=128 the top bin ends at 2**128, past float32: all finite
-                # values below it are at most float32 max, which is the exact edge.
-                hi = min(scale * (1.0 + (mantissa + 1) / per_octave), _F32_MAX)
+            lo, hi = _magnitude_edges(key, m, exp_lo, exp_hi)
             if b < z:  # negative bins mirror positive ones
                 lower[n, b], upper[n, b] = -hi, -lo
             else:
                 lower[n, b], upper[n, b] = lo, hi
+
+
+@jit
+def _magnitude_edges(key: int, m: int, exp_lo: int, exp_hi: int) -> tuple[float, float]:
+    """Lower and upper magnitude edges of rebased key ``key`` at resolution ``m``."""
+    base = (exp_lo << m) - 1
+    raw = key + base
+    if key == 0:
+        return 0.0, np.ldexp(1.0, exp_lo - 127)
+    if raw >= exp_hi << m:
+        return np.ldexp(1.0, exp_hi - 127), _F32_MAX
+    per_octave = 1 << m
+    scale = np.ldexp(1.0, (raw >> m) - 127)
+    mantissa = raw & (per_octave - 1)
+    lo = scale * (1.0 + mantissa / per_octave)
+    # With max_exponent=128 the top bin ends at 2**128, past float32: all finite values
+    # below it are at most float32 max, which is the exact edge.
+    return lo, min(scale * (1.0 + (mantissa + 1) / per_octave), _F32_MAX)
+
+
+@jit
+def exact_edges(
+    uniq: np.ndarray,
+    n_bins: np.ndarray,
+    m: int,
+    exp_lo: int,
+    exp_hi: int,
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> None:
+    """Edges of the bins of :func:`exact_axes` at resolution ``m``; both must come in NaN."""
+    for n in range(uniq.shape[0]):
+        for b in range(n_bins[n]):
+            c = uniq[n, b]
+            if c == ZERO_CODE:
+                lower[n, b], upper[n, b] = 0.0, 0.0
+            elif c >= 0:
+                lower[n, b], upper[n, b] = _magnitude_edges(c, m, exp_lo, exp_hi)
+            else:
+                lo, hi = _magnitude_edges(ZERO_CODE - 1 - c, m, exp_lo, exp_hi)
+                lower[n, b], upper[n, b] = -hi, -lo
+
+
+@jit
+def _single_value(lower: float, upper: float) -> float:
+    """The one float32 a bin holds, or NaN when it may hold more than one.
+
+    A positive bin ``[lower, upper)`` one float32 step wide holds only ``lower``, a negative
+    bin ``(lower, upper]`` one step wide only ``upper``: the finest bins, where values are
+    kept exactly. Spreading such a bin's count over its width would move its values off
+    their one possible value.
+    """
+    if upper > 0 and np.float64(np.nextafter(np.float32(lower), np.float32(np.inf))) == upper:
+        return lower
+    if lower < 0 and np.float64(np.nextafter(np.float32(upper), np.float32(-np.inf))) == lower:
+        return upper
+    return np.nan
 
 
 @jit
@@ -551,6 +600,9 @@ def _order_statistic(
     if k == n_finite - 1:
         return vmax
     j = np.searchsorted(cum, k, side="right")
+    single = _single_value(lower[j], upper[j])
+    if not np.isnan(single):
+        return single
     before = cum[j - 1] if j > 0 else 0.0
     lo = max(lower[j], vmin)
     hi = min(upper[j], vmax)
@@ -646,10 +698,13 @@ def ranks(
                 continue
             lo = max(lower[n, j], mins[n])
             hi = min(upper[n, j], maxs[n])
-            if hi <= lo:  # a point mass: the zero bin, or a bin holding one distinct value
-                if v > lo:
+            point = _single_value(lower[n, j], upper[n, j])
+            if np.isnan(point) and hi <= lo:  # the zero bin, or all at the min or the max
+                point = lo
+            if not np.isnan(point):
+                if v > point:
                     below += c
-                elif v == lo:
+                elif v == point:
                     below += 0.5 * c
             elif v >= hi:
                 below += c
@@ -697,3 +752,128 @@ def rebin(
                 if overlap > 0:
                     out[n, k] += c * overlap / width
                 k += 1
+
+
+# -- exact mode: a layer's values kept as they are, until there are too many ------------------
+
+# A finite value's code is below 2**32 in magnitude; non-finite values sort after all of them,
+# and ``code - NAN_CODE`` indexes ``(nan, posinf, neginf)``.
+NAN_CODE = 1 << 33
+POSINF_CODE = NAN_CODE + 1
+NEGINF_CODE = NAN_CODE + 2
+ZERO_CODE = -1
+ENTRY_BITS = 28  # a packed code keeps the value's entry number in its low bits
+MAX_ENTRIES = 1 << ENTRY_BITS
+
+
+@jit
+def exact_codes(x: np.ndarray, m: int, exp_lo: int, exp_hi: int, out: np.ndarray) -> None:
+    """``out[n, e]``: the code of ``x[e, n]``'s bin at resolution ``m``, packed with ``e``.
+
+    A positive value's code is its rebased magnitude key (0 and up), a negative value's is
+    ``-2 - key`` (so larger magnitudes sort first), an exact zero's is :data:`ZERO_CODE`, and
+    NaN, +Inf and -Inf get :data:`NAN_CODE`, :data:`POSINF_CODE` and :data:`NEGINF_CODE`.
+    The packed value is ``code << ENTRY_BITS | e``: sorting a row sorts by code and keeps
+    track of the entries. ``x`` may have at most :data:`MAX_ENTRIES` rows.
+    """
+    shift, key_base, key_top = key_limits(m, exp_lo, exp_hi)
+    xbits = x.view(np.int32)
+    n_neurons = x.shape[1]
+    # A block of neurons at a time: each row of x is read a cache line at a time, and each
+    # neuron's row of codes is written in order.
+    for first in range(0, n_neurons, BLOCK):
+        last = min(first + BLOCK, n_neurons)
+        for e in range(x.shape[0]):
+            for n in range(first, last):
+                b = xbits[e, n]
+                mag = b & _ABS_MASK
+                if mag >= _INF_BITS:
+                    code = NAN_CODE if mag > _INF_BITS else (POSINF_CODE if b >= 0 else NEGINF_CODE)
+                elif mag == 0:
+                    code = ZERO_CODE
+                else:
+                    key = min(max(mag >> shift, key_base), key_top) - key_base
+                    code = key if b >= 0 else -2 - key
+                out[n, e] = (code << ENTRY_BITS) | e
+
+
+@jit
+def exact_axes(
+    packed: np.ndarray, uniq: np.ndarray, n_neg: np.ndarray, n_pos: np.ndarray, bins: np.ndarray
+) -> None:
+    """Each neuron's distinct finite codes, ascending, with the zero code always among them.
+
+    ``packed[n]`` is neuron ``n``'s row of :func:`exact_codes`, sorted. Neuron ``n``'s bins
+    are ``uniq[n, :n_neg[n] + 1 + n_pos[n]]``: ``n_neg[n]`` negative codes,
+    :data:`ZERO_CODE`, then ``n_pos[n]`` positive codes; ``uniq`` needs one column more than
+    ``packed``. ``bins[n, e]`` receives the bin of entry ``e``, or -1, -2, -3 for NaN, +Inf
+    and -Inf.
+    """
+    mask = MAX_ENTRIES - 1
+    for n in range(packed.shape[0]):
+        k = 0
+        zero = -1
+        for p in packed[n]:
+            c = p >> ENTRY_BITS
+            e = p & mask
+            if c >= NAN_CODE:
+                bins[n, e] = -1 - (c - NAN_CODE)
+                continue
+            if zero < 0 and c >= ZERO_CODE:
+                zero = k
+                uniq[n, k] = ZERO_CODE
+                k += 1
+            if c == ZERO_CODE:
+                bins[n, e] = zero
+                continue
+            if k == 0 or uniq[n, k - 1] != c:
+                uniq[n, k] = c
+                k += 1
+            bins[n, e] = k - 1
+        if zero < 0:
+            zero = k
+            uniq[n, k] = ZERO_CODE
+            k += 1
+        n_neg[n] = zero
+        n_pos[n] = k - zero - 1
+
+
+@jit
+def exact_counts(
+    bins: np.ndarray, gids: np.ndarray, slot: np.ndarray, dst: np.ndarray, specials: np.ndarray
+) -> None:
+    """Count each value ``[n, e]`` of group ``gids[e]`` in its bin (see :func:`exact_axes`).
+
+    Group ``g`` lands at ``dst[n, slot[g], bin]`` (skipped when ``slot[g] < 0``), its
+    non-finite values at ``specials[n, slot[g], (nan, posinf, neginf)]``; both must come in
+    zeroed.
+    """
+    for n in range(bins.shape[0]):
+        for e in range(bins.shape[1]):
+            s = slot[gids[e]]
+            if s < 0:
+                continue
+            b = bins[n, e]
+            if b >= 0:
+                dst[n, s, b] += 1
+            else:
+                specials[n, s, -1 - b] += 1
+
+
+@jit
+def fold_min_max(x: np.ndarray, gids: np.ndarray, mins: np.ndarray, maxs: np.ndarray) -> None:
+    """Fold the finite values of ``x[row, neuron]`` into ``mins`` and ``maxs[neuron, group]``.
+
+    Row ``r`` counts in each group ``gids[r, p]``. -0.0 counts as +0.0, as in
+    :func:`update_counts`, so the result does not depend on the order of the values.
+    """
+    for r in range(x.shape[0]):
+        for p in range(gids.shape[1]):
+            g = gids[r, p]
+            for n in range(x.shape[1]):
+                v = x[r, n] + np.float32(0.0)
+                if v - v == 0:  # finite: NaN and infinities give NaN
+                    if v < mins[n, g]:
+                        mins[n, g] = v
+                    if v > maxs[n, g]:
+                        maxs[n, g] = v

@@ -13,6 +13,11 @@ min and max. Counters start as uint16 and widen to uint32 and uint64 only when a
 count could overflow them. A ReLU layer with a 64-bin budget costs about
 ``(4 + 64..128) * 2 + 12`` bytes per (neuron, group).
 
+Few values: until each neuron has seen more than ``spec.exact_values`` values, the sketch keeps
+them all (the rows as they came, one array per batch and grouping) and its summary lists every
+distinct value as its own bin at the finest resolution; the first update past that folds them
+onto the windows. Which form the state takes depends only on how many values there are.
+
 Determinism: merging is integer addition plus min/max, and a neuron's resolution is the finest
 at which all its data fits the budget, so the finalized
 :class:`~ndstream.sketch.summary.Summary` is bit-identical for any split, order or batching of
@@ -68,6 +73,11 @@ class SketchSpec:
     def max_bins(self) -> int:
         """Bins per sign a neuron may span before the layer coarsens (see :class:`GridSpec`)."""
         return self.grid.bins_budget(self.n_neurons, len(self.groups))
+
+    @property
+    def exact_values(self) -> int:
+        """Values per neuron kept exactly before they are folded (see :class:`GridSpec`)."""
+        return self.grid.exact_budget(self.n_neurons, len(self.groups))
 
     def diff(self, other: SketchSpec) -> list[str]:
         """Human-readable differences between two specs (empty when equal)."""
@@ -154,6 +164,9 @@ class LayerSketch:
         self.res = np.full(n, spec.grid.mantissa_bits, dtype=np.int32)
         self._sink = np.zeros(1, dtype=np.uint64)  # keeps the page sweep from being optimised out
         self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
+        # Exact mode: (values [rows, neuron], group ids [rows]) as they came; see the module doc.
+        self.exact = True
+        self._kept: list[tuple[np.ndarray, np.ndarray]] = []
 
     @classmethod
     def from_summary(cls, summary: Summary, spec: SketchSpec) -> LayerSketch:
@@ -185,6 +198,14 @@ class LayerSketch:
             )  # fmt: skip
         grid = spec.grid
         sketch = cls(spec)
+        sketch.totals = np.asarray(summary.totals, dtype=np.int64).copy()
+        finite = ~np.isnan(summary.mins)
+        sketch.mins = np.where(finite, summary.mins, np.inf).astype(np.float32)
+        sketch.maxs = np.where(finite, summary.maxs, -np.inf).astype(np.float32)
+        if int(sketch.totals.sum()) <= spec.exact_values:
+            sketch._kept = _values_of(summary)
+            return sketch
+        sketch.exact = False
         res = np.asarray(summary.resolution, dtype=np.int32)
         lower, upper = summary.lower, summary.upper
         n_neg = np.argmax((lower == 0) & (upper == 0), axis=1)  # the zero bin's index
@@ -200,7 +221,6 @@ class LayerSketch:
         sketch.neg_off = np.where(n_neg > 0, neg_top - n_neg + 1, 0).astype(np.int32)
         sketch.wp = int(n_pos.max(initial=0))
         wn = int(n_neg.max(initial=0))
-        sketch.totals = np.asarray(summary.totals, dtype=np.int64).copy()
         seen = np.broadcast_to(sketch.totals > 0, sketch.page.shape)
         sketch.n_pages = int(seen.sum())
         sketch.page[seen] = np.arange(sketch.n_pages, dtype=np.int32)
@@ -212,9 +232,6 @@ class LayerSketch:
             summary.counts, summary.nan, summary.posinf, summary.neginf, sketch.page,
             n_neg.astype(np.int64), n_pos.astype(np.int64), sketch.wp, sketch.pool,
         )  # fmt: skip
-        finite = ~np.isnan(summary.mins)
-        sketch.mins = np.where(finite, summary.mins, np.inf).astype(np.float32)
-        sketch.maxs = np.where(finite, summary.maxs, -np.inf).astype(np.float32)
         return sketch
 
     # -- state -------------------------------------------------------------------------------
@@ -231,7 +248,9 @@ class LayerSketch:
             self.page, self.pool, self.mins, self.maxs,
             self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
-        return sum(a.nbytes for a in arrays)
+        # A batch's values are kept once, however many groupings refer to them.
+        kept = {id(a): a.nbytes for pair in self._kept for a in pair}
+        return sum(a.nbytes for a in arrays) + sum(kept.values())
 
     def _occupied(self, neurons: np.ndarray | None = None) -> np.ndarray:
         """Key ranges ``[neuron, 4]`` (pos lo, pos hi, neg lo, neg hi) with nonzero counts."""
@@ -280,8 +299,45 @@ class LayerSketch:
             raise ValueError(
                 f"group ids must lie in [0, {n_groups}), got [{gids.min()}, {gids.max()}]"
             )
-        added = np.bincount(gids.ravel(), minlength=n_groups).astype(np.int64)
-        self._ensure_width(int((self.totals + added).max()))
+        totals = self.totals + np.bincount(gids.ravel(), minlength=n_groups).astype(np.int64)
+        if self.exact and int(totals.sum()) <= self.spec.exact_values:
+            self._keep(x, gids)
+        else:
+            self._ensure_width(int(totals.max()))
+            if self.exact:
+                self._fold_kept()
+            self._fold(x, gids, cold)
+        self.totals = totals
+
+    def _keep(self, x: np.ndarray, gids: np.ndarray) -> None:
+        """Exact mode: keep a copy of the batch (the caller may reuse its buffer)."""
+        x = x.copy()
+        k.fold_min_max(x, gids, self.mins, self.maxs)
+        self._kept.extend((x, np.ascontiguousarray(gids[:, p])) for p in range(gids.shape[1]))
+
+    def _fold_kept(self) -> None:
+        """Leave exact mode: fold every kept value onto the grid (totals are already counted)."""
+        kept, self._kept, self.exact = self._kept, [], False
+        # Values rebuilt from a summary stand for their bins, not for the exact min and max.
+        mins, maxs = self.mins.copy(), self.maxs.copy()
+        for x, gids in kept:
+            self._fold(x, gids[:, None], cold=False)
+        self.mins, self.maxs = mins, maxs
+
+    def _folded(self) -> LayerSketch:
+        """This sketch out of exact mode: itself, or a folded copy."""
+        if not self.exact:
+            return self
+        out = LayerSketch(self.spec)
+        out._kept = list(self._kept)
+        out.mins, out.maxs, out.totals = self.mins.copy(), self.maxs.copy(), self.totals.copy()
+        out._ensure_width(int(out.totals.max(initial=0)))
+        out._fold_kept()
+        return out
+
+    def _fold(self, x: np.ndarray, gids: np.ndarray, cold: bool) -> None:
+        """Add a batch to the windows (counts, min and max; not the totals)."""
+        n, n_groups = self.spec.n_neurons, len(self.spec.groups)
         order, seg_group, seg_start = k.plan_groups(gids, n_groups)
         self._ensure_pages(k.new_pages_needed(self.page, seg_group))
         self.n_pages = k.assign_pages(self.page, seg_group, self.n_pages)
@@ -293,7 +349,8 @@ class LayerSketch:
             n_missed = k.update_counts(
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
                 self.mins, self.maxs, self.pos_off, self.neg_off,
-                self.wp, self.res, grid.exp_lo, grid.exp_hi, missed, cold, self._sink,
+                self.wp, self.res, grid.exp_lo, grid.exp_hi, self.spec.max_bins,
+                grid.min_mantissa_bits, missed, cold, self._sink,
             )  # fmt: skip
             if n_missed == 0:
                 break
@@ -304,7 +361,6 @@ class LayerSketch:
             missed[:] = False
         else:  # pragma: no cover - the grown windows hold every key by construction
             raise AssertionError("sketch windows failed to grow")
-        self.totals += added
 
     @property
     def count_dtype(self) -> np.dtype[Any]:
@@ -358,10 +414,13 @@ class LayerSketch:
 
         wp, wn = grown(int(width_p.max()), self.wp), grown(int(width_n.max()), self.wn)
         pos_off, neg_off = self.pos_off.copy(), self.neg_off.copy()
-        # Centre each window on its keys: activations drift both ways as data arrives.
+        # Centre each window on its keys: activations drift both ways as data arrives. A
+        # neuron that can still coarsen is centred in the first `budget` slots, all it may
+        # use (see k.update_counts).
         for off, lo, width, w in ((pos_off, 0, width_p, wp), (neg_off, 2, width_n, wn)):
             has = width > 0
-            off[moved[has]] = need[has, lo] - (w - width[has]) // 2
+            room = np.where(res[moved[has]] > grid.min_mantissa_bits, min(w, budget), w)
+            off[moved[has]] = need[has, lo] - (room - width[has]) // 2
         if (wp, wn) == (self.wp, self.wn):
             # Same widths: move only the neurons that changed, in place.
             k.move_windows(
@@ -395,8 +454,19 @@ class LayerSketch:
                 "cannot merge sketches with different specs: " + "; ".join(diff)
                 + ". Sketches merge only when they were made with the same layer, groups and grid."
             )  # fmt: skip
-        grid = self.spec.grid
         out = LayerSketch(self.spec)
+        out.totals = self.totals + other.totals
+        out.mins = np.minimum(self.mins, other.mins)
+        out.maxs = np.maximum(self.maxs, other.maxs)
+        if self.exact and other.exact and int(out.totals.sum()) <= self.spec.exact_values:
+            out._kept = self._kept + other._kept
+            return out
+        out.exact = False
+        return self._folded()._merge_folded(other._folded(), out)
+
+    def _merge_folded(self, other: LayerSketch, out: LayerSketch) -> LayerSketch:
+        """Add the windows of two folded sketches into ``out`` (totals, min and max already set)."""
+        grid = self.spec.grid
         res = np.minimum(self.res, other.res)
         ranges = _union(
             _coarsen_ranges(grid, self._occupied(), self.res, res),
@@ -411,7 +481,6 @@ class LayerSketch:
         used = (self.page >= 0) | (other.page >= 0)
         out.n_pages = int(used.sum())
         out.page[used] = np.arange(out.n_pages, dtype=np.int32)
-        out.totals = self.totals + other.totals
         dtype = max(self.pool.dtype, other.pool.dtype, key=lambda d: d.itemsize)
         out.pool = np.zeros((out.n_pages, k.N_SPECIAL + out.wp + wn), dtype=dtype)
         out._ensure_width(int(out.totals.max()))
@@ -420,19 +489,47 @@ class LayerSketch:
                 src.pool, src.page, src.pos_off, src.neg_off, src.wp, src.res,
                 out.pool, out.page, out.pos_off, out.neg_off, out.wp, out.res, grid.exp_lo,
             )  # fmt: skip
-        out.mins = np.minimum(self.mins, other.mins)
-        out.maxs = np.maximum(self.maxs, other.maxs)
         return out
 
     # -- finalize ----------------------------------------------------------------------------
 
     def bin_edges(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper edges ``[neuron, bin]`` of each neuron's bins (see :meth:`finalize`)."""
-        if self._axes is None:
-            self._axes = self._bin_axes(self._occupied())
-        return self._axes[3], self._axes[4]
+        axes = self._bin_axes()
+        return axes[-2], axes[-1]
 
-    def _bin_axes(self, r: np.ndarray) -> tuple[Any, ...]:
+    def _bin_axes(self) -> tuple[Any, ...]:
+        """Each neuron's bin axis, computed once until the next update; edges come last."""
+        if self._axes is None:
+            self._axes = self._exact_axes() if self.exact else self._grid_axes(self._occupied())
+        return self._axes
+
+    def _exact_axes(self) -> tuple[Any, ...]:
+        """Exact mode: every distinct value's finest bin, in the order of :meth:`finalize`."""
+        grid, n = self.spec.grid, self.spec.n_neurons
+        if self._kept:
+            x = np.concatenate([x for x, _ in self._kept])
+            gids = np.concatenate([g for _, g in self._kept])
+        else:
+            x, gids = np.zeros((0, n), dtype=np.float32), np.zeros(0, dtype=np.intp)
+        codes: np.ndarray = np.empty((n, x.shape[0]), dtype=np.int64)  # a neuron per row
+        k.exact_codes(x, grid.mantissa_bits, grid.exp_lo, grid.exp_hi, codes)
+        del x
+        codes.sort(axis=1)  # numpy's vectorised sort: several times Numba's
+        uniq = np.empty((n, codes.shape[1] + 1), dtype=np.int64)
+        n_neg, n_pos = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        # Each value's bin, once: finalize then counts a block of groups in one pass.
+        bins = np.empty(codes.shape, dtype=np.int32)
+        k.exact_axes(codes, uniq, n_neg, n_pos, bins)
+        del codes
+        n_bins = n_neg + 1 + n_pos
+        # float32 is exact: every edge is 2**e times a number of at most 24 significant bits.
+        lower = np.full((n, int(n_bins.max())), np.nan, dtype=np.float32)
+        upper = np.full_like(lower, np.nan)
+        k.exact_edges(uniq, n_bins, grid.mantissa_bits, grid.exp_lo, grid.exp_hi, lower, upper)
+        return bins, gids, lower, upper
+
+    def _grid_axes(self, r: np.ndarray) -> tuple[Any, ...]:
         """Each neuron's dense bin axis: negative bins, zero, positive bins, then padding."""
         grid = self.spec.grid
         width_p, width_n = _widths(r)
@@ -454,7 +551,8 @@ class LayerSketch:
 
         Each neuron has its own bin axis, in ascending value order: its negative bins, the
         zero bin, its positive bins, then padding (NaN edges, zero counts) up to the widest
-        neuron's length.
+        neuron's length. In exact mode the bins are those of the distinct values at the finest
+        resolution, with gaps between them; on the grid they are contiguous.
 
         Parameters
         ----------
@@ -463,17 +561,23 @@ class LayerSketch:
             groups can be written a block at a time.
         """
         idx = np.arange(len(self.spec.groups))[groups if groups is not None else slice(None)]
-        if self._axes is None:  # the same for every block of groups: compute it once
-            self._axes = self._bin_axes(self._occupied())
-        pos_lo, neg_hi, n_neg, lower, upper = self._axes
+        axes = self._bin_axes()  # the same for every block of groups: computed once
+        lower, upper = axes[-2], axes[-1]
         n = self.spec.n_neurons
-        page = np.ascontiguousarray(self.page[:, idx])
         dense = np.zeros((n, idx.size, lower.shape[1]), dtype=self.count_dtype)
         special = np.zeros((n, idx.size, 3), dtype=np.int64)
-        k.densify(
-            self.pool, page, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg,
-            dense, special,
-        )  # fmt: skip
+        if self.exact:
+            bins, gids = axes[:2]
+            slot = np.full(len(self.spec.groups), -1, dtype=np.intp)
+            slot[idx] = np.arange(idx.size)
+            k.exact_counts(bins, gids, slot, dense, special)
+        else:
+            pos_lo, neg_hi, n_neg = axes[:3]
+            page = np.ascontiguousarray(self.page[:, idx])
+            k.densify(
+                self.pool, page, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg,
+                dense, special,
+            )  # fmt: skip
         mins, maxs = self.mins[:, idx], self.maxs[:, idx]
         finite = mins <= maxs
         return Summary(
@@ -490,3 +594,38 @@ class LayerSketch:
             grid=self.spec.grid,
             resolution=self.res.copy(),
         )
+
+
+def _values_of(summary: Summary) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Values, one group at a time, that an exact summary counts: its finest bins' own values.
+
+    Each bin stands for the values it holds by one of them (its edge nearest zero, or half
+    the underflow bin's edge); NaN and the infinities stand for themselves.
+    """
+    lower = summary.lower.astype(np.float64)
+    upper = summary.upper.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # padding bins have NaN edges and no counts
+        rep = np.where(
+            lower > 0, lower, np.where(upper < 0, upper, np.where(upper > 0, upper, lower) / 2)
+        )
+    n = summary.counts.shape[0]
+    special = np.broadcast_to(np.array([np.nan, np.inf, -np.inf]), (n, 3))
+    values = np.concatenate([np.nan_to_num(rep, nan=0.0), special], axis=1).astype(np.float32)
+    out = []
+    for g in np.flatnonzero(summary.totals > 0):
+        counts = np.concatenate(
+            [
+                summary.counts[:, g, :].astype(np.int64),
+                np.stack([summary.nan[:, g], summary.posinf[:, g], summary.neginf[:, g]], axis=1),
+            ],
+            axis=1,
+        )
+        total = int(summary.totals[g])
+        if np.any(counts.sum(axis=1) != total):
+            raise ValueError(
+                f"group {summary.groups[g]!r}: the counts of some neurons do not add up to the "
+                f"group's total of {total} values; the summary is damaged"
+            )
+        flat = np.repeat(values.ravel(), counts.ravel())  # neuron by neuron
+        out.append((np.ascontiguousarray(flat.reshape(n, total).T), np.full(total, g, np.intp)))
+    return out

@@ -23,6 +23,14 @@ stays the weak case. See ``benchmarks/bench_accuracy.py`` for measured errors.
 Memory: a neuron costs one counter for each bin between the smallest and the largest key it
 has seen, per sign (see ``accumulator.py``): at most ``max_bins`` per sign unless the data spans
 more octaves than even the coarsest resolution fits.
+
+Few values: with a handful of values in each bin, the even spread assumed inside a bin is far
+from the truth (ten values in a bin may all sit in its lower half), and that sampling noise,
+not the bin width, sets the rank error. So a layer keeps every value, exactly, until each of
+its neurons has seen more than ``exact_values`` of them (over all groups); only then does it
+fold them onto the grid. Exact summaries use the finest resolution and list only the bins
+that hold values. Which form a summary takes depends on the number of values alone, so it is
+the same for any split of the data.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ __all__ = ["GridSpec"]
 _FLOAT32_BIAS = 127
 _SLOT_BUDGET = 1 << 24  # counters per layer and sign: 32 MB of uint16
 _MIN_BINS, _MAX_BINS = 64, 1024
+_MAX_EXACT = 1 << 28  # entries an exact summary can number (see _kernels.exact_codes)
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,10 @@ class GridSpec:
     max_bins
         Bins per sign a neuron may span before the layer coarsens; ``None`` sizes it from the
         layer (see :meth:`bins_budget`).
+    exact_values
+        Values per neuron (over all groups) a layer keeps exactly before it folds them onto
+        the grid; ``None`` is four times the layer's bin budget (see :meth:`exact_budget`),
+        0 folds from the first value.
     """
 
     mantissa_bits: int = 23
@@ -65,6 +78,7 @@ class GridSpec:
     min_exponent: int = -24
     max_exponent: int = 48
     max_bins: int | None = None
+    exact_values: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_mantissa_bits <= self.mantissa_bits <= 23:
@@ -79,6 +93,11 @@ class GridSpec:
             )
         if self.max_bins is not None and self.max_bins < 2:
             raise ConfigError(f"max_bins must be at least 2, got {self.max_bins}")
+        if self.exact_values is not None and not 0 <= self.exact_values <= _MAX_EXACT:
+            raise ConfigError(
+                f"exact_values must lie in [0, 2**28], got {self.exact_values}; a layer keeps "
+                "that many values per neuron in memory"
+            )
 
     def bins_budget(self, n_neurons: int, n_groups: int) -> int:
         """Bins per sign a neuron may span in a layer of this size before coarsening.
@@ -89,6 +108,17 @@ class GridSpec:
         if self.max_bins is not None:
             return self.max_bins
         return int(np.clip(_SLOT_BUDGET // max(1, n_neurons * n_groups), _MIN_BINS, _MAX_BINS))
+
+    def exact_budget(self, n_neurons: int, n_groups: int) -> int:
+        """Values per neuron a layer of this size keeps exactly before folding them.
+
+        Unless ``exact_values`` fixes it, four times :meth:`bins_budget`: an exact summary
+        then has at most four times the bins of a grid summary of one sign, and its values
+        cost about as much memory as the counters they replace.
+        """
+        if self.exact_values is not None:
+            return self.exact_values
+        return 4 * self.bins_budget(n_neurons, n_groups)
 
     @property
     def exp_lo(self) -> int:

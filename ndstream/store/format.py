@@ -10,7 +10,7 @@ from ..errors import StoreError
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LayerMeta", "StoreMeta"]
 
 FORMAT_NAME = "ndstream"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ROOT_ATTR = "ndstream"  # key of ndstream's metadata in the root group's attributes
 
 # Layer group arrays and their dimension names.

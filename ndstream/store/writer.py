@@ -178,12 +178,11 @@ class _Source:
             self.lower, self.upper = source.bin_edges()
             self.count_dtype = source.count_dtype
             self.resolution = source.res
-            self.has_data = np.asarray((source.page >= 0).any(axis=0))
         else:
             self.lower, self.upper = source.lower, source.upper
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
-            self.has_data = np.asarray(source.totals > 0)
+        self.has_data = np.asarray(source.totals > 0)
 
     def blocks(self, block: int) -> Iterator[tuple[int, Summary]]:
         """Finalized blocks of groups; blocks whose groups saw no data are skipped."""
