@@ -82,10 +82,10 @@ class WriteTimer:
         self.original = self.module.write_checkpoint
         self.calls: list[tuple[bool, float]] = []  # (final, seconds)
 
-    def _timed(self, path: Path, meta: Any, summaries: Any) -> Any:
+    def _timed(self, path: Path, meta: Any, *args: Any) -> Any:
         start = time.perf_counter()
         try:
-            return self.original(path, meta, summaries)
+            return self.original(path, meta, *args)
         finally:
             self.calls.append((bool(meta.complete), time.perf_counter() - start))
 
