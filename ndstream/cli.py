@@ -144,10 +144,14 @@ def describe(store: object) -> str:
     width = max(len(layer.name) for layer in m.layers)
     for layer in m.layers:
         shape = "x".join(str(s) for s in layer.output_shape) or "scalar"
+        values = sum(store.counts(layer.name).values())
+        if values <= store.grid.exact_budget(layer.n_neurons, len(m.groups)):
+            form = "every value kept exactly"
+        else:
+            form = f"{_bins_per_octave(store.resolution(layer.name))} bins/octave"
         lines.append(
             f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
-            f"  output {shape}  {layer.values_per_sample} value(s)/sample"
-            f"  {_bins_per_octave(store.resolution(layer.name))} bins/octave"
+            f"  output {shape}  {layer.values_per_sample} value(s)/sample  {form}"
         )
     first = m.layers[0].name
     counts = [store.count(first, g) for g in m.groups]

@@ -238,13 +238,22 @@ def test_cli_info_via_console_script(cli_store, cli_env) -> None:
     out = result.stdout
     store = ndstream.open_store(path)
     lines = out.splitlines()
+    forms = []
     for layer in store.layers:
         (line,) = [line for line in lines if line.split()[:1] == [layer]]
-        # each layer's bins per octave: 2**resolution, a range when its neurons differ
         res = store.resolution(layer)
-        lo, hi = 2 ** int(res.min()), 2 ** int(res.max())
-        want = f"{lo} bins/octave" if lo == hi else f"{lo}-{hi} bins/octave"
+        n_values = sum(store.counts(layer).values())  # per neuron, over all groups
+        if n_values <= store.grid.exact_budget(store.n_neurons(layer), len(store.groups)):
+            # kept exactly: every neuron at the finest resolution
+            assert np.all(res == store.grid.mantissa_bits), layer
+            want = "every value kept exactly"
+        else:
+            # each layer's bins per octave: 2**resolution, a range when its neurons differ
+            lo, hi = 2 ** int(res.min()), 2 ** int(res.max())
+            want = f"{lo} bins/octave" if lo == hi else f"{lo}-{hi} bins/octave"
+        forms.append(want == "every value kept exactly")
         assert line.endswith(want), (line, want)
+    assert any(forms)  # 300 samples in 3 groupings: 900 values per neuron, kept exactly
     for group in store.groups:
         assert f"{group} (" in out, group
     assert "300 / 300 samples" in out
