@@ -113,8 +113,9 @@ class GridSpec:
         """Values per neuron a layer of this size keeps exactly before folding them.
 
         Unless ``exact_values`` fixes it, four times :meth:`bins_budget`: an exact summary
-        then has at most four times the bins of a grid summary of one sign, and its values
-        cost about as much memory as the counters they replace.
+        then has at most four times the bins of a grid summary of one sign, and a neuron's
+        kept values (4 bytes each, at most 16 KB) cost as much memory as the counters of four
+        groups spanning the full budget in both signs.
         """
         if self.exact_values is not None:
             return self.exact_values
