@@ -1357,9 +1357,15 @@ def test_an_exact_sketch_copies_its_input_and_counts_it_once():
     spec = spec_of(8, 2)
     sk = LayerSketch(spec)
     sk.update(x, gids)
-    want = one_pass(spec, x.copy(), gids)
-    x[:] = 7.0  # the caller reuses its buffer
+    want = one_pass(spec, x.copy(), gids.copy())
+    x[:] = 7.0  # the caller reuses its buffers
+    gids[:] = 0
     assert_summaries_identical(sk.finalize(), want)
+    one_d, x1, g1 = LayerSketch(spec), relu_like(rng, 20, 8), rng.integers(0, 2, 20)
+    one_d.update(x1, g1)
+    want1 = one_pass(spec, x1.copy(), g1.copy())
+    g1[:] = 1 - g1  # 1-d ids: the sketch must not keep a view of them
+    assert_summaries_identical(one_d.finalize(), want1)
     # three groupings refer to one copy of the batch
     assert x.nbytes <= sk.nbytes - LayerSketch(spec).nbytes < 2 * x.nbytes
 

@@ -14,7 +14,7 @@ count could overflow them. A ReLU layer with a 64-bin budget costs about
 ``(4 + 64..128) * 2 + 12`` bytes per (neuron, group).
 
 Few values: until each neuron has seen more than ``spec.exact_values`` values, the sketch keeps
-them all (the rows as they came, one array per batch and grouping) and its summary lists every
+them all (each batch as it came, with its group ids) and its summary lists every
 distinct value as its own bin at the finest resolution; the first update past that folds them
 onto the windows. Which form the state takes depends only on how many values there are.
 
@@ -164,7 +164,7 @@ class LayerSketch:
         self.res = np.full(n, spec.grid.mantissa_bits, dtype=np.int32)
         self._sink = np.zeros(1, dtype=np.uint64)  # keeps the page sweep from being optimised out
         self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
-        # Exact mode: (values [rows, neuron], group ids [rows]) as they came; see the module doc.
+        # Exact mode: (values [rows, neuron], group ids [rows, groupings]) as they came.
         self.exact = True
         self._kept: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -248,9 +248,8 @@ class LayerSketch:
             self.page, self.pool, self.mins, self.maxs,
             self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
-        # A batch's values are kept once, however many groupings refer to them.
-        kept = {id(a): a.nbytes for pair in self._kept for a in pair}
-        return sum(a.nbytes for a in arrays) + sum(kept.values())
+        kept = sum(x.nbytes + gids.nbytes for x, gids in self._kept)
+        return sum(a.nbytes for a in arrays) + kept
 
     def _occupied(self, neurons: np.ndarray | None = None) -> np.ndarray:
         """Key ranges ``[neuron, 4]`` (pos lo, pos hi, neg lo, neg hi) with nonzero counts."""
@@ -310,10 +309,10 @@ class LayerSketch:
         self.totals = totals
 
     def _keep(self, x: np.ndarray, gids: np.ndarray) -> None:
-        """Exact mode: keep a copy of the batch (the caller may reuse its buffer)."""
-        x = x.copy()
+        """Exact mode: keep a copy of the batch (the caller may reuse its buffers)."""
+        x, gids = x.copy(), gids.copy()
         k.fold_min_max(x, gids, self.mins, self.maxs)
-        self._kept.extend((x, np.ascontiguousarray(gids[:, p])) for p in range(gids.shape[1]))
+        self._kept.append((x, gids))
 
     def _fold_kept(self) -> None:
         """Leave exact mode: fold every kept value onto the grid (totals are already counted)."""
@@ -321,7 +320,7 @@ class LayerSketch:
         # Values rebuilt from a summary stand for their bins, not for the exact min and max.
         mins, maxs = self.mins.copy(), self.maxs.copy()
         for x, gids in kept:
-            self._fold(x, gids[:, None], cold=False)
+            self._fold(x, gids, cold=False)
         self.mins, self.maxs = mins, maxs
 
     def _folded(self) -> LayerSketch:
@@ -507,9 +506,9 @@ class LayerSketch:
     def _exact_axes(self) -> tuple[Any, ...]:
         """Exact mode: every distinct value's finest bin, in the order of :meth:`finalize`."""
         grid, n = self.spec.grid, self.spec.n_neurons
-        if self._kept:
-            x = np.concatenate([x for x, _ in self._kept])
-            gids = np.concatenate([g for _, g in self._kept])
+        if self._kept:  # one entry per value: a row counts once in each of its groupings
+            x = np.concatenate([x for x, g in self._kept for _ in range(g.shape[1])])
+            gids = np.concatenate([g[:, p] for _, g in self._kept for p in range(g.shape[1])])
         else:
             x, gids = np.zeros((0, n), dtype=np.float32), np.zeros(0, dtype=np.intp)
         codes: np.ndarray = np.empty((n, x.shape[0]), dtype=np.int64)  # a neuron per row
@@ -627,5 +626,7 @@ def _values_of(summary: Summary) -> list[tuple[np.ndarray, np.ndarray]]:
                 f"group's total of {total} values; the summary is damaged"
             )
         flat = np.repeat(values.ravel(), counts.ravel())  # neuron by neuron
-        out.append((np.ascontiguousarray(flat.reshape(n, total).T), np.full(total, g, np.intp)))
+        out.append(
+            (np.ascontiguousarray(flat.reshape(n, total).T), np.full((total, 1), g, np.intp))
+        )
     return out
