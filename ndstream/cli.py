@@ -153,8 +153,7 @@ def describe(store: object) -> str:
             f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
             f"  output {shape}  {layer.values_per_sample} value(s)/sample  {form}"
         )
-    first = m.layers[0].name
-    counts = [store.count(first, g) for g in m.groups]
+    counts = list(store.counts(m.layers[0].name).values())  # one read, however many groups
     lines.append(f"groups     {len(m.groups)}")
     for grouping in dict.fromkeys(m.groupings):
         members = [
