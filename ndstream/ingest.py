@@ -36,7 +36,7 @@ from .fingerprint import dataset_fingerprint, model_fingerprint
 from .groups import Grouping, GroupLayout, resolve_groupings
 from .instances import InstanceRecorder, InstanceSpec, InstanceTable
 from .resume import Prior, RunIdentity, prepare
-from .sketch import GridSpec, LayerSketch, SketchSpec
+from .sketch import GridSpec, LayerSketch, SketchSpec, update_threads
 from .store import LayerMeta, Store, StoreMeta, open_store
 from .store.snapshots import StoreLock, never_committed, remove_unfinished
 from .store.writer import write_checkpoint
@@ -266,6 +266,10 @@ class _Run:
         self.infos: dict[str, LayerInfo] = {}
         self.pending = _PendingBatches()
         self.updates = SerialWorker()  # sketch updates overlap the next forward pass
+        if device.type == "cpu":
+            # The forward passes keep every core busy: the updates beside them get one thread,
+            # not a team whose idle members would spin against torch's own threads.
+            self.updates.submit(update_threads, 1)
         self.instance_spec = instances
         self.recorder: InstanceRecorder | None = None
 
@@ -538,8 +542,7 @@ def _update_sketches(
         values = np.concatenate([acts[name] for acts, _ in batches])
         b, per_sample, n = values.shape
         rows = np.repeat(gids, per_sample, axis=0) if per_sample > 1 else gids
-        # Forward passes ran since this layer's last update and evicted its sketch state.
-        sketches[name].update(values.reshape(b * per_sample, n), rows, cold=True)
+        sketches[name].update(values.reshape(b * per_sample, n), rows)
 
 
 def _exact_names(

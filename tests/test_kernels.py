@@ -359,7 +359,7 @@ def test_plan_groups_is_stable_sort():
 # -- update_counts ----------------------------------------------------------------------------
 
 
-def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=False, budget=2**30):
+def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=2**30):
     """Call ``update_counts`` at resolution ``m`` (an int, or one per neuron) on a fresh paged
     state, with a bin budget that limits neurons finer than ``grid.min_mantissa_bits``;
     returns the dense view of the pages."""
@@ -377,8 +377,7 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, sweep=F
     n_missed = k.update_counts(
         x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
         np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
-        grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed, sweep,
-        np.zeros(1, dtype=np.uint64),
+        grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed,
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...
     used = page[page >= 0]
@@ -397,15 +396,14 @@ X42 = np.array([[1.0, -0.0], [1.125, np.nan], [-1.0, np.inf], [0.0, -np.inf]], d
 G42 = np.array([[0], [1], [0], [1]], dtype=np.intp)
 
 
-@pytest.mark.parametrize("sweep", [False, True])
-def test_update_counts_by_hand(sweep):
+def test_update_counts_by_hand():
     g = GridSpec()
     key_1 = (0 + F32_BIAS) * 8 + 0 - g.key_base(M3)  # 1.0 and -1.0 (8 bins per octave)
     key_1125 = (0 + F32_BIAS) * 8 + 1 - g.key_base(M3)  # 1.125
     wp, wn = 2, 1
     # neuron 0: positive window holds keys [key_1, key_1 + 1], negative window key_1
     n_missed, counts, mins, maxs, missed, page = _run_update(
-        X42, G42, 2, [key_1, 0], [key_1, 0], wp, wn, g, sweep=sweep
+        X42, G42, 2, [key_1, 0], [key_1, 0], wp, wn, g
     )
     assert n_missed == 0 and not missed.any()
     # pages are handed out before the update, neuron by neuron, group by group
@@ -489,6 +487,28 @@ def test_update_counts_counts_each_grouping():
     np.testing.assert_array_equal(counts[0, :, k.N_SPECIAL], [1, 1, 2])
     np.testing.assert_array_equal(mins[0], [0.0, 1.0, 1.0])
     np.testing.assert_array_equal(maxs[0], [1.0, 1.0, 1.0])
+
+
+def test_update_counts_min_max_of_extreme_values():
+    # Min and max follow the float order of the finite values in every grouping, whatever
+    # their magnitude: float32's extremes, subnormals, and -0.0 (kept as +0.0); NaN and the
+    # infinities never count.
+    big, tiny = np.finfo(np.float32).max, np.float32(1e-45)
+    col = np.array([-big, big, tiny, -tiny, -0.0, np.nan, np.inf, -np.inf, 3.5, -2.25], np.float32)
+    gids = np.stack([np.arange(col.size) % 2, np.full(col.size, 2)], axis=1).astype(np.intp)
+    g = GridSpec()
+    wide = (g.max_exponent - g.min_exponent) * 8 + 2  # every key at 8 bins per octave
+    n_missed, counts, mins, maxs, _, _ = _run_update(col[:, None], gids, 3, [0], [0], wide, wide, g)
+    assert n_missed == 0
+    for group, rows in ((0, col[0::2]), (1, col[1::2]), (2, col)):
+        finite = rows[np.isfinite(rows)]
+        assert mins[0, group] == finite.min() and maxs[0, group] == finite.max()
+        assert counts[0, group].sum() == rows.size
+    assert mins[0, 0] == -big and maxs[0, 1] == big and maxs[0, 0] == np.float32(3.5)
+    # a lone -0.0: min and max are +0.0
+    zero_only = _run_update(np.array([[-0.0]], np.float32), gids[:1], 3, [0], [0], 1, 1, g)
+    assert zero_only[2][0, 0] == 0.0 and not np.signbit(zero_only[2][0, 0])
+    assert not np.signbit(zero_only[3][0, 0])
 
 
 def test_new_pages_needed():

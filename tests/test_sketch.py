@@ -8,8 +8,10 @@ approximate queries (quantile, cdf, histogram) against the error bound documente
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -31,7 +33,7 @@ from strategies import (
 )
 
 from ndstream.errors import ConfigError, SpecMismatchError
-from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary
+from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary, update_threads
 from ndstream.sketch import grid as grid_module
 
 HYP = settings(max_examples=25, deadline=None)
@@ -1090,18 +1092,33 @@ def test_windows_grow_with_drifting_scale():
     assert_summaries_identical(sk.finalize(), want)
 
 
-def test_cold_update_changes_nothing():
-    # A cold update reads each neuron's counters into cache first; no count may change.
-    rng = np.random.default_rng(5)
-    spec = spec_of(40, 4, GridSpec(exact_values=0))
-    batches = [mixed_data(rng, 200, 40) * s for s in (1.0, 1e3, 1e-2)]
-    gids = [rng.integers(0, 4, 200) for _ in batches]
-    plain, swept = LayerSketch(spec), LayerSketch(spec)
-    for xb, gb in zip(batches, gids, strict=True):
-        plain.update(xb, gb)
-        swept.update(xb, gb, cold=True)
-    assert swept._sink[0] > 0 and plain._sink[0] == 0  # only the cold one swept
-    assert_summaries_identical(swept.finalize(), plain.finalize())
+def test_updates_on_one_thread_or_all_give_the_same_summary():
+    # Blocks of neurons run on Numba's threads; how many must not change a count. The limit
+    # is per calling thread: ingest sets it on its worker only.
+    rng = np.random.default_rng(11)
+    spec = spec_of(100, 3, GridSpec(exact_values=0))
+    batches = [mixed_data(rng, 300, 100) * s for s in (1.0, 1e3, 1e-3)]
+    gids = [rng.integers(0, 3, (300, 2)) for _ in batches]
+    before = numba.get_num_threads()
+
+    def run(threads: int) -> Summary:
+        out: list[Summary] = []
+
+        def body() -> None:
+            update_threads(threads)
+            assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
+            sk = LayerSketch(spec)
+            for xb, gb in zip(batches, gids, strict=True):
+                sk.update(xb, gb)
+            out.append(sk.finalize())
+
+        worker = threading.Thread(target=body)
+        worker.start()
+        worker.join()
+        return out[0]
+
+    assert_summaries_identical(run(1), run(64))
+    assert numba.get_num_threads() == before
 
 
 def test_counters_widen_past_uint16():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .accumulator import LayerSketch, SketchSpec
+from .accumulator import LayerSketch, SketchSpec, update_threads
 from .grid import GridSpec
 from .summary import Pooled, Summary
 
-__all__ = ["GridSpec", "LayerSketch", "Pooled", "SketchSpec", "Summary"]
+__all__ = ["GridSpec", "LayerSketch", "Pooled", "SketchSpec", "Summary", "update_threads"]

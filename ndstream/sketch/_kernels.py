@@ -19,13 +19,26 @@ the underflow bin.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 jit = numba.njit(cache=True, nogil=True)
 # The one parallel kernel: ``numba.prange`` loops run on Numba's threads
 # (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``), serially with one thread.
 parallel_jit = numba.njit(cache=True, nogil=True, parallel=True)
+
+
+def set_threads(n: int) -> None:
+    """Run the parallel kernels called from this thread on at most ``n`` threads."""
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(n, most)))
+
 
 ZERO, NAN, POSINF, NEGINF = 0, 1, 2, 3
 N_SPECIAL = 4
@@ -34,6 +47,7 @@ BLOCK = 16  # neurons per block: one 64-byte cache line of float32 per row
 _ABS_MASK = 0x7FFFFFFF
 _INF_BITS = 0x7F800000
 _F32_MAX = float(np.finfo(np.float32).max)
+_ORDERED_MAX, _ORDERED_MIN = 0x7FFFFFFF, -0x80000000  # beyond every finite float's order
 
 
 @jit
@@ -98,7 +112,7 @@ def assign_pages(page: np.ndarray, seg_group: np.ndarray, n_pages: int) -> int:
     Pages are numbered on from ``n_pages``; returns the new number of pages. The pool must
     have room (see :func:`new_pages_needed`).
     """
-    # Neuron by neuron, so that a neuron's pages lie together (its updates sweep them).
+    # Neuron by neuron, so that a neuron's pages lie together: its updates touch them together.
     for n in range(page.shape[0]):
         for p in range(seg_group.shape[0]):
             for i in range(seg_group.shape[1]):
@@ -131,8 +145,6 @@ def update_counts(
     budget: int,
     min_res: int,
     missed: np.ndarray,
-    sweep: bool,
-    sink: np.ndarray,
 ) -> int:
     """Fold a batch ``x[row, neuron]`` (float32) into the paged counts.
 
@@ -144,8 +156,7 @@ def update_counts(
     coarsest resolution ``min_res`` may only use the first ``budget`` slots of a window:
     windows grow past the budget for neurons that cannot coarsen further, and a finer
     neuron whose keys spread that wide must coarsen instead. Returns the number of
-    misses. With ``sweep``, each neuron's pages are read a cache line at a time before its
-    increments (``sink`` receives the sum read, so the reads stay).
+    misses.
 
     Blocks of neurons run in parallel on Numba's threads: neurons share no state.
     """
@@ -153,95 +164,219 @@ def update_counts(
     n_part = order.shape[0]
     wn = pool.shape[1] - N_SPECIAL - wp
     xbits = x.view(np.int32)
-    line = max(1, 64 // pool.itemsize)  # counters per 64-byte cache line
+    # Each row's position in the first grouping's order, for the other groupings.
+    where = np.empty(n_rows, dtype=np.intp)
+    for j in range(n_rows):
+        where[order[0, j]] = j
+    n_seg = 0  # groups in the first grouping
+    while n_seg < seg_group.shape[1] and seg_group[0, n_seg] >= 0:
+        n_seg += 1
     n_blocks = (neurons.shape[0] + BLOCK - 1) // BLOCK
     block_missed = np.zeros(n_blocks, dtype=np.int64)
-    block_sink = np.zeros(n_blocks, dtype=np.uint64)
     for i_block in numba.prange(n_blocks):
         first = i_block * BLOCK
         n_block = min(BLOCK, neurons.shape[0] - first)
+        # The first grouping's min and max of each group, for the whole block at once.
+        lo = np.empty((n_seg, n_block), dtype=np.int32)
+        hi = np.empty((n_seg, n_block), dtype=np.int32)
+        _group_min_max(xbits, order[0], seg_start[0], neurons[first : first + n_block], lo, hi)
+        # Bits of a block of neurons, rows in the first grouping's group order, so that a
+        # group's values lie side by side. Transposing through L1 beats walking down the
+        # columns of x: a row of the block is one cache line.
         tbits = np.empty((BLOCK, n_rows), dtype=np.int32)
-        tvals = tbits.view(np.float32)
         slots = np.empty((BLOCK, n_rows), dtype=np.int32)
-        vals = np.empty((BLOCK, n_rows), dtype=np.float32)
-        # Transpose a block of neurons through L1 first: reading x a row (cache line) at a
-        # time is several times faster than walking down its columns.
-        for r in range(n_rows):
+        bad = np.zeros(BLOCK, dtype=np.bool_)
+        edge = np.empty(2, dtype=np.int32)  # a group's min and max, as float32 bits
+        edge_f = edge.view(np.float32)
+        for j in range(n_rows):
+            r = order[0, j]
             for t in range(n_block):
-                tbits[t, r] = xbits[r, neurons[first + t]]
+                tbits[t, j] = xbits[r, neurons[first + t]]
         for t in range(n_block):
             n = neurons[first + t]
-            po = pos_off[n]
-            no = neg_off[n]
             lp, ln = (wp, wn) if res[n] <= min_res else (min(wp, budget), min(wn, budget))
-            shift, key_base, key_top = key_limits(res[n], exp_lo, exp_hi)
-            bad = 0
-            # Branch-free on the common path: half the values of a ReLU layer are exact zeros
-            # in no predictable order.
-            for r in range(n_rows):
-                b = tbits[t, r]
-                mag = b & _ABS_MASK
-                if mag >= _INF_BITS:  # rare, so this branch predicts well
-                    slots[t, r] = NAN if mag > _INF_BITS else (POSINF if b >= 0 else NEGINF)
-                    vals[t, r] = np.nan
-                    continue
-                key = min(max(mag >> shift, key_base), key_top) - key_base
-                neg = b >> 31  # -1 for negative values, else 0: a mask for branch-free selects
-                rel = key - (po + (neg & (no - po)))
-                width = lp + (neg & (ln - lp))
-                nonzero = int(mag != 0)
-                bad = bad | (nonzero & int((rel < 0) | (rel >= width)))
-                slots[t, r] = nonzero * (N_SPECIAL + rel + (neg & wp))
-                vals[t, r] = tvals[t, r] + np.float32(0.0)  # -0.0 -> +0.0: min/max order-free
-            if bad:
+            bad[t] = _slots(
+                tbits[t], slots[t], res[n], exp_lo, exp_hi, pos_off[n], neg_off[n], lp, ln, wp
+            )
+        # The counters a neuron will touch are fetched while the one before it counts: they
+        # are scattered over its pages, and each would otherwise be a cache miss in turn.
+        if not bad[0]:
+            _prefetch_counts(pool, page, neurons[first], slots[0], seg_group[0], seg_start[0])
+        for t in range(n_block):
+            n = neurons[first + t]
+            if t + 1 < n_block and not bad[t + 1]:
+                nxt = neurons[first + t + 1]
+                _prefetch_counts(pool, page, nxt, slots[t + 1], seg_group[0], seg_start[0])
+            if bad[t]:
                 missed[n] = True
                 block_missed[i_block] += 1
                 continue
-            if sweep:
-                block_sink[i_block] += _sweep_pages(pool, page, n, seg_group, line)
-            # One group at a time: the group's min and max live in registers and the
-            # neuron's page stays in L1.
+            bits = tbits[t]
+            slot = slots[t]
             for p in range(n_part):
                 for i_seg in range(seg_group.shape[1]):
                     g = seg_group[p, i_seg]
                     if g < 0:
                         break
                     pg = page[n, g]
-                    lo = mins[n, g]
-                    hi = maxs[n, g]
-                    for j in range(seg_start[p, i_seg], seg_start[p, i_seg + 1]):
-                        r = order[p, j]
-                        pool[pg, slots[t, r]] += 1
-                        v = vals[t, r]
-                        lo = v if v < lo else lo  # NaN compares false: non-finite values skip
-                        hi = v if v > hi else hi
-                    mins[n, g] = lo
-                    maxs[n, g] = hi
-    sink[0] += block_sink.sum()
+                    j0, j1 = seg_start[p, i_seg], seg_start[p, i_seg + 1]
+                    if p == 0:  # the group's values lie side by side
+                        for j in range(j0, j1):
+                            pool[pg, slot[j]] += 1
+                        low, high = lo[i_seg, t], hi[i_seg, t]
+                    else:
+                        low, high = _ORDERED_MAX, _ORDERED_MIN
+                        for i in range(j0, j1):
+                            j = where[order[p, i]]
+                            pool[pg, slot[j]] += 1
+                            o = _ordered(bits[j])
+                            low = min(low, o)
+                            high = max(high, o if o != _ORDERED_MAX else _ORDERED_MIN)
+                    if low <= high:  # the group had a finite value
+                        edge[0] = _unordered(low)
+                        edge[1] = _unordered(high)
+                        mins[n, g] = min(mins[n, g], edge_f[0])
+                        maxs[n, g] = max(maxs[n, g], edge_f[1])
     return int(block_missed.sum())
 
 
 @jit
-def _sweep_pages(
-    pool: np.ndarray, page: np.ndarray, n: int, seg_group: np.ndarray, line: int
-) -> int:
-    """Read neuron ``n``'s pages of the batch's groups one cache line at a time.
+def _group_min_max(
+    xbits: np.ndarray,
+    rows: np.ndarray,
+    seg_start: np.ndarray,
+    cols: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> None:
+    """``lo[i, t]`` and ``hi[i, t]``: the least and greatest finite value (as
+    :func:`_ordered` integers) of column ``cols[t]`` of ``xbits`` over the rows
+    ``rows[seg_start[i]:seg_start[i + 1]]``; ``_ORDERED_MAX`` and ``_ORDERED_MIN`` if none.
 
-    A linear sweep streams them into cache at memory bandwidth; the scattered increments
-    alone would wait on one cache miss after another. Returns the sum read, for the caller
-    to keep, so that the reads are not optimised away.
+    Row by row, across the columns: a group has a few dozen rows per batch, too few for a
+    loop down one column to vectorise, while a row of the columns is one cache line.
     """
-    touched = 0
-    for p in range(seg_group.shape[0]):
-        for i_seg in range(seg_group.shape[1]):
-            g = seg_group[p, i_seg]
-            if g < 0:
-                break
-            pg = page[n, g]
-            if pg >= 0:
-                for s in range(0, pool.shape[1], line):
-                    touched += pool[pg, s]
-    return touched
+    n_cols = cols.shape[0]
+    c0 = cols[0]
+    contiguous = cols[n_cols - 1] - c0 == n_cols - 1  # unless re-running missed neurons
+    for i in range(lo.shape[0]):
+        low, high = lo[i], hi[i]
+        low[:] = _ORDERED_MAX
+        high[:] = _ORDERED_MIN
+        for j in range(seg_start[i], seg_start[i + 1]):
+            r = rows[j]
+            if contiguous:
+                row = xbits[r, c0 : c0 + n_cols]
+                for t in range(n_cols):
+                    o = _ordered(row[t])
+                    low[t] = min(low[t], o)
+                    high[t] = max(high[t], o if o != _ORDERED_MAX else _ORDERED_MIN)
+            else:
+                for t in range(n_cols):
+                    o = _ordered(xbits[r, cols[t]])
+                    low[t] = min(low[t], o)
+                    high[t] = max(high[t], o if o != _ORDERED_MAX else _ORDERED_MIN)
+
+
+@jit
+def _slots(
+    bits: np.ndarray,
+    out: np.ndarray,
+    m: int,
+    exp_lo: int,
+    exp_hi: int,
+    po: int,
+    no: int,
+    lp: int,
+    ln: int,
+    wp: int,
+) -> bool:
+    """Page slots of one neuron's values ``bits`` (float32 bits) at resolution ``m``, into
+    ``out``; returns whether a nonzero finite value falls outside the windows (starting at
+    keys ``po`` and ``no``, ``lp`` and ``ln`` slots wide).
+
+    Branch-free, so that it vectorises: half the values of a ReLU layer are exact zeros in
+    no predictable order.
+    """
+    shift, key_base, key_top = key_limits(m, exp_lo, exp_hi)
+    bad = 0
+    for j in range(bits.shape[0]):
+        b = bits[j]
+        mag = b & _ABS_MASK
+        special = int(mag >= _INF_BITS)
+        counted = int(mag != 0) & (1 - special)  # finite and nonzero: on the grid
+        key = min(max(mag >> shift, key_base), key_top) - key_base
+        neg = b >> 31  # -1 for negative values, else 0: a mask for branch-free selects
+        rel = key - (po + (neg & (no - po)))
+        bad |= counted & int((rel < 0) | (rel >= lp + (neg & (ln - lp))))
+        on_grid = counted * (N_SPECIAL + rel + (neg & wp))
+        # NaN, or +Inf / -Inf by sign: NAN + 1 == POSINF, NAN + 2 == NEGINF
+        off_grid = NAN + int(mag == _INF_BITS) * (1 - neg)
+        out[j] = on_grid + special * (off_grid - on_grid)
+    return bad != 0
+
+
+@jit
+def _ordered(b: int) -> int:
+    """float32 bits as an int32 that orders like the float: finite values only, -0 as +0.
+
+    NaN and the infinities map to ``_ORDERED_MAX``, which no finite value reaches, so a
+    min skips them directly and a max once told to. Integer min and max need no branches.
+    """
+    b = b & -int((b & _ABS_MASK) != 0)  # -0.0 -> +0.0: min and max do not depend on order
+    o = b ^ ((b >> 31) & _ABS_MASK)
+    return o if (b & _ABS_MASK) < _INF_BITS else _ORDERED_MAX
+
+
+@jit
+def _unordered(o: int) -> int:
+    """The float32 bits of an :func:`_ordered` value (the map is its own inverse)."""
+    return o ^ ((o >> 31) & _ABS_MASK)
+
+
+@jit
+def _prefetch_counts(
+    pool: np.ndarray,
+    page: np.ndarray,
+    n: int,
+    slots: np.ndarray,
+    seg_group: np.ndarray,
+    seg_start: np.ndarray,
+) -> None:
+    """Start fetching the counters neuron ``n`` will increment (``slots`` in the order of
+    the groups ``seg_group``, with spans ``seg_start``) into cache."""
+    for i_seg in range(seg_group.shape[0]):
+        g = seg_group[i_seg]
+        if g < 0:
+            break
+        pg = page[n, g]
+        for j in range(seg_start[i_seg], seg_start[i_seg + 1]):
+            _prefetch(pool, pg, slots[j])  # type: ignore[call-arg]
+
+
+@intrinsic
+def _prefetch(typingctx: Any, arr: Any, i: Any, j: Any) -> Any:
+    """``_prefetch(arr, i, j)``: hint that ``arr[i, j]`` will be written soon (LLVM's
+    ``llvm.prefetch``: it never faults and changes no value)."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [
+            context.cast(builder, v, t, types.intp)
+            for v, t in zip(args[1:], signature.args[1:], strict=True)
+        ]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p.type], fnty)
+        # write, keep in all cache levels (locality 3), data cache
+        builder.call(fn, [i8p, i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @jit
@@ -254,21 +389,24 @@ def batch_key_ranges(
     Only needed when windows must grow.
     """
     xbits = x.view(np.int32)
-    for i in range(neurons.shape[0]):
-        n = neurons[i]
-        shift, key_base, key_top = key_limits(res[n], exp_lo, exp_hi)
-        pmin, pmax, nmin, nmax = EMPTY_LO, -1, EMPTY_LO, -1
-        for r in range(x.shape[0]):
-            b = xbits[r, n]
+    m = neurons.shape[0]
+    shift = np.empty(m, dtype=np.int64)
+    key_base = np.empty(m, dtype=np.int64)
+    key_top = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        shift[i], key_base[i], key_top[i] = key_limits(res[neurons[i]], exp_lo, exp_hi)
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = EMPTY_LO, -1, EMPTY_LO, -1
+    # Row by row: x is row-major, and walking down its columns would miss the cache.
+    for r in range(x.shape[0]):
+        for i in range(m):
+            b = xbits[r, neurons[i]]
             mag = b & _ABS_MASK
             if mag == 0 or mag >= _INF_BITS:
                 continue
-            key = min(max(mag >> shift, key_base), key_top) - key_base
-            if b >= 0:
-                pmin, pmax = min(pmin, key), max(pmax, key)
-            else:
-                nmin, nmax = min(nmin, key), max(nmax, key)
-        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = pmin, pmax, nmin, nmax
+            key = min(max(mag >> shift[i], key_base[i]), key_top[i]) - key_base[i]
+            side = 0 if b >= 0 else 2
+            out[i, side] = min(out[i, side], key)
+            out[i, side + 1] = max(out[i, side + 1], key)
 
 
 @jit

@@ -28,6 +28,7 @@ form alone, so a run can stop, keep only its store, and go on.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +39,28 @@ from . import _kernels as k
 from .grid import GridSpec
 from .summary import Summary
 
-__all__ = ["LayerSketch", "SketchSpec"]
+__all__ = ["LayerSketch", "SketchSpec", "update_threads"]
 
-_COUNTER_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+_COUNTER_DTYPES: tuple[np.dtype[Any], ...] = (
+    np.dtype(np.uint16),
+    np.dtype(np.uint32),
+    np.dtype(np.uint64),
+)
+_COUNTER_MAX = tuple(int(np.iinfo(d).max) for d in _COUNTER_DTYPES)
+
+
+def update_threads(n: int) -> None:
+    """Let :meth:`LayerSketch.update` calls from the calling thread use at most ``n`` threads.
+
+    Updates spread a layer's neurons over Numba's threads (``NUMBA_NUM_THREADS``, all cores
+    by default). The setting belongs to the calling thread, as Numba's does.
+
+    Parameters
+    ----------
+    n
+        At least 1; more than ``NUMBA_NUM_THREADS`` counts as that many.
+    """
+    k.set_threads(n)
 
 
 @dataclass(frozen=True)
@@ -69,12 +89,12 @@ class SketchSpec:
         if len(set(self.groups)) != len(self.groups):
             raise ValueError(f"group names must be unique, got {list(self.groups)}")
 
-    @property
+    @functools.cached_property  # read on every update: computed once
     def max_bins(self) -> int:
         """Bins per sign a neuron may span before the layer coarsens (see :class:`GridSpec`)."""
         return self.grid.bins_budget(self.n_neurons, len(self.groups))
 
-    @property
+    @functools.cached_property
     def exact_values(self) -> int:
         """Values per neuron kept exactly before they are folded (see :class:`GridSpec`)."""
         return self.grid.exact_budget(self.n_neurons, len(self.groups))
@@ -162,7 +182,6 @@ class LayerSketch:
         self.wp = 0
         # Each neuron's resolution: the finest its data allows, see grid.py.
         self.res = np.full(n, spec.grid.mantissa_bits, dtype=np.int32)
-        self._sink = np.zeros(1, dtype=np.uint64)  # keeps the page sweep from being optimised out
         self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
         # Exact mode: (values [rows, neuron], group ids [rows, groupings]) as they came.
         self.exact = True
@@ -262,7 +281,7 @@ class LayerSketch:
 
     # -- update ------------------------------------------------------------------------------
 
-    def update(self, x: np.ndarray, group_ids: np.ndarray, *, cold: bool = False) -> None:
+    def update(self, x: np.ndarray, group_ids: np.ndarray) -> None:
         """Fold a batch into the sketch.
 
         Parameters
@@ -272,12 +291,6 @@ class LayerSketch:
         group_ids
             ``[rows]`` or ``[rows, groupings]`` integer indices into the group axis. A row
             counts once in each of its groups.
-        cold
-            The state has likely left the CPU caches since the last update (ingest runs
-            forward passes in between): each neuron's counters are then read in one linear
-            sweep before its scattered increments, which would otherwise wait on one cache
-            miss after another. In a tight loop of updates the sweep only costs time. The
-            result is the same either way.
         """
         self._axes = None
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -304,8 +317,8 @@ class LayerSketch:
         else:
             self._ensure_width(int(totals.max()))
             if self.exact:
-                self._fold_kept()
-            self._fold(x, gids, cold)
+                self._fold_kept(upcoming=x)
+            self._fold(x, gids)
         self.totals = totals
 
     def _keep(self, x: np.ndarray, gids: np.ndarray) -> None:
@@ -314,13 +327,22 @@ class LayerSketch:
         k.fold_min_max(x, gids, self.mins, self.maxs)
         self._kept.append((x, gids))
 
-    def _fold_kept(self) -> None:
-        """Leave exact mode: fold every kept value onto the grid (totals are already counted)."""
+    def _fold_kept(self, upcoming: np.ndarray | None = None) -> None:
+        """Leave exact mode: fold every kept value onto the grid (totals are already counted).
+
+        The windows are placed once, around the kept values and ``upcoming`` (the batch to be
+        folded next): placed batch by batch, they would move again for nearly every batch.
+        """
         kept, self._kept, self.exact = self._kept, [], False
+        batches = [x for x, _ in kept] + ([upcoming] if upcoming is not None else [])
+        if batches:
+            every = np.arange(self.spec.n_neurons, dtype=np.intp)
+            ranges = [self._batch_ranges(x, every) for x in batches]
+            self._refit(every, functools.reduce(_union, ranges))
         # Values rebuilt from a summary stand for their bins, not for the exact min and max.
         mins, maxs = self.mins.copy(), self.maxs.copy()
         for x, gids in kept:
-            self._fold(x, gids, cold=False)
+            self._fold(x, gids)
         self.mins, self.maxs = mins, maxs
 
     def _folded(self) -> LayerSketch:
@@ -334,7 +356,7 @@ class LayerSketch:
         out._fold_kept()
         return out
 
-    def _fold(self, x: np.ndarray, gids: np.ndarray, cold: bool) -> None:
+    def _fold(self, x: np.ndarray, gids: np.ndarray) -> None:
         """Add a batch to the windows (counts, min and max; not the totals)."""
         n, n_groups = self.spec.n_neurons, len(self.spec.groups)
         order, seg_group, seg_start = k.plan_groups(gids, n_groups)
@@ -349,17 +371,22 @@ class LayerSketch:
                 x, order, seg_group, seg_start, neurons, self.pool, self.page,
                 self.mins, self.maxs, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, self.spec.max_bins,
-                grid.min_mantissa_bits, missed, cold, self._sink,
+                grid.min_mantissa_bits, missed,
             )  # fmt: skip
             if n_missed == 0:
                 break
             neurons = np.flatnonzero(missed).astype(np.intp)
-            batch = np.empty((neurons.size, 4), dtype=np.int32)
-            k.batch_key_ranges(x, neurons, self.res, grid.exp_lo, grid.exp_hi, batch)
-            self._refit(neurons, _union(self._occupied(neurons), batch))
+            self._refit(neurons, _union(self._occupied(neurons), self._batch_ranges(x, neurons)))
             missed[:] = False
         else:  # pragma: no cover - the grown windows hold every key by construction
             raise AssertionError("sketch windows failed to grow")
+
+    def _batch_ranges(self, x: np.ndarray, neurons: np.ndarray) -> np.ndarray:
+        """Key ranges ``[neuron, 4]`` of the batch ``x`` for ``neurons``, at their resolutions."""
+        out = np.empty((neurons.size, 4), dtype=np.int32)
+        grid = self.spec.grid
+        k.batch_key_ranges(x, neurons, self.res, grid.exp_lo, grid.exp_hi, out)
+        return out
 
     @property
     def count_dtype(self) -> np.dtype[Any]:
@@ -369,12 +396,13 @@ class LayerSketch:
         history, so it is the same however the data was split.
         """
         top = int(self.totals.max(initial=0))
-        return next(d for d in _COUNTER_DTYPES if top <= np.iinfo(d).max)
+        pairs = zip(_COUNTER_DTYPES, _COUNTER_MAX, strict=True)
+        return next(d for d, most in pairs if top <= most)
 
     def _ensure_width(self, max_total: int) -> None:
         """Widen the counters before any (neuron, group) could pass their maximum."""
-        for candidate in _COUNTER_DTYPES:
-            if max_total <= np.iinfo(candidate).max:
+        for candidate, most in zip(_COUNTER_DTYPES, _COUNTER_MAX, strict=True):
+            if max_total <= most:
                 if candidate.itemsize > self.pool.dtype.itemsize:
                     self.pool = self.pool.astype(candidate)
                 return

@@ -30,6 +30,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -51,6 +52,9 @@ LOCK = ".lock"
 KEEP = 3  # the current snapshot and two before it, for readers still on them...
 GRACE_SECONDS = 10.0  # ...and any superseded less than this long ago
 _SEQ_DIGITS = 6
+# fsync waits on the disk with the GIL released, so flushes on several threads overlap: a
+# checkpoint has hundreds of files, and flushing them one by one is a third of its write time.
+_SYNC_THREADS = 8
 
 
 def current(path: Path) -> Path:
@@ -130,14 +134,23 @@ def commit(path: Path, snapshot: Path, entries: Iterable[str], *, final: bool = 
 
 def sync_tree(folder: Path) -> None:
     """Flush every file and folder under ``folder`` to disk, so a commit survives power loss."""
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    files: list[str] = []
+    folders: list[str] = []
+    for dirpath, _, names in os.walk(folder):
+        files.extend(os.path.join(dirpath, name) for name in names)
+        folders.append(dirpath)
+    with ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="ndstream-fsync") as pool:
+        list(pool.map(_fsync_file, files))  # list(): re-raises the first error
+    for dirpath in folders:  # a folder after its files, so its entries point at flushed data
         _fsync_dir(Path(dirpath))
+
+
+def _fsync_file(file: str) -> None:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

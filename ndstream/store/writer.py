@@ -13,6 +13,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,9 @@ def write_checkpoint(
         tmp = snapshots.new_snapshot(path)
         root = zarr.open_group(staging, mode="w-", zarr_format=3)
         root.attrs[fmt.ROOT_ATTR] = meta.to_dict()
-        for layer in meta.layers:
+        for layer, src in _prepared(meta.layers, summaries):
             values = instances.values[layer.name] if instances is not None else None
-            _write_layer(root, layer, summaries[layer.name], meta, values)
+            _write_layer(root, layer, src, meta, values)
             _spill(entries, tmp, keep_metadata=True)
         groups = list(meta.layer_names)
         if instances is not None:
@@ -197,6 +198,25 @@ class _Source:
                 yield g0, self._source.select(groups)
 
 
+def _prepared(
+    layers: Iterable[fmt.LayerMeta], summaries: Mapping[str, Summary | LayerSketch]
+) -> Iterator[tuple[fmt.LayerMeta, _Source]]:
+    """Each layer with its :class:`_Source`, the next one prepared while this one is written.
+
+    Preparing a sketch computes its bin axes (Numba and numpy's sort, which release the
+    GIL), and writing compresses on zarr's threads: overlapped, they use both of a small
+    machine's cores. One layer ahead keeps at most two layers' axes in memory.
+    """
+    layers = list(layers)
+    with ThreadPoolExecutor(1, thread_name_prefix="ndstream-finalize") as ahead:
+        upcoming = [ahead.submit(_Source, summaries[layer.name]) for layer in layers[:1]]
+        for i, layer in enumerate(layers):
+            src = upcoming.pop().result()
+            if i + 1 < len(layers):
+                upcoming.append(ahead.submit(_Source, summaries[layers[i + 1].name]))
+            yield layer, src
+
+
 def _write_instances(root: zarr.Group, table: InstanceTable) -> None:
     data = {name: np.asarray(getattr(table, name)) for name in fmt.INSTANCE_DIMS}
     specs: dict[str, _ArrayShape] = {
@@ -208,11 +228,10 @@ def _write_instances(root: zarr.Group, table: InstanceTable) -> None:
 def _write_layer(
     root: zarr.Group,
     layer: fmt.LayerMeta,
-    source: Summary | LayerSketch,
+    src: _Source,
     meta: fmt.StoreMeta,
     instance_values: np.ndarray | None,
 ) -> None:
-    src = _Source(source)
     lower, upper, count_dtype = src.lower, src.upper, src.count_dtype
     n, n_groups = layer.n_neurons, len(meta.groups)
     n_bins = lower.shape[1]
