@@ -53,7 +53,7 @@ KEEP = 3  # the current snapshot and two before it, for readers still on them...
 GRACE_SECONDS = 10.0  # ...and any superseded less than this long ago
 _SEQ_DIGITS = 6
 # fsync waits on the disk with the GIL released, so flushes on several threads overlap: a
-# checkpoint has hundreds of files, and flushing them one by one is a third of its write time.
+# checkpoint has hundreds of files, and flushing them one by one took a tenth of its write time.
 _SYNC_THREADS = 8
 
 
