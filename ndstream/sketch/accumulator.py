@@ -49,6 +49,14 @@ _COUNTER_DTYPES: tuple[np.dtype[Any], ...] = (
 _COUNTER_MAX = tuple(int(np.iinfo(d).max) for d in _COUNTER_DTYPES)
 
 
+def _counter_dtype(most: int) -> np.dtype[Any]:
+    """The narrowest counter dtype that holds a count of ``most``."""
+    for dtype, top in zip(_COUNTER_DTYPES, _COUNTER_MAX, strict=True):
+        if most <= top:
+            return dtype
+    raise OverflowError("more than 2**64 values in one group")  # pragma: no cover
+
+
 def update_threads(n: int) -> None:
     """Let :meth:`LayerSketch.update` calls from the calling thread use at most ``n`` threads.
 
@@ -395,18 +403,13 @@ class LayerSketch:
         It is chosen from the data (the largest group), not from this run's counter
         history, so it is the same however the data was split.
         """
-        top = int(self.totals.max(initial=0))
-        pairs = zip(_COUNTER_DTYPES, _COUNTER_MAX, strict=True)
-        return next(d for d, most in pairs if top <= most)
+        return _counter_dtype(int(self.totals.max(initial=0)))
 
     def _ensure_width(self, max_total: int) -> None:
         """Widen the counters before any (neuron, group) could pass their maximum."""
-        for candidate, most in zip(_COUNTER_DTYPES, _COUNTER_MAX, strict=True):
-            if max_total <= most:
-                if candidate.itemsize > self.pool.dtype.itemsize:
-                    self.pool = self.pool.astype(candidate)
-                return
-        raise OverflowError("more than 2**64 values in one group")  # pragma: no cover
+        dtype = _counter_dtype(max_total)
+        if dtype.itemsize > self.pool.dtype.itemsize:
+            self.pool = self.pool.astype(dtype)
 
     def _ensure_pages(self, new: int) -> None:
         """Make room in the pool for ``new`` more pages."""
