@@ -330,30 +330,26 @@ def ranges_at(x: np.ndarray, grid: GridSpec, m: np.ndarray) -> np.ndarray:
 
 def test_plan_groups_by_hand():
     gids = np.array([[2, 0], [0, 0], [2, 1], [1, 3], [0, 0]], dtype=np.intp)
-    order, seg_group, seg_start = k.plan_groups(gids, 4)
-    # grouping 0: group 0 <- rows 1, 4; group 1 <- row 3; group 2 <- rows 0, 2; group 3 empty
-    np.testing.assert_array_equal(order[0], [1, 4, 3, 0, 2])
+    row_group, seg_group = k.plan_groups(gids, 4)
+    # grouping 0: groups 0, 1, 2 are present (3 is not); rows 0..4 are in 2, 0, 2, 1, 0
     np.testing.assert_array_equal(seg_group[0], [0, 1, 2, -1, -1])
-    np.testing.assert_array_equal(seg_start[0, :4], [0, 2, 3, 5])
-    # grouping 1: group 0 <- rows 0, 1, 4; group 1 <- row 2; group 3 <- row 3
-    np.testing.assert_array_equal(order[1], [0, 1, 4, 2, 3])
+    np.testing.assert_array_equal(row_group[0], [2, 0, 2, 1, 0])
+    # grouping 1: groups 0, 1, 3; rows are in 0, 0, 1, 3, 0, the third of which is index 2
     np.testing.assert_array_equal(seg_group[1], [0, 1, 3, -1, -1])
-    np.testing.assert_array_equal(seg_start[1, :4], [0, 3, 4, 5])
+    np.testing.assert_array_equal(row_group[1], [0, 0, 1, 2, 0])
 
 
-def test_plan_groups_is_stable_sort():
+def test_plan_groups_against_numpy():
     rng = np.random.default_rng(0)
     gids = rng.integers(0, 7, size=(50, 3)).astype(np.intp)
-    order, seg_group, seg_start = k.plan_groups(gids, 9)
+    row_group, seg_group = k.plan_groups(gids, 9)
     for p in range(3):
-        np.testing.assert_array_equal(order[p], np.argsort(gids[:, p], kind="stable"))
-        present = np.unique(gids[:, p])
+        present, index = np.unique(gids[:, p], return_inverse=True)
         n_seg = present.size
         np.testing.assert_array_equal(seg_group[p, :n_seg], present)
         assert np.all(seg_group[p, n_seg:] == -1)
-        for i, g in enumerate(present):
-            rows = order[p, seg_start[p, i] : seg_start[p, i + 1]]
-            np.testing.assert_array_equal(rows, np.flatnonzero(gids[:, p] == g))
+        np.testing.assert_array_equal(row_group[p], index)
+        np.testing.assert_array_equal(seg_group[p, row_group[p]], gids[:, p])
 
 
 # -- update_counts ----------------------------------------------------------------------------
@@ -366,7 +362,7 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = x.shape[1]
     res = np.broadcast_to(np.asarray(m, dtype=np.int32), (n,)).copy()
-    order, seg_group, seg_start = k.plan_groups(gids, n_groups)
+    row_group, seg_group = k.plan_groups(gids, n_groups)
     pool = np.zeros((n * n_groups, k.N_SPECIAL + wp + wn), dtype=np.uint16)
     page = np.full((n, n_groups), -1, dtype=np.int32)
     n_pages = k.assign_pages(page, seg_group, 0)
@@ -375,7 +371,7 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     maxs = np.full((n, n_groups), -np.inf, dtype=np.float32)
     missed = np.zeros(n, dtype=np.bool_)
     n_missed = k.update_counts(
-        x, order, seg_group, seg_start, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
+        x, row_group, seg_group, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
         np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
         grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed,
     )  # fmt: skip

@@ -51,34 +51,30 @@ _ORDERED_MAX, _ORDERED_MIN = 0x7FFFFFFF, -0x80000000  # beyond every finite floa
 
 
 @jit
-def plan_groups(gids: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Counting-sort the rows of each grouping by group, once per batch.
+def plan_groups(gids: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The groups of a batch, once per batch.
 
-    Returns ``order[p, j]`` (rows sorted by group in grouping ``p``, stable), and for each
-    grouping its non-empty groups ``seg_group[p, i]`` with row spans
-    ``order[p, seg_start[p, i]:seg_start[p, i + 1]]``; unused entries of ``seg_group`` are -1.
+    Returns ``row_group[p, r]``, the index of row ``r``'s group of grouping ``p`` among that
+    grouping's groups in the batch, and ``seg_group[p, i]``, those groups in ascending order
+    (unused entries are -1).
     """
     n_rows, n_part = gids.shape
-    order = np.empty((n_part, n_rows), dtype=np.intp)
-    seg_group = np.full((n_part, n_rows), -1, dtype=np.intp)
-    seg_start = np.zeros((n_part, n_rows + 1), dtype=np.intp)
-    start = np.zeros(n_groups + 1, dtype=np.intp)
+    row_group = np.empty((n_part, n_rows), dtype=np.intp)
+    seg_group = np.full((n_part, max(n_rows, 1)), -1, dtype=np.intp)
+    index = np.empty(n_groups, dtype=np.intp)
     for p in range(n_part):
-        start[:] = 0
+        index[:] = -1
         for r in range(n_rows):
-            start[gids[r, p] + 1] += 1
+            index[gids[r, p]] = 0
         i = 0
         for g in range(n_groups):
-            if start[g + 1]:
+            if index[g] == 0:
+                index[g] = i
                 seg_group[p, i] = g
-                seg_start[p, i + 1] = seg_start[p, i] + start[g + 1]
                 i += 1
-            start[g + 1] += start[g]
         for r in range(n_rows):
-            g = gids[r, p]
-            order[p, start[g]] = r
-            start[g] += 1
-    return order, seg_group, seg_start
+            row_group[p, r] = index[gids[r, p]]
+    return row_group, seg_group
 
 
 @jit
@@ -125,12 +121,25 @@ def assign_pages(page: np.ndarray, seg_group: np.ndarray, n_pages: int) -> int:
     return n_pages
 
 
+# int32 constants for the update's lane loops. Numba widens integer arithmetic to int64;
+# written with these and cast back with np.int32, LLVM narrows the loops to 8-lane int32
+# vectors (AVX2 has no 64-bit min or max).
+_I0, _I1, _I31 = np.int32(0), np.int32(1), np.int32(31)
+_I_ABS, _I_INF = np.int32(_ABS_MASK), np.int32(_INF_BITS)
+_I_OMAX, _I_OMIN = np.int32(_ORDERED_MAX), np.int32(_ORDERED_MIN)
+# Slots relative to the first window slot, where a lane's page base points.
+_I_ZERO_REL, _I_NAN_REL = np.int32(ZERO - N_SPECIAL), np.int32(NAN - N_SPECIAL)
+# Neurons per block of the update: each row of a block is two cache lines of float32, and
+# a block's tables stay in L1.
+LANES = 32
+SCATTER_AHEAD = 4  # rows: the counters of row r + 4 are fetched while row r counts
+
+
 @parallel_jit
 def update_counts(
     x: np.ndarray,
-    order: np.ndarray,
+    row_group: np.ndarray,
     seg_group: np.ndarray,
-    seg_start: np.ndarray,
     neurons: np.ndarray,
     pool: np.ndarray,
     page: np.ndarray,
@@ -149,224 +158,173 @@ def update_counts(
     """Fold a batch ``x[row, neuron]`` (float32) into the paged counts.
 
     The rows' groups come as the plan of :func:`plan_groups`, and every (neuron, group) of
-    the batch has a page (see :func:`assign_pages`). Neuron ``n``'s keys are taken at its
-    resolution ``res[n]`` (see :func:`key_limits`). A neuron with a key outside its windows
-    is left untouched and flagged in ``missed``; the caller widens its windows (see
-    :func:`batch_key_ranges`) and calls again for those neurons only. A neuron above the
-    coarsest resolution ``min_res`` may only use the first ``budget`` slots of a window:
-    windows grow past the budget for neurons that cannot coarsen further, and a finer
-    neuron whose keys spread that wide must coarsen instead. Returns the number of
-    misses.
+    the batch has a page (see :func:`assign_pages`); ``pool`` is C-contiguous. Neuron
+    ``n``'s keys are taken at its resolution ``res[n]`` (see :func:`key_limits`). A neuron
+    with a key outside its windows is left untouched and flagged in ``missed``; the caller
+    widens its windows (see :func:`batch_key_ranges`) and calls again for those neurons
+    only. A neuron above the coarsest resolution ``min_res`` may only use the first
+    ``budget`` slots of a window: windows grow past the budget for neurons that cannot
+    coarsen further, and a finer neuron whose keys spread that wide must coarsen instead.
+    Returns the number of misses.
 
-    Blocks of neurons run in parallel on Numba's threads: neurons share no state.
+    Blocks of :data:`LANES` neurons run in parallel on Numba's threads: neurons share no
+    state. A block goes through the rows twice. The first pass reads each row's values of
+    the block (two cache lines), finds their slots, whether any falls outside its window,
+    and the min and max of each (neuron, group), all as int32 vectors across the block's
+    neurons. The second increments the counters row by row, each row's into as many
+    pages as the block has neurons, with the counters of a few rows ahead already on their
+    way from memory: the pool is far larger than the caches, and waiting for each counter
+    in turn would cost more than everything else together.
     """
     n_rows = x.shape[0]
-    n_part = order.shape[0]
-    wn = pool.shape[1] - N_SPECIAL - wp
+    n_part = row_group.shape[0]
+    width = pool.shape[1]
+    wn = width - N_SPECIAL - wp
     xbits = x.view(np.int32)
-    # Each row's position in the first grouping's order, for the other groupings.
-    where = np.empty(n_rows, dtype=np.intp)
-    for j in range(n_rows):
-        where[order[0, j]] = j
-    n_seg = 0  # groups in the first grouping
-    while n_seg < seg_group.shape[1] and seg_group[0, n_seg] >= 0:
-        n_seg += 1
-    n_blocks = (neurons.shape[0] + BLOCK - 1) // BLOCK
+    counts = pool.reshape(-1)
+    n_seg = np.zeros(n_part, dtype=np.intp)
+    for p in range(n_part):
+        while n_seg[p] < seg_group.shape[1] and seg_group[p, n_seg[p]] >= 0:
+            n_seg[p] += 1
+    most_seg = max(1, n_seg.max())
+    wp32 = np.int32(wp)
+    n_blocks = (neurons.shape[0] + LANES - 1) // LANES
     block_missed = np.zeros(n_blocks, dtype=np.int64)
     for i_block in numba.prange(n_blocks):
-        first = i_block * BLOCK
-        n_block = min(BLOCK, neurons.shape[0] - first)
-        # The first grouping's min and max of each group, for the whole block at once.
-        lo = np.empty((n_seg, n_block), dtype=np.int32)
-        hi = np.empty((n_seg, n_block), dtype=np.int32)
-        _group_min_max(xbits, order[0], seg_start[0], neurons[first : first + n_block], lo, hi)
-        # Bits of a block of neurons, rows in the first grouping's group order, so that a
-        # group's values lie side by side. Transposing through L1 beats walking down the
-        # columns of x: a row of the block is one cache line.
-        tbits = np.empty((BLOCK, n_rows), dtype=np.int32)
-        slots = np.empty((BLOCK, n_rows), dtype=np.int32)
-        bad = np.zeros(BLOCK, dtype=np.bool_)
+        first = i_block * LANES
+        n_block = min(LANES, neurons.shape[0] - first)
+        # Per lane (neuron of the block): the key rule and the windows. A block of fewer
+        # than LANES neurons repeats its last one in the spare lanes, which never count.
+        cols = np.empty(LANES, dtype=np.intp)
+        shift = np.empty(LANES, dtype=np.int32)
+        key_base = np.empty(LANES, dtype=np.int32)
+        key_top = np.empty(LANES, dtype=np.int32)
+        po = np.empty(LANES, dtype=np.int32)
+        neg_po = np.empty(LANES, dtype=np.int32)  # neg_off - pos_off
+        lp = np.empty(LANES, dtype=np.int32)
+        ln_lp = np.empty(LANES, dtype=np.int32)  # usable negative width - positive width
+        for t in range(LANES):
+            n = neurons[first + min(t, n_block - 1)]
+            cols[t] = n
+            shift[t], key_base[t], key_top[t] = key_limits(res[n], exp_lo, exp_hi)
+            po[t], neg_po[t] = pos_off[n], neg_off[n] - pos_off[n]
+            usable_p, usable_n = (
+                (wp, wn) if res[n] <= min_res else (min(wp, budget), min(wn, budget))
+            )
+            lp[t], ln_lp[t] = usable_p, usable_n - usable_p
+        # Page base of each (grouping, group of the batch, lane), at the first window slot.
+        base = np.empty((n_part, most_seg, LANES), dtype=np.int64)
+        for p in range(n_part):
+            for i in range(n_seg[p]):
+                g = seg_group[p, i]
+                for t in range(LANES):
+                    base[p, i, t] = np.int64(page[cols[t], g]) * width + N_SPECIAL
+        lo = np.full((n_part, most_seg, LANES), _I_OMAX, dtype=np.int32)
+        hi = np.full((n_part, most_seg, LANES), _I_OMIN, dtype=np.int32)
+        bad = np.zeros(LANES, dtype=np.int32)
+        slots = np.empty((n_rows, LANES), dtype=np.int32)
+        gathered = np.empty(LANES, dtype=np.int32)
+        ordered = np.empty(LANES, dtype=np.int32)
+        # LANES as a run-time bound: LLVM unrolls loops of a constant count instead of
+        # vectorising them.
+        lanes = cols.shape[0]
+        c0 = cols[0]
+        contiguous = n_block == LANES and cols[LANES - 1] - c0 == LANES - 1
+        for r in range(n_rows):
+            if contiguous:
+                row = xbits[r, c0 : c0 + lanes]
+            else:
+                row = gathered
+                for t in range(lanes):
+                    row[t] = xbits[r, cols[t]]
+            slot = slots[r]
+            # Branch-free, as int32 only (a name of another type here would widen the loop):
+            # half of a ReLU layer is exact zeros, in no predictable order.
+            for t in range(lanes):
+                bits = row[t]
+                mag = np.int32(bits & _I_ABS)
+                special = np.int32(mag >= _I_INF)
+                nonzero = np.int32(mag != _I0)
+                counted = np.int32(nonzero & (_I1 - special))  # finite and nonzero: on the grid
+                key = np.int32(mag >> (shift[t] & _I31))
+                key = np.int32(min(max(key, key_base[t]), key_top[t]) - key_base[t])
+                neg = np.int32(bits >> _I31)  # -1 for negative values: a mask for selects
+                rel = np.int32(key - (po[t] + (neg & neg_po[t])))
+                outside = np.int32((rel < _I0) | (rel >= np.int32(lp[t] + (neg & ln_lp[t]))))
+                bad[t] = np.int32(bad[t] | (counted & outside))
+                on_grid = np.int32(counted * np.int32(rel + (neg & wp32)))
+                # NaN, or +Inf / -Inf by sign: NAN + 1 == POSINF, NAN + 2 == NEGINF
+                off_grid = np.int32(_I_NAN_REL + np.int32(mag == _I_INF) * (_I1 - neg))
+                zero = np.int32(_I_ZERO_REL * (_I1 - counted) * (_I1 - special))
+                slot[t] = np.int32(on_grid + zero + special * off_grid)
+                # float bits as an int32 that orders like the float, -0.0 as +0.0; NaN and
+                # the infinities as _I_OMAX, which a min skips and a max is told to
+                bz = np.int32(bits & -nonzero)
+                o = np.int32(bz ^ (np.int32(bz >> _I31) & _I_ABS))
+                ordered[t] = o if mag < _I_INF else _I_OMAX
+            for p in range(n_part):
+                low, high = lo[p, row_group[p, r]], hi[p, row_group[p, r]]
+                for t in range(lanes):
+                    o = ordered[t]
+                    low[t] = np.int32(min(low[t], o))
+                    high[t] = np.int32(max(high[t], o if o != _I_OMAX else _I_OMIN))
+        any_bad = 0
+        for t in range(n_block):
+            any_bad |= bad[t]
+        for r in range(n_rows):
+            ahead = r + SCATTER_AHEAD
+            if ahead < n_rows:
+                slot = slots[ahead]
+                for p in range(n_part):
+                    at = base[p, row_group[p, ahead]]
+                    for t in range(n_block):  # a missed lane's address may lie anywhere
+                        _prefetch(counts, at[t] + slot[t])  # type: ignore[call-arg]
+            slot = slots[r]
+            for p in range(n_part):
+                at = base[p, row_group[p, r]]
+                if any_bad == 0:
+                    for t in range(n_block):
+                        counts[at[t] + slot[t]] += 1
+                else:  # the neurons that missed are left for the caller's second call
+                    for t in range(n_block):
+                        if bad[t] == 0:
+                            counts[at[t] + slot[t]] += 1
         edge = np.empty(2, dtype=np.int32)  # a group's min and max, as float32 bits
         edge_f = edge.view(np.float32)
-        for j in range(n_rows):
-            r = order[0, j]
-            for t in range(n_block):
-                tbits[t, j] = xbits[r, neurons[first + t]]
         for t in range(n_block):
-            n = neurons[first + t]
-            lp, ln = (wp, wn) if res[n] <= min_res else (min(wp, budget), min(wn, budget))
-            bad[t] = _slots(
-                tbits[t], slots[t], res[n], exp_lo, exp_hi, pos_off[n], neg_off[n], lp, ln, wp
-            )
-        # The counters a neuron will touch are fetched while the one before it counts: they
-        # are scattered over its pages, and each would otherwise be a cache miss in turn.
-        if not bad[0]:
-            _prefetch_counts(pool, page, neurons[first], slots[0], seg_group[0], seg_start[0])
-        for t in range(n_block):
-            n = neurons[first + t]
-            if t + 1 < n_block and not bad[t + 1]:
-                nxt = neurons[first + t + 1]
-                _prefetch_counts(pool, page, nxt, slots[t + 1], seg_group[0], seg_start[0])
+            n = cols[t]
             if bad[t]:
                 missed[n] = True
                 block_missed[i_block] += 1
                 continue
-            bits = tbits[t]
-            slot = slots[t]
             for p in range(n_part):
-                for i_seg in range(seg_group.shape[1]):
-                    g = seg_group[p, i_seg]
-                    if g < 0:
-                        break
-                    pg = page[n, g]
-                    j0, j1 = seg_start[p, i_seg], seg_start[p, i_seg + 1]
-                    if p == 0:  # the group's values lie side by side
-                        for j in range(j0, j1):
-                            pool[pg, slot[j]] += 1
-                        low, high = lo[i_seg, t], hi[i_seg, t]
-                    else:
-                        low, high = _ORDERED_MAX, _ORDERED_MIN
-                        for i in range(j0, j1):
-                            j = where[order[p, i]]
-                            pool[pg, slot[j]] += 1
-                            o = _ordered(bits[j])
-                            low = min(low, o)
-                            high = max(high, o if o != _ORDERED_MAX else _ORDERED_MIN)
-                    if low <= high:  # the group had a finite value
-                        edge[0] = _unordered(low)
-                        edge[1] = _unordered(high)
+                for i in range(n_seg[p]):
+                    if lo[p, i, t] <= hi[p, i, t]:  # the group had a finite value
+                        g = seg_group[p, i]
+                        edge[0] = _unordered(lo[p, i, t])
+                        edge[1] = _unordered(hi[p, i, t])
                         mins[n, g] = min(mins[n, g], edge_f[0])
                         maxs[n, g] = max(maxs[n, g], edge_f[1])
     return int(block_missed.sum())
 
 
 @jit
-def _group_min_max(
-    xbits: np.ndarray,
-    rows: np.ndarray,
-    seg_start: np.ndarray,
-    cols: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-) -> None:
-    """``lo[i, t]`` and ``hi[i, t]``: the least and greatest finite value (as
-    :func:`_ordered` integers) of column ``cols[t]`` of ``xbits`` over the rows
-    ``rows[seg_start[i]:seg_start[i + 1]]``; ``_ORDERED_MAX`` and ``_ORDERED_MIN`` if none.
-
-    Row by row, across the columns: a group has a few dozen rows per batch, too few for a
-    loop down one column to vectorise, while a row of the columns is one cache line.
-    """
-    n_cols = cols.shape[0]
-    c0 = cols[0]
-    contiguous = cols[n_cols - 1] - c0 == n_cols - 1  # unless re-running missed neurons
-    for i in range(lo.shape[0]):
-        low, high = lo[i], hi[i]
-        low[:] = _ORDERED_MAX
-        high[:] = _ORDERED_MIN
-        for j in range(seg_start[i], seg_start[i + 1]):
-            r = rows[j]
-            if contiguous:
-                row = xbits[r, c0 : c0 + n_cols]
-                for t in range(n_cols):
-                    o = _ordered(row[t])
-                    low[t] = min(low[t], o)
-                    high[t] = max(high[t], o if o != _ORDERED_MAX else _ORDERED_MIN)
-            else:
-                for t in range(n_cols):
-                    o = _ordered(xbits[r, cols[t]])
-                    low[t] = min(low[t], o)
-                    high[t] = max(high[t], o if o != _ORDERED_MAX else _ORDERED_MIN)
-
-
-@jit
-def _slots(
-    bits: np.ndarray,
-    out: np.ndarray,
-    m: int,
-    exp_lo: int,
-    exp_hi: int,
-    po: int,
-    no: int,
-    lp: int,
-    ln: int,
-    wp: int,
-) -> bool:
-    """Page slots of one neuron's values ``bits`` (float32 bits) at resolution ``m``, into
-    ``out``; returns whether a nonzero finite value falls outside the windows (starting at
-    keys ``po`` and ``no``, ``lp`` and ``ln`` slots wide).
-
-    Branch-free, so that it vectorises: half the values of a ReLU layer are exact zeros in
-    no predictable order.
-    """
-    shift, key_base, key_top = key_limits(m, exp_lo, exp_hi)
-    bad = 0
-    for j in range(bits.shape[0]):
-        b = bits[j]
-        mag = b & _ABS_MASK
-        special = int(mag >= _INF_BITS)
-        counted = int(mag != 0) & (1 - special)  # finite and nonzero: on the grid
-        key = min(max(mag >> shift, key_base), key_top) - key_base
-        neg = b >> 31  # -1 for negative values, else 0: a mask for branch-free selects
-        rel = key - (po + (neg & (no - po)))
-        bad |= counted & int((rel < 0) | (rel >= lp + (neg & (ln - lp))))
-        on_grid = counted * (N_SPECIAL + rel + (neg & wp))
-        # NaN, or +Inf / -Inf by sign: NAN + 1 == POSINF, NAN + 2 == NEGINF
-        off_grid = NAN + int(mag == _INF_BITS) * (1 - neg)
-        out[j] = on_grid + special * (off_grid - on_grid)
-    return bad != 0
-
-
-@jit
-def _ordered(b: int) -> int:
-    """float32 bits as an int32 that orders like the float: finite values only, -0 as +0.
-
-    NaN and the infinities map to ``_ORDERED_MAX``, which no finite value reaches, so a
-    min skips them directly and a max once told to. Integer min and max need no branches.
-    """
-    b = b & -int((b & _ABS_MASK) != 0)  # -0.0 -> +0.0: min and max do not depend on order
-    o = b ^ ((b >> 31) & _ABS_MASK)
-    return o if (b & _ABS_MASK) < _INF_BITS else _ORDERED_MAX
-
-
-@jit
 def _unordered(o: int) -> int:
-    """The float32 bits of an :func:`_ordered` value (the map is its own inverse)."""
+    """The float32 bits of an ordered int32 (see :func:`update_counts`; the map is its own
+    inverse)."""
     return o ^ ((o >> 31) & _ABS_MASK)
 
 
-@jit
-def _prefetch_counts(
-    pool: np.ndarray,
-    page: np.ndarray,
-    n: int,
-    slots: np.ndarray,
-    seg_group: np.ndarray,
-    seg_start: np.ndarray,
-) -> None:
-    """Start fetching the counters neuron ``n`` will increment (``slots`` in the order of
-    the groups ``seg_group``, with spans ``seg_start``) into cache."""
-    for i_seg in range(seg_group.shape[0]):
-        g = seg_group[i_seg]
-        if g < 0:
-            break
-        pg = page[n, g]
-        for j in range(seg_start[i_seg], seg_start[i_seg + 1]):
-            _prefetch(pool, pg, slots[j])  # type: ignore[call-arg]
-
-
 @intrinsic
-def _prefetch(typingctx: Any, arr: Any, i: Any, j: Any) -> Any:
-    """``_prefetch(arr, i, j)``: hint that ``arr[i, j]`` will be written soon (LLVM's
+def _prefetch(typingctx: Any, arr: Any, i: Any) -> Any:
+    """``_prefetch(arr, i)``: hint that ``arr[i]`` will be written soon (LLVM's
     ``llvm.prefetch``: it never faults and changes no value)."""
-    sig = types.void(arr, i, j)
+    sig = types.void(arr, i)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [
-            context.cast(builder, v, t, types.intp)
-            for v, t in zip(args[1:], signature.args[1:], strict=True)
-        ]
+        idx = [context.cast(builder, args[1], signature.args[1], types.intp)]
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
         i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
         i32 = ir.IntType(32)

@@ -367,7 +367,7 @@ class LayerSketch:
     def _fold(self, x: np.ndarray, gids: np.ndarray) -> None:
         """Add a batch to the windows (counts, min and max; not the totals)."""
         n, n_groups = self.spec.n_neurons, len(self.spec.groups)
-        order, seg_group, seg_start = k.plan_groups(gids, n_groups)
+        row_group, seg_group = k.plan_groups(gids, n_groups)
         self._ensure_pages(k.new_pages_needed(self.page, seg_group))
         self.n_pages = k.assign_pages(self.page, seg_group, self.n_pages)
 
@@ -376,7 +376,7 @@ class LayerSketch:
         neurons = np.arange(n, dtype=np.intp)
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
-                x, order, seg_group, seg_start, neurons, self.pool, self.page,
+                x, row_group, seg_group, neurons, self.pool, self.page,
                 self.mins, self.maxs, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, self.spec.max_bins,
                 grid.min_mantissa_bits, missed,
