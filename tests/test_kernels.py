@@ -845,11 +845,12 @@ def test_densify_gives_each_neuron_its_own_axis():
     pos_lo = np.array([2, 5], np.int64)
     neg_hi = np.array([2, -1], np.int64)
     n_neg = np.array([2, 0], np.int64)
+    n_pos = np.array([2, 3], np.int64)
     dst = np.zeros((2, 2, 5), dtype=np.uint64)
     specials = np.zeros((2, 2, 3), dtype=np.int64)
     k.densify(
         pool, page, np.array([2, 5], np.int32), np.array([1, 0], np.int32), 3,
-        pos_lo, neg_hi, n_neg, dst, specials,
+        pos_lo, neg_hi, n_neg, n_pos, dst, specials,
     )  # fmt: skip
     np.testing.assert_array_equal(dst[0, 1], [4, 3, 7, 1, 2])
     np.testing.assert_array_equal(dst[0, 0], [0, 0, 0, 0, 0])

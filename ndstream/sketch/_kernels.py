@@ -378,32 +378,37 @@ def occupied_key_ranges(
     out: np.ndarray,
 ) -> None:
     """``out[i]``: (pos min, pos max, neg min, neg max) keys of neuron ``neurons[i]`` with a
-    nonzero count in any group; ``(EMPTY_LO, -1)`` where there are none."""
+    nonzero count in any group; ``(EMPTY_LO, -1)`` where there are none.
+
+    A neuron's pages are OR-ed into one first, a vectorised pass over each of them; then a
+    single page is searched from both ends. Searching each page in turn would read a sparse
+    or empty window of every group twice, a counter at a time.
+    """
     wn = pool.shape[1] - N_SPECIAL - wp
+    seen = np.empty(pool.shape[1], dtype=pool.dtype)
     for i in range(neurons.shape[0]):
         n = neurons[i]
-        pmin, pmax, nmin, nmax = EMPTY_LO, -1, EMPTY_LO, -1
+        seen[:] = 0
         for g in range(page.shape[1]):
             pg = page[n, g]
-            if pg < 0:
-                continue
-            for s in range(wp):
-                if pool[pg, N_SPECIAL + s]:
-                    pmin = min(pmin, pos_off[n] + s)
-                    break
-            for s in range(wp - 1, -1, -1):
-                if pool[pg, N_SPECIAL + s]:
-                    pmax = max(pmax, pos_off[n] + s)
-                    break
-            for s in range(wn):
-                if pool[pg, N_SPECIAL + wp + s]:
-                    nmin = min(nmin, neg_off[n] + s)
-                    break
-            for s in range(wn - 1, -1, -1):
-                if pool[pg, N_SPECIAL + wp + s]:
-                    nmax = max(nmax, neg_off[n] + s)
-                    break
-        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = pmin, pmax, nmin, nmax
+            if pg >= 0:
+                counts = pool[pg]
+                for s in range(seen.shape[0]):
+                    seen[s] |= counts[s]
+        out[i, 0], out[i, 1] = _nonzero_span(seen[N_SPECIAL : N_SPECIAL + wp], pos_off[n])
+        out[i, 2], out[i, 3] = _nonzero_span(seen[N_SPECIAL + wp : N_SPECIAL + wp + wn], neg_off[n])
+
+
+@jit
+def _nonzero_span(window: np.ndarray, offset: int) -> tuple[int, int]:
+    """Keys ``offset + s`` of the first and last nonzero slot ``s`` of ``window``;
+    ``(EMPTY_LO, -1)`` if every slot is zero."""
+    for first in range(window.shape[0]):
+        if window[first]:
+            for last in range(window.shape[0] - 1, first - 1, -1):
+                if window[last]:
+                    return offset + first, offset + last
+    return EMPTY_LO, -1
 
 
 @jit
@@ -517,36 +522,36 @@ def densify(
     pos_lo: np.ndarray,
     neg_hi: np.ndarray,
     n_neg: np.ndarray,
+    n_pos: np.ndarray,
     dst: np.ndarray,
     specials: np.ndarray,
 ) -> None:
     """Write the pages of ``page[:, groups]`` onto each neuron's bin axis ``[neg, zero, pos]``.
 
     Neuron ``n``'s axis has ``n_neg[n]`` negative bins, from its largest magnitude key
-    ``neg_hi[n]`` down (ascending value), then the zero bin, then positive bins from key
-    ``pos_lo[n]`` up. ``dst[neuron, group, bin]`` and
-    ``specials[neuron, group, (nan, posinf, neginf)]`` must come in zeroed.
+    ``neg_hi[n]`` down (ascending value), then the zero bin, then ``n_pos[n]`` positive bins
+    from key ``pos_lo[n]`` up; its windows must hold those keys. ``dst[neuron, group, bin]``
+    and ``specials[neuron, group, (nan, posinf, neginf)]`` must come in zeroed.
     """
     n_neurons, n_groups = page.shape
-    wn = pool.shape[1] - N_SPECIAL - wp
     for n in range(n_neurons):
         zero = n_neg[n]
+        first_pos = N_SPECIAL + pos_lo[n] - pos_off[n]  # pool slot of the first positive bin
+        last_neg = N_SPECIAL + wp + neg_hi[n] - neg_off[n]  # ...of the first (largest) negative
         for g in range(n_groups):
             pg = page[n, g]
             if pg < 0:
                 continue
-            dst[n, g, zero] = pool[pg, ZERO]
-            specials[n, g, 0] = pool[pg, NAN]
-            specials[n, g, 1] = pool[pg, POSINF]
-            specials[n, g, 2] = pool[pg, NEGINF]
-            for s in range(wp):
-                c = pool[pg, N_SPECIAL + s]
-                if c:
-                    dst[n, g, zero + 1 + pos_off[n] + s - pos_lo[n]] = c
-            for s in range(wn):
-                c = pool[pg, N_SPECIAL + wp + s]
-                if c:
-                    dst[n, g, neg_hi[n] - (neg_off[n] + s)] = c
+            counts = pool[pg]
+            row = dst[n, g]
+            row[zero] = counts[ZERO]
+            specials[n, g, 0] = counts[NAN]
+            specials[n, g, 1] = counts[POSINF]
+            specials[n, g, 2] = counts[NEGINF]
+            for b in range(n_pos[n]):  # plain copies of the occupied keys: they vectorise
+                row[zero + 1 + b] = counts[first_pos + b]
+            for b in range(n_neg[n]):
+                row[b] = counts[last_neg - b]
 
 
 @jit
@@ -616,17 +621,22 @@ def bin_edges(
                 lower[n, b], upper[n, b] = lo, hi
 
 
+# 2**e for every float32 exponent and the grid's edges: a table read, not a libm call per bin.
+_POW2_BIAS = 160
+_POW2 = np.ldexp(1.0, np.arange(-_POW2_BIAS, _POW2_BIAS + 1))
+
+
 @jit
 def _magnitude_edges(key: int, m: int, exp_lo: int, exp_hi: int) -> tuple[float, float]:
     """Lower and upper magnitude edges of rebased key ``key`` at resolution ``m``."""
     base = (exp_lo << m) - 1
     raw = key + base
     if key == 0:
-        return 0.0, np.ldexp(1.0, exp_lo - 127)
+        return 0.0, _POW2[_POW2_BIAS + exp_lo - 127]
     if raw >= exp_hi << m:
-        return np.ldexp(1.0, exp_hi - 127), _F32_MAX
+        return _POW2[_POW2_BIAS + exp_hi - 127], _F32_MAX
     per_octave = 1 << m
-    scale = np.ldexp(1.0, (raw >> m) - 127)
+    scale = _POW2[_POW2_BIAS + (raw >> m) - 127]
     mantissa = raw & (per_octave - 1)
     lo = scale * (1.0 + mantissa / per_octave)
     # With max_exponent=128 the top bin ends at 2**128, past float32: all finite values

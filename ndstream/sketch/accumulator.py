@@ -570,11 +570,9 @@ class LayerSketch:
         lower = np.full((self.spec.n_neurons, n_bins), np.nan, dtype=np.float32)
         upper = np.full((self.spec.n_neurons, n_bins), np.nan, dtype=np.float32)
         n_neg = width_n.astype(np.int64)
-        k.bin_edges(
-            self.res, pos_lo, neg_hi, n_neg, width_p.astype(np.int64), grid.exp_lo, grid.exp_hi,
-            lower, upper,
-        )  # fmt: skip
-        return pos_lo, neg_hi, n_neg, lower, upper
+        n_pos = width_p.astype(np.int64)
+        k.bin_edges(self.res, pos_lo, neg_hi, n_neg, n_pos, grid.exp_lo, grid.exp_hi, lower, upper)
+        return pos_lo, neg_hi, n_neg, n_pos, lower, upper
 
     def finalize(self, groups: slice | np.ndarray | list[int] | None = None) -> Summary:
         """The canonical :class:`~ndstream.sketch.summary.Summary` of everything seen so far.
@@ -602,11 +600,11 @@ class LayerSketch:
             slot[idx] = np.arange(idx.size)
             k.exact_counts(bins, gids, slot, dense, special)
         else:
-            pos_lo, neg_hi, n_neg = axes[:3]
+            pos_lo, neg_hi, n_neg, n_pos = axes[:4]
             page = np.ascontiguousarray(self.page[:, idx])
             k.densify(
                 self.pool, page, self.pos_off, self.neg_off, self.wp, pos_lo, neg_hi, n_neg,
-                dense, special,
+                n_pos, dense, special,
             )  # fmt: skip
         mins, maxs = self.mins[:, idx], self.maxs[:, idx]
         finite = mins <= maxs
