@@ -19,7 +19,7 @@ from strategies import assert_summaries_identical
 
 import ndstream
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec
-from ndstream.store import FORMAT_VERSION, LayerMeta, StoreMeta, write_store
+from ndstream.store import FORMAT_VERSION, LayerMeta, StoreMeta, write_store, zarr_v3
 
 SUMMARY_ARRAYS = {
     "counts": "counts",
@@ -495,3 +495,72 @@ def test_chunks_compression_and_dtypes_on_disk(tmp_path) -> None:
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), attr
         np.testing.assert_array_equal(got.resolution, summary.resolution)
         assert len(set(summary.resolution.tolist())) > 1  # neurons at different resolutions
+
+
+# -- the writer's Zarr v3 documents and chunks ----------------------------------------------
+
+# Arrays as a store holds them: edge chunks on every axis, NaN, one-byte types, strings, and
+# an empty array (no chunks at all).
+_ZARR_CASES = {
+    "counts": (np.arange(5 * 3 * 7, dtype=np.uint16).reshape(5, 3, 7) % 5, (2, 2, 7)),
+    "min": (np.array([[np.nan, -1.5], [2.0, np.inf], [0.0, -0.0]], np.float32), (2, 2)),
+    "count": (np.array([3, 0, 2**40], np.int64), (3,)),
+    "resolution": (np.array([23, 1, -3], np.int8), (3,)),
+    "thumbnail": (np.arange(2 * 3 * 4 * 1, dtype=np.uint8).reshape(2, 3, 4, 1), (2, 3, 4, 1)),
+    "group": (np.array(["cat", "dög", ""], dtype=str), (3,)),
+    # what zarr-python reads string arrays back as (a resumed run writes them again)
+    "condition": (np.array(["benign", "attacked"], dtype=np.dtypes.StringDType()), (2,)),
+    "empty": (np.zeros((0, 4), np.float32), (1, 4)),
+}
+
+
+def test_zarr_v3_writes_what_zarr_python_writes(tmp_path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    group = zarr.open_group(theirs, mode="w", zarr_format=3, attributes={"a": [1, "b"]})
+    documents = {}
+    for name, (data, chunks) in _ZARR_CASES.items():
+        dims = tuple(f"d{i}" for i in range(data.ndim))
+        attrs = {"coordinates": "x"} if name == "counts" else None
+        is_str = data.dtype.kind in "UT"
+        array = group.create_array(
+            name, shape=data.shape, chunks=chunks, dtype=str if is_str else data.dtype,
+            compressors=None if is_str else zarr.codecs.BloscCodec(
+                cname="lz4", clevel=5, shuffle="shuffle"
+            ),
+            dimension_names=dims, fill_value="" if is_str else 0, attributes=attrs,
+            config={"write_empty_chunks": True},
+            chunk_key_encoding={"name": "default", "separator": "."},
+        )  # fmt: skip
+        array[...] = data
+        documents[name] = zarr_v3.array_document(data.shape, data.dtype, chunks, dims, attrs)
+        (ours / name).mkdir(parents=True)
+        (ours / name / "zarr.json").write_bytes(zarr_v3.to_json(documents[name]))
+        for key, part in zarr_v3.chunk_parts(data, chunks):
+            (ours / name / key).write_bytes(zarr_v3.encode_chunk(part, chunks))
+    (ours / "zarr.json").write_bytes(
+        zarr_v3.to_json(zarr_v3.group_document({"a": [1, "b"]}, documents))
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(theirs, zarr_format=3)
+    files = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file())
+    assert Path("empty/zarr.json") in files and not list((theirs / "empty").glob("c*"))
+    for rel in files:
+        a, b = (theirs / rel).read_bytes(), (ours / rel).read_bytes()
+        if rel.name == "zarr.json":
+            assert json.loads(a) == json.loads(b), rel
+        else:
+            assert a == b, rel
+    # and zarr-python reads ours back, through the consolidated metadata
+    back = zarr.open_group(ours, mode="r", zarr_format=3, use_consolidated=True)
+    for name, (data, _) in _ZARR_CASES.items():
+        np.testing.assert_array_equal(back[name][...], data)
+
+
+def test_zarr_v3_chunks_of_a_part_start_at_its_origin() -> None:
+    data = np.ones((4, 2, 3), np.uint16)
+    keys = [key for key, _ in zarr_v3.chunk_parts(data, (2, 2, 3), origin=(0, 6, 0))]
+    assert keys == ["c.0.3.0", "c.1.3.0"]
+    with pytest.raises(ValueError, match="chunk grid"):
+        list(zarr_v3.chunk_parts(data, (2, 2, 3), origin=(0, 1, 0)))

@@ -2,41 +2,29 @@
 
 Each checkpoint is a whole Zarr store written into a new snapshot folder and committed by
 one atomic rename (see :mod:`ndstream.store.snapshots`), so the store path holds either the
-previous checkpoint or the new one, never a half-written mix.
+previous checkpoint or the new one, never a half-written mix. The documents and chunks are
+made by :mod:`ndstream.store.zarr_v3` and compressed and written on a pool of threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import warnings
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
-import zarr.api.asynchronous as zarr_async
-from zarr.codecs import BloscCodec
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import Buffer
-from zarr.core.sync import sync
-from zarr.storage import MemoryStore
 
 from ..errors import StoreError
 from ..instances import InstanceTable
 from ..sketch import LayerSketch, Summary
 from . import format as fmt
-from . import snapshots
+from . import snapshots, zarr_v3
 
 __all__ = ["check_replaceable", "write_checkpoint", "write_store"]
-
-# Byte-shuffled lz4: most counters are small or zero, so their high bytes compress to nothing,
-# at several GB/s; zstd with bit shuffle packs a quarter tighter but writes six times slower.
-_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def write_store(
@@ -88,25 +76,32 @@ def write_checkpoint(
     if missing:
         raise StoreError(f"no summary for layers {missing}")
     tmp: Path | None = None
-    # zarr builds the store in memory and each layer's chunks go to disk as soon as they are
-    # written: zarr's local store costs a thread hand-off per file operation, several times
-    # its in-memory speed. Only the small metadata documents stay in memory, to consolidate.
-    entries: dict[str, Buffer] = {}
-    staging = MemoryStore(entries)
     try:
         tmp = snapshots.new_snapshot(path)
-        root = zarr.open_group(staging, mode="w-", zarr_format=3)
-        root.attrs[fmt.ROOT_ATTR] = meta.to_dict()
-        for layer, src in _prepared(meta.layers, summaries):
-            values = instances.values[layer.name] if instances is not None else None
-            _write_layer(root, layer, src, meta, values)
-            _spill(entries, tmp, keep_metadata=True)
-        groups = list(meta.layer_names)
-        if instances is not None:
-            _write_instances(root, instances)
-            groups.append(fmt.INSTANCES)
-        _consolidate(staging, groups)
-        _spill(entries, tmp)
+        documents: dict[str, dict[str, Any]] = {}  # node path -> its zarr.json document
+        with _Files(tmp) as files:
+            for layer, src in _prepared(meta.layers, summaries, len(meta.groups)):
+                values = instances.values[layer.name] if instances is not None else None
+                documents.update(_write_layer(files, layer, src, meta, values))
+                files.wait()  # one layer's counts in flight at a time: memory stays bounded
+            groups = list(meta.layer_names)
+            if instances is not None:
+                documents.update(_write_instances(files, instances))
+                groups.append(fmt.INSTANCES)
+            # Each group lists its arrays, and the root every node, as consolidated metadata:
+            # xarray then opens a layer in one read. It cannot go stale, because a store is
+            # never modified in place; readers that do not know it may ignore it.
+            for group in groups:
+                inside = {
+                    node[len(group) + 1 :]: doc
+                    for node, doc in documents.items()
+                    if node.startswith(group + "/")
+                }
+                documents[group] = zarr_v3.group_document(documents[group]["attributes"], inside)
+            root = zarr_v3.group_document({fmt.ROOT_ATTR: meta.to_dict()}, documents)
+            for node, doc in documents.items():
+                files.put(f"{node}/zarr.json", zarr_v3.to_json(doc))
+            files.put("zarr.json", zarr_v3.to_json(root))
         committed = snapshots.commit(path, tmp, ["zarr.json", *groups], final=meta.complete)
         tmp = None
         return committed
@@ -139,41 +134,15 @@ def check_replaceable(path: Path) -> None:
         )
 
 
-def _spill(entries: dict[str, Buffer], folder: Path, keep_metadata: bool = False) -> None:
-    """Write the staged ``entries`` as files under ``folder`` and drop them from memory;
-    with ``keep_metadata``, the ``zarr.json`` documents stay (consolidation reads them)."""
-    for key in list(entries):
-        if keep_metadata and key.rsplit("/", 1)[-1] == "zarr.json":
-            continue
-        file = folder / key
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_bytes(entries.pop(key).to_bytes())
-
-
-def _consolidate(store: MemoryStore, layers: list[str]) -> None:
-    """Consolidate the metadata of the root and of each layer group.
-
-    xarray then opens a layer in one read and without warnings. It cannot go stale, because
-    a store is never modified in place. zarr-python marks it ``must_understand: false``, so
-    other readers may ignore it; zarr-python warns that it is not in the v3 spec, which we know.
-    """
-
-    async def consolidate() -> None:
-        await asyncio.gather(
-            *(zarr_async.consolidate_metadata(store, path=name, zarr_format=3) for name in layers)
-        )
-        await zarr_async.consolidate_metadata(store, zarr_format=3)
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        sync(consolidate())
-
-
 class _Source:
     """What the writer needs of a layer, from a finalized :class:`Summary` or a live
-    :class:`LayerSketch` (finalized a block of groups at a time, never densely at once)."""
+    :class:`LayerSketch` (finalized a block of groups at a time, never densely at once).
 
-    def __init__(self, source: Summary | LayerSketch) -> None:
+    Made on the preparing thread (see :func:`_prepared`): the bin axes and the first block
+    of counts are computed there, while the previous layer is compressed.
+    """
+
+    def __init__(self, source: Summary | LayerSketch, n_groups: int) -> None:
         self._source = source
         if isinstance(source, LayerSketch):
             self.lower, self.upper = source.bin_edges()
@@ -184,14 +153,32 @@ class _Source:
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
         self.has_data = np.asarray(source.totals > 0)
+        n, n_bins = self.lower.shape
+        self.neuron_chunk = min(n, fmt.NEURON_CHUNK)
+        # Few groups per chunk, so a view of a few groups reads little; but not one chunk per
+        # group, because each chunk is a file and 1,000 small files cost more than they save.
+        per_group = self.neuron_chunk * n_bins * np.dtype(self.count_dtype).itemsize
+        self.group_chunk = max(1, min(n_groups, fmt.CHUNK_BYTES // max(1, per_group)))
+        # Blocks of whole chunks of groups, near 64 MB however many groups there are.
+        self.block = self.group_chunk * max(
+            1, (64 << 20) // max(1, n * n_bins * 8 * self.group_chunk)
+        )
+        self._rest = self._finalized()
+        self._first = next(self._rest, None)
 
-    def blocks(self, block: int) -> Iterator[tuple[int, Summary]]:
+    def blocks(self) -> Iterator[tuple[int, Summary]]:
         """Finalized blocks of groups; blocks whose groups saw no data are skipped."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+            yield from self._rest
+
+    def _finalized(self) -> Iterator[tuple[int, Summary]]:
         n_groups = self.has_data.size
-        for g0 in range(0, n_groups, block):
-            if not self.has_data[g0 : g0 + block].any():
+        for g0 in range(0, n_groups, self.block):
+            if not self.has_data[g0 : g0 + self.block].any():
                 continue  # nothing to write: missing chunks read as the fill value, zero
-            groups = list(range(g0, min(g0 + block, n_groups)))
+            groups = list(range(g0, min(g0 + self.block, n_groups)))
             if isinstance(self._source, LayerSketch):
                 yield g0, self._source.finalize(groups)
             else:
@@ -199,54 +186,61 @@ class _Source:
 
 
 def _prepared(
-    layers: Iterable[fmt.LayerMeta], summaries: Mapping[str, Summary | LayerSketch]
+    layers: Iterable[fmt.LayerMeta],
+    summaries: Mapping[str, Summary | LayerSketch],
+    n_groups: int,
 ) -> Iterator[tuple[fmt.LayerMeta, _Source]]:
     """Each layer with its :class:`_Source`, the next one prepared while this one is written.
 
-    Preparing a sketch computes its bin axes (Numba and numpy's sort, which release the
-    GIL), and writing compresses on zarr's threads: overlapped, they use both of a small
-    machine's cores. One layer ahead keeps at most two layers' axes in memory.
+    Preparing a sketch computes its bin axes and its first block of counts (Numba and
+    numpy, which release the GIL), and writing compresses on zarr's threads: overlapped,
+    they use both of a small machine's cores. One layer ahead keeps at most two layers'
+    axes and first blocks in memory.
     """
     layers = list(layers)
     with ThreadPoolExecutor(1, thread_name_prefix="ndstream-finalize") as ahead:
-        upcoming = [ahead.submit(_Source, summaries[layer.name]) for layer in layers[:1]]
+        upcoming = [ahead.submit(_Source, summaries[layer.name], n_groups) for layer in layers[:1]]
         for i, layer in enumerate(layers):
             src = upcoming.pop().result()
             if i + 1 < len(layers):
-                upcoming.append(ahead.submit(_Source, summaries[layers[i + 1].name]))
+                upcoming.append(ahead.submit(_Source, summaries[layers[i + 1].name], n_groups))
             yield layer, src
 
 
-def _write_instances(root: zarr.Group, table: InstanceTable) -> None:
-    data = {name: np.asarray(getattr(table, name)) for name in fmt.INSTANCE_DIMS}
-    specs: dict[str, _ArrayShape] = {
-        name: (a.shape, a.dtype, a.shape, None) for name, a in data.items()
-    }
-    sync(_fill(root, fmt.INSTANCES, {}, specs, fmt.INSTANCE_DIMS, data))
+def _write_instances(files: _Files, table: InstanceTable) -> dict[str, dict[str, Any]]:
+    """Write the instances group's arrays (one chunk each); returns its documents."""
+    documents = {fmt.INSTANCES: zarr_v3.group_document({})}
+    for name, dims in fmt.INSTANCE_DIMS.items():
+        data = np.asarray(getattr(table, name))
+        documents[f"{fmt.INSTANCES}/{name}"] = files.array(
+            f"{fmt.INSTANCES}/{name}", data, data.shape, dims
+        )
+    return documents
 
 
 def _write_layer(
-    root: zarr.Group,
+    files: _Files,
     layer: fmt.LayerMeta,
     src: _Source,
     meta: fmt.StoreMeta,
     instance_values: np.ndarray | None,
-) -> None:
-    lower, upper, count_dtype = src.lower, src.upper, src.count_dtype
+) -> dict[str, dict[str, Any]]:
+    """Write a layer group's arrays; returns its documents (node path -> document).
+
+    A layer's counts go a block of whole chunks of groups at a time (see :class:`_Source`),
+    so a block stays near 64 MB however many groups there are; the per-group arrays are
+    filled from the same blocks and written once at the end.
+    """
     n, n_groups = layer.n_neurons, len(meta.groups)
-    n_bins = lower.shape[1]
-    neuron_chunk = min(n, fmt.NEURON_CHUNK)
-    # Few groups per chunk, so a view of a few groups reads little; but not one chunk per
-    # group, because each chunk is a file and 1,000 small files cost more than they save.
-    per_group = neuron_chunk * n_bins * np.dtype(count_dtype).itemsize
-    group_chunk = max(1, min(n_groups, fmt.CHUNK_BYTES // max(1, per_group)))
+    n_bins = src.lower.shape[1]
+    neuron_chunk, group_chunk = src.neuron_chunk, src.group_chunk
     data: dict[str, np.ndarray] = {
         "neuron": np.arange(n, dtype=np.int64),
         "group": np.array(meta.groups, dtype=str),
         "grouping": np.array(meta.groupings, dtype=str),
         "bin": np.arange(n_bins, dtype=np.int64),
-        "bin_lower": lower,
-        "bin_upper": upper,
+        "bin_lower": src.lower,
+        "bin_upper": src.upper,
         "resolution": src.resolution.astype(np.int8),
         "count": np.zeros(n_groups, dtype=np.int64),
         # NaN is what min and max hold for a group without data.
@@ -256,92 +250,99 @@ def _write_layer(
         "posinf_count": np.zeros((n, n_groups), dtype=np.int64),
         "neginf_count": np.zeros((n, n_groups), dtype=np.int64),
     }
-    chunks = {name: (neuron_chunk, *a.shape[1:]) for name, a in data.items() if a.ndim == 2}
-    if instance_values is not None:
-        data["instance_values"] = instance_values.astype(np.float32, copy=False)
-    specs: dict[str, _ArrayShape] = {
-        name: (a.shape, a.dtype, chunks.get(name, a.shape), None) for name, a in data.items()
-    }
-    # xarray reads the CF "coordinates" attribute to attach the extra coordinates.
-    specs["counts"] = (
-        (n, n_groups, n_bins),
-        np.dtype(count_dtype),
-        (neuron_chunk, group_chunk, n_bins),
-        {"coordinates": "grouping bin_lower bin_upper"},
-    )
-    block = group_chunk * max(1, (64 << 20) // max(1, n * n_bins * 8 * group_chunk))
-    attributes = {fmt.ROOT_ATTR: {"layer": layer.to_dict()}}
-    sync(_fill(root, layer.name, attributes, specs, fmt.DIMS, data, src, block))
-
-
-async def _fill(
-    root: zarr.Group,
-    name: str,
-    attributes: dict[str, Any],
-    specs: Mapping[str, _ArrayShape],
-    dims: Mapping[str, tuple[str, ...]],
-    data: dict[str, np.ndarray],
-    src: _Source | None = None,
-    block: int = 0,
-) -> None:
-    """Create a group's arrays and write them, all in one call into zarr's event loop (each
-    synchronous zarr call waits on a thread hand-off; a layer's finalizing runs there too).
-
-    A layer's counts (``src``) go a block of whole chunks of groups at a time, so a block
-    stays near 64 MB however many groups there are. The other arrays are written once at
-    the end, because rewriting their chunks block by block would recompress them each time.
-    """
-    arrays = await _create_arrays(root, name, attributes, specs, dims)
-    for g0, s in src.blocks(block) if src is not None else ():
+    name = layer.name
+    counts_chunks = (neuron_chunk, group_chunk, n_bins)
+    counts_dtype = np.dtype(src.count_dtype)
+    for g0, s in src.blocks():
         sel = (slice(None), slice(g0, g0 + len(s.groups)))
-        if s.counts.shape[2]:
-            await arrays["counts"].setitem(sel, s.counts)
+        files.chunks(f"{name}/{fmt.COUNTS}", s.counts, counts_chunks, (0, g0, 0))
         data["min"][sel] = s.mins
         data["max"][sel] = s.maxs
         data["nan_count"][sel] = s.nan
         data["posinf_count"][sel] = s.posinf
         data["neginf_count"][sel] = s.neginf
         data["count"][g0 : g0 + len(s.groups)] = s.totals
-    await _gather(arrays[array].setitem(Ellipsis, a) for array, a in data.items())
-
-
-_ArrayShape = tuple[tuple[int, ...], np.dtype[Any], tuple[int, ...], dict[str, Any] | None]
-
-
-async def _create_arrays(
-    root: zarr.Group,
-    name: str,
-    attributes: dict[str, Any],
-    specs: Mapping[str, _ArrayShape],
-    dims: Mapping[str, tuple[str, ...]],
-) -> dict[str, AsyncArray[Any]]:
-    """Create a group and its arrays ``name: (shape, dtype, chunks, attributes)``, all at
-    once (a layer has 14 arrays; each synchronous zarr call costs milliseconds)."""
-    group = await root._async_group.create_group(name, attributes=attributes)
-
-    async def create(array: str, spec: _ArrayShape) -> AsyncArray[Any]:
-        shape, dtype, chunks, attrs = spec
-        is_str = dtype.kind == "U"
-        return await group.create_array(
-            array,
-            shape=shape,
-            dtype=str if is_str else dtype,
-            chunks=tuple(max(c, 1) for c in chunks),
-            compressors=None if is_str else _COMPRESSOR,
-            dimension_names=dims[array],
-            fill_value="" if is_str else 0,
-            attributes=attrs,
-            # Skips zarr's scan of every chunk for all-zero content: a sketch's chunks
-            # rarely are, and the scan costs as much as compressing them.
-            config={"write_empty_chunks": True},
-            # Chunk files side by side ("c.0.0.0") rather than nested folders: a checkpoint
-            # makes and flushes three times fewer folders.
-            chunk_key_encoding={"name": "default", "separator": "."},
+    documents = {
+        name: zarr_v3.group_document({fmt.ROOT_ATTR: {"layer": layer.to_dict()}}),
+        # xarray reads the CF "coordinates" attribute to attach the extra coordinates.
+        f"{name}/{fmt.COUNTS}": zarr_v3.array_document(
+            (n, n_groups, n_bins), counts_dtype, counts_chunks, fmt.DIMS[fmt.COUNTS],
+            {"coordinates": "grouping bin_lower bin_upper"},
+        ),
+    }  # fmt: skip
+    if instance_values is not None:
+        data["instance_values"] = instance_values.astype(np.float32, copy=False)
+    for array, values in data.items():
+        chunks = (neuron_chunk, *values.shape[1:]) if values.ndim == 2 else values.shape
+        documents[f"{name}/{array}"] = files.array(
+            f"{name}/{array}", values, chunks, fmt.DIMS[array]
         )
-
-    created = await asyncio.gather(*(create(array, spec) for array, spec in specs.items()))
-    return dict(zip(specs, created, strict=True))
+    return documents
 
 
-async def _gather(coroutines: Iterable[Awaitable[Any]]) -> None:
-    await asyncio.gather(*coroutines)
+class _Files:
+    """Chunks compressed and written into a snapshot folder on a pool of threads.
+
+    Blosc and file writes release the GIL, so the pool keeps every core busy while the
+    caller finalizes the next block. :meth:`wait` re-raises a failed write.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="ndstream-write")
+        self._pending: list[Future[None]] = []
+        self._folders: set[str] = set()
+
+    def array(
+        self, node: str, data: np.ndarray, chunks: tuple[int, ...], dims: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Write a whole array's chunks; returns its document."""
+        self.chunks(node, data, chunks)
+        return zarr_v3.array_document(data.shape, data.dtype, chunks, dims)
+
+    def chunks(
+        self,
+        node: str,
+        data: np.ndarray,
+        chunks: tuple[int, ...],
+        origin: tuple[int, ...] | None = None,
+    ) -> None:
+        """Write the chunks of ``data`` (see :func:`zarr_v3.encode_chunks`), in the pool."""
+        self._folder(node)
+        for key, part in zarr_v3.chunk_parts(data, chunks, origin):
+            self._submit(self._write_chunk, node, key, part, chunks)
+
+    def put(self, name: str, content: bytes) -> None:
+        """Write one file (a document), in the pool."""
+        self._folder(name.rpartition("/")[0])
+        self._submit(self._write, name, content)
+
+    def wait(self) -> None:
+        """Block until everything submitted is written; raise the first failure."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def _folder(self, node: str) -> None:
+        if node and node not in self._folders:
+            (self.folder / node).mkdir(parents=True, exist_ok=True)
+            self._folders.add(node)
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def _write_chunk(self, node: str, key: str, part: np.ndarray, chunks: tuple[int, ...]) -> None:
+        self._write(f"{node}/{key}", zarr_v3.encode_chunk(part, chunks))
+
+    def _write(self, name: str, content: bytes) -> None:
+        (self.folder / name).write_bytes(content)
+
+    def __enter__(self) -> _Files:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
