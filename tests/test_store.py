@@ -506,6 +506,8 @@ _ZARR_CASES = {
     "min": (np.array([[np.nan, -1.5], [2.0, np.inf], [0.0, -0.0]], np.float32), (2, 2)),
     "count": (np.array([3, 0, 2**40], np.int64), (3,)),
     "resolution": (np.array([23, 1, -3], np.int8), (3,)),
+    "flag": (np.array([True, False, True]), (2,)),
+    "half": (np.array([[1.5, -2.0]], np.float16).byteswap().view(">f2"), (1, 2)),
     "thumbnail": (np.arange(2 * 3 * 4 * 1, dtype=np.uint8).reshape(2, 3, 4, 1), (2, 3, 4, 1)),
     "group": (np.array(["cat", "dög", ""], dtype=str), (3,)),
     # what zarr-python reads string arrays back as (a resumed run writes them again)

@@ -27,6 +27,8 @@ __all__ = ["array_document", "chunk_parts", "encode_chunk", "group_document", "t
 _CNAME, _CLEVEL = "lz4", 5
 _BLOSC = Blosc(cname=_CNAME, clevel=_CLEVEL, shuffle=Blosc.SHUFFLE, blocksize=0)
 _VLEN_UTF8 = VLenUTF8()
+# Each kind's zero, as zarr-python writes it (strings: the empty string).
+_FILL: dict[str, Any] = {"U": "", "T": "", "O": "", "b": False, "f": 0.0}
 
 
 def array_document(
@@ -36,7 +38,7 @@ def array_document(
     dimension_names: Sequence[str],
     attributes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``zarr.json`` document of an array; fill value 0 (``""`` for strings).
+    """The ``zarr.json`` document of an array; its fill value is zero (for strings ``""``).
 
     Parameters
     ----------
@@ -69,7 +71,7 @@ def array_document(
             "configuration": {"chunk_shape": [max(int(c), 1) for c in chunks]},
         },
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
-        "fill_value": "" if is_str else (0.0 if dtype.kind == "f" else 0),
+        "fill_value": _FILL.get(dtype.kind, 0),
         "codecs": codecs,
         "attributes": dict(attributes or {}),
         "dimension_names": list(dimension_names),
