@@ -117,9 +117,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bins_per_octave(res: Any) -> str:
+def _bins_per_octave(res: Any, finest: int) -> str:
+    # Neurons whose values span few bins (dead ReLUs: zeros and a handful of values) never
+    # coarsen: counted apart, so that the range describes the others.
+    full = int((res >= finest).sum())
+    res = res[res < finest]
+    if res.size == 0:
+        return "every value its own bin (full float32 resolution)"
     lo, hi = 2 ** int(res.min()), 2 ** int(res.max())
-    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+    text = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return (
+        text + " bins/octave" + (f", {full} neuron(s) at full float32 resolution" if full else "")
+    )
 
 
 def describe(store: object) -> str:
@@ -148,7 +157,7 @@ def describe(store: object) -> str:
         if values <= store.grid.exact_budget(layer.n_neurons, len(m.groups)):
             form = "every value kept exactly"
         else:
-            form = f"{_bins_per_octave(store.resolution(layer.name))} bins/octave"
+            form = _bins_per_octave(store.resolution(layer.name), store.grid.mantissa_bits)
         lines.append(
             f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
             f"  output {shape}  {layer.values_per_sample} value(s)/sample  {form}"

@@ -248,9 +248,16 @@ def test_cli_info_via_console_script(cli_store, cli_env) -> None:
             assert np.all(res == store.grid.mantissa_bits), layer
             want = "every value kept exactly"
         else:
-            # each layer's bins per octave: 2**resolution, a range when its neurons differ
-            lo, hi = 2 ** int(res.min()), 2 ** int(res.max())
-            want = f"{lo} bins/octave" if lo == hi else f"{lo}-{hi} bins/octave"
+            # each layer's bins per octave: 2**resolution, a range when its neurons differ;
+            # neurons still at full float32 resolution (too few values to coarsen) apart
+            full = res == store.grid.mantissa_bits
+            if full.all():
+                want = "every value its own bin (full float32 resolution)"
+            else:
+                lo, hi = 2 ** int(res[~full].min()), 2 ** int(res[~full].max())
+                want = f"{lo} bins/octave" if lo == hi else f"{lo}-{hi} bins/octave"
+                if full.any():
+                    want += f", {int(full.sum())} neuron(s) at full float32 resolution"
         forms.append(want == "every value kept exactly")
         assert line.endswith(want), (line, want)
     assert any(forms)  # 300 samples in 3 groupings: 900 values per neuron, kept exactly
