@@ -80,7 +80,7 @@ def write_checkpoint(
         tmp = snapshots.new_snapshot(path)
         documents: dict[str, dict[str, Any]] = {}  # node path -> its zarr.json document
         with _Files(tmp) as files:
-            for layer, src in _prepared(meta.layers, summaries, len(meta.groups)):
+            for layer, src in _prepared(meta.layers, summaries):
                 values = instances.values[layer.name] if instances is not None else None
                 documents.update(_write_layer(files, layer, src, meta, values))
                 files.wait()  # one layer's counts in flight at a time: memory stays bounded
@@ -142,7 +142,7 @@ class _Source:
     of counts are computed there, while the previous layer is compressed.
     """
 
-    def __init__(self, source: Summary | LayerSketch, n_groups: int) -> None:
+    def __init__(self, source: Summary | LayerSketch) -> None:
         self._source = source
         if isinstance(source, LayerSketch):
             self.lower, self.upper = source.bin_edges()
@@ -152,7 +152,8 @@ class _Source:
             self.lower, self.upper = source.lower, source.upper
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
-        self.has_data = np.asarray(source.totals > 0)
+        self.has_data = np.asarray(source.totals > 0)  # per group
+        n_groups = self.has_data.size
         n, n_bins = self.lower.shape
         self.neuron_chunk = min(n, fmt.NEURON_CHUNK)
         # Few groups per chunk, so a view of a few groups reads little; but not one chunk per
@@ -188,22 +189,21 @@ class _Source:
 def _prepared(
     layers: Iterable[fmt.LayerMeta],
     summaries: Mapping[str, Summary | LayerSketch],
-    n_groups: int,
 ) -> Iterator[tuple[fmt.LayerMeta, _Source]]:
     """Each layer with its :class:`_Source`, the next one prepared while this one is written.
 
     Preparing a sketch computes its bin axes and its first block of counts (Numba and
-    numpy, which release the GIL), and writing compresses on zarr's threads: overlapped,
+    numpy, which release the GIL), and writing compresses on the writer's threads: overlapped,
     they use both of a small machine's cores. One layer ahead keeps at most two layers'
     axes and first blocks in memory.
     """
     layers = list(layers)
     with ThreadPoolExecutor(1, thread_name_prefix="ndstream-finalize") as ahead:
-        upcoming = [ahead.submit(_Source, summaries[layer.name], n_groups) for layer in layers[:1]]
+        upcoming = [ahead.submit(_Source, summaries[layer.name]) for layer in layers[:1]]
         for i, layer in enumerate(layers):
             src = upcoming.pop().result()
             if i + 1 < len(layers):
-                upcoming.append(ahead.submit(_Source, summaries[layers[i + 1].name], n_groups))
+                upcoming.append(ahead.submit(_Source, summaries[layers[i + 1].name]))
             yield layer, src
 
 
@@ -307,7 +307,7 @@ class _Files:
         chunks: tuple[int, ...],
         origin: tuple[int, ...] | None = None,
     ) -> None:
-        """Write the chunks of ``data`` (see :func:`zarr_v3.encode_chunks`), in the pool."""
+        """Write the chunks of ``data`` (see :func:`zarr_v3.chunk_parts`), in the pool."""
         self._folder(node)
         for key, part in zarr_v3.chunk_parts(data, chunks, origin):
             self._submit(self._write_chunk, node, key, part, chunks)
