@@ -19,13 +19,15 @@ from .errors import (
     LayerNotFoundError,
     NdstreamError,
     SpecMismatchError,
+    StoreDamageError,
+    StoreDamageWarning,
     StoreError,
 )
 from .groups import Grouping, custom
 from .ingest import ingest
 from .instances import InstanceSpec, InstanceTable
 from .sketch import GridSpec, LayerSketch, SketchSpec, Summary
-from .store import Store, open_store
+from .store import Store, StoreReport, open_store, verify
 
 __all__ = [
     "ActivationCapture",
@@ -42,11 +44,15 @@ __all__ = [
     "SketchSpec",
     "SpecMismatchError",
     "Store",
+    "StoreDamageError",
+    "StoreDamageWarning",
     "StoreError",
+    "StoreReport",
     "Summary",
     "__version__",
     "custom",
     "ingest",
     "open_store",
     "resolve_layers",
+    "verify",
 ]

@@ -19,14 +19,20 @@ Reductions run in torch on the output's device; only the result goes to host. ``
 gives, per layer, a float32 array ``[batch, values_per_sample, neurons]``: ``"max"`` and
 ``"mean"`` reduce every axis but batch and channel (``values_per_sample == 1``); ``"none"``
 keeps every position as one more value of its neuron (channel axis moved last, positions in
-row-major order). NaN and Inf propagate; integer and bool outputs become float32; complex
-outputs raise :class:`CaptureError`.
+row-major order). ``"mean"`` accumulates in float64, so the mean of finite values is finite
+even where their float32 sum would overflow. NaN and Inf propagate; integer and bool outputs
+become float32; complex outputs raise :class:`CaptureError`.
 
-Repeated calls: a module that runs k times in one forward pass (a ReLU reused in a ResNet
-block) contributes each call as more values per sample, concatenated along axis 1 in call
-order. A forward pass is one call of the model given to :class:`ActivationCapture` (hooked
-modules running outside it raise :class:`CaptureError`); passes run since the last ``pop()``
-are concatenated along the batch axis, and a pass whose forward raised contributes nothing.
+Repeated calls: a module that runs k > 1 times in one forward pass (torchvision's
+``BasicBlock`` calls its ``relu`` after ``bn1`` and again after the residual sum) gives k
+layers by default, ``<name>@1`` ... ``<name>@k`` in call order, each one call's outputs; a
+module that runs once keeps its plain name. ``calls="pool"`` keeps one layer per module
+instead, each call adding more values per sample (concatenated along axis 1 in call order).
+Either way a module must run as many times in every forward pass as in the first one it ran
+in, or :class:`CaptureError` is raised. A forward pass is one call of the model given to
+:class:`ActivationCapture` (hooked modules running outside it raise :class:`CaptureError`);
+passes run since the last ``pop()`` are concatenated along the batch axis, and a pass whose
+forward raised contributes nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from ndstream.errors import CaptureError, LayerNotFoundError
 
 Reduction = Literal["max", "mean", "none"]
 REDUCTIONS: tuple[str, ...] = ("max", "mean", "none")
+Calls = Literal["separate", "pool"]
+CALLS: tuple[str, ...] = ("separate", "pool")
 
 LayerSelector = str | type[nn.Module]
 
@@ -66,6 +74,13 @@ _HINT = (
 )
 
 _Named = list[tuple[str, nn.Module]]
+
+# The float64 copy a mean is taken of, at most this many bytes at a time: a copy of a whole
+# large output would double its memory, and on CPU a fresh large buffer costs more in page
+# faults than the reduction itself. The CUDA caching allocator reuses blocks, so there larger
+# slices only save kernel launches.
+_MEAN_SLICE_BYTES = {"cpu": 16 << 20}
+_MEAN_SLICE_BYTES_DEFAULT = 256 << 20
 
 
 def _mro_names(module: nn.Module) -> set[str]:
@@ -170,20 +185,39 @@ def channel_dim_for(module: nn.Module, ndim: int) -> int:
     return 1
 
 
+def call_layer_name(module: str, call: int) -> str:
+    """The layer name of call ``call`` (1-based) of a module that runs several times per
+    forward pass: ``"layer1.0.relu@2"``."""
+    return f"{module}@{call}"
+
+
 @dataclass(frozen=True)
 class LayerInfo:
-    """What a hooked layer produced in the first forward pass it ran in.
+    """What a captured layer produced in the first forward pass it ran in.
+
+    A layer is a module, or one call of a module that runs several times per forward pass
+    (see the module docstring).
 
     Attributes
     ----------
-    name, module_type : str
-        Module name in ``model.named_modules()`` and its class name.
+    name : str
+        Layer name: the module's name in ``model.named_modules()``, or
+        ``<module>@<call>`` for one call of a module that runs several times.
+    module_type : str
+        The module's class name.
     channel_dim, n_neurons : int
         Non-negative neuron axis of the output (as viewed, see module docstring), its size.
     output_shape : tuple of int
-        Per-sample shape of the (first) output tensor, batch axis dropped.
+        Per-sample shape of the output tensor (of the first call the layer holds), batch axis
+        dropped.
     calls_per_forward : int
-        How many times the module ran in that forward pass.
+        How many calls of the module per forward pass the layer holds: 1 for a module that
+        runs once or for one call of it, k for the k pooled calls of a module.
+    call : int
+        Which call of its module the layer is (1-based), or 0 when it holds every call.
+    values_per_sample : int
+        Values per sample and neuron: 1 for ``max`` and ``mean`` (times the calls pooled);
+        for ``none`` the positions of every call the layer holds.
     """
 
     name: str
@@ -192,6 +226,13 @@ class LayerInfo:
     n_neurons: int
     output_shape: tuple[int, ...]
     calls_per_forward: int
+    call: int = 0
+    values_per_sample: int = 1
+
+    @property
+    def module(self) -> str:
+        """Name of the module the layer comes from, in ``model.named_modules()``."""
+        return self.name[: -len(f"@{self.call}")] if self.call else self.name
 
 
 class ActivationCapture:
@@ -213,6 +254,10 @@ class ActivationCapture:
         Layers that may never run (picked by a glob or a type rather than by name): those
         missing from the first forward pass are dropped and listed in :attr:`skipped`
         instead of raising.
+    calls : {"separate", "pool"}
+        A module that runs k > 1 times per forward pass gives the layers ``<name>@1`` ...
+        ``<name>@k``, one per call (``"separate"``), or one layer ``<name>`` with k times the
+        values per sample (``"pool"``). Other values raise ValueError.
     """
 
     def __init__(
@@ -223,19 +268,23 @@ class ActivationCapture:
         reduction: Reduction = "max",
         channel_dim: Mapping[str, int] | None = None,
         optional: Collection[str] = (),
+        calls: Calls = "separate",
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        if calls not in CALLS:
+            raise ValueError(f"calls must be one of {CALLS}, got {calls!r}")
         self._model = model
         self._reduction = reduction
+        self._pool = calls == "pool"
         self._names = resolve_layers(model, layers)
         self._overrides = self._resolve_overrides(channel_dim or {})
         self._handles: list[RemovableHandle] = []
-        # One dict per forward pass: layer name -> one reduced array per call.
-        self._passes: list[dict[str, list[np.ndarray]]] = []
-        self._current: dict[str, list[np.ndarray]] | None = None
-        self._first_call: dict[str, LayerInfo] = {}  # calls_per_forward is set when a pass ends
-        self._info: dict[str, LayerInfo] = {}
+        # One dict per forward pass: module name -> (reduced array, its info) of each call.
+        self._passes: list[dict[str, list[tuple[np.ndarray, LayerInfo]]]] = []
+        self._current: dict[str, list[tuple[np.ndarray, LayerInfo]]] | None = None
+        # Module name -> its layers (one, or one per call), from the first pass it ran in.
+        self._info: dict[str, tuple[LayerInfo, ...]] = {}
         self._optional = set(optional)
         self.skipped: list[str] = []
 
@@ -256,8 +305,9 @@ class ActivationCapture:
 
     @property
     def layers(self) -> dict[str, LayerInfo]:
-        """Info on each selected layer, filled when the first forward pass it ran in ends."""
-        return {n: self._info[n] for n in self._names if n in self._info}
+        """Info on each layer by layer name, filled when the first forward pass its module ran
+        in ends; in module order, the calls of a module in call order."""
+        return {info.name: info for n in self._names for info in self._info.get(n, ())}
 
     def __enter__(self) -> ActivationCapture:
         if self._handles:
@@ -292,13 +342,52 @@ class ActivationCapture:
         self._current = {}
 
     def _on_model_end(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self._current is None:
+        current, self._current = self._current, None
+        if current is None:
             return
-        for name, chunks in self._current.items():
+        for name, calls in current.items():
             if name not in self._info:
-                self._info[name] = replace(self._first_call[name], calls_per_forward=len(chunks))
-        self._passes.append(self._current)
-        self._current = None
+                self._info[name] = self._layer_infos(name, calls)
+                continue
+            before = sum(info.calls_per_forward for info in self._info[name])
+            if len(calls) != before:
+                # The layers (and their values per sample) were fixed by the first pass.
+                layers = ", ".join(info.name for info in self._info[name])
+                hint = (
+                    "pooled calls (calls='pool', `calls: pool` in the config) give one layer "
+                    "with a fixed number of values per sample, so they too need"
+                    if self._pool
+                    else f"its calls are the layers {layers}; pooling them "
+                    "(calls='pool', `calls: pool` in the config) gives one layer instead, "
+                    "but it also needs"
+                )
+                raise CaptureError(
+                    f"layer {name!r} ran {len(calls)} time(s) in a forward pass but {before} "
+                    f"time(s) in the first one; {hint} the same number of calls in every "
+                    "forward pass. Select modules that run a fixed number of times."
+                )
+        self._passes.append(current)
+
+    def _layer_infos(
+        self, name: str, calls: list[tuple[np.ndarray, LayerInfo]]
+    ) -> tuple[LayerInfo, ...]:
+        """The layers of a module, from its calls in the first pass it ran in."""
+        first = calls[0][1]
+        if self._pool or len(calls) == 1:
+            per_sample = sum(info.values_per_sample for _, info in calls)
+            return (replace(first, calls_per_forward=len(calls), values_per_sample=per_sample),)
+        infos = tuple(
+            replace(info, name=call_layer_name(name, k), call=k)
+            for k, (_, info) in enumerate(calls, start=1)
+        )
+        taken = [info.name for info in infos if info.name in self._names]
+        if taken:
+            raise CaptureError(
+                f"module {name!r} ran {len(calls)} times in a forward pass, and the layer "
+                f"names of its calls clash with selected modules {taken}; pool its calls "
+                "(calls='pool') or rename the modules"
+            )
+        return infos
 
     def _record(self, name: str, module: nn.Module, args: Any, output: Any) -> None:
         if self._current is None:
@@ -314,16 +403,25 @@ class ActivationCapture:
             )
         shape = tuple(tensor.shape[1:])
         reduced, axis = self._reduce(name, module, tensor)
-        if name not in self._first_call:
-            module_type, n_neurons = type(module).__name__, reduced.shape[2]
-            self._first_call[name] = LayerInfo(name, module_type, axis, n_neurons, shape, 1)
         calls = self._current.setdefault(name, [])
-        if calls and calls[0].shape[0::2] != reduced.shape[0::2]:
-            raise CaptureError(
-                f"layer {name!r} ran several times in one forward with different "
-                f"[batch, neurons]: {calls[0].shape[0::2]} then {reduced.shape[0::2]}"
-            )
-        calls.append(reduced)
+        if calls:
+            first = calls[0][0]
+            if first.shape[0] != reduced.shape[0]:
+                raise CaptureError(
+                    f"layer {name!r} ran several times in one forward pass with different "
+                    f"batch sizes, {first.shape[0]} then {reduced.shape[0]}; every call must "
+                    "give one row per sample of the batch"
+                )
+            if self._pool and first.shape[2] != reduced.shape[2]:
+                raise CaptureError(
+                    f"layer {name!r} ran several times in one forward pass with different "
+                    f"[batch, neurons], {first.shape[0::2]} then {reduced.shape[0::2]}, so "
+                    "its calls cannot be pooled into one layer; keep them apart with "
+                    "calls='separate' (`calls: separate` in the config)"
+                )
+        n_neurons, per_sample = reduced.shape[2], reduced.shape[1]
+        info = LayerInfo(name, type(module).__name__, axis, n_neurons, shape, 1, 0, per_sample)
+        calls.append((reduced, info))
 
     def _reduce(self, name: str, module: nn.Module, tensor: torch.Tensor) -> tuple[np.ndarray, int]:
         if tensor.is_complex() or tensor.ndim == 0:
@@ -354,9 +452,7 @@ class ActivationCapture:
                 # would copy the whole output. amax propagates NaN (nanmax-like ops would not).
                 x = x.amax(dim=spatial).unsqueeze(1)
             else:
-                # Accumulate half precision in float32 so means over large maps do not overflow.
-                acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-                x = x.mean(dim=spatial, dtype=acc).unsqueeze(1)
+                x = _mean(x, spatial).unsqueeze(1)
             x = x.to(torch.float32).cpu()
             if x.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
                 # Still a view of the output (CPU, "none"): a later in-place op such as
@@ -370,9 +466,11 @@ class ActivationCapture:
         Returns
         -------
         dict of str to np.ndarray
-            Per layer a float32 C-contiguous ``[batch, values_per_sample, neurons]`` array
-            (passes concatenated along batch); ``{}`` when no forward pass ran since the last pop.
-            The stored activations are cleared, also when this raises.
+            Per layer (keys as in :attr:`layers`: module names, and ``<module>@<call>`` for
+            the calls of a module that runs several times, unless pooled) a float32
+            C-contiguous ``[batch, values_per_sample, neurons]`` array (passes concatenated
+            along batch); ``{}`` when no forward pass ran since the last pop. The stored
+            activations are cleared, also when this raises.
 
         Raises
         ------
@@ -398,12 +496,49 @@ class ActivationCapture:
             )
         result: dict[str, np.ndarray] = {}
         for name in self._names:
-            per_pass = [np.concatenate(p[name], axis=1) for p in passes]
-            if len({a.shape[1:] for a in per_pass}) > 1:
-                raise CaptureError(
-                    f"layer {name!r} gave [values_per_sample, neurons] of "
-                    f"{sorted({a.shape[1:] for a in per_pass})} in different forward passes; "
-                    "call pop() after every forward"
-                )
-            result[name] = np.ascontiguousarray(np.concatenate(per_pass, axis=0), np.float32)
+            infos = self._info[name]
+            if len(infos) == 1:  # one layer holds every call of the module
+                per_pass = [_along_values([a for a, _ in p[name]]) for p in passes]
+                result[infos[0].name] = _stack(infos[0].name, per_pass)
+            else:
+                for k, info in enumerate(infos):
+                    result[info.name] = _stack(info.name, [p[name][k][0] for p in passes])
         return result
+
+
+def _along_values(calls: list[np.ndarray]) -> np.ndarray:
+    """The calls of one pass as one ``[batch, values, neurons]`` array, in call order."""
+    return calls[0] if len(calls) == 1 else np.concatenate(calls, axis=1)
+
+
+def _stack(name: str, per_pass: list[np.ndarray]) -> np.ndarray:
+    """The passes of one layer stacked along the batch axis."""
+    if len({a.shape[1:] for a in per_pass}) > 1:
+        raise CaptureError(
+            f"layer {name!r} gave [values_per_sample, neurons] of "
+            f"{sorted({a.shape[1:] for a in per_pass})} in different forward passes; "
+            "call pop() after every forward"
+        )
+    if len(per_pass) == 1:
+        return per_pass[0]  # already float32 and C-contiguous, from _reduce
+    return np.ascontiguousarray(np.concatenate(per_pass, axis=0), np.float32)
+
+
+def _mean(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """The mean over ``dims``, accumulated in float64, of a floating-point tensor.
+
+    A float32 sum overflows where the mean does not (a map of values near 3e38 would give
+    +Inf); no sum of float32 values leaves the float64 range, and the mean of finite float32
+    values is a finite float32 again. The float64 copy is made a slice of rows at a time.
+    """
+    if x.device.type == "mps":
+        # MPS has no float64: scaling each value first keeps the float32 sum in range.
+        return (x.to(torch.float32) / math.prod(x.shape[d] for d in dims)).sum(dim=dims)
+    row_bytes = max(1, math.prod(x.shape[1:])) * 8
+    limit = _MEAN_SLICE_BYTES.get(x.device.type, _MEAN_SLICE_BYTES_DEFAULT)
+    rows = max(1, limit // row_bytes)
+    if rows >= x.shape[0]:
+        return x.mean(dim=dims, dtype=torch.float64)
+    return torch.cat(
+        [x[i : i + rows].mean(dim=dims, dtype=torch.float64) for i in range(0, x.shape[0], rows)]
+    )

@@ -1,7 +1,9 @@
 """The YAML configuration of ``ndstream ingest``, validated by pydantic.
 
 Relative paths are relative to the working directory. Every validation error is re-raised as
-:class:`~ndstream.errors.ConfigError` naming the field and what it accepts.
+:class:`~ndstream.errors.ConfigError` naming the field and what it accepts. ``device`` is
+checked twice: its spelling by the schema, and that this machine has it when a config is
+loaded (:func:`check_device`), before anything touches the device.
 """
 
 from __future__ import annotations
@@ -10,12 +12,109 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
-__all__ = ["IngestConfig", "load_config"]
+__all__ = ["IngestConfig", "check_device", "load_config", "parse_config"]
+
+_DEVICE_HINT = "e.g. cpu, cuda, cuda:N or mps"
+
+
+def _seed_field() -> Any:
+    """A model's ``seed`` field: any seed ``torch.manual_seed`` takes, 0 by default."""
+    return Field(
+        default=0, ge=0, le=2**63 - 1, description="seed of the model's random initialisation"
+    )
+
+
+def _device_syntax(device: str) -> str:
+    """A device string torch can parse; that this machine has it is :func:`check_device`'s."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{device!r} is not a torch device ({exc}); use {_DEVICE_HINT}") from None
+    if parsed.type == "meta":
+        raise ValueError(f"{device!r} holds no data to capture; use {_DEVICE_HINT}")
+    return device
+
+
+def check_device(device: str) -> torch.device:
+    """The device ``device`` names, checked against what this machine has.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set), ``cuda`` means this rank's GPU,
+    ``cuda:<LOCAL_RANK>``, and that is the device checked.
+
+    Parameters
+    ----------
+    device
+        A torch device string: ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ...
+
+    Returns
+    -------
+    torch.device
+        The parsed device.
+
+    Raises
+    ------
+    ConfigError
+        If torch does not know the device, or this machine does not have it; the message
+        lists the devices it has.
+    """
+    try:
+        parsed = torch.device(_device_syntax(device))
+    except ValueError as exc:
+        raise ConfigError(f"device: {exc}") from None
+    index, of_rank = parsed.index, ""
+    rank = os.environ.get("LOCAL_RANK", "")
+    if parsed.type == "cuda" and index is None and rank.isdigit():
+        # Under torchrun each rank takes the GPU of its local rank (ndstream.distributed).
+        index = int(rank)
+        of_rank = f"this rank's device is cuda:{index} (LOCAL_RANK={rank}), but "
+    why = _missing(parsed.type, index)
+    if why:
+        raise ConfigError(
+            f"device {device!r} is not available on this machine ({of_rank}{why}); "
+            f"available: {', '.join(_available())}. Set `device:` to one of those."
+        )
+    return parsed
+
+
+def _missing(kind: str, index: int | None) -> str:
+    """Why this machine lacks the device ``kind:index``; empty if it has it."""
+    if kind == "cpu":
+        return ""
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return "torch.cuda.is_available() is False"
+        count = torch.cuda.device_count()
+        if index is not None and index >= count:
+            return f"it has {count} CUDA device{'s' if count != 1 else ''}"
+        return ""
+    if kind == "mps":
+        has_mps = torch.backends.mps.is_available()
+        return "" if has_mps else "torch.backends.mps.is_available() is False"
+    # xpu, mtia, ...: torch's modules for other accelerators share this interface.
+    module = getattr(torch, kind, None)
+    available = getattr(module, "is_available", None)
+    if callable(available) and not available():
+        return f"torch.{kind}.is_available() is False"
+    device_count = getattr(module, "device_count", None)
+    if index is not None and callable(device_count) and index >= device_count():
+        return f"it has {device_count()} {kind} device(s)"
+    return ""
+
+
+def _available() -> list[str]:
+    """The devices of this machine, as device strings."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        out.append("mps")
+    return out
 
 
 class _Strict(BaseModel):
@@ -30,7 +129,11 @@ class BuiltinModel(_Strict):
 
 
 class TorchvisionModel(_Strict):
-    """``torchvision.models.<name>`` with weights from a local file (or ``random``)."""
+    """``torchvision.models.<name>`` with weights from a local file (or ``random``).
+
+    The model is built under ``torch.manual_seed(seed)`` (the global RNG is left as it was),
+    so ``weights: random`` gives the same model, and a resumable run, every time.
+    """
 
     kind: Literal["torchvision"]
     name: str
@@ -39,15 +142,21 @@ class TorchvisionModel(_Strict):
     )
     num_classes: int | None = Field(default=None, gt=0)
     kwargs: dict[str, Any] = {}
+    seed: int = _seed_field()
 
 
 class FactoryModel(_Strict):
-    """User code: ``package.module:function`` returning an ``nn.Module``."""
+    """User code: ``package.module:function`` returning an ``nn.Module``.
+
+    The function runs under ``torch.manual_seed(seed)`` (the global RNG is left as it was),
+    so a model it initialises at random is the same every time.
+    """
 
     kind: Literal["factory"]
     target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
     kwargs: dict[str, Any] = {}
     weights: str | None = None
+    seed: int = _seed_field()
 
 
 ModelConfig = Annotated[BuiltinModel | TorchvisionModel | FactoryModel, Field(discriminator="kind")]
@@ -146,12 +255,17 @@ class IngestConfig(_Strict):
     store: str
     loader: LoaderConfig = LoaderConfig()
     reduction: Literal["max", "mean", "none"] = "max"
+    calls: Literal["separate", "pool"] = Field(
+        default="separate",
+        description="a module run k > 1 times per forward pass: one layer per call "
+        "(<name>@1 ... <name>@k), or one layer pooling them",
+    )
     group_by: list[Literal["label", "predicted", "correct", "all"] | CustomGroupingConfig] = [
         "label"
     ]
     channel_dim: dict[str, int] = {}
     grid: GridConfig = GridConfig()
-    device: str = "cpu"
+    device: Annotated[str, AfterValidator(_device_syntax)] = "cpu"
     limit: int | None = Field(default=None, gt=0)
     seed: int | None = Field(
         default=0, ge=0, description="seed of the sample order; null keeps the dataset order"
@@ -163,11 +277,23 @@ class IngestConfig(_Strict):
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> IngestConfig:
     """Read and validate a YAML config; ``overrides`` replace top-level fields.
 
+    Parameters
+    ----------
+    path
+        The YAML file.
+    **overrides
+        Top-level fields to replace (``None`` leaves a field as the file has it).
+
+    Returns
+    -------
+    IngestConfig
+        The validated config, whose device this machine has.
+
     Raises
     ------
     ConfigError
-        If the file is missing, is not YAML, or does not validate. The message names each
-        bad field and what it accepts.
+        If the file is missing, is not YAML, or does not validate, or this machine lacks
+        its device. The message names each bad field and what it accepts.
     """
     p = Path(path)
     if not p.is_file():
@@ -183,9 +309,27 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> IngestConfig:
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> IngestConfig:
-    """Validate a config given as a dict; see :func:`load_config`."""
+    """Validate a config given as a dict; see :func:`load_config`.
+
+    Parameters
+    ----------
+    raw
+        The settings, as YAML would give them.
+    source
+        What to call the config in error messages (its file).
+
+    Returns
+    -------
+    IngestConfig
+        The validated config, whose device this machine has (:func:`check_device`).
+
+    Raises
+    ------
+    ConfigError
+        As :func:`load_config`.
+    """
     try:
-        return IngestConfig.model_validate(raw)
+        cfg = IngestConfig.model_validate(raw)
     except ValidationError as exc:
         lines = [f"{source} is invalid:"]
         for err in exc.errors():
@@ -194,3 +338,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> IngestConfig:
             got_text = "" if err["type"] == "missing" else f" (got {got!r:.80})"
             lines.append(f"  {field}: {err['msg']}{got_text}")
         raise ConfigError("\n".join(lines)) from None
+    # Here, not in the schema: whether a device exists depends on the machine, and the
+    # command line joins torchrun's process group on it right after loading the config.
+    check_device(cfg.device)
+    return cfg

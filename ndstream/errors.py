@@ -14,6 +14,8 @@ __all__ = [
     "LayerNotFoundError",
     "NdstreamError",
     "SpecMismatchError",
+    "StoreDamageError",
+    "StoreDamageWarning",
     "StoreError",
 ]
 
@@ -50,6 +52,15 @@ class SpecMismatchError(NdstreamError, ValueError):
 
 class StoreError(NdstreamError, OSError):
     """A path is not a readable ndstream store, or a store cannot be written."""
+
+
+class StoreDamageError(StoreError):
+    """A store's files are not what its writer wrote (missing, truncated or changed), and no
+    intact checkpoint is left to fall back to; ``ndstream verify`` lists the damage."""
+
+
+class StoreDamageWarning(UserWarning):
+    """The last checkpoint of a store is damaged; an earlier, intact one is read instead."""
 
 
 class DataError(NdstreamError, RuntimeError):

@@ -54,23 +54,67 @@ class Grouping:
             return Grouping(self.name, tuple(f"pred:{c}" for c in classes), self.fn)
         return Grouping(self.name, tuple(str(c) for c in classes), self.fn)
 
-    def ids(self, inputs: Any, targets: Any, outputs: Any) -> np.ndarray:
-        """Group ids ``[batch]`` of a batch, checked against the group names."""
+    def ids(self, inputs: Any, targets: Any, outputs: Any, *, n_samples: int) -> np.ndarray:
+        """Group ids of a batch, checked against the batch and the group names.
+
+        Parameters
+        ----------
+        inputs, targets, outputs
+            The batch as the loader gave it, and the model's outputs on it.
+        n_samples
+            The number of samples in the batch. Each batch is checked on its own: ids of the
+            right total but the wrong batches would put samples in their neighbours' groups.
+
+        Returns
+        -------
+        np.ndarray
+            ``[n_samples]`` indices into :attr:`names`, as ``np.intp``.
+
+        Raises
+        ------
+        ConfigError
+            The ids are not one integer per sample, or one is not a group of this grouping;
+            the message names the grouping and its function.
+        """
         assert self.names is not None, "bind() the grouping first"
         raw = self.fn(inputs, targets, outputs)
         ids = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+        source = self._source()
+        what = f"grouping {self.name!r}{source}"
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(
-                f"grouping {self.name!r} must give one integer group id per sample, "
-                f"got dtype {ids.dtype} and shape {list(ids.shape)}"
+            raise ConfigError(
+                f"{what} must give one group id per sample, as a 1-D integer tensor or "
+                f"array of length {n_samples}; got dtype {ids.dtype} and shape "
+                f"{list(ids.shape)}; make it return e.g. a torch.long tensor of shape "
+                f"[batch] (.long(), .flatten())"
+            )
+        if ids.shape[0] != n_samples:
+            raise ConfigError(
+                f"{what} gave {ids.shape[0]} group ids for a batch of {n_samples} samples; it "
+                "must give exactly one group id per sample, in the batch's order, for every "
+                "batch"
             )
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.names)):
-            raise ValueError(
-                f"grouping {self.name!r} gave group id {int(ids.min() if ids.min() < 0 else ids.max())}"
-                f" but has only {len(self.names)} groups {list(self.names)[:10]}; "
+            bad = int(ids.min() if ids.min() < 0 else ids.max())
+            fix = (
                 "check the dataset's classes or the model's number of outputs"
+                if not source
+                else "ids are indices into its group names: list more names, or fix the function"
+            )
+            raise ConfigError(
+                f"{what} gave group id {bad} but has only {len(self.names)} groups "
+                f"{list(self.names)[:10]} (ids 0..{len(self.names) - 1}); {fix}"
             )
         return ids.astype(np.intp, copy=False)
+
+    def _source(self) -> str:
+        """`` (module:function)`` of a user's grouping function, to find it by; empty for
+        the built-in groupings."""
+        module = getattr(self.fn, "__module__", None)
+        if module == __name__:
+            return ""
+        name = getattr(self.fn, "__qualname__", None) or type(self.fn).__qualname__
+        return f" ({module}:{name})" if module else f" ({name})"
 
 
 def _logits(outputs: Any) -> torch.Tensor:
@@ -126,7 +170,28 @@ def _all(inputs: Any, targets: Any, outputs: Any) -> torch.Tensor:
 
 
 def custom(fn: GroupFn, names: Sequence[str], name: str = "custom") -> Grouping:
-    """A user grouping from ``fn(inputs, targets, outputs) -> ids`` and its group names."""
+    """A user grouping from a function and its group names.
+
+    Parameters
+    ----------
+    fn
+        ``fn(inputs, targets, outputs) -> ids``: for each batch, one integer group id per
+        sample (a 1-D tensor or array), each an index into ``names``.
+    names
+        The group names, in id order; not empty.
+    name
+        The grouping's name, unique in ``group_by``.
+
+    Returns
+    -------
+    Grouping
+        The grouping; every batch's ids are checked when ingest runs it.
+    """
+    if not callable(fn):
+        raise ConfigError(
+            f"custom grouping {name!r} needs a function fn(inputs, targets, outputs) -> ids, "
+            f"got {type(fn).__name__}"
+        )
     if not names:
         raise ConfigError(f"custom grouping {name!r} needs a non-empty list of group names")
     return Grouping(name, tuple(str(n) for n in names), fn)
@@ -186,10 +251,14 @@ class GroupLayout:
         """The grouping each group on the axis belongs to."""
         return tuple(g.name for g in self.groupings for _ in (g.names or ()))
 
-    def ids(self, inputs: Any, targets: Any, outputs: Any) -> np.ndarray:
-        """Group ids ``[batch, groupings]`` as indices into the whole axis."""
+    def ids(self, inputs: Any, targets: Any, outputs: Any, *, n_samples: int) -> np.ndarray:
+        """Group ids ``[n_samples, groupings]`` as indices into the whole axis.
+
+        Each grouping's ids are checked against the batch's ``n_samples`` (see
+        :meth:`Grouping.ids`); a mismatch raises :class:`~ndstream.errors.ConfigError`.
+        """
         cols, offset = [], 0
         for g in self.groupings:
-            cols.append(g.ids(inputs, targets, outputs) + offset)
+            cols.append(g.ids(inputs, targets, outputs, n_samples=n_samples) + offset)
             offset += len(g.names or ())
         return np.stack(cols, axis=1)

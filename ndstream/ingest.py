@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -28,7 +27,15 @@ from tqdm.auto import tqdm
 
 from ._version import __version__
 from .background import SerialWorker
-from .capture import ActivationCapture, LayerInfo, LayerSelector, Reduction, resolve_layers
+from .capture import (
+    CALLS,
+    ActivationCapture,
+    Calls,
+    LayerInfo,
+    LayerSelector,
+    Reduction,
+    resolve_layers,
+)
 from .distributed import Ranks
 from .errors import ConfigError, DataError, IngestInterrupted, NdstreamError, StoreError
 from .feed import Feed
@@ -38,7 +45,7 @@ from .instances import InstanceRecorder, InstanceSpec, InstanceTable
 from .resume import Prior, RunIdentity, prepare
 from .sketch import GridSpec, LayerSketch, SketchSpec, update_threads
 from .store import LayerMeta, Store, StoreMeta, open_store
-from .store.snapshots import StoreLock, never_committed, remove_unfinished
+from .store.snapshots import StoreLock, remove_unfinished
 from .store.writer import write_checkpoint
 
 __all__ = ["ingest"]
@@ -65,6 +72,7 @@ def ingest(
     checkpoint_every: int | None = None,
     checkpoint_seconds: float | None = 120.0,
     instances: InstanceSpec | None = None,
+    calls: Calls = "separate",
 ) -> Store:
     """Summarise the activations of ``model`` over ``loader`` into a store, and open it.
 
@@ -122,6 +130,12 @@ def ingest(
     instances
         Single inputs to record in the store with their activations, thumbnails and labels
         (see :class:`~ndstream.instances.InstanceSpec`); they never change a distribution.
+    calls
+        A module that runs k > 1 times per forward pass (torchvision's ``BasicBlock`` calls
+        its ``relu`` twice) gives the layers ``<name>@1`` ... ``<name>@k``, one distribution
+        per call (``"separate"``), or one layer ``<name>`` whose distribution pools all its
+        calls (``"pool"``). The store records it, and a run with the other setting does not
+        resume it.
 
     Returns
     -------
@@ -147,6 +161,8 @@ def ingest(
             raise ConfigError(f"{name} must be a positive integer, got {value}")
     if checkpoint_seconds is not None and checkpoint_seconds <= 0:
         raise ConfigError(f"checkpoint_seconds must be positive, got {checkpoint_seconds}")
+    if calls not in CALLS:
+        raise ConfigError(f"calls must be one of {list(CALLS)}, got {calls!r}")
     grid = grid or GridSpec()
     names = resolve_layers(model, layers)
     by_name = _exact_names(model, layers)
@@ -172,13 +188,24 @@ def ingest(
         model_fingerprint=model_fingerprint(model),
         dataset_fingerprint=dataset_fingerprint(feed.dataset) if feed.dataset is not None else "",
         order=feed.order.to_dict() if feed.order is not None else {"kind": "loader"},
+        settings={
+            # Everything that shapes the sketches, as applied, whatever the caller recorded
+            # in `config`: a resume or a merge must not mix two of them.
+            "layers": names,
+            "reduction": reduction,
+            "channel_dim": dict(channel_dim or {}),
+            "group_by": [g.name for g in groupings],
+            "grid": grid.to_dict(),
+            "calls": calls,
+        },
     )
     run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress, instances)
-    lock = StoreLock(path) if ranks.is_main else contextlib.nullcontext()
+    # A refused writer raises here, before it could touch the store or its lock.
+    lock = StoreLock(path) if ranks.is_main else None
     failed = True
-    try:
-        with lock:
-            if ranks.is_main:
+    with lock or contextlib.nullcontext():
+        try:
+            if lock is not None:
                 remove_unfinished(path)  # what a writer that died left behind
             found = run.agree(overwrite)
             if found is not None:
@@ -192,15 +219,16 @@ def ingest(
                 reduction=reduction,
                 channel_dim=channel_dim,
                 optional=[n for n in names if n not in by_name],
+                calls=calls,
             ) as capture:
                 run.stream(
                     model, capture, groupings, CheckpointClock(checkpoint_every, checkpoint_seconds)
                 )
             failed = False
-    finally:
-        run.close(failed)
-        if ranks.is_main:
-            _remove_if_empty(path)
+        finally:
+            run.close(failed)
+            if lock is not None:
+                lock.discard_uncommitted()  # a run that failed before its first checkpoint
     if capture.skipped:
         warnings.warn(
             f"skipped {len(capture.skipped)} layers that matched the selection but never ran "
@@ -298,6 +326,8 @@ class _Run:
             return found if isinstance(found, Store) else open_store(self.path)
         prior_instances = None
         if isinstance(found, Prior):  # rank 0 alone carries the counts so far
+            if found.note:
+                print(f"ndstream: {found.note}", file=sys.stderr)
             self.prior_meta = found.store.meta
             self.sketches = found.sketches()
             self.created = found.store.meta.created
@@ -353,7 +383,11 @@ class _Run:
                             if self.layout is None:
                                 self._begin(capture, groupings, outputs)
                             assert self.layout is not None
-                            gids = self.layout.ids(inputs, targets, outputs)
+                            # Checked batch by batch: ids of the right total but the
+                            # wrong batches would shift samples between groups.
+                            gids = self.layout.ids(
+                                inputs, targets, outputs, n_samples=len(positions)
+                            )
                             if self.recorder is not None:
                                 self.recorder.add(
                                     positions, indices, inputs, targets, outputs, acts
@@ -421,7 +455,7 @@ class _Run:
     def _layers(self) -> tuple[LayerMeta, ...] | None:
         """This run's layers: from capture once a batch ran, else from the resumed store."""
         if self.layout is not None:
-            return tuple(_layer_meta(info, self.reduction) for info in self.infos.values())
+            return tuple(_layer_meta(info) for info in self.infos.values())
         return self.prior_meta.layers if self.prior_meta is not None else None
 
     def _value_shapes(self) -> dict[str, tuple[int, int]]:
@@ -451,6 +485,7 @@ class _Run:
             complete=complete,
             config=dict(self.identity.config),
             order=dict(self.identity.order),
+            settings=dict(self.identity.settings),
             ndstream_version=__version__,
             created=self.created,
             updated=_now(),
@@ -554,23 +589,24 @@ def _exact_names(
     return {s for s in items if isinstance(s, str) and s in modules}
 
 
-def _layer_meta(info: LayerInfo, reduction: str) -> LayerMeta:
-    per_call = 1 if reduction != "none" else _positions(info)
+def _layer_meta(info: LayerInfo) -> LayerMeta:
+    """The store's metadata of a captured layer (a module, or one call of it).
+
+    Capture counted the values per sample as it reduced them (positions, and pooled calls
+    of different shapes, included).
+    """
     return LayerMeta(
         name=info.name,
         module_type=info.module_type,
         n_neurons=info.n_neurons,
         channel_dim=info.channel_dim,
         output_shape=info.output_shape,
-        values_per_sample=per_call * info.calls_per_forward,
+        values_per_sample=info.values_per_sample,
     )
 
 
-def _positions(info: LayerInfo) -> int:
-    return int(np.prod(info.output_shape)) // max(info.n_neurons, 1)
-
-
 def _call_config(names: list[str], reduction: str, groupings: list[Grouping]) -> dict[str, Any]:
+    """The config a Python-API run records in its store (the CLI records its YAML)."""
     return {"layers": names, "reduction": reduction, "group_by": [g.name for g in groupings]}
 
 
@@ -590,12 +626,3 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _remove_if_empty(path: Path) -> None:
-    """Remove a store folder that never got a checkpoint: a run that failed early."""
-    try:
-        if path.is_dir() and never_committed(path):
-            shutil.rmtree(path, ignore_errors=True)
-    except OSError:
-        pass

@@ -1,9 +1,14 @@
 """Decide what an ingest does with the store already at its path: start, resume, or refuse.
 
 A run resumes a store only if the store was made by the same run: the same result-defining
-configuration, model parameters, dataset and sample order. Settings that change how fast a
-run goes but not what it counts (batch size, loader workers, device, checkpoint interval,
-store path) may differ.
+configuration, the same settings that shape the sketches (layers, reduction, neuron axes,
+groupings, grid), model parameters, dataset and sample order, whether the run came from a
+config file or the Python API. Settings that change how fast a run goes but not what it
+counts (batch size, loader workers, device, checkpoint interval, store path) may differ.
+
+A resume builds on a checkpoint whose every file matches its checksum. If the last one is
+damaged, it resumes from the newest intact one and says what that costs; if none is
+intact, it refuses.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Any
 
 from .errors import StoreError
 from .sketch import GridSpec, LayerSketch, SketchSpec
-from .store import Store, StoreMeta, open_store
-from .store.snapshots import never_committed
+from .store import Store, StoreMeta
+from .store.format import check_version
+from .store.snapshots import never_committed, pin
 from .store.writer import check_replaceable
 
 __all__ = ["Prior", "RunIdentity", "prepare"]
@@ -33,10 +39,15 @@ class RunIdentity:
     model_fingerprint: str
     dataset_fingerprint: str
     order: Mapping[str, Any]
+    settings: Mapping[str, Any]
 
     def diff(self, meta: StoreMeta) -> list[str]:
         """How the store's run differs from this one (empty when it is the same run)."""
         out = []
+        for key in sorted(set(meta.settings) | set(self.settings)):
+            old, new = meta.settings.get(key), self.settings.get(key)
+            if old != new:
+                out.append(f"{key} ({old!r} in the store, {new!r} now)")
         if meta.model_fingerprint != self.model_fingerprint:
             out.append(
                 f"model parameters (fingerprint {meta.model_fingerprint} in the store, "
@@ -58,10 +69,15 @@ class RunIdentity:
 
 @dataclass
 class Prior:
-    """A store this run continues: its samples counted and its sketches."""
+    """A store this run continues: its samples counted and its sketches.
+
+    ``note`` says which damaged checkpoint was passed over, and what that costs; it is
+    empty when the run resumes from the last checkpoint.
+    """
 
     store: Store
     samples_done: int
+    note: str = ""
 
     def sketches(self) -> dict[str, LayerSketch]:
         """Each layer's sketch, rebuilt bit for bit from the store's last checkpoint."""
@@ -92,7 +108,7 @@ def prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> Prior | St
     if overwrite:
         return None
     try:
-        store = open_store(path)
+        store = Store(path, pinned=pin(path, deep=True, version=check_version))
     except StoreError as exc:
         raise StoreError(
             f"{path} holds a store that cannot be resumed ({exc}); pass --overwrite "
@@ -109,7 +125,10 @@ def prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> Prior | St
         )
     if store.complete:
         return store
-    return Prior(store, store.meta.samples_done)
+    note = store.fallback_note()
+    if note:
+        note += f"; this run goes on from sample {store.meta.samples_done}"
+    return Prior(store, store.meta.samples_done, note)
 
 
 def _result_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import CustomGroupingConfig, IngestConfig
+from .config import CustomGroupingConfig, IngestConfig, check_device
 from .distributed import local_device
 from .groups import Grouping, custom
 from .ingest import ingest
@@ -15,7 +15,30 @@ __all__ = ["run_config"]
 
 
 def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = True) -> Store:
-    """Build the model, dataset and loader a config names, and ingest into its store."""
+    """Build the model, dataset and loader a config names, and ingest into its store.
+
+    Parameters
+    ----------
+    cfg
+        A validated config (:func:`~ndstream.config.load_config`).
+    overwrite
+        Start over, replacing an existing store.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    Store
+        The written store, opened for reading.
+
+    Raises
+    ------
+    ConfigError
+        If this machine lacks the config's device, or what the config names cannot be
+        built (see :func:`~ndstream.sources.build_model` and
+        :func:`~ndstream.sources.build_dataset`); and as :func:`~ndstream.ingest`.
+    """
+    check_device(cfg.device)  # load_config checked it too; a config built in Python was not
     grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
     dataset = build_dataset(cfg.data)  # first: checking a data folder is cheaper than a model
     device = local_device(cfg.device)
@@ -32,6 +55,7 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         cfg.store,
         layers=cfg.layers,
         reduction=cfg.reduction,
+        calls=cfg.calls,
         group_by=group_by,
         grid=grid,
         channel_dim=cfg.channel_dim,

@@ -1,8 +1,16 @@
-"""Build the model and the dataset a config names. Nothing is ever downloaded."""
+"""Build the model and the dataset a config names. Nothing is ever downloaded.
+
+Models are built under a seed (``seed`` of the model config), so a randomly initialised one is
+the same on every run and a re-run resumes its store; the global RNG is left as it was. A
+user's factory that raises, or returns something else than a model or a dataset, is a
+:class:`~ndstream.errors.ConfigError` naming the factory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +36,34 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def import_target(target: str) -> Any:
-    """Import ``package.module:attribute`` and return the attribute."""
+    """Import ``package.module:attribute`` and return the attribute.
+
+    Parameters
+    ----------
+    target
+        ``package.module:attribute``; the attribute may be dotted (``module:Class.method``).
+
+    Returns
+    -------
+    Any
+        The attribute.
+
+    Raises
+    ------
+    ConfigError
+        If the module cannot be imported (or raises while it is), or has no such attribute.
+    """
     module_name, _, attr = target.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
             f"cannot import {module_name!r} for {target!r}: {exc}; is it on PYTHONPATH?"
+        ) from exc
+    except Exception as exc:  # the user's module itself failed while being imported
+        raise ConfigError(
+            f"importing {module_name!r} for {target!r} raised {type(exc).__name__}: {exc}; "
+            "fix that module"
         ) from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -44,7 +73,26 @@ def import_target(target: str) -> Any:
 
 
 def build_model(cfg: ModelConfig) -> torch.nn.Module:
-    """The model a config names, with its weights loaded, in eval mode."""
+    """The model a config names, with its weights loaded, in eval mode.
+
+    Parameters
+    ----------
+    cfg
+        The ``model`` section of a config. Torchvision and factory models are built under
+        ``torch.manual_seed(cfg.seed)`` with the global RNG saved and restored, so two builds
+        of a config give the same parameters (and the same model fingerprint).
+
+    Returns
+    -------
+    torch.nn.Module
+        The model, in ``eval()`` mode, on the CPU unless a factory put it elsewhere.
+
+    Raises
+    ------
+    ConfigError
+        If torchvision has no such model, the factory cannot be imported, raises or returns
+        no ``nn.Module``, or the weights file is missing or does not fit.
+    """
     if isinstance(cfg, BuiltinModel):
         from .builtin import load_digits_cnn
 
@@ -62,19 +110,73 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         kwargs = dict(cfg.kwargs)
         if cfg.num_classes is not None:
             kwargs["num_classes"] = cfg.num_classes
-        model = getattr(torchvision.models, cfg.name)(weights=None, **kwargs)
+        try:
+            with seeded(cfg.seed):
+                model = getattr(torchvision.models, cfg.name)(weights=None, **kwargs)
+        except (TypeError, ValueError) as exc:  # torchvision's answer to a bad keyword
+            raise ConfigError(
+                f"model: torchvision's {cfg.name} cannot be built with {kwargs}: {exc}; "
+                "fix model.kwargs or model.num_classes"
+            ) from exc
         if cfg.weights != "random":
             _load_weights(model, cfg.weights, "model.weights")
         return model.eval()
-    factory = import_target(cfg.target)
-    model = factory(**cfg.kwargs)
+    with seeded(cfg.seed):
+        model = _call_factory("model", cfg.target, cfg.kwargs)
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(
-            f"model.target {cfg.target!r} returned {type(model).__name__}, not a Module"
+            f"model.target {cfg.target!r} returned {type(model).__name__}, not a "
+            "torch.nn.Module; make the factory return the model"
         )
     if cfg.weights is not None:
         _load_weights(model, cfg.weights, "model.weights")
     return model.eval()
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block under ``torch.manual_seed(seed)``, leaving the global RNG as it was.
+
+    The CPU generator is forked and seeded; so is the current CUDA device's, if CUDA is
+    already initialised (a model is normally built on the CPU and moved afterwards, and
+    initialising CUDA here would put a context on the device of every ``torchrun`` rank).
+
+    Parameters
+    ----------
+    seed
+        The seed, as ``torch.manual_seed`` takes it.
+    """
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed(seed)  # the current device's generator
+        yield
+
+
+def _call_factory(section: str, target: str, kwargs: dict[str, Any]) -> Any:
+    """Call the user's ``target(**kwargs)`` of config section ``section``; what it raises
+    becomes a :class:`ConfigError` that names it."""
+    factory = import_target(target)
+    try:
+        return factory(**kwargs)
+    except Exception as exc:
+        raise ConfigError(
+            f"{section}.target {target!r} raised {type(exc).__name__}: {exc}; fix the factory "
+            f"or its {section}.kwargs {kwargs}"
+        ) from exc
+
+
+def _is_dataset(obj: Any) -> bool:
+    """Whether ingest can load samples from ``obj`` (see :class:`ndstream.feed.Feed`)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(obj, Dataset | DataLoader):
+        return True
+    # Strings and mappings index, but do not hold samples 0..n-1.
+    if obj is None or isinstance(obj, str | bytes | dict):
+        return False
+    return hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
 
 
 def _load_weights(model: torch.nn.Module, weights: str, field: str) -> None:
@@ -95,13 +197,38 @@ def _load_weights(model: torch.nn.Module, weights: str, field: str) -> None:
 
 
 def build_dataset(cfg: DataConfig) -> Any:
-    """The dataset a config names; local files only."""
+    """The dataset a config names; local files only.
+
+    Parameters
+    ----------
+    cfg
+        The ``data`` section of a config.
+
+    Returns
+    -------
+    Any
+        A map-style dataset (``__getitem__`` and ``__len__``), or for a factory also an
+        ``IterableDataset`` or a ``DataLoader``.
+
+    Raises
+    ------
+    ConfigError
+        If the data folder is missing, or the factory cannot be imported, raises or returns
+        no dataset.
+    """
     if isinstance(cfg, BuiltinData):
         from .builtin import DigitsDataset
 
         return DigitsDataset(cfg.split)
     if isinstance(cfg, FactoryData):
-        return import_target(cfg.target)(**cfg.kwargs)
+        dataset = _call_factory("data", cfg.target, cfg.kwargs)
+        if not _is_dataset(dataset):
+            raise ConfigError(
+                f"data.target {cfg.target!r} returned {type(dataset).__name__}, not a dataset; "
+                "make the factory return a torch Dataset (with __getitem__ and __len__), an "
+                "IterableDataset or a DataLoader"
+            )
+        return dataset
     from torchvision import datasets, transforms
 
     root = Path(cfg.root).expanduser()

@@ -547,27 +547,11 @@ class Reuse(nn.Module):
         return self.act(self.conv2(self.act(self.conv1(x))))
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_module_called_twice_concatenates_calls(reduction: str) -> None:
-    torch.manual_seed(0)
-    model, x = Reuse(), torch.randn(2, 2, 3, 3)
-    with (
-        raw_outputs(model, ["act"]) as raw,
-        ActivationCapture(model, ["act"], reduction=reduction) as cap,
-    ):
-        model(x)
-        acts = cap.pop()["act"]
-    first, second = (np_reduce(out, 1, reduction) for out in raw["act"])
-    np.testing.assert_allclose(acts, np.concatenate([first, second], axis=1), rtol=1e-6)
-    assert cap.layers["act"].calls_per_forward == 2
-    assert acts.shape[1] == (2 if reduction != "none" else 18)
-
-
-def test_module_called_with_different_neuron_counts_raises() -> None:
+def test_pooled_module_called_with_different_neuron_counts_raises() -> None:
     model = nn.Sequential(OrderedDict(block=Wrap(nn.ReLU(), lambda m, x: (m(x), m(x[:, :2])))))
     with (
         pytest.raises(CaptureError, match=r"block\.inner.*neurons"),
-        ActivationCapture(model, ["block.inner"]),
+        ActivationCapture(model, ["block.inner"], calls="pool"),
     ):
         model(torch.ones(2, 3))
     assert no_hooks_left(model)
@@ -679,6 +663,7 @@ def test_torchvision_models(arch: str) -> None:
 
 @pytest.mark.slow
 def test_resnet18_reused_relu() -> None:
+    # BasicBlock calls its relu after bn1 and again after the residual sum.
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -686,13 +671,20 @@ def test_resnet18_reused_relu() -> None:
         torch.inference_mode(),
         raw_outputs(model, ["layer1.0.relu"]) as raw,
         ActivationCapture(model, ["layer1.0.relu"]) as cap,
+        ActivationCapture(model, ["layer1.0.relu"], calls="pool") as pooled,
     ):
         model(x)
-        acts = cap.pop()["layer1.0.relu"]
-    assert cap.layers["layer1.0.relu"].calls_per_forward == 2 == len(raw["layer1.0.relu"])
-    assert acts.shape == (2, 2, 64)
-    expected = np.concatenate([np_reduce(out, 1, "max") for out in raw["layer1.0.relu"]], axis=1)
-    np.testing.assert_allclose(acts, expected, rtol=1e-6)
+        acts = cap.pop()
+        pooled_acts = pooled.pop()["layer1.0.relu"]
+    assert len(raw["layer1.0.relu"]) == 2
+    per_call = [np_reduce(out, 1, "max") for out in raw["layer1.0.relu"]]
+    assert list(acts) == ["layer1.0.relu@1", "layer1.0.relu@2"]
+    for call, expected in enumerate(per_call, start=1):
+        assert acts[f"layer1.0.relu@{call}"].shape == (2, 1, 64)
+        np.testing.assert_allclose(acts[f"layer1.0.relu@{call}"], expected, rtol=1e-6)
+    assert pooled.layers["layer1.0.relu"].calls_per_forward == 2
+    assert pooled_acts.shape == (2, 2, 64)
+    np.testing.assert_allclose(pooled_acts, np.concatenate(per_call, axis=1), rtol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -707,3 +699,135 @@ def test_cuda_outputs_match_cpu() -> None:
             results.append(cap.pop())
     for name, value in results[0].items():
         np.testing.assert_allclose(results[1][name], value, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- mean accumulation
+
+
+def test_mean_of_values_near_float32_max_is_finite() -> None:
+    # A float32 sum of 16 values near 3e38 overflows to +Inf; their mean is finite.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(2.9e38, 3.3e38, size=(2, 3, 4, 4)).astype(np.float32)
+    x[1, 2] *= -1  # and the mirror image for the negative side
+    model = nn.Sequential(nn.Identity())
+    with ActivationCapture(model, ["0"], reduction="mean") as cap:
+        model(torch.from_numpy(x))
+        acts = cap.pop()["0"]
+    expected = np_reduce(x.astype(np.float64), 1, "mean")
+    assert np.isfinite(acts).all(), acts
+    np.testing.assert_allclose(acts, expected, rtol=1e-6)
+
+
+def test_mean_taken_a_slice_of_rows_at_a_time_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 5, 5) * 1e3
+    model = nn.Sequential(nn.Identity())
+    results = []
+    for limit in (1 << 30, 1, 3 * 25 * 8 * 2):  # everything at once, row by row, 2 rows
+        monkeypatch.setattr("ndstream.capture._MEAN_SLICE_BYTES", {"cpu": limit})
+        with ActivationCapture(model, ["0"], reduction="mean") as cap:
+            model(x)
+            results.append(cap.pop()["0"])
+    expected = np_reduce(x.numpy().astype(np.float64), 1, "mean")
+    np.testing.assert_allclose(results[0], expected, rtol=1e-6)
+    for sliced in results[1:]:
+        np.testing.assert_array_equal(sliced, results[0])
+
+
+# --------------------------------------------------------------------------- one layer per call
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_each_call_of_a_reused_module_is_its_own_layer(reduction: str) -> None:
+    torch.manual_seed(0)
+    model, x = Reuse(), torch.randn(2, 2, 3, 3)
+    names = ["conv1", "act"]
+    with (
+        raw_outputs(model, names) as raw,
+        ActivationCapture(model, names, reduction=reduction) as cap,
+    ):
+        model(x)
+        acts = cap.pop()
+    assert list(acts) == ["conv1", "act@1", "act@2"]
+    assert list(cap.layers) == ["conv1", "act@1", "act@2"]
+    np.testing.assert_allclose(acts["conv1"], np_reduce(raw["conv1"][0], 1, reduction), rtol=1e-6)
+    for call, out in enumerate(raw["act"], start=1):
+        np.testing.assert_allclose(acts[f"act@{call}"], np_reduce(out, 1, reduction), rtol=1e-6)
+        info = cap.layers[f"act@{call}"]
+        assert (info.name, info.module, info.call) == (f"act@{call}", "act", call)
+        assert info.calls_per_forward == 1 and info.n_neurons == 3
+        assert info.values_per_sample == acts[f"act@{call}"].shape[1]
+    assert cap.layers["conv1"].call == 0 and cap.layers["conv1"].module == "conv1"
+
+
+def test_per_call_layers_may_differ_in_shape() -> None:
+    # One activation module applied to a 3-channel map, then to a 2-neuron vector.
+    model = nn.Sequential(
+        OrderedDict(block=Wrap(nn.ReLU(), lambda m, x: (m(x), m(x[:, :2, 0, 0]))))
+    )
+    x = torch.randn(4, 3, 2, 2)
+    with (
+        raw_outputs(model, ["block.inner"]) as raw,
+        ActivationCapture(model, ["block.inner"], reduction="none") as cap,
+    ):
+        model(x)
+        acts = cap.pop()
+    first, second = raw["block.inner"]
+    np.testing.assert_array_equal(acts["block.inner@1"], np_reduce(first, 1, "none"))
+    np.testing.assert_array_equal(acts["block.inner@2"], np_reduce(second, 1, "none"))
+    assert cap.layers["block.inner@1"].n_neurons == 3
+    assert cap.layers["block.inner@1"].values_per_sample == 4
+    assert cap.layers["block.inner@2"].n_neurons == 2
+    assert cap.layers["block.inner@2"].values_per_sample == 1
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_pooled_calls_concatenate_as_more_values(reduction: str) -> None:
+    torch.manual_seed(0)
+    model, x = Reuse(), torch.randn(2, 2, 3, 3)
+    with (
+        raw_outputs(model, ["act"]) as raw,
+        ActivationCapture(model, ["act"], reduction=reduction, calls="pool") as cap,
+    ):
+        model(x)
+        acts = cap.pop()
+    assert list(acts) == ["act"]
+    first, second = (np_reduce(out, 1, reduction) for out in raw["act"])
+    np.testing.assert_allclose(acts["act"], np.concatenate([first, second], axis=1), rtol=1e-6)
+    info = cap.layers["act"]
+    per_sample = 2 if reduction != "none" else 18  # 9 positions a call
+    assert (info.calls_per_forward, info.call, info.values_per_sample) == (2, 0, per_sample)
+    assert acts["act"].shape[1] == per_sample
+
+
+class Loop(nn.Module):
+    """Runs ``act`` as many times as the forward pass is told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor, times: int) -> torch.Tensor:
+        for _ in range(times):
+            x = self.act(x - 0.5)
+        return x
+
+
+@pytest.mark.parametrize("calls", ["separate", "pool"])
+def test_a_different_number_of_calls_in_a_later_pass_raises(calls: str) -> None:
+    model = Loop()
+    with ActivationCapture(model, ["act"], calls=calls) as cap:  # type: ignore[arg-type]
+        model(torch.ones(2, 3), 2)
+        cap.pop()
+        with pytest.raises(CaptureError) as info:
+            model(torch.ones(2, 3), 3)
+    message = str(info.value)
+    assert "'act'" in message and "3" in message and "2" in message
+    if calls == "separate":
+        assert "act@1" in message and "pool" in message
+    assert no_hooks_left(model)
+
+
+def test_unknown_calls_mode_raises() -> None:
+    with pytest.raises(ValueError, match="separate"):
+        ActivationCapture(small_net(), ["classifier"], calls="split")  # type: ignore[arg-type]

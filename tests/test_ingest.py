@@ -675,7 +675,7 @@ def test_attributes(digits_store_path, digits_store, digits_raw) -> None:
     root = zarr.open_group(digits_store_path, mode="r", zarr_format=3)
     attrs = root.attrs["ndstream"]
     assert attrs["format"] == "ndstream"
-    assert attrs["format_version"] == FORMAT_VERSION == 2
+    assert attrs["format_version"] == FORMAT_VERSION == 3
     assert attrs["ndstream_version"] == ndstream.__version__
     assert attrs["reduction"] == "max"
     assert attrs["samples_done"] == attrs["samples_total"] == 1797
@@ -688,6 +688,14 @@ def test_attributes(digits_store_path, digits_store, digits_raw) -> None:
         "seed": None,
     }
     assert attrs["order"] == {"kind": "dataset", "seed": None, "n_dataset": 1797, "total": 1797}
+    assert attrs["settings"] == {
+        "layers": DIGITS_LAYERS,
+        "reduction": "max",
+        "channel_dim": {},
+        "group_by": DIGITS_GROUP_BY,
+        "grid": attrs["grid"],
+        "calls": "separate",
+    }
     assert attrs["grid"]["kind"] == "log-linear-float32"
     assert attrs["groups"] == digits_store.groups
     for stamp in (attrs["created"], attrs["updated"]):
@@ -701,6 +709,7 @@ def test_attributes(digits_store_path, digits_store, digits_raw) -> None:
         assert layer["output_shape"] == list(raw.shape[1:])
         assert layer["n_neurons"] == raw.shape[1]
         assert layer["values_per_sample"] == 1
+        assert layer["node"] == layer["name"]  # these names are store paths as they are
         # the layer group's attributes hold the layer metadata only; resolutions are an array
         assert root[layer["name"]].attrs["ndstream"] == {"layer": layer}
         res = root[layer["name"]]["resolution"]

@@ -263,6 +263,27 @@ def test_resume_with_changed_config_is_refused(
     assert ndstream.open_store(partial_store).meta.samples_done == 640
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"grid": ndstream.GridSpec(max_bins=64)}, "grid"),
+        ({"grid": ndstream.GridSpec(exact_values=0)}, "grid"),
+        ({"channel_dim": {"conv1": 2}}, "channel_dim"),
+        ({"calls": "pool"}, "calls"),
+    ],
+)
+def test_api_resume_with_another_sketch_setting_is_refused(
+    change, expected, partial_store: Path, digits_model, digits_dataset
+) -> None:
+    """Settings the Python API does not put in its recorded config still shape the sketches:
+    a resume that changes them would build on sketches of another kind."""
+    before = snapshots.current(partial_store)
+    with pytest.raises(StoreError, match=f"{expected} .* in the store") as info:
+        ingest_digits(digits_model, digits_dataset, partial_store, **change)
+    assert "--overwrite" in str(info.value)
+    assert snapshots.current(partial_store) == before
+
+
 def test_resume_with_changed_model_or_data_is_refused(
     partial_store: Path, digits_model, digits_dataset
 ) -> None:
@@ -300,11 +321,36 @@ def test_run_killed_before_its_first_checkpoint_starts_afresh(
     path = tmp_path / "early.zarr"
     (path / snapshots.SNAPSHOTS / "tmp-0123456789ab" / "fc2").mkdir(parents=True)
     (path / snapshots.LOCK).touch()
-    with pytest.raises(StoreError, match="no checkpoint yet"):
+    with pytest.raises(StoreError, match="stopped before its first one"):
         ndstream.open_store(path)
+    with snapshots.StoreLock(path), pytest.raises(StoreError, match="no checkpoint yet"):
+        ndstream.open_store(path)  # while an ingest holds the lock, it is still writing
     store = ingest_digits(digits_model, digits_dataset, path)
     assert store.complete and store.count("fc2") == 1797
     assert not list((path / snapshots.SNAPSHOTS).glob("tmp-*"))
+
+
+def test_fast_checkpoints_keep_disk_use_bounded(tmp_path: Path, env: dict[str, str]) -> None:
+    """A checkpoint every step, then Ctrl-C: at no time more than a few whole snapshots."""
+    config = write_config(tmp_path)  # a checkpoint after every one of 57 steps
+    store = tmp_path / "fast.zarr"
+    proc = subprocess.Popen(cli(config, store), env=env, stderr=subprocess.PIPE, text=True)
+    most = 0
+    folder = store / snapshots.SNAPSHOTS
+    while True:
+        assert proc.poll() is None, "the run ended before 12 checkpoints"
+        seqs = [p.name for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+        most = max(most, len(seqs))
+        if seqs and int(max(seqs)) >= 12:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    left = [p.name for p in folder.iterdir() if p.name.isdigit()]
+    assert int(max(left)) >= 12
+    # The newest is numbered just before the oldest beyond the bound is pruned.
+    assert most <= snapshots.MOST + 1 and len(left) <= snapshots.MOST, (most, left)
 
 
 def test_complete_store_is_not_ingested_again(tmp_path: Path, digits_model, digits_dataset) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 import zarr
 from conftest import DIGITS_LAYERS, per_neuron
@@ -117,7 +118,16 @@ def test_count_selectors(digits_store, digits_targets, digits_predicted) -> None
     assert digits_store.count(layer, np.int64(13)) == pred[3]
     assert digits_store.count(layer, "pred:3") == pred[3]
     assert digits_store.count(layer, -1) == int((digits_predicted != digits_targets).sum())
-    assert digits_store.count(layer, ["3", "pred:3"]) == label[3] + pred[3]
+    # A sample counts once in each grouping: pooling across them would count it twice.
+    for pooled in (
+        lambda g: digits_store.count(layer, g),
+        lambda g: digits_store.quantile(layer, 0.5, g),
+        lambda g: digits_store.cdf(layer, np.zeros(digits_store.n_neurons(layer)), g),
+        lambda g: digits_store.histogram(layer, g),
+    ):
+        with pytest.raises(ValueError, match=r"different groupings \(label, predicted\)"):
+            pooled(["3", "pred:3"])
+    assert digits_store.summary(layer, ["3", "pred:3"]).groups == ("3", "pred:3")
     assert digits_store.count(layer, [0, 1, "2"]) == label[:3].sum()
     assert digits_store.count(layer, [str(c) for c in range(10)]) == n
     with pytest.raises(IndexError):
@@ -484,9 +494,10 @@ def test_chunks_compression_and_dtypes_on_disk(tmp_path) -> None:
         assert root["wide/resolution"].dtype == np.int8
         assert root["wide/resolution"].metadata.dimension_names == ("neuron",)
         for name in ("counts", "bin_lower", "min", "count", "resolution"):
-            (codec,) = root[f"wide/{name}"].compressors
+            codec, checksum = root[f"wide/{name}"].compressors
             assert codec.cname.value == "lz4" and codec.clevel == 5, name
             assert codec.shuffle.value == "shuffle", name
+            assert isinstance(checksum, zarr.codecs.Crc32cCodec), name
         assert root["wide"].attrs["ndstream"] == {"layer": layer.to_dict()}
         # the chunk boundaries at neurons 1,024 and 2,048 lose nothing
         got = ndstream.open_store(path).summary("wide", [0, 1, 2])
@@ -526,9 +537,10 @@ def test_zarr_v3_writes_what_zarr_python_writes(tmp_path) -> None:
         is_str = data.dtype.kind in "UT"
         array = group.create_array(
             name, shape=data.shape, chunks=chunks, dtype=str if is_str else data.dtype,
-            compressors=None if is_str else zarr.codecs.BloscCodec(
-                cname="lz4", clevel=5, shuffle="shuffle"
-            ),
+            compressors=[zarr.codecs.Crc32cCodec()] if is_str else [
+                zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+                zarr.codecs.Crc32cCodec(),
+            ],
             dimension_names=dims, fill_value="" if is_str else 0, attributes=attrs,
             config={"write_empty_chunks": True},
             chunk_key_encoding={"name": "default", "separator": "."},
@@ -566,3 +578,55 @@ def test_zarr_v3_chunks_of_a_part_start_at_its_origin() -> None:
     assert keys == ["c.0.3.0", "c.1.3.0"]
     with pytest.raises(ValueError, match="chunk grid"):
         list(zarr_v3.chunk_parts(data, (2, 2, 3), origin=(0, 1, 0)))
+
+
+# -- layer names that are not store paths ---------------------------------------------------------
+
+
+class _OddNames(torch.nn.Module):
+    """Module names a store cannot use as they are: its own `instances` group, a `/`, and a
+    leading `__` (reserved by Zarr)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.add_module("instances", torch.nn.Linear(4, 3))
+        self.add_module("a/b", torch.nn.ReLU())
+        self.add_module("__x", torch.nn.Linear(3, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, "__x")(getattr(self, "a/b")(self.instances(x)))
+
+
+def test_layer_names_that_are_not_store_paths(tmp_path) -> None:
+    model = _OddNames().eval()
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(40) % 2
+    data = torch.utils.data.TensorDataset(x, y)
+    path = tmp_path / "odd.zarr"
+    store = ndstream.ingest(
+        model, data, path, layers=["instances", "a/b", "__x"], progress=False,
+        instances=ndstream.InstanceSpec(per_class=1),
+    )  # fmt: skip
+    assert store.layers == ["instances", "a/b", "__x"]
+    assert [store.node(n) for n in store.layers] == ["%69nstances", "a%2Fb", "%5F_x"]
+    assert ndstream.verify(path).ok
+    # Each layer's numbers are its own (numpy on plain hooks), the instances group is intact.
+    outputs = {}
+    hooks = [
+        m.register_forward_hook(lambda m, a, out, n=n: outputs.__setitem__(n, out.numpy()))
+        for n, m in model.named_children()
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for name in store.layers:
+        np.testing.assert_array_equal(
+            store.quantile(name, 0.5), np.quantile(outputs[name].astype(np.float64), 0.5, axis=0)
+        )
+        ds = xr.open_zarr(path, group=store.node(name))
+        assert int(ds["count"].sum()) == 40
+    table = store.instances()
+    assert table is not None and len(table) == 2
+    assert set(table.values) == set(store.layers)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
+from .integrity import MANIFEST
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LayerMeta", "StoreMeta"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LayerMeta", "StoreMeta", "check_version", "node_name"]
 
 FORMAT_NAME = "ndstream"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ROOT_ATTR = "ndstream"  # key of ndstream's metadata in the root group's attributes
 
 # Layer group arrays and their dimension names.
@@ -46,9 +48,45 @@ NEURON_CHUNK = 1024  # a chunk holds up to 1,024 neurons (zarr writes chunks in 
 CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of counts
 
 
+# Names at the top of a snapshot that are not layers; a layer of such a name is renamed.
+_RESERVED = frozenset({"zarr.json", INSTANCES, MANIFEST})
+_MAX_NODE_BYTES = 200  # a file name is at most 255 bytes; room for a temporary suffix
+
+
+def node_name(layer: str) -> str:
+    """The name of a layer's group in the store, for a layer (module) name.
+
+    Module names may hold characters a store path cannot (``/``), or be a name the store
+    uses itself (``instances``). ``%`` and ``/`` (and control characters) are
+    percent-encoded, and so is the first character of a reserved name, of one starting with
+    ``.`` or ``__`` (Zarr reserves those): ``"a/b"`` is stored as ``a%2Fb`` and
+    ``"instances"`` as ``%69nstances``. Any other name, such as ``features.0`` or
+    ``layer1.0.relu@2``, is its own node name. ``urllib.parse.unquote`` gives the layer name
+    back.
+
+    Raises
+    ------
+    ConfigError
+        If the name is empty or too long to be a folder name.
+    """
+    node = quote(layer, safe="".join(chr(c) for c in range(32, 127) if chr(c) not in "%/"))
+    if node in _RESERVED or node.startswith((".", "__")):
+        node = f"%{ord(node[0]):02X}{node[1:]}"
+    if not node or len(node.encode()) > _MAX_NODE_BYTES:
+        raise ConfigError(
+            f"layer name {layer[:60]!r}{'...' if len(layer) > 60 else ''} cannot name a folder "
+            f"in the store (empty, or over {_MAX_NODE_BYTES} bytes); rename the module"
+        )
+    return node
+
+
 @dataclass(frozen=True)
 class LayerMeta:
-    """What capture learned about one layer."""
+    """What capture learned about one layer.
+
+    ``node`` is the name of the layer's group in the store (see :func:`node_name`); it is
+    derived from ``name`` when not given.
+    """
 
     name: str
     module_type: str
@@ -56,6 +94,11 @@ class LayerMeta:
     channel_dim: int
     output_shape: tuple[int, ...]
     values_per_sample: int
+    node: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            object.__setattr__(self, "node", node_name(self.name))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -83,6 +126,7 @@ class StoreMeta:
     complete: bool
     config: dict[str, Any] = field(default_factory=dict)
     order: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     ndstream_version: str = ""
     format_version: int = FORMAT_VERSION
     created: str = ""
@@ -99,14 +143,7 @@ class StoreMeta:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreMeta:
         """Inverse of :meth:`to_dict`; refuses formats this ndstream cannot read."""
-        if d.get("format") != FORMAT_NAME:
-            raise StoreError("the root attributes do not describe an ndstream store")
-        version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise StoreError(
-                f"store format version {version} is not supported by this ndstream "
-                f"(it reads version {FORMAT_VERSION}); upgrade ndstream or re-run the ingest"
-            )
+        check_version(d)
         try:
             fields = {k: v for k, v in d.items() if k != "format"}
             fields["layers"] = tuple(LayerMeta.from_dict(x) for x in d["layers"])
@@ -123,3 +160,28 @@ class StoreMeta:
     def layer_names(self) -> list[str]:
         """Layer names in capture order."""
         return [layer.name for layer in self.layers]
+
+
+def check_version(attrs: Any) -> None:
+    """Refuse root ``ndstream`` attributes of a format this ndstream does not read.
+
+    Raises
+    ------
+    StoreError
+        If ``attrs`` is not ndstream's, or has another (or a malformed) format version.
+    """
+    if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME:
+        raise StoreError("the root attributes do not describe an ndstream store")
+    version = attrs.get("format_version")
+    if type(version) is not int:
+        raise StoreError(
+            f"the store's format_version is {version!r}, not a version number; its metadata "
+            "is damaged or was edited: re-run the ingest with --overwrite"
+        )
+    if version != FORMAT_VERSION:
+        newer = version > FORMAT_VERSION
+        raise StoreError(
+            f"store format version {version} is not supported by this ndstream, which reads "
+            f"version {FORMAT_VERSION}; "
+            + ("upgrade ndstream to read it" if newer else "re-run the ingest with --overwrite")
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from ..errors import GroupNotFoundError, LayerNotFoundError, NdstreamError, StoreError
+from ..errors import (
+    GroupNotFoundError,
+    LayerNotFoundError,
+    NdstreamError,
+    StoreDamageWarning,
+    StoreError,
+)
 from ..instances import InstanceTable
 from ..sketch import GridSpec, Summary
 from . import format as fmt
@@ -28,6 +36,10 @@ GroupSelector = str | int | Sequence[str | int] | None
 def open_store(path: str | os.PathLike[str]) -> Store:
     """Open an ndstream store for reading.
 
+    The store's last checkpoint is read if it is whole; if it is damaged (a missing or
+    truncated file, a broken ``.current`` link), the newest whole checkpoint before it is
+    read instead, with a :class:`~ndstream.errors.StoreDamageWarning` that says which.
+
     Parameters
     ----------
     path
@@ -36,31 +48,51 @@ def open_store(path: str | os.PathLike[str]) -> Store:
     Raises
     ------
     StoreError
-        If the path does not exist or is not an ndstream store of a supported version.
+        If the path does not exist, is not an ndstream store of a supported version, or
+        holds no whole checkpoint.
     """
     return Store(path)
 
 
 class Store:
-    """A read-only view of an ndstream store.
+    """A read-only view of one checkpoint of an ndstream store.
 
     Layers and groups are addressed by name. Wherever a method takes ``group``: ``None`` pools
     the groups of the first grouping (every sample once); a name or index selects one group;
-    a list pools several.
+    a list pools several, all of one grouping (a sample counts once in each grouping, so
+    pooling across groupings would count it twice).
+
+    Every read checks what it reads: chunk checksums (Zarr's ``crc32c`` codec) and, when the
+    store is opened, the snapshot's manifest (:mod:`ndstream.store.integrity`). Damage is a
+    :class:`StoreError`, never a number.
+
+    Parameters
+    ----------
+    path
+        Folder of the store.
+    pinned
+        The snapshot to read (see :func:`ndstream.store.snapshots.pin`); by default the
+        last whole checkpoint, with a warning when that is not the last checkpoint.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, pinned: snapshots.Pinned | None = None
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"no store at {self.path}: the path does not exist")
-        # Pin the last committed checkpoint: every read of this object comes from it, even
-        # while an ingest commits newer ones (see ndstream.store.snapshots).
-        self.snapshot = snapshots.current(self.path)
-        if not (self.snapshot / "zarr.json").exists() and (self.path / snapshots.LOCK).exists():
+        if not self.path.is_dir():
             raise StoreError(
-                f"{self.path} has no checkpoint yet: an ingest into it started but has not "
-                "committed its first checkpoint; try again shortly"
+                f"{self.path} is a file, not a store; point at the folder that "
+                "`ndstream ingest` wrote"
             )
+        warn = pinned is None  # a caller that pinned the snapshot itself reports a fallback
+        if pinned is None:
+            pinned = snapshots.pin(self.path, version=fmt.check_version)
+        self.pinned = pinned
+        # Every read of this object comes from this one checkpoint, even while an ingest
+        # commits newer ones (see ndstream.store.snapshots).
+        self.snapshot = pinned.folder
         try:
             self._root = zarr.open_group(self.snapshot, mode="r", zarr_format=3)
         except Exception as exc:
@@ -79,15 +111,24 @@ class Store:
             self.grid = GridSpec.from_dict(self.meta.grid)
         except NdstreamError as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
-        # Look on disk: the consolidated metadata would still list a deleted layer folder.
-        missing = [
-            n for n in self.meta.layer_names if not (self.snapshot / n / "zarr.json").is_file()
-        ]
-        if missing:
-            raise StoreError(
-                f"{self.path} lists layers {missing} but has no data for them; the store is "
-                "damaged: re-run the ingest with --overwrite"
-            )
+        self._nodes = {layer.name: layer.node for layer in self.meta.layers}
+        if warn and pinned.fallback:
+            warnings.warn(self.fallback_note(), StoreDamageWarning, stacklevel=3)
+
+    def fallback_note(self) -> str:
+        """What was damaged and which checkpoint is read instead; empty if none was."""
+        if not self.pinned.fallback:
+            return ""
+        committed = self.pinned.committed
+        lost = _samples_done(committed) if committed is not None else None
+        cost = f", {lost - self.meta.samples_done} fewer" if lost is not None else ""
+        name = f"checkpoint {committed.name}" if committed is not None else "the last checkpoint"
+        return (
+            f"{self.path}: {name} is damaged ({snapshots.brief(list(self.pinned.damage))}); "
+            f"reading checkpoint {self.snapshot.name} instead, the newest intact one "
+            f"({self.meta.samples_done} samples{cost}). `ndstream verify {self.path}` lists "
+            "the damage; re-running the ingest resumes from the intact checkpoint"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -128,12 +169,18 @@ class Store:
         """Number of neurons of ``layer``."""
         return self.layer_meta(layer).n_neurons
 
+    def node(self, layer: str) -> str:
+        """The path of ``layer``'s group in the store (its name, unless the name cannot be a
+        store path; see :func:`ndstream.store.format.node_name`), as xarray wants it."""
+        self.layer_meta(layer)
+        return self._nodes[layer]
+
     def count(self, layer: str, group: GroupSelector = None) -> int:
         """Values each neuron of ``layer`` received in the selected groups (NaN, ±Inf included).
 
         With the ``max`` and ``mean`` reductions this is the number of samples.
         """
-        idx = self.group_index(group)
+        idx = self.group_index(group, pool=True)
         with self._reading():
             return int(self._array(layer, "count")[...][idx].sum())
 
@@ -143,8 +190,17 @@ class Store:
             values = np.asarray(self._array(layer, "count")[...]).tolist()
         return dict(zip(self.groups, (int(v) for v in values), strict=True))
 
-    def group_index(self, group: GroupSelector = None) -> np.ndarray:
-        """Indices on the group axis selected by ``group`` (see the class docstring)."""
+    def group_index(self, group: GroupSelector = None, *, pool: bool = False) -> np.ndarray:
+        """Indices on the group axis selected by ``group`` (see the class docstring).
+
+        Parameters
+        ----------
+        group
+            What to select.
+        pool
+            The selection is pooled into one distribution: refuse groups of several
+            groupings, in which every sample would count more than once.
+        """
         groups = self.groups
         if group is None:
             first = self.meta.groupings[0]
@@ -162,6 +218,14 @@ class Store:
                 out.append(groups.index(item))
             else:
                 raise GroupNotFoundError(_not_found("group", str(item), groups))
+        kinds = dict.fromkeys(self.meta.groupings[i] for i in out)
+        if pool and len(kinds) > 1:
+            chosen = [groups[i] for i in out]
+            raise ValueError(
+                f"groups {chosen} belong to different groupings ({', '.join(kinds)}); every "
+                "sample counts once in each grouping, so pooling them would count samples "
+                "twice. Pool groups of one grouping, or ask for each group on its own"
+            )
         return np.array(out, dtype=np.intp)
 
     # -- queries ------------------------------------------------------------------------------
@@ -197,6 +261,7 @@ class Store:
 
         NaN is left out; ±Inf sit at the ends. A neuron with no values gives NaN.
         """
+        self.group_index(group, pool=True)
         return self.summary(layer, group).quantile(np.asarray(q, dtype=np.float64))
 
     def cdf(
@@ -209,6 +274,7 @@ class Store:
             raise ValueError(
                 f"values must have shape [{n}] for layer {layer!r}, got {list(vals.shape)}"
             )
+        self.group_index(group, pool=True)
         return self.summary(layer, group).cdf(vals)
 
     def histogram(
@@ -220,6 +286,7 @@ class Store:
         axis shared by all neurons), or explicit ascending edges. Sketch bins are spread over
         display bins in proportion to overlap; no mass is invented.
         """
+        self.group_index(group, pool=True)
         summary = self.summary(layer, group)
         if np.ndim(bins) == 0:
             n_bins = int(bins)
@@ -251,8 +318,7 @@ class Store:
         """The layer as an :class:`xarray.Dataset` with dims ``neuron``, ``group``, ``bin``."""
         import xarray as xr
 
-        self.layer_meta(layer)
-        return xr.open_zarr(self.snapshot, group=layer, consolidated=False)
+        return xr.open_zarr(self.snapshot, group=self.node(layer), consolidated=False)
 
     def resolution(self, layer: str) -> np.ndarray:
         """``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave."""
@@ -294,7 +360,8 @@ class Store:
         except Exception as exc:
             raise StoreError(
                 f"could not read {self.path} ({type(exc).__name__}: {exc}); the store is "
-                "damaged or was removed: open it again, or re-run the ingest with --overwrite"
+                f"damaged or was removed. Open it again; `ndstream verify {self.path}` lists "
+                "any damage, and re-running the ingest resumes from an intact checkpoint"
             ) from exc
         if not (self.snapshot / "zarr.json").is_file():
             raise StoreError(
@@ -304,11 +371,20 @@ class Store:
             )
 
     def _array(self, layer: str, name: str) -> Any:
-        self.layer_meta(layer)
+        node = self.node(layer)
         try:
-            return self._root[f"{layer}/{name}"]
+            return self._root[f"{node}/{name}"]
         except KeyError as exc:
-            raise StoreError(f"store {self.path} is missing array {layer}/{name}") from exc
+            raise StoreError(f"store {self.path} is missing array {node}/{name}") from exc
+
+
+def _samples_done(folder: Path) -> int | None:
+    """``samples_done`` of the snapshot in ``folder``, if its root document can be read."""
+    try:
+        doc = json.loads((folder / "zarr.json").read_bytes())
+        return int(doc["attributes"][fmt.ROOT_ATTR]["samples_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _finite_range(summary: Summary) -> tuple[float, float]:

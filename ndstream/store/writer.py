@@ -3,7 +3,9 @@
 Each checkpoint is a whole Zarr store written into a new snapshot folder and committed by
 one atomic rename (see :mod:`ndstream.store.snapshots`), so the store path holds either the
 previous checkpoint or the new one, never a half-written mix. The documents and chunks are
-made by :mod:`ndstream.store.zarr_v3` and compressed and written on a pool of threads.
+made by :mod:`ndstream.store.zarr_v3` and compressed and written on a pool of threads; the
+size and checksum of every file go into the snapshot's manifest
+(:mod:`ndstream.store.integrity`), written last.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..instances import InstanceTable
 from ..sketch import LayerSketch, Summary
 from . import format as fmt
 from . import snapshots, zarr_v3
+from .integrity import MANIFEST, Manifest
 
 __all__ = ["check_replaceable", "write_checkpoint", "write_store"]
 
@@ -48,15 +51,18 @@ def write_store(
     overwrite
         Replace an existing ndstream store; without it an existing path raises
         :class:`StoreError`. A folder that is not an ndstream store is never replaced.
+
+    Raises
+    ------
+    StoreError
+        If the path exists (see ``overwrite``), or an ingest is writing it.
     """
     path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise StoreError(
-                f"{path} already exists; pass overwrite=True (--overwrite) to replace it"
-            )
+    if path.exists() and not overwrite:
+        raise StoreError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    with snapshots.StoreLock(path):  # one writer at a time, as for an ingest
         check_replaceable(path)
-    write_checkpoint(path, meta, summaries)
+        write_checkpoint(path, meta, summaries)
     return path
 
 
@@ -84,7 +90,7 @@ def write_checkpoint(
                 values = instances.values[layer.name] if instances is not None else None
                 documents.update(_write_layer(files, layer, src, meta, values))
                 files.wait()  # one layer's counts in flight at a time: memory stays bounded
-            groups = list(meta.layer_names)
+            groups = [layer.node for layer in meta.layers]
             if instances is not None:
                 documents.update(_write_instances(files, instances))
                 groups.append(fmt.INSTANCES)
@@ -102,7 +108,11 @@ def write_checkpoint(
             for node, doc in documents.items():
                 files.put(f"{node}/zarr.json", zarr_v3.to_json(doc))
             files.put("zarr.json", zarr_v3.to_json(root))
-        committed = snapshots.commit(path, tmp, ["zarr.json", *groups], final=meta.complete)
+            files.wait()
+            # Last: a snapshot without its manifest is one whose writing did not finish.
+            (tmp / MANIFEST).write_bytes(Manifest(files.written).to_bytes())
+        entries = ["zarr.json", MANIFEST, *groups]
+        committed = snapshots.commit(path, tmp, entries, final=meta.complete)
         tmp = None
         return committed
     except OSError as exc:
@@ -118,9 +128,11 @@ def write_checkpoint(
 
 def check_replaceable(path: Path) -> None:
     """Refuse to replace ``path`` unless it is empty or an ndstream store (never user data)."""
+    if not path.exists():
+        return
     if not path.is_dir():
         raise StoreError(f"{path} exists and is not a folder; choose another store path")
-    if not any(path.iterdir()):
+    if not any(p.name != snapshots.LOCK for p in path.iterdir()):
         return
     data = snapshots.current(path) / "zarr.json"
     try:
@@ -234,6 +246,7 @@ def _write_layer(
     n, n_groups = layer.n_neurons, len(meta.groups)
     n_bins = src.lower.shape[1]
     neuron_chunk, group_chunk = src.neuron_chunk, src.group_chunk
+    name = layer.node
     data: dict[str, np.ndarray] = {
         "neuron": np.arange(n, dtype=np.int64),
         "group": np.array(meta.groups, dtype=str),
@@ -250,7 +263,6 @@ def _write_layer(
         "posinf_count": np.zeros((n, n_groups), dtype=np.int64),
         "neginf_count": np.zeros((n, n_groups), dtype=np.int64),
     }
-    name = layer.name
     counts_chunks = (neuron_chunk, group_chunk, n_bins)
     counts_dtype = np.dtype(src.count_dtype)
     for g0, s in src.blocks():
@@ -284,7 +296,8 @@ class _Files:
     """Chunks compressed and written into a snapshot folder on a pool of threads.
 
     Blosc and file writes release the GIL, so the pool keeps every core busy while the
-    caller finalizes the next block. :meth:`wait` re-raises a failed write.
+    caller finalizes the next block. :meth:`wait` re-raises a failed write. :attr:`written`
+    holds the size and checksum of every file written, for the manifest.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -292,6 +305,7 @@ class _Files:
         self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="ndstream-write")
         self._pending: list[Future[None]] = []
         self._folders: set[str] = set()
+        self.written: dict[str, tuple[int, int]] = {}
 
     def array(
         self, node: str, data: np.ndarray, chunks: tuple[int, ...], dims: tuple[str, ...]
@@ -336,6 +350,7 @@ class _Files:
 
     def _write(self, name: str, content: bytes) -> None:
         (self.folder / name).write_bytes(content)
+        self.written[name] = (len(content), zarr_v3.checksum(content))  # one key per thread
 
     def __enter__(self) -> _Files:
         return self

@@ -5,9 +5,14 @@ array it creates or writes (validation, its event loop, buffer wrappers), which 
 16 layers was over half of a checkpoint; the documents and chunks themselves are simple.
 This module makes exactly what zarr-python 3 writes for the arrays of an ndstream store
 (``tests/test_store.py`` checks both, byte for byte): numeric arrays with the ``bytes``
-(little-endian) and ``blosc`` codecs, string arrays with ``vlen-utf8``, regular chunks
-named ``c.i.j`` and padded with the fill value at the edges, and inline consolidated
-metadata in the group documents. Reading stays with zarr-python and xarray.
+(little-endian) and ``blosc`` codecs, string arrays with ``vlen-utf8``, each followed by
+the ``crc32c`` codec, regular chunks named ``c.i.j`` and padded with the fill value at the
+edges, and inline consolidated metadata in the group documents. Reading stays with
+zarr-python and xarray.
+
+Every chunk ends in the CRC-32C of its encoded bytes: Blosc/lz4 decodes flipped bytes
+without complaint, so without a checksum a damaged chunk reads as wrong numbers. Zarr
+readers check it on every read (zarr-python raises on a mismatch).
 """
 
 from __future__ import annotations
@@ -17,10 +22,18 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import google_crc32c
 import numpy as np
 from numcodecs import Blosc, VLenUTF8
 
-__all__ = ["array_document", "chunk_parts", "encode_chunk", "group_document", "to_json"]
+__all__ = [
+    "array_document",
+    "checksum",
+    "chunk_parts",
+    "encode_chunk",
+    "group_document",
+    "to_json",
+]
 
 # Byte-shuffled lz4: most counters are small or zero, so their high bytes compress to nothing,
 # at several GB/s; zstd with bit shuffle packs a quarter tighter but writes six times slower.
@@ -63,6 +76,7 @@ def array_document(
         # One-byte types have no byte order, and zarr-python then writes none.
         endian = {"configuration": {"endian": "little"}} if dtype.itemsize > 1 else {}
         codecs = [{"name": "bytes", **endian}, {"name": "blosc", "configuration": blosc}]
+    codecs.append({"name": "crc32c"})
     return {
         "shape": [int(s) for s in shape],
         "data_type": "string" if is_str else dtype.name,
@@ -146,11 +160,18 @@ def encode_chunk(part: np.ndarray, chunks: Sequence[int]) -> bytes:
     """The bytes of a chunk file; a part smaller than ``chunks`` (at the array's edge) is
     padded with the fill value, as Zarr requires."""
     if _is_string(part.dtype):
-        return bytes(_VLEN_UTF8.encode(np.asarray(part, dtype=object)))
-    shape = tuple(max(int(c), 1) for c in chunks)
-    if part.shape != shape:
-        padded = np.zeros(shape, dtype=part.dtype)
-        padded[tuple(slice(0, s) for s in part.shape)] = part
-        part = padded
-    little = np.ascontiguousarray(part, dtype=part.dtype.newbyteorder("<"))
-    return bytes(_BLOSC.encode(little))
+        encoded = bytes(_VLEN_UTF8.encode(np.asarray(part, dtype=object)))
+    else:
+        shape = tuple(max(int(c), 1) for c in chunks)
+        if part.shape != shape:
+            padded = np.zeros(shape, dtype=part.dtype)
+            padded[tuple(slice(0, s) for s in part.shape)] = part
+            part = padded
+        little = np.ascontiguousarray(part, dtype=part.dtype.newbyteorder("<"))
+        encoded = bytes(_BLOSC.encode(little))
+    return encoded + checksum(encoded).to_bytes(4, "little")
+
+
+def checksum(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``: what Zarr's ``crc32c`` codec appends to a chunk."""
+    return int(google_crc32c.value(data))
