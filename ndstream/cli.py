@@ -72,12 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=5006, help="port (default 5006)")
     srv.add_argument(
         "--address", default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only)",
+        help="address to listen on (default 127.0.0.1: this machine only; any other address "
+        "prints a warning naming who can reach the page)",
     )  # fmt: skip
     srv.add_argument("--show", action="store_true", help="open a browser tab")
     srv.add_argument(
         "--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
-        help="also accept pages served under this origin (behind a proxy)",
+        help="also serve browsers under HOST:PORT (a proxy, or another name of this "
+        "machine); repeatable",
     )  # fmt: skip
     return parser
 

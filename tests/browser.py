@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,45 @@ def panel_serve(store: Path, log: Path, env: dict[str, str] | None = None) -> It
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}/{APP}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def public_ip() -> str | None:
+    """A non-loopback IPv4 address of this machine (to open a page by another name than
+    localhost), or ``None`` if it has none."""
+    candidates = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, suppress(OSError):
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        candidates.append(probe.getsockname()[0])
+    with suppress(OSError):
+        candidates += [
+            i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        ]
+    for ip in candidates:
+        if not ip.startswith("127.") and ip != "0.0.0.0":
+            return str(ip)
+    return None
+
+
+@contextmanager
+def ndstream_serve(
+    store: Path, log: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``python -m ndstream serve STORE --port PORT ARGS...`` (a free port unless given);
+    yields the port and the process (its output, stdout and stderr together, goes to
+    ``log``)."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "ndstream", "serve", str(store), "--port", str(port), *args]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    try:
+        wait_for_port(port, proc)
+        yield port, proc
     finally:
         proc.terminate()
         try:

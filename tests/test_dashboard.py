@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 import socket
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import panel as pn
@@ -28,7 +30,7 @@ from runs import cli, write_config
 
 import ndstream
 from ndstream.views.activation import composite, row_of
-from ndstream.views.dashboard import NeuralDivergence, dashboard
+from ndstream.views.dashboard import URL_PARAMS, NeuralDivergence, dashboard
 from ndstream.views.palette import GROUP_COLOURS, group_colours, instance_colours
 
 ATTACKED, BENIGN = "#D62728", "#000000"
@@ -183,7 +185,7 @@ def test_defaults(app: NeuralDivergence, store: ndstream.Store) -> None:
 
 def test_dashboard_returns_the_layout_for_a_store(reference: Path) -> None:
     view = dashboard(reference)
-    assert not isinstance(view, pn.pane.Alert)
+    assert not view.select(lambda o: "nd-error" in (getattr(o, "css_classes", None) or []))
     assert isinstance(view, pn.viewable.Viewable)
 
 
@@ -450,7 +452,11 @@ def test_a_link_with_a_bad_value_applies_the_rest(
     app = NeuralDivergence(reference)
     default = getattr(app, name)
     values = {**GOOD_LINK, name: bad}
-    app._apply_link(values)
+    # As a link writes them: strings as they are, everything else as JSON.
+    query = {URL_PARAMS[k]: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    problems = app.apply_link("?" + urlencode(query))
+    # Each bad value is named; with group 7 gone, so is the sort's item group:7.
+    assert len(problems) == (2 if name == "groups" else 1), problems
     assert getattr(app, name) == default, f"{name} took the bad value"
     for key, value in values.items():
         if key == name or (name == "groups" and key == "sort_a"):  # group:7 needs group 7
@@ -529,6 +535,49 @@ def test_live_mode_follows_a_running_ingest(tmp_path: Path, env: dict[str, str])
         want = expected_order(key, False, app.hidden.get(layer, []))
         assert app.order(layer).tolist() == want, layer
         assert table_neurons(app, layer) == want[: app.rows], layer
+
+
+def _move_on(path: Path) -> str:
+    """Commit a copy of the store's checkpoint as the next one and delete the old one, as a
+    running ingest does with the checkpoints before its last two; the new folder's name."""
+    import os
+    import shutil
+
+    old = (path / ".current").resolve()
+    new = old.with_name(f"{int(old.name) + 1:06d}")
+    shutil.copytree(old, new, symlinks=True)
+    link = path / ".current.next"
+    os.symlink(f".snapshots/{new.name}", link)
+    os.replace(link, path / ".current")
+    shutil.rmtree(old)
+    return new.name
+
+
+@pytest.mark.parametrize("drawn", [False, True], ids=["state", "document"])
+def test_a_view_whose_checkpoint_is_gone_reads_the_latest(
+    reference: Path, store: ndstream.Store, tmp_path: Path, drawn: bool
+) -> None:
+    """A page that draws while an ingest deletes its checkpoint reopens the store instead of
+    failing (live mode's first page under load, where checkpoints come every second)."""
+    import shutil
+
+    from bokeh.document import Document
+
+    path = tmp_path / "moving.zarr"
+    shutil.copytree(reference, path, symlinks=True)
+    app = NeuralDivergence(path)
+    if drawn:  # the plots draw (and read) first, in the refresh
+        app.panel().get_root(Document())
+    newest = _move_on(path)
+    app.layers = ["conv2", "fc2"]  # conv2 was never read from the checkpoint that went
+    assert message(app) is None, message(app)
+    assert app.store.snapshot.name == newest
+    want = expected_order(store.quantile("conv2", 0.5, app.groups[0]), descending=True)
+    assert table_neurons(app, "conv2") == want[: app.rows]
+    # Reopened in a draw, the status line and choices follow at the next poll.
+    assert app.reload() is drawn
+    assert app.reload() is False
+    assert progress(app) == (store.meta.samples_done, True)
 
 
 def test_reload_without_a_new_checkpoint_does_nothing(app: NeuralDivergence) -> None:
@@ -714,12 +763,13 @@ def test_dashboard_explains_a_bad_store(tmp_path: Path, kind: str) -> None:
         path.mkdir()
         (path / "notes.txt").write_text("not a store")
     view = dashboard(path)
-    assert isinstance(view, pn.pane.Alert)
+    # HTML built from escaped text (an Alert renders Markdown, which lets HTML through).
+    assert isinstance(view, pn.pane.HTML) and not isinstance(view, pn.pane.Markdown)
     assert "nd-error" in view.css_classes
-    assert view.alert_type == "danger"
-    assert "cannot show" in view.object and str(path) in view.object
-    assert reason in view.object
-    assert "ndstream serve" in view.object
+    text = view.object
+    assert f"cannot show {path.name}" in text and reason in text
+    assert str(tmp_path) not in text  # the server's folders stay out of the page
+    assert "ndstream serve" in text
 
 
 def test_serve_refuses_a_missing_store(tmp_path: Path) -> None:
@@ -752,6 +802,76 @@ def test_serve_refuses_a_port_in_use(reference: Path) -> None:
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "--port" in result.stderr
+
+
+def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    """A raw GET to the server on this machine, with the headers given (Host among them)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode("utf-8")
+    finally:
+        conn.close()
+
+
+def test_serve_warns_off_loopback_and_keeps_to_its_origins(reference: Path, tmp_path: Path) -> None:
+    """On 0.0.0.0 the server says who can reach it, and serves browsers only under the origins
+    of the address served and this machine's loopback names: a page opened by another name
+    (another address of this machine, or a site whose name resolves here) gets a 403, its
+    websocket too, unless --allow-websocket-origin names it."""
+    import base64
+
+    from browser import free_port, ndstream_serve
+
+    other = "192.0.2.7"  # another name for this machine, as a browser would send it
+    log = tmp_path / "serve.log"
+    with ndstream_serve(reference, log, "--address", "0.0.0.0") as (port, _):
+        text = log.read_text()
+        assert f"listening on 0.0.0.0: every host that can reach this machine on port {port}" in (
+            text
+        ), text
+        assert "--allow-websocket-origin" in text and f"at http://127.0.0.1:{port}/" in text
+        for name in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            status, _, body = _get(port, "/", {"Host": name})
+            assert status == 200, (name, status)
+        for name in (f"{other}:{port}", f"evil.example:{port}", "evil.example"):
+            status, headers, _ = _get(port, "/", {"Host": name})
+            assert status in (302, 403), (name, status)
+            if status == 302:  # Bokeh's authentication hook sends the page to the refusal
+                status, _, body = _get(port, headers["Location"].lstrip("."), {"Host": name})
+                assert status == 403 and "served only under" in body, body
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        upgrade = {
+            "Host": f"{other}:{port}", "Origin": f"http://{other}:{port}",
+            "Sec-Fetch-Site": "same-origin", "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Protocol": "bokeh",
+        }  # fmt: skip
+        assert _get(port, "/ws", upgrade)[0] == 403
+        # A page of another site may not open a websocket to this one either.
+        upgrade |= {"Host": f"127.0.0.1:{port}", "Origin": "http://evil.example"}
+        assert _get(port, "/ws", upgrade)[0] == 403
+
+    port = free_port()
+    allow = ("--allow-websocket-origin", f"{other}:{port}")
+    with ndstream_serve(reference, log, "--address", "0.0.0.0", *allow, port=port):
+        assert f"{other}:{port}" in log.read_text()
+        assert _get(port, "/", {"Host": f"{other}:{port}"})[0] == 200
+        assert _get(port, "/", {"Host": f"evil.example:{port}"})[0] in (302, 403)
+
+
+def test_serve_on_loopback_does_not_warn() -> None:
+    from ndstream.views.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1", 5006) is None
+    assert exposure_warning("localhost", 5006) is None
+    assert exposure_warning("::1", 5006) is None
+    warning = exposure_warning("192.0.2.7", 5006, ["proxy.example:443"])
+    assert warning and "every host that can reach 192.0.2.7 on port 5006" in warning
+    assert "proxy.example:443" in warning
 
 
 def test_many_groups_get_a_searchable_choice(tmp_path: Path) -> None:
@@ -796,3 +916,16 @@ def test_axes_hook_keeps_a_zoom_until_the_axis_changes() -> None:
     assert fig.yaxis[0].major_label_overrides == {0: "7"}
     Axes("fc2", (-30.0, 25.0), (-8.5, 0.5), [(0, "7")]).apply(plot)  # a wider axis: reset
     assert (fig.x_range.start, fig.x_range.end, fig.y_range.start) == (-30.0, 25.0, -8.5)
+
+
+def test_csv_export_does_not_hand_formulas_to_a_spreadsheet() -> None:
+    """Group names come from the data; one that starts like a formula is written as text."""
+    import csv
+    import io
+
+    from ndstream.views.export import csv_text
+
+    text = csv_text(["layer", "median =cmd"], [['=HYPERLINK("x")', 1.5], ["-2+3", -1.0]])
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[1] == ['\'=HYPERLINK("x")', "1.5"] and rows[2] == ["'-2+3", "-1.0"]
+    assert rows[0] == ["layer", "median =cmd"]

@@ -246,6 +246,78 @@ def test_a_url_restores_the_view(page: Page, server: str, demo_store: Path, brow
     assert page.errors == [] and other.errors == []
 
 
+def test_a_partly_invalid_link_applies_what_fits_and_says_so(
+    page: Page, server: str, demo_store: Path
+) -> None:
+    """Of each field, what fits the store applies; the page names the rest (as text), and the
+    address bar then holds the state applied."""
+    payload = "<img src=x onerror=window.__pwned=1>"
+    link = {
+        "layers": ["fc2", "nope"], "groups": ["3", payload], "hidden": {"fc2": [4, 2000]},
+        "rows": 7,
+    }  # fmt: skip
+    search = "&".join(f"{k}={quote(json.dumps(v))}" for k, v in link.items())
+    page.open(f"{server}?{search}", ["fc2"])
+    page.wait_for_title("fc2", "fc2 · 10 neurons · 1 hidden")
+    assert sorted(page.plots()) == ["fc2"]
+    groups = page.page.locator(".nd-group").evaluate_all("es => es.map(e => e.dataset.group)")
+    assert groups == ["3"]
+    assert 4 not in page.order("fc2") and len(page.order("fc2")) == 9
+    message = page.page.locator(".nd-message").evaluate("e => e.textContent")
+    for named in ("'nope'", payload, "2000", "rows: 7"):
+        assert named in message, (named, message)
+    assert page.page.evaluate("() => window.__pwned") is None
+    deadline = time.monotonic() + 20
+    applied: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        applied = _query(page.page.evaluate("() => location.search"))
+        if "nope" not in applied.get("layers", "nope"):
+            break
+        page.page.wait_for_timeout(200)
+    assert json.loads(applied["layers"]) == ["fc2"], applied
+    assert json.loads(applied["groups"]) == ["3"]
+    assert json.loads(applied["hidden"]) == {"fc2": [4]}
+    assert applied["rows"] == "64"
+    page.screenshot("partly-invalid-link")
+    assert page.errors == []
+
+
+def test_ndstream_serve_on_a_public_address_serves_only_its_origins(
+    browser: Any, demo_store: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Bound to 0.0.0.0, ``ndstream serve`` warns, and a page opened under this machine's
+    other address does not draw (Tornado would let its same-origin websocket past Bokeh's
+    origin list) unless --allow-websocket-origin names it."""
+    from browser import free_port, ndstream_serve, public_ip
+
+    ip = public_ip()
+    if ip is None:
+        pytest.skip("this machine has no address but loopback")
+    log = tmp_path / "serve.log"
+    with ndstream_serve(demo_store, log, "--address", "0.0.0.0", env=env) as (port, _):
+        assert f"every host that can reach this machine on port {port}" in log.read_text()
+        page = Page(browser.new_page(viewport={"width": 1500, "height": 1000}))
+        response = page.page.goto(f"http://{ip}:{port}/")
+        assert response is not None and response.status == 403
+        assert "served only under" in page.page.content()
+        page.page.wait_for_timeout(2000)
+        assert page.page.locator("table.nd-order-table").count() == 0 and not page.plots()
+        page.page.close()
+        page = Page(browser.new_page(viewport={"width": 1500, "height": 1000}))
+        page.open(f"http://127.0.0.1:{port}/", DEFAULT_LAYERS)
+        assert page.errors == []
+        page.page.close()
+
+    port = free_port()
+    allow = ("--allow-websocket-origin", f"{ip}:{port}")
+    with ndstream_serve(demo_store, log, "--address", "0.0.0.0", *allow, port=port, env=env):
+        page = Page(browser.new_page(viewport={"width": 1500, "height": 1000}))
+        page.open(f"http://{ip}:{port}/", DEFAULT_LAYERS)
+        assert sorted(page.plots()) == sorted(DEFAULT_LAYERS)
+        assert page.errors == []
+        page.page.close()
+
+
 def test_downloads_png_and_csv_of_the_view(page: Page, server: str) -> None:
     from PIL import Image
 
@@ -310,7 +382,11 @@ def test_live_mode_follows_a_running_ingest(
 def test_a_bad_store_path_gets_a_clear_page(browser: Any, tmp_path: Path) -> None:
     not_a_store = tmp_path / "plain-folder"
     not_a_store.mkdir()
-    for path, words in ((tmp_path / "missing.zarr", "does not exist"), (not_a_store, "not a")):
+    regular = tmp_path / "file.zarr"
+    regular.write_text("not a store")
+    cases = ((tmp_path / "missing.zarr", "does not exist"), (not_a_store, "not a"),
+             (regular, "file.zarr"))  # fmt: skip
+    for path, words in cases:
         with panel_serve(path, tmp_path / "panel.log") as url:
             page = Page(browser.new_page())
             page.page.goto(url)
@@ -318,6 +394,7 @@ def test_a_bad_store_path_gets_a_clear_page(browser: Any, tmp_path: Path) -> Non
             alert.wait_for(timeout=60_000)
             text = alert.evaluate("e => (e.shadowRoot || e).textContent")
             assert "cannot show" in text and words in text and "ndstream serve" in text
+            assert "Traceback" not in text and str(tmp_path) not in text
             page.page.close()
 
 

@@ -64,6 +64,8 @@ def composite(
 
 def row_of(y: float, n_rows: int) -> int | None:
     """The row under a click at ``y``, or ``None`` outside the rows."""
+    if not np.isfinite(y):  # a click event is the browser's to send: it may hold anything
+        return None
     row = round(-y)
     return row if 0 <= row < n_rows else None
 

@@ -12,35 +12,52 @@ never sees a checkpoint in flight (see :mod:`ndstream.store.snapshots`).
 
 Large layers are paged: the sort runs over all neurons, and a page of ``rows`` of them is
 drawn, at 10 px a row; the page slider walks through the rest.
+
+Whoever can open the page can write its link, and the store's names (groups, layers, instance
+ids) are data: links are checked field by field (:mod:`.links`), every text put in HTML is
+escaped, and an error shows as a short escaped text with its details in the server log
+(:mod:`.reporting`), never as a traceback.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, TypeVar
 
 import holoviews as hv
 import numpy as np
 import panel as pn
 import param
 
-from ..errors import NdstreamError
+from ..errors import StoreError
 from ..layerframe import LayerFrame
 from ..ordering import SORTS, SortSpec, neuron_order, sort_key
 from ..store import Store, open_store, snapshots
 from .activation import Axes, activation_layers, composite, panel_height, row_of
 from .export import PanelImage, csv_text, png_bytes
-from .fragments import legend_html, order_table_html, png_uri, status_html, thumbnails_html
+from .fragments import (
+    error_html,
+    legend_html,
+    order_table_html,
+    png_uri,
+    status_html,
+    thumbnails_html,
+    title_html,
+)
+from .links import URL_PARAMS, LinkChoices, link_query, parse_link, problems_text, shown
 from .palette import GROUP_COLOURS, group_colours, instance_colours
+from .reporting import log, public_message
 
-__all__ = ["NeuralDivergence", "dashboard"]
+__all__ = ["URL_PARAMS", "NeuralDivergence", "dashboard", "error_page", "report_exception"]
+
+T = TypeVar("T")
 
 SORT_LABELS = {
     "median of a group": "median",
@@ -50,11 +67,6 @@ SORT_LABELS = {
     "spread (IQR) of a group": "iqr",
     "neuron index": "index",
 }
-URL_PARAMS = {
-    "layers": "layers", "groups": "groups", "instances": "instances", "sort": "sort",
-    "sort_a": "a", "sort_b": "b", "descending": "desc", "hidden": "hidden",
-    "marked": "marked", "page": "page", "rows": "rows",
-}  # fmt: skip
 _DEFAULT_LAYERS = 3
 _CHECKBOX_GROUPS = 40  # more groups than this get a searchable multi-choice
 
@@ -98,6 +110,11 @@ class NeuralDivergence(param.Parameterized):
         self.path = Path(store)
         self.poll_seconds = poll_seconds
         self.store: Store = open_store(self.path)  # raises a clear StoreError on a bad path
+        # Checkboxes read best for a few groups; ImageNet's thousands need a search.
+        self._search_groups = len(self.store.groups) > _CHECKBOX_GROUPS
+        self._poll_failure = ""
+        self._link_present = False  # whether the page's link held any field
+        self._caught_up = False  # the store was reopened in a draw; reload() finishes it
         self._frames: dict[str, LayerFrame] = {}
         self._shown: dict[str, np.ndarray] = {}
         self._located: int | None = None
@@ -124,12 +141,34 @@ class NeuralDivergence(param.Parameterized):
 
     def reload(self) -> bool:
         """Open the store's latest checkpoint if it moved on; returns whether it did."""
-        if snapshots.current(self.path) == self.store.snapshot:
+        if not self._caught_up and snapshots.current(self.path) == self.store.snapshot:
             return False
-        self.store = open_store(self.path)
-        self._frames.clear()
+        if not self._caught_up:
+            self.store = open_store(self.path)
+            self._frames.clear()
+        self._caught_up = False
         self._sync_choices(first=False)
         self._refresh()
+        return True
+
+    def _catch_up(self) -> bool:
+        """Open the latest checkpoint if the one this view reads is gone; whether it did.
+
+        A running ingest keeps the checkpoint before the last for slow readers and deletes
+        older ones, so a page that takes long to draw can find its checkpoint gone. The
+        store and its frames are replaced here; the status line and the choices follow in
+        the next :meth:`reload`, which live mode calls every second.
+        """
+        try:
+            if snapshots.current(self.path) == self.store.snapshot:
+                return False  # the checkpoint is there: the error is another one
+            store = open_store(self.path)
+        except Exception:  # the store itself is gone: the error stands
+            return False
+        log.info("ndstream dashboard of %s: its checkpoint went; reading the latest", self.path)
+        self.store = store
+        self._frames.clear()
+        self._caught_up = True
         return True
 
     def _sync_choices(self, first: bool) -> None:
@@ -138,15 +177,21 @@ class NeuralDivergence(param.Parameterized):
         counts = store.counts(store.layers[0])
         self._group_counts = counts
         sizes = {name: store.n_neurons(name) for name in store.layers}
+        self._sizes = sizes
+        # Checkboxes show their labels as text; a multi-choice (Choices.js) as HTML, so its
+        # labels are escaped: names come from the store and may hold markup.
+        group_label = escape if self._search_groups else str
         self.param.layers.objects = {f"{n} ({sizes[n]})": n for n in store.layers}
-        self.param.groups.objects = {f"{g} (n={counts[g]})": g for g in store.groups}
+        self.param.groups.objects = {group_label(f"{g} (n={counts[g]})"): g for g in store.groups}
         frame = self.frame(store.layers[0])
         table = frame.instances
         ids = frame.instance_ids
         self._instance_info = {
             iid: _instance_label(table, row, iid) for row, iid in enumerate(ids)
         } if table is not None else {}  # fmt: skip
-        self.param.instances.objects = {label: iid for iid, label in self._instance_info.items()}
+        self.param.instances.objects = {
+            escape(label): iid for iid, label in self._instance_info.items()
+        }
         self._conditions = {
             iid: str(table.condition[row]) for row, iid in enumerate(ids)
         } if table is not None else {}  # fmt: skip
@@ -176,10 +221,7 @@ class NeuralDivergence(param.Parameterized):
         self._w_layers = w.CheckBoxGroup.from_param(
             self.param.layers, label="Layers", css_classes=["nd-layers"]
         )
-        # Checkboxes read best for a few groups; ImageNet's thousands need a search.
-        groups_widget = (
-            w.CheckBoxGroup if len(self.store.groups) <= _CHECKBOX_GROUPS else w.MultiChoice
-        )
+        groups_widget = w.MultiChoice if self._search_groups else w.CheckBoxGroup
         self._w_groups = groups_widget.from_param(
             self.param.groups, label="Groups", css_classes=["nd-groups"]
         )
@@ -212,14 +254,15 @@ class NeuralDivergence(param.Parameterized):
             self.param.live, label="live: follow the ingest", css_classes=["nd-live"]
         )
         self._w_png = w.FileDownload(
-            callback=self._png,
+            callback=self._export("the PNG export", self._png),
             filename="ndstream-view.png",
             label="PNG of the view",
             embed=False,
             css_classes=["nd-png"],
         )
         self._w_csv = w.FileDownload(
-            callback=self._csv, filename="ndstream-neurons.csv", label="CSV of sorted neurons",
+            callback=self._export("the CSV export", self._csv),
+            filename="ndstream-neurons.csv", label="CSV of sorted neurons",
             embed=False, css_classes=["nd-csv"],
         )  # fmt: skip
         self._status = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["nd-status"])
@@ -231,9 +274,11 @@ class NeuralDivergence(param.Parameterized):
         self._w_a.param.watch(self._from_widget("sort_a"), "value")
         self._w_b.param.watch(self._from_widget("sort_b"), "value")
         self._w_page.param.watch(self._from_widget("page"), "value")
-        self._w_find.param.watch(lambda e: self.locate(e.new), "value")
-        self._w_show.on_click(lambda _: self.show_hidden())
-        self._w_unmark.on_click(lambda _: self.clear_marks())
+        self._w_find.param.watch(
+            self._guard("the jump to a neuron", lambda e: self.locate(e.new)), "value"
+        )
+        self._w_show.on_click(self._guard("showing hidden neurons", lambda _: self.show_hidden()))
+        self._w_unmark.on_click(self._guard("clearing marks", lambda _: self.clear_marks()))
 
     def _from_widget(self, name: str) -> Callable[[Any], None]:
         """A watcher that copies a widget's value into parameter ``name``, unless the change
@@ -243,7 +288,44 @@ class NeuralDivergence(param.Parameterized):
             if not self._quiet:
                 setattr(self, name, event.new if event.new is not None else "")
 
-        return copy
+        return self._guard(f"setting {URL_PARAMS.get(name, name)}", copy)
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _say(self, message: str) -> None:
+        """Show ``message`` (plain text; escaped here) in the status line."""
+        try:
+            self._status.object = self._status_html(message)
+        except Exception:  # the store's metadata itself may be what failed
+            self._status.object = f'<div class="nd-message">{escape(message)}</div>'
+
+    def _report(self, action: str, exc: BaseException) -> None:
+        """Log ``exc`` with its traceback, and tell the page, in words and escaped."""
+        log.error("ndstream dashboard of %s: %s failed", self.path, action, exc_info=exc)
+        self._say(f"{action} failed: {public_message(exc)}. The server log has the details.")
+
+    def _guard(self, action: str, callback: Callable[..., T]) -> Callable[..., T | None]:
+        """``callback`` for a widget, stream or timer: an exception it raises is reported,
+        never passed on to Panel and Bokeh (which would send its traceback to the browser)."""
+
+        def run(*args: Any, **kwargs: Any) -> T | None:
+            try:
+                return callback(*args, **kwargs)
+            except Exception as exc:
+                self._report(action, exc)
+                return None
+
+        return run
+
+    def _export(self, action: str, make: Callable[[], io.IOBase]) -> Callable[[], io.IOBase]:
+        """A download callback: on failure, an empty file and a message instead of a
+        traceback."""
+
+        def run() -> io.IOBase:
+            made = self._guard(action, make)()
+            return made if made is not None else io.BytesIO(b"")
+
+        return run
 
     # -- actions ------------------------------------------------------------------------
 
@@ -274,7 +356,7 @@ class NeuralDivergence(param.Parameterized):
         try:
             neuron = int(text)
         except ValueError:
-            self._status.object = self._status_html(f"'{text}' is not a neuron id (a number)")
+            self._say(f"{shown(text)} is not a neuron id (a number)")
             return
         for layer in self.layers:
             order = self.order(layer)
@@ -287,9 +369,7 @@ class NeuralDivergence(param.Parameterized):
                 else:
                     self._refresh()
                 return
-        self._status.object = self._status_html(
-            f"neuron {neuron} is not shown: no selected layer has it, or it is hidden"
-        )
+        self._say(f"neuron {neuron} is not shown: no selected layer has it, or it is hidden")
 
     def sort_spec(self) -> SortSpec | None:
         """The sort in effect, or ``None`` while its items are incomplete."""
@@ -345,35 +425,48 @@ class NeuralDivergence(param.Parameterized):
             return
         self._refreshing = True
         try:
-            message = ""
-            if len(self.groups) > len(GROUP_COLOURS):
-                # Past the palette, colours would repeat: keep those that can be told apart.
-                self.groups = self.groups[: len(GROUP_COLOURS)]
-                message = (
-                    f"at most {len(GROUP_COLOURS)} groups can be told apart by colour; "
-                    "deselect some to add others"
-                )
-            self._sort_items()
-            n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
-            last = (n_max - 1) // self.rows
-            self._quiet = True
             try:
-                # Bokeh sliders need end > start.
-                self._w_page.param.update(
-                    end=max(1, last), disabled=last == 0, value=min(self.page, last)
-                )
-            finally:
-                self._quiet = False
-            self._legend.object = self._legend_html()
-            self._thumbs.object = self._thumbs_html()
-            self._status.object = self._status_html(message)
-            self._main.objects = [self._layer_view(layer) for layer in self.layers]
-            self._redraw.event(version=self._redraw.version + 1)
-            # The tables last: once a table shows a change, its plot has it too.
-            for layer in self.layers:
-                self._tables[layer].object = self._table_html(layer)
+                self._redraw_all()
+            except OSError:  # StoreError too: a read of a checkpoint that went
+                if not self._catch_up():
+                    raise
+                self._caught_up = False
+                self._sync_choices(first=False)
+                self._redraw_all()
+        except Exception as exc:
+            self._report("redrawing the view", exc)
         finally:
             self._refreshing = False
+
+    def _redraw_all(self) -> None:
+        """The work of :meth:`_refresh`."""
+        message = ""
+        if len(self.groups) > len(GROUP_COLOURS):
+            # Past the palette, colours would repeat: keep those that can be told apart.
+            self.groups = self.groups[: len(GROUP_COLOURS)]
+            message = (
+                f"at most {len(GROUP_COLOURS)} groups can be told apart by colour; "
+                "deselect some to add others"
+            )
+        self._sort_items()
+        n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
+        last = (n_max - 1) // self.rows
+        self._quiet = True
+        try:
+            # Bokeh sliders need end > start.
+            self._w_page.param.update(
+                end=max(1, last), disabled=last == 0, value=min(self.page, last)
+            )
+        finally:
+            self._quiet = False
+        self._legend.object = self._legend_html()
+        self._thumbs.object = self._thumbs_html()
+        self._status.object = self._status_html(message)
+        self._main.objects = [self._layer_view(layer) for layer in self.layers]
+        self._redraw.event(version=self._redraw.version + 1)
+        # The tables last: once a table shows a change, its plot has it too.
+        for layer in self.layers:
+            self._tables[layer].object = self._table_html(layer)
 
     def _sort_items(self) -> None:
         """Offer the items the chosen sort takes, keeping the chosen ones that still fit."""
@@ -384,18 +477,29 @@ class NeuralDivergence(param.Parameterized):
         options = [
             {"group": groups, "instance": insts, "any": {**groups, **insts}}[k] for k in kinds
         ]
-        chosen = {}
-        for opts, name in zip([*options, {}, {}][:2], ("sort_a", "sort_b"), strict=True):
+        chosen: dict[str, str | None] = {}
+        for opts, want, name in zip(
+            [*options, {}, {}][:2], [*kinds, None, None][:2], ("sort_a", "sort_b"), strict=True
+        ):
             current = getattr(self, name)
             if opts and current not in opts.values():
                 current = list(opts.values())[min(1, len(opts) - 1) if name == "sort_b" else 0]
-            chosen[name] = current if opts else None
+            if opts:
+                chosen[name] = current
+            elif want is not None and not _fits(current, want):
+                # Nothing selected to offer: an item of the wrong kind goes (the sort falls
+                # back to neuron index), one that fits stays for when its kind is selected.
+                chosen[name] = ""
+            else:
+                chosen[name] = None
         self._quiet = True
         try:
             for widget, opts, name in zip(
                 (self._w_a, self._w_b), [*options, {}, {}][:2], ("sort_a", "sort_b"), strict=True
             ):
-                widget.param.update(options=opts, visible=bool(opts), value=chosen[name])
+                widget.param.update(
+                    options=opts, visible=bool(opts), value=chosen[name] if opts else None
+                )
             self._w_a.label = {"difference": "item", "divergence": "instance"}.get(self.sort, "of")
             self._w_b.label = {"difference": "minus item", "divergence": "from group"}.get(
                 self.sort, ""
@@ -409,41 +513,55 @@ class NeuralDivergence(param.Parameterized):
 
     def link(self) -> str:
         """The query string of the view: strings as they are, everything else as JSON."""
-        query = {}
-        for name, key in URL_PARAMS.items():
-            value = getattr(self, name)
-            query[key] = value if isinstance(value, str) else json.dumps(value)
-        return "?" + urlencode(query)
+        return link_query({name: getattr(self, name) for name in URL_PARAMS})
 
     def _write_link(self, location: Any) -> None:
-        location.search = self.link()
+        link = self.link()
+        if location.search != link:
+            location.search = link
 
-    def _apply_link(self, values: dict[str, Any]) -> None:
-        """Apply a link's state: all at once if it fits the store, else one parameter at a
-        time, saying which values were left out."""
-        try:
-            self.param.update(**values)
-            return
-        except (ValueError, TypeError, KeyError, NdstreamError):
-            pass
-        bad = []
-        for name, value in values.items():
-            try:
-                setattr(self, name, value)
-            except (ValueError, TypeError, KeyError, NdstreamError):
-                bad.append(f"{URL_PARAMS.get(name, name)}={value!r}")
-        if bad:
-            self._status.object = self._status_html(
-                "this link's state does not fit this store; ignored: " + ", ".join(bad)
-            )
+    def link_choices(self) -> LinkChoices:
+        """What a link may refer to in the checkpoint on screen."""
+        return LinkChoices(
+            layers=dict(self._sizes), groups=list(self.store.groups),
+            instances=list(self._instance_info), sorts=SORTS,
+            rows=list(self.param.rows.objects or []), max_groups=len(GROUP_COLOURS),
+        )  # fmt: skip
+
+    def apply_link(self, search: str) -> list[str]:
+        """Apply a link's query (``?layers=...``): the parts that fit this store.
+
+        Every field is checked (:func:`~ndstream.views.links.parse_link`): of a list, the
+        items that fit apply; a value that does not fit leaves its field as it was. The status
+        line names each part left out.
+
+        Returns
+        -------
+        list[str]
+            One line per part left out (plain text); empty if the whole link applied.
+        """
+        current = {name: getattr(self, name) for name in URL_PARAMS}
+        link = parse_link(search, self.link_choices(), current)
+        self._link_present = link.present
+        # Checked against the store, so the values fit the parameters; the widgets and the
+        # plots follow in one refresh.
+        self.param.update(**link.values)
+        if link.problems:
+            log.info("ndstream dashboard of %s: a link left out %s", self.path, link.problems)
+            self._say(problems_text(link.problems))
+        return link.problems
 
     def _poll(self) -> None:
         if not self.live:
             return
         try:
             self.reload()
-        except NdstreamError as exc:  # e.g. the store was removed; keep showing the last one
-            self._status.object = self._status_html(f"could not read the store: {exc}")
+            self._poll_failure = ""
+        except Exception as exc:  # e.g. the store was removed; keep showing the last one
+            text = public_message(exc)
+            if text != self._poll_failure:  # once, not every second
+                self._poll_failure = text
+                self._report("reading the store's latest checkpoint", exc)
 
     # -- drawing ------------------------------------------------------------------------
 
@@ -457,7 +575,9 @@ class NeuralDivergence(param.Parameterized):
             # of the inner overlay are lost in ``dmap * anchor``, so a hook sets them.
             anchor = hv.Curve([])
             tap = hv.streams.Tap(source=anchor, transient=True)
-            tap.add_subscriber(lambda x, y, layer=layer: self._on_tap(layer, y))
+            tap.add_subscriber(
+                self._guard("a click on a neuron", lambda x, y, layer=layer: self._on_tap(layer, y))
+            )
             plot = (dmap * anchor).opts(
                 hv.opts.Overlay(
                     width=380, height=panel_height(n_rows), xlabel="activation",
@@ -476,12 +596,20 @@ class NeuralDivergence(param.Parameterized):
 
     def _drawer(self, layer: str) -> Callable[..., hv.Overlay]:
         def draw(version: int = 0) -> hv.Overlay:
+            try:
+                return draw_once()
+            except OSError:  # StoreError too: a read of a checkpoint that went
+                if not self._catch_up():
+                    raise
+                return draw_once()
+
+        def draw_once() -> hv.Overlay:
             rows = self.page_rows(layer)
             self._shown[layer] = rows
-            n_hidden = len(self.hidden.get(layer, []))
-            title = f"{layer} · {self.store.n_neurons(layer)} neurons" + (
-                f" · {n_hidden} hidden" if n_hidden else ""
-            )
+            n_neurons = self.store.n_neurons(layer)
+            # The neurons left out of the order: ids that are not the layer's hide nothing.
+            n_hidden = n_neurons - len(self.order(layer))
+            title = f"{layer} · {n_neurons} neurons" + (f" · {n_hidden} hidden" if n_hidden else "")
             overlay, self._axes[layer] = activation_layers(
                 self.frame(layer), rows, self.groups, group_colours(self.groups),
                 self.instances, self._dot_colours(), self.marked.get(layer, []),
@@ -573,18 +701,27 @@ class NeuralDivergence(param.Parameterized):
 
     # -- layout -------------------------------------------------------------------------
 
-    def panel(self) -> pn.viewable.Viewable:
+    def panel(self) -> pn.Row:
         """The dashboard's layout; also syncs the state with the URL and starts live mode."""
         location = pn.state.location
         if location is not None:
             # The link's state first, then every change written back as a whole query. Not
-            # Location.sync: it re-encodes values it parsed back with str(), so a dict in the
-            # URL turns into a Python repr once another parameter changes.
-            values = location.query_params
-            self._apply_link({n: values[u] for n, u in URL_PARAMS.items() if u in values})
-            self.param.watch(lambda *_: self._write_link(location), list(URL_PARAMS))
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            pn.state.add_periodic_callback(self._poll, period=int(self.poll_seconds * 1000))
+            # Location.sync, nor Location.query_params: they decode values with Panel's own
+            # rules, which drop broken JSON without a word, and Location.sync re-encodes a dict
+            # it parsed with str(), which turns it into a Python repr.
+            self.apply_link(location.search)
+            write = self._guard("updating the address bar", lambda *_: self._write_link(location))
+            if self._link_present:
+                # The address bar holds what applied, not the link as it came. A browser
+                # reports its own address once the page is up, so it is written again then.
+                write()
+                pn.state.onload(write)
+            self.param.watch(write, list(URL_PARAMS))
+        curdoc = pn.state.curdoc
+        if curdoc is not None:
+            _SESSIONS[curdoc] = self
+            if curdoc.session_context is not None:
+                pn.state.add_periodic_callback(self._poll, period=int(self.poll_seconds * 1000))
         md = pn.pane.Markdown
         views = {
             "layers": pn.Column(md("**Layers**"), self._w_layers),
@@ -600,7 +737,7 @@ class NeuralDivergence(param.Parameterized):
         for name, view in views.items():
             view.css_classes = [f"nd-view-{name}"]
         sidebar = pn.Column(
-            md(f"### ndstream\n`{self.path.name}`"),
+            pn.pane.HTML(title_html(self.path.name), css_classes=["nd-title"]),
             self._status,
             self._w_live,
             *views.values(),
@@ -633,19 +770,98 @@ def _shared_frame(store: Store, layer: str) -> LayerFrame:
         return frame
 
 
+def _fits(item: str, want: str) -> bool:
+    """Whether sort item ``item`` is of the kind ``want`` (``group``, ``instance``, ``any``)."""
+    kind = item.partition(":")[0]
+    return kind == want or (want == "any" and kind in ("group", "instance"))
+
+
 def _instance_label(table: Any, row: int, iid: str) -> str:
     label, pred = int(table.label[row]), int(table.predicted[row])
     cond = str(table.condition[row])
     return f"#{iid} · true {label} → pred {pred}" + (f" · {cond}" if cond else "")
 
 
+# The dashboard of each Bokeh document, for errors Panel reports without saying whose.
+_SESSIONS: weakref.WeakKeyDictionary[Any, NeuralDivergence] = weakref.WeakKeyDictionary()
+
+
+def report_exception(exc: BaseException) -> None:
+    """Panel's ``exception_handler``: log an exception a callback raised, and say so in the
+    page of its session; Panel would otherwise pass it on to Bokeh, which sends the traceback
+    to the browser.
+
+    Install it with ``pn.extension(exception_handler=report_exception)``.
+
+    Parameters
+    ----------
+    exc
+        What a callback of the current session raised.
+    """
+    app = _SESSIONS.get(pn.state.curdoc) if pn.state.curdoc is not None else None
+    if app is not None:
+        app._report("an action in the page", exc)
+    else:
+        log.error("ndstream dashboard: a callback failed", exc_info=exc)
+
+
+def error_page(store: str | os.PathLike[str], exc: BaseException) -> pn.pane.HTML:
+    """The page shown instead of the dashboard when it cannot be built, as escaped text: what
+    went wrong (no traceback, no folder of the server) and what to do.
+
+    Parameters
+    ----------
+    store
+        The store's path, named by its last part only.
+    exc
+        What went wrong (see :func:`~ndstream.views.reporting.public_message`).
+    """
+    name = Path(store).name or str(store)
+    return pn.pane.HTML(
+        error_html(
+            f"ndstream cannot show {name}",
+            public_message(exc),
+            "Start the dashboard on a store that ndstream ingest wrote, e.g. "
+            "ndstream serve stores/digits.zarr. The server log has the details.",
+        ),
+        css_classes=["nd-error"], sizing_mode="stretch_width",
+    )  # fmt: skip
+
+
+class _Guarded(pn.Row):
+    """The dashboard's layout, which turns a failure while it is rendered into a Bokeh
+    document (the plots draw then) into the error page."""
+
+    def __init__(self, *objects: Any, store: str | os.PathLike[str], **params: Any) -> None:
+        super().__init__(*objects, **params)
+        self._store = store
+
+    def get_root(self, doc: Any = None, comm: Any = None, preprocess: bool = True) -> Any:
+        """The layout's Bokeh model, or the error page's if rendering the layout fails."""
+        try:
+            return super().get_root(doc, comm, preprocess)
+        except Exception as exc:
+            log.error("ndstream dashboard of %s: drawing the page failed", self._store,
+                      exc_info=exc)  # fmt: skip
+            return error_page(self._store, exc).get_root(doc, comm, preprocess)
+
+
 def dashboard(store: str | os.PathLike[str]) -> pn.viewable.Viewable:
-    """The dashboard for ``store``, or a page that says clearly why it cannot be shown."""
+    """The dashboard for ``store``, or a page that says clearly why it cannot be shown.
+
+    Nothing raises from here: a store that cannot be read, a link that does not fit, or a
+    bug give an escaped error page or message, with the details in the server log (logger
+    ``ndstream.views``).
+    """
     try:
-        return NeuralDivergence(store).panel()
-    except NdstreamError as exc:
-        return pn.pane.Alert(
-            f"**ndstream cannot show `{store}`**: {exc}\n\nStart the dashboard on a store "
-            "that `ndstream ingest` wrote, e.g. `ndstream serve stores/digits.zarr`.",
-            alert_type="danger", css_classes=["nd-error"],
-        )  # fmt: skip
+        try:
+            app = NeuralDivergence(store)
+        except StoreError:
+            # A running ingest may have deleted the checkpoint between opening and reading
+            # it; the latest one is there. (A store that is not one fails again, and shows.)
+            app = NeuralDivergence(store)
+        layout = app.panel()
+        return _Guarded(*layout.objects, store=store)
+    except Exception as exc:
+        log.error("ndstream dashboard of %s: building the page failed", store, exc_info=exc)
+        return error_page(store, exc)

@@ -82,10 +82,20 @@ def png_bytes(panels: Sequence[PanelImage], legend: Mapping[str, str]) -> bytes:
 
 
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """CSV text of a header and rows (floats written with full precision)."""
+    """CSV text of a header and rows (floats written with full precision).
+
+    Text that a spreadsheet would take for a formula (a group name such as ``=HYPERLINK(...)``
+    comes from the data) is written with a leading apostrophe, which spreadsheets show as text.
+    """
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(header)
+    writer.writerow([_as_text(h) for h in header])
     for row in rows:
-        writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+        writer.writerow([repr(v) if isinstance(v, float) else _as_text(v) for v in row])
     return out.getvalue()
+
+
+def _as_text(value: object) -> object:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

@@ -1,6 +1,9 @@
-"""HTML fragments of the dashboard: the legend, instance thumbnails, status line and the table
-of the rows on screen. Pure functions of what they show; their classes and ``data-*``
-attributes are what the browser tests read back.
+"""HTML fragments of the dashboard: the legend, instance thumbnails, status line, the table of
+the rows on screen and the error page. Pure functions of what they show; their classes and
+``data-*`` attributes are what the browser tests read back.
+
+Every text they put in HTML is escaped, whatever its source: group names, layer names and
+instance ids come from the store, messages may quote a link, and either may hold markup.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ from PIL import Image
 
 from ..store.format import StoreMeta
 
-__all__ = ["legend_html", "order_table_html", "png_uri", "status_html", "thumbnails_html"]
+__all__ = [
+    "error_html",
+    "legend_html",
+    "order_table_html",
+    "png_uri",
+    "status_html",
+    "thumbnails_html",
+    "title_html",
+]
 
 
 def legend_html(
@@ -52,10 +63,13 @@ def thumbnails_html(items: Sequence[tuple[str, str, str]]) -> str:
 def status_html(meta: StoreMeta, message: str = "") -> str:
     """Progress of the store on screen, and a message for the user if there is one."""
     state = "complete" if meta.complete else "ingesting…"
+    done = int(meta.samples_done)
+    # A run over an iterable without a length does not know its total.
+    total = "?" if meta.samples_total is None else f"{int(meta.samples_total):,}"
     text = (
-        f'<span class="nd-progress" data-samples="{meta.samples_done}" '
-        f'data-complete="{str(meta.complete).lower()}">{meta.samples_done:,} / '
-        f"{meta.samples_total:,} samples · {state} · checkpoint {meta.updated}</span>"
+        f'<span class="nd-progress" data-samples="{done}" '
+        f'data-complete="{str(bool(meta.complete)).lower()}">{done:,} / '
+        f"{total} samples · {state} · checkpoint {escape(str(meta.updated))}</span>"
     )
     return text + (f'<div class="nd-message">{escape(message)}</div>' if message else "")
 
@@ -87,3 +101,31 @@ def png_uri(thumbnail: np.ndarray) -> str:
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(out, format="PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def title_html(store_name: str) -> str:
+    """The sidebar's heading: ndstream and the name of the store's folder.
+
+    Parameters
+    ----------
+    store_name
+        The last part of the store's path (never the whole path: it is the server's).
+    """
+    return f"<h3>ndstream</h3><code>{escape(store_name)}</code>"
+
+
+def error_html(headline: str, detail: str, advice: str = "") -> str:
+    """A page-wide error: a headline, what went wrong and what to do, all escaped.
+
+    Parameters
+    ----------
+    headline, detail, advice
+        Plain text: what could not be done, why, and what to do (optional).
+    """
+    parts = [f"<b>{escape(headline)}</b>", f"<p>{escape(detail)}</p>"]
+    if advice:
+        parts.append(f"<p>{escape(advice)}</p>")
+    return (
+        '<div role="alert" style="border:1px solid #f5c2c7;background:#f8d7da;color:#842029;'
+        'padding:12px 16px;border-radius:4px">' + "".join(parts) + "</div>"
+    )
