@@ -713,9 +713,11 @@ class NeuralDivergence(param.Parameterized):
             write = self._guard("updating the address bar", lambda *_: self._write_link(location))
             if self._link_present:
                 # The address bar holds what applied, not the link as it came. A browser
-                # reports its own address once the page is up, so it is written again then.
+                # reports its own address once the page is up (when depends on the load), so
+                # it is written again then, and whenever the browser reports another one.
                 write()
                 pn.state.onload(write)
+                location.param.watch(write, "search")
             self.param.watch(write, list(URL_PARAMS))
         curdoc = pn.state.curdoc
         if curdoc is not None:
