@@ -27,9 +27,10 @@ What is measured
        process exited (a miss, when the run went faster than D).
     4. The finished store is compared with the reference: the layer, group and grouping lists,
        each layer's metadata, fingerprints, sample order and counts done, and for every layer
-       every array of ``store.summary(layer, group=all groups)`` (counts, bin edges, min, max,
-       NaN/+Inf/-Inf counts, totals, resolution) byte for byte, with the same dtype and
-       shape (byte equality makes NaN match NaN). The store is then deleted.
+       every array of ``store.summary(layer, group=all groups)`` and of the pooled
+       ``store.summary(layer)`` (counts, bin edges, min, max, NaN/+Inf/-Inf counts, totals,
+       resolution) byte for byte, with the same dtype and shape (byte equality makes NaN
+       match NaN). The store is then deleted.
 
     Each run prints one line: the kill moments in seconds after each start, the samples the
     store held after each kill (read with ``ndstream.open_store``; ``-`` when no checkpoint
@@ -152,13 +153,14 @@ def differences(ref: ndstream.Store, got: ndstream.Store) -> list[str]:
         return out or ["layers or groups"]
     everything = range(len(ref.groups))
     for layer in ref.layers:
-        a, b = ref.summary(layer, group=everything), got.summary(layer, group=everything)
-        for name in SUMMARY_FIELDS:
-            x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
-            if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
-                out.append(f"{layer}.{name}")
-        if a.groups != b.groups or a.grid != b.grid:
-            out.append(f"{layer}.groups/grid")
+        for part, group in (("", everything), ("pooled.", None)):
+            a, b = ref.summary(layer, group=group), got.summary(layer, group=group)
+            for name in SUMMARY_FIELDS:
+                x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+                if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+                    out.append(f"{layer}.{part}{name}")
+            if a.groups != b.groups or a.grid != b.grid:
+                out.append(f"{layer}.{part}groups/grid")
     return out
 
 

@@ -26,7 +26,7 @@ from .errors import (
 from .groups import Grouping, custom
 from .ingest import ingest
 from .instances import InstanceSpec, InstanceTable
-from .sketch import GridSpec, LayerSketch, SketchSpec, Summary
+from .sketch import GridSpec, LayerSketch, RankBounds, SketchSpec, Summary
 from .store import Store, StoreReport, open_store, verify
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "LayerNotFoundError",
     "LayerSketch",
     "NdstreamError",
+    "RankBounds",
     "SketchSpec",
     "SpecMismatchError",
     "Store",

@@ -161,6 +161,18 @@ def _bins_per_octave(res: Any, finest: int) -> str:
     )
 
 
+def _worst_bounds(store: Any, layer: str) -> str:
+    """The layer's widest rank interval of any answer: pooled, and in the worst group."""
+    import numpy as np
+
+    pooled = store.rank_bound(layer)
+    groups = store.rank_bound(layer, list(range(len(store.groups))))
+    worst = [
+        float(np.nanmax(a)) if np.isfinite(a).any() else float("nan") for a in (pooled, groups)
+    ]
+    return f"rank error ≤ {worst[0]:.2%} pooled, ≤ {worst[1]:.2%} per group"
+
+
 def describe(store: object) -> str:
     """A human-readable description of a store: provenance, progress, layers and groups."""
     from .store import Store
@@ -177,7 +189,7 @@ def describe(store: object) -> str:
         f"progress   {m.samples_done} / {total} samples, {state}; last checkpoint {m.updated}",
         f"reduction  {m.reduction}",
         f"grid       {m.grid.get('kind')}, up to 2^{m.grid.get('mantissa_bits')} bins/octave, "
-        f"2^{m.grid.get('min_exponent')}..2^{m.grid.get('max_exponent')}",
+        "every float32 magnitude",
         f"model      {m.model_fingerprint}",
         f"dataset    {m.dataset_fingerprint or '-'}",
         f"layers     {len(m.layers)}",
@@ -185,14 +197,16 @@ def describe(store: object) -> str:
     width = max(len(layer.name) for layer in m.layers)
     for layer in m.layers:
         shape = "x".join(str(s) for s in layer.output_shape) or "scalar"
-        values = sum(store.counts(layer.name).values())
-        if values <= store.grid.exact_budget(layer.n_neurons, len(m.groups)):
+        per_group = store.counts(layer.name)
+        active = sum(1 for c in per_group.values() if c)  # budgets count groups with data
+        if sum(per_group.values()) <= store.grid.exact_budget(layer.n_neurons, max(1, active)):
             form = "every value kept exactly"
         else:
             form = _bins_per_octave(store.resolution(layer.name), store.grid.mantissa_bits)
         lines.append(
             f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
             f"  output {shape}  {layer.values_per_sample} value(s)/sample  {form}"
+            f"  {_worst_bounds(store, layer.name)}"
         )
     counts = list(store.counts(m.layers[0].name).values())  # one read, however many groups
     lines.append(f"groups     {len(m.groups)}")

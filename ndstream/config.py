@@ -232,8 +232,6 @@ class GridConfig(_Strict):
 
     mantissa_bits: int = Field(default=23, ge=1, le=23)
     min_mantissa_bits: int = Field(default=1, ge=1, le=23)
-    min_exponent: int = Field(default=-24, ge=-126, le=126)
-    max_exponent: int = Field(default=48, ge=-125, le=128)
     max_bins: int | None = Field(default=None, ge=2)
     exact_values: int | None = Field(default=None, ge=0, le=2**28)
 

@@ -21,7 +21,14 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["BUILTIN_GROUPINGS", "GroupLayout", "Grouping", "custom", "resolve_groupings"]
+__all__ = [
+    "BUILTIN_GROUPINGS",
+    "GroupLayout",
+    "Grouping",
+    "custom",
+    "label_names",
+    "resolve_groupings",
+]
 
 GroupFn = Callable[[Any, Any, Any], Any]
 BUILTIN_GROUPINGS = ("label", "predicted", "correct", "all")
@@ -45,14 +52,36 @@ class Grouping:
     names: tuple[str, ...] | None
     fn: GroupFn
 
-    def bind(self, classes: Sequence[str] | None, outputs: Any) -> Grouping:
-        """Fix the group names, from the dataset's class names or the model's output width."""
+    def bind(
+        self,
+        classes: Sequence[str] | None,
+        outputs: Any,
+        labels: Sequence[str] | None = None,
+    ) -> Grouping:
+        """Fix the group names.
+
+        Parameters
+        ----------
+        classes
+            The dataset's class names (its ``classes`` attribute), if it has them.
+        outputs
+            The model's outputs on the first batch: without class names, predictions name
+            one group per output.
+        labels
+            Names for the true labels when the dataset has no class names, from the labels
+            it holds (see :func:`label_names`); without them, one per output.
+        """
         if self.names is not None:
             return self
-        classes = list(classes) if classes is not None else _output_classes(outputs)
+        if classes is not None:
+            names = [str(c) for c in classes]
+        elif self.name == "label" and labels is not None:
+            names = [str(c) for c in labels]
+        else:
+            names = _output_classes(outputs)
         if self.name == "predicted":
-            return Grouping(self.name, tuple(f"pred:{c}" for c in classes), self.fn)
-        return Grouping(self.name, tuple(str(c) for c in classes), self.fn)
+            return Grouping(self.name, tuple(f"pred:{c}" for c in names), self.fn)
+        return Grouping(self.name, tuple(names), self.fn)
 
     def ids(self, inputs: Any, targets: Any, outputs: Any, *, n_samples: int) -> np.ndarray:
         """Group ids of a batch, checked against the batch and the group names.
@@ -128,6 +157,44 @@ def _logits(outputs: Any) -> torch.Tensor:
             "use group_by='label' or a custom grouping"
         )
     return outputs
+
+
+def label_names(dataset: Any) -> list[str] | None:
+    """Group names for the true labels of a dataset without class names: ``"0"`` up to its
+    largest label, read from the labels it holds.
+
+    Looks for integer labels in ``targets`` or ``labels`` (torchvision's and most datasets'
+    convention), in the second tensor of a ``TensorDataset``, and through a ``Subset`` into
+    its dataset (all of the parent's labels: groups stay the same for any subset). ``None``
+    when none is found; label groups then follow the model's output width. A 1,000-output
+    model on a ten-label dataset thus gets ten label groups, not 1,000.
+    """
+    for _ in range(8):  # Subset of a Subset ...: a few levels at most
+        inner = getattr(dataset, "dataset", None)
+        if inner is None or not hasattr(dataset, "indices"):
+            break
+        dataset = inner
+    found: Any = None
+    for attr in ("targets", "labels"):
+        found = getattr(dataset, attr, None)
+        if found is not None:
+            break
+    tensors = getattr(dataset, "tensors", None)
+    if found is None and isinstance(tensors, tuple) and len(tensors) >= 2:
+        found = tensors[1]
+    if found is None:
+        return None
+    try:
+        values = (
+            found.detach().cpu().numpy() if isinstance(found, torch.Tensor) else np.asarray(found)
+        )
+    except (TypeError, ValueError):
+        return None
+    if values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.integer):
+        return None
+    if values.min() < 0:
+        return None
+    return [str(i) for i in range(int(values.max()) + 1)]
 
 
 def _output_classes(outputs: Any) -> list[str]:

@@ -40,7 +40,7 @@ from .distributed import Ranks
 from .errors import ConfigError, DataError, IngestInterrupted, NdstreamError, StoreError
 from .feed import Feed
 from .fingerprint import dataset_fingerprint, model_fingerprint
-from .groups import Grouping, GroupLayout, resolve_groupings
+from .groups import Grouping, GroupLayout, label_names, resolve_groupings
 from .instances import InstanceRecorder, InstanceSpec, InstanceTable
 from .resume import Prior, RunIdentity, prepare
 from .sketch import GridSpec, LayerSketch, SketchSpec, update_threads
@@ -339,8 +339,10 @@ class _Run:
 
     def _begin(self, capture: ActivationCapture, groupings: list[Grouping], outputs: Any) -> None:
         """On the first batch: the groups, and a sketch per layer (unless resumed)."""
-        classes = getattr(self.feed.dataset, "classes", None)
-        self.layout = GroupLayout(tuple(g.bind(classes, outputs) for g in groupings))
+        dataset = self.feed.dataset
+        classes = getattr(dataset, "classes", None)
+        labels = label_names(dataset) if classes is None else None
+        self.layout = GroupLayout(tuple(g.bind(classes, outputs, labels) for g in groupings))
         self.infos = dict(capture.layers)
         prior = self.prior_meta
         if prior is not None:
@@ -353,7 +355,9 @@ class _Run:
                 )
             return
         self.sketches = {
-            name: LayerSketch(SketchSpec(info.n_neurons, self.layout.names, self.grid))
+            name: LayerSketch(
+                SketchSpec(info.n_neurons, self.layout.names, self.grid, self.layout.grouping_of)
+            )
             for name, info in self.infos.items()
         }
 

@@ -41,11 +41,15 @@ class GroupStats:
     density
         ``[neuron, bin]`` float32 in [0, 1]: counts on the display bins over the neuron's
         largest one (0 where the group has no values).
+    rank_bound
+        ``[neuron]`` the widest rank interval of any of the neuron's answers (see
+        :meth:`ndstream.sketch.Pooled.rank_bound`): the quantiles are off by no more.
     """
 
     count: int
     quantiles: np.ndarray
     density: np.ndarray
+    rank_bound: np.ndarray
 
     @property
     def median(self) -> np.ndarray:
@@ -171,6 +175,7 @@ class LayerFrame:
                 count=int(summary.totals.sum()),
                 quantiles=summary.quantile(np.asarray(TOOLTIP_QUANTILES)),
                 density=density,
+                rank_bound=summary.rank_bound(),
             )
         return self._groups[name]
 

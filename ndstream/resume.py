@@ -83,10 +83,12 @@ class Prior:
         """Each layer's sketch, rebuilt bit for bit from the store's last checkpoint."""
         store, grid = self.store, GridSpec.from_dict(self.store.meta.grid)
         everything = range(len(store.groups))
+        groupings = tuple(store.groupings)
         return {
             name: LayerSketch.from_summary(
                 store.summary(name, group=everything),
-                SketchSpec(store.n_neurons(name), tuple(store.groups), grid),
+                SketchSpec(store.n_neurons(name), tuple(store.groups), grid, groupings),
+                pooled=store.summary(name),
             )
             for name in store.layers
         }

@@ -36,10 +36,14 @@ def arrays(path: Path) -> dict[str, np.ndarray]:
     everything = range(len(store.groups))
     out: dict[str, np.ndarray] = {"groups": np.array(store.groups)}
     for layer in store.layers:
-        s = store.summary(layer, group=everything)
-        for field in ("counts", "lower", "upper", "mins", "maxs", "nan", "posinf", "neginf",
-                      "totals", "resolution"):  # fmt: skip
-            out[f"{layer}/{field}"] = np.asarray(getattr(s, field))
+        # the groups, and the pooled summary (every sample once)
+        for part, s in (("", store.summary(layer, group=everything)),
+                        ("pooled/", store.summary(layer))):  # fmt: skip
+            for field in ("counts", "lower", "upper", "mins", "maxs", "nan", "posinf", "neginf",
+                          "totals", "resolution"):  # fmt: skip
+                out[f"{layer}/{part}{field}"] = np.asarray(getattr(s, field))
+        out[f"{layer}/rank_bound"] = store.rank_bound(layer, list(everything))
+        out[f"{layer}/pooled/rank_bound"] = store.rank_bound(layer)
     instances = store.instances()
     if instances is not None:
         for field in ("index", "position", "label", "predicted", "condition", "pair",

@@ -14,8 +14,9 @@ from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary
 
 F32_MAX = float(np.finfo(np.float32).max)
 
-# Values that stress the binning: signed zeros, non-finite values, the underflow and overflow
-# bins of the default grid, bin edges, subnormals and the float32 extremes.
+# Values that stress the binning: signed zeros, non-finite values, magnitudes far from 1 (once
+# the edges of an exponent window that lumped them together), bin edges, subnormals and the
+# float32 extremes.
 SPECIAL = [
     0.0,
     -0.0,
@@ -32,6 +33,10 @@ SPECIAL = [
     1e-30,
     -1e-30,
     1e-45,  # the smallest float32 subnormal
+    -1e-45,
+    1e-40,  # a subnormal
+    2.0**-126,  # the smallest normal
+    1.1754942e-38,  # the largest subnormal
     2.0**48,
     -(2.0**48),
     3e38,
@@ -45,11 +50,9 @@ GRIDS = [
     # The same rule on the grid from the first value.
     GridSpec(exact_values=0),
     # Kept exactly, but at 2 bins per octave: distinct values share bins.
-    GridSpec(mantissa_bits=1, min_exponent=-4, max_exponent=4),
-    GridSpec(mantissa_bits=1, min_exponent=-4, max_exponent=4, exact_values=0),
-    # The widest exponent window whose edges are all float32 (2**128 is not: see
-    # test_sketch.py::test_edges_are_float32_at_max_exponent_128).
-    GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=127, exact_values=0),
+    GridSpec(mantissa_bits=1),
+    GridSpec(mantissa_bits=1, exact_values=0),
+    GridSpec(mantissa_bits=5, exact_values=0),
     # A tiny budget: most draws with a few distinct magnitudes force the layer to coarsen,
     # once past 16 values per neuron (four times the budget) are kept exactly.
     GridSpec(mantissa_bits=6, min_mantissa_bits=2, max_bins=4),
@@ -155,17 +158,15 @@ def sharded_sketches(
 def ref_raw_keys(x: np.ndarray, grid: GridSpec, m) -> np.ndarray:
     """Raw magnitude keys at resolution ``m``, straight from the float32 bits, with numpy.
 
-    The key keeps the 8 exponent bits and the top ``m`` mantissa bits of ``|x|``; it is
-    clamped to the underflow key (one below the key of ``2**min_exponent``) and the overflow
-    key (the key of ``2**max_exponent``). ``m`` is an int or an integer array that broadcasts
-    against ``x`` (per neuron: ``m[neuron]`` against ``x[rows, neuron]``). Zeros and
-    non-finite values get meaningless keys: mask them with :func:`binned`.
+    The key keeps the 8 exponent bits and the top ``m`` mantissa bits of ``|x|``, for every
+    finite float32: no window, no shared bin. ``m`` is an int or an integer array that
+    broadcasts against ``x`` (per neuron: ``m[neuron]`` against ``x[rows, neuron]``). Zeros and
+    non-finite values get meaningless keys: mask them with :func:`binned`. ``grid`` is kept
+    for the signature; every grid bins the same way.
     """
     mag = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.int64) & 0x7FFFFFFF
     m = np.asarray(m, dtype=np.int64)
-    under = ((grid.min_exponent + 127) << m) - 1
-    over = (grid.max_exponent + 127) << m
-    return np.clip(mag >> (23 - m), under, over)
+    return mag >> (23 - m)
 
 
 def binned(x: np.ndarray) -> np.ndarray:
@@ -188,9 +189,12 @@ def ref_spans(x: np.ndarray, grid: GridSpec, m) -> tuple[np.ndarray, np.ndarray]
 
 
 def kept_exactly(gids: np.ndarray, spec: SketchSpec) -> bool:
-    """Whether a sketch of these rows keeps its values exactly: at most ``spec.exact_values``
-    values per neuron, counting a row once in each of its groupings."""
-    return int(np.asarray(gids).size) <= spec.exact_values
+    """Whether a sketch of these rows keeps its values exactly: at most the exact budget of
+    the groups that hold data (``spec.budget``) values per neuron, counting a row once in each
+    of its groupings."""
+    gids = np.asarray(gids)
+    totals = np.bincount(gids.ravel(), minlength=len(spec.groups))
+    return int(gids.size) <= spec.budget(totals)[1]
 
 
 def expected_resolution(x: np.ndarray, grid: GridSpec, max_bins: int) -> np.ndarray:
@@ -212,14 +216,17 @@ def expected_resolution(x: np.ndarray, grid: GridSpec, max_bins: int) -> np.ndar
 
 
 def ref_edges(raw: np.ndarray, grid: GridSpec, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Magnitude edges of raw keys at resolution ``m``, computed from the definition."""
+    """Magnitude edges of raw keys at resolution ``m``, computed from the definition.
+
+    A normal octave ``e`` is ``[2**e, 2**(e+1))`` in ``2**m`` equal bins; the subnormals
+    (biased exponent 0) are ``[0, 2**-126)`` in ``2**m`` equal bins; the last edge is float32
+    max, since no float32 reaches ``2**128``.
+    """
     raw = np.asarray(raw, dtype=np.int64)
-    under = ((grid.min_exponent + 127) << m) - 1
-    over = (grid.max_exponent + 127) << m
-    e = (raw >> m) - 127
+    biased = raw >> m
     frac = (raw & ((1 << m) - 1)).astype(np.float64) / 2.0**m
+    e = np.maximum(biased, 1) - 127
     scale = np.array([2.0 ** int(v) for v in e.ravel()]).reshape(e.shape)
-    lower, upper = scale * (1.0 + frac), scale * (1.0 + frac + 2.0**-m)
-    lower = np.where(raw == under, 0.0, np.where(raw == over, 2.0**grid.max_exponent, lower))
-    upper = np.where(raw == under, 2.0**grid.min_exponent, np.where(raw == over, F32_MAX, upper))
-    return lower, upper
+    lead = np.where(biased == 0, 0.0, 1.0)
+    lower, upper = scale * (lead + frac), scale * (lead + frac + 2.0**-m)
+    return lower, np.minimum(upper, F32_MAX)

@@ -59,6 +59,7 @@ def truth(pristine: Path) -> dict[str, dict[str, object]]:
         store = Store(pristine, pinned=snapshots.Pinned(folder, folder))
         out[folder.name] = {
             "quantile": store.quantile(DAMAGED_LAYER, QS),
+            "group quantile": store.quantile(DAMAGED_LAYER, QS, group=store.groups[0]),
             "samples": store.meta.samples_done,
             "instances": store.instances(),
         }
@@ -66,12 +67,13 @@ def truth(pristine: Path) -> dict[str, dict[str, object]]:
 
 
 def _files(pristine: Path) -> list[str]:
-    """Every chunk file of the damaged layer and of the instances, in the last checkpoint."""
+    """Every chunk file of the damaged layer (its pooled summary included) and of the
+    instances, in the last checkpoint."""
     current = snapshots.current(pristine)
     out = []
-    for node in (DAMAGED_LAYER, "instances"):
+    for node in (DAMAGED_LAYER, f"{DAMAGED_LAYER}/pooled", "instances"):
         for array in sorted((current / node).iterdir()):
-            if array.is_dir():
+            if array.is_dir() and array.name != "pooled":  # the subgroup comes on its own
                 chunks = sorted(p.name for p in array.iterdir() if p.name.startswith("c"))
                 assert chunks, array
                 out.append(f"{node}/{array.name}/{chunks[0]}")
@@ -116,6 +118,9 @@ def _check_readers(path: Path, truth: dict[str, dict[str, object]]) -> None:
             store = ndstream.open_store(path)
             read = truth[store.snapshot.name]
             np.testing.assert_array_equal(store.quantile(DAMAGED_LAYER, QS), read["quantile"])
+            np.testing.assert_array_equal(
+                store.quantile(DAMAGED_LAYER, QS, group=store.groups[0]), read["group quantile"]
+            )
             assert store.meta.samples_done == read["samples"]
             table, want = store.instances(), read["instances"]
             for field in ("index", "label", "predicted", "thumbnail"):
@@ -154,7 +159,7 @@ def test_damaged_chunk_of_every_array_is_an_error_or_a_correct_fallback(
     damage: str, pristine: Path, truth, tmp_path: Path, digits_model, digits_dataset
 ) -> None:
     files = _files(pristine)
-    assert len(files) >= 20  # 15 arrays of a layer, 7 of the instances
+    assert len(files) >= 34  # 16 arrays of a layer, 13 of its pooled summary, 7 of the instances
     for i, name in enumerate(files):
         path = _damaged_copy(pristine, tmp_path / f"{i}")
         DAMAGE[damage](snapshots.current(path) / name)
@@ -258,13 +263,16 @@ def test_legacy_store_is_refused_with_rerun_advice(pristine: Path, tmp_path: Pat
     path = _damaged_copy(pristine, tmp_path)
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
-        root.write_text(root.read_text().replace('"format_version": 3', '"format_version": 2'))
-    with pytest.raises(StoreError, match=r"version 2 is not supported.*re-run the ingest"):
+        text = root.read_text()
+        assert '"format_version": 4' in text
+        # version 3: the previous format, whose grid lumped tiny and huge magnitudes together
+        root.write_text(text.replace('"format_version": 4', '"format_version": 3'))
+    with pytest.raises(StoreError, match=r"version 3 is not supported.*re-run the ingest"):
         ndstream.open_store(path)
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
-        root.write_text(root.read_text().replace('"format_version": 2', '"format_version": "3"'))
-    with pytest.raises(StoreError, match="'3', not a version number"):
+        root.write_text(root.read_text().replace('"format_version": 3', '"format_version": "4"'))
+    with pytest.raises(StoreError, match="'4', not a version number"):
         ndstream.open_store(path)
 
 

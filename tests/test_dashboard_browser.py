@@ -189,6 +189,12 @@ def test_tooltip_shows_the_quantiles_of_each_group(
         q = store.quantile("fc2", [0.05, 0.5, 0.95], group)[order[0]]
         assert f"n={store.count('fc2', group)} p5={q[0]:.4g}" in text
         assert f"p50={q[1]:.4g}" in text and f"p95={q[2]:.4g}" in text
+        # and how far in rank those quantiles may be off, from the store's own bound
+        bound = float(store.summary("fc2", group).rank_bound()[order[0]])
+        assert bound == pytest.approx(float(store.rank_bound("fc2", group)[order[0]]))
+        assert bound > 0  # fc2 is on the grid, not kept exactly
+        shown = f"{bound:.1%}" if bound >= 0.001 else "<0.1%"
+        assert f"p95={q[2]:.4g} (rank ±{shown})" in text, text
     page.screenshot("tooltip")
 
 

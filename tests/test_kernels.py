@@ -15,25 +15,29 @@ from ndstream.sketch import grid as grid_module
 
 F32_BIAS = 127  # IEEE 754 single precision exponent bias
 M3 = 3  # the resolution the hand-computed update tests use: 8 bins per octave
+F32_MAX = float(np.finfo(np.float32).max)  # 2**128 - 2**104, bits 0x7F7FFFFF
 
 
 def hand_key(v: float, grid: GridSpec, m: int) -> int:
     """Rebased grid key of ``|v|`` at resolution ``m`` from first principles, without bit tricks.
 
-    ``|v| = 2**e * (1 + f)`` with ``0 <= f < 1``; the raw key is ``(e + 127) * 2**m`` plus the
-    top ``m`` bits of ``f``, i.e. ``floor(f * 2**m)``; it is clamped to the underflow key
-    (``key_base(m)``) and the overflow key (``key_top(m)``) and rebased so the underflow key is 0.
+    A normal ``|v| = 2**e * (1 + f)`` with ``0 <= f < 1`` has the raw key ``(e + 127) * 2**m``
+    plus the top ``m`` bits of ``f``, i.e. ``floor(f * 2**m)``. A subnormal
+    ``|v| = 2**-126 * f`` with ``0 < f < 1`` has the biased exponent 0: its raw key is
+    ``floor(f * 2**m)``. Nothing is clamped; the key is rebased by ``- key_base(m)``, which is
+    ``-(-1) = +1`` at every ``m`` (see ``test_grid_constants_by_hand``). ``grid`` is kept for the
+    signature: every grid bins the same way.
     """
     a = abs(float(np.float32(v)))
-    if a < 2.0**grid.min_exponent:
-        return 0
-    if a >= 2.0**grid.max_exponent:
-        return grid.key_top(m) - grid.key_base(m)
-    _, exp2 = math.frexp(a)  # a = frac * 2**exp2 with 0.5 <= frac < 1
-    e = exp2 - 1
-    f = a / 2.0**e - 1.0
-    raw = (e + F32_BIAS) * 2**m + math.floor(f * 2**m)
-    return raw - grid.key_base(m)
+    if a < 2.0**-126:  # subnormal: no implicit leading 1
+        f = a / 2.0**-126  # exact: a power-of-two scaling in float64
+        raw = math.floor(f * 2**m)
+    else:
+        _, exp2 = math.frexp(a)  # a = frac * 2**exp2 with 0.5 <= frac < 1
+        e = exp2 - 1
+        f = a / 2.0**e - 1.0
+        raw = (e + F32_BIAS) * 2**m + math.floor(f * 2**m)
+    return raw + 1
 
 
 def kernel_keys(values: np.ndarray, grid: GridSpec, m) -> np.ndarray:
@@ -51,47 +55,69 @@ def kernel_keys(values: np.ndarray, grid: GridSpec, m) -> np.ndarray:
 
 
 def test_grid_constants_by_hand():
-    g = GridSpec()  # finest m = 23 (exact float32), min_exponent = -24, max_exponent = 48
-    assert (g.mantissa_bits, g.min_mantissa_bits, g.max_bins) == (23, 1, None)
-    assert (g.min_exponent, g.max_exponent) == (-24, 48)
-    # biased float32 exponents of 2**-24 and 2**48
-    assert g.exp_lo == -24 + 127 == 103
-    assert g.exp_hi == 48 + 127 == 175
-    # m = 3: key of 2**-24 is (-24 + 127) * 8 = 824; the underflow key is one below it
-    assert g.key_base(3) == 103 * 8 - 1 == 823
-    # m = 3: key of 2**48 is (48 + 127) * 8 = 1400
-    assert g.key_top(3) == 175 * 8 == 1400
-    # m = 10: 1024 bins per octave
-    assert g.key_base(10) == 103 * 1024 - 1 == 105471
-    assert g.key_top(10) == 175 * 1024 == 179200
-    # m = 1: 2 bins per octave
-    assert g.key_base(1) == 103 * 2 - 1 == 205
-    assert g.key_top(1) == 175 * 2 == 350
-    # m = 23: the raw key is the float32 bit pattern itself (sign dropped); 2**-24 has the
-    # bits 103 << 23 = 864026624, 2**48 the bits 175 << 23 = 1468006400
-    assert g.key_base(23) == 103 * 2**23 - 1 == 864026623
-    assert g.key_top(23) == 175 * 2**23 == 1468006400
-    assert np.float32(2.0**-24).view(np.int32) == g.key_base(23) + 1
-    assert np.float32(2.0**48).view(np.int32) == g.key_top(23)
+    g = GridSpec()  # finest m = 23 (exact float32); no exponent window
+    assert (g.mantissa_bits, g.min_mantissa_bits, g.max_bins, g.exact_values) == (23, 1, None, None)
+    # the grid spans every biased float32 exponent: 0 (the subnormals) up to 255 (the
+    # infinities, never binned), whatever the other settings
+    assert (g.exp_lo, g.exp_hi) == (0, 255)
+    for other in (GridSpec(mantissa_bits=5), GridSpec(mantissa_bits=9, min_mantissa_bits=4)):
+        assert (other.exp_lo, other.exp_hi) == (0, 255)
+    # key_base(m) = (0 << m) - 1 = -1 at every m: one below raw key 0, so rebased = raw + 1
+    for m in (1, 3, 4, 5, 10, 23):
+        assert g.key_base(m) == (0 << m) - 1 == -1
+    # key_top(m) = 255 << m, the raw key of +Inf (one past the last finite bin)
+    assert g.key_top(1) == 255 * 2 == 510
+    assert g.key_top(3) == 255 * 8 == 2040
+    assert g.key_top(10) == 255 * 1024 == 261120
+    # m = 23: the raw key is the float32 bit pattern itself (sign dropped); +Inf has the bits
+    # 255 << 23 = 0x7F800000 = 2139095040
+    assert g.key_top(23) == 255 * 2**23 == 0x7F800000 == 2139095040
+    assert np.float32(np.inf).view(np.int32) == g.key_top(23)
     # ... and per neuron: an array of resolutions gives an array of keys
-    m = np.array([1, 3, 10, 23])
-    np.testing.assert_array_equal(g.key_base(m), [205, 823, 105471, 864026623])
-    np.testing.assert_array_equal(g.key_top(m), [350, 1400, 179200, 1468006400])
-    # the kernels' key_limits: (shift, underflow key, overflow key)
-    assert k.key_limits(3, g.exp_lo, g.exp_hi) == (20, 823, 1400)
-    assert k.key_limits(1, g.exp_lo, g.exp_hi) == (22, 205, 350)
-    assert k.key_limits(23, g.exp_lo, g.exp_hi) == (0, 864026623, 1468006400)
-    # another window: 2**-126 (biased exponent 1) to 2**128 (biased exponent 255, the Inf
-    # exponent: the overflow key lies just past float32 max)
-    wide = GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=128)
-    assert (wide.exp_lo, wide.exp_hi) == (1, 255)
-    assert k.key_limits(5, wide.exp_lo, wide.exp_hi) == (18, 31, 255 * 32)
+    ms = np.array([1, 3, 10, 23])
+    np.testing.assert_array_equal(g.key_base(ms), [-1, -1, -1, -1])
+    np.testing.assert_array_equal(g.key_top(ms), [510, 2040, 261120, 2139095040])
+    # the kernels' key_limits: (shift 23 - m, key_base, key_top)
+    assert k.key_limits(3, g.exp_lo, g.exp_hi) == (20, -1, 2040)
+    assert k.key_limits(3, 0, 255) == (20, -1, 2040)
+    assert k.key_limits(1, g.exp_lo, g.exp_hi) == (22, -1, 510)
+    assert k.key_limits(10, g.exp_lo, g.exp_hi) == (13, -1, 261120)
+    assert k.key_limits(23, g.exp_lo, g.exp_hi) == (0, -1, 2139095040)
+    # 2**-126, the smallest normal, has the bits 1 << 23 (biased exponent 1, mantissa 0): raw
+    # key (1 << 23) >> (23 - m) = 1 << m, rebased (1 << m) + 1
+    assert np.float32(2.0**-126).view(np.int32) == 1 << 23 == 8388608
+    # float32 max has the bits 0x7F7FFFFF = (255 << 23) - 1: raw key
+    # ((255 << 23) - 1) >> (23 - m) = (255 << m) - 1, rebased 255 << m, the last finite key
+    assert np.float32(F32_MAX).view(np.int32) == 0x7F7FFFFF == (255 << 23) - 1
+    for m in (1, 3, 10, 23):
+        raw = ref_raw_keys(np.array([2.0**-126, F32_MAX]), g, m)
+        np.testing.assert_array_equal(raw, [1 << m, (255 << m) - 1])
+        want = [(1 << m) + 1, 255 << m]
+        np.testing.assert_array_equal(g.keys(np.array([2.0**-126, F32_MAX], np.float32), m), want)
+        np.testing.assert_array_equal(kernel_keys(np.array([2.0**-126, F32_MAX]), g, m)[:, 0], want)
+    # the exponent window is gone: its fields are no GridSpec arguments any more
+    for field in ("min_exponent", "max_exponent"):
+        with pytest.raises(TypeError, match=field):
+            GridSpec(**{field: 0})
+        assert not hasattr(g, field)
+        assert field not in g.to_dict()
+    with pytest.raises(TypeError):
+        GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=128)  # type: ignore[call-arg]
+
+
+def _floor_pow2(share: int) -> int:
+    """The largest power of two at most ``share`` (1 for 0), by doubling."""
+    p = 1
+    while 2 * p <= share:
+        p *= 2
+    return p
 
 
 def test_bins_budget_by_hand():
     g = GridSpec()
     # a fixed number S of counters per layer and sign (a tuning constant, a power of two of
-    # at least 2**20), split over (neuron, group) pairs, clipped to 64..1024
+    # at least 2**20), split over (neuron, group) pairs, rounded down to a power of two and
+    # clipped to 64..1024
     slots = grid_module._SLOT_BUDGET
     assert slots >= 2**20 and slots & (slots - 1) == 0
     assert g.bins_budget(1, 1) == 1024  # clipped from above
@@ -102,22 +128,46 @@ def test_bins_budget_by_hand():
     assert g.bins_budget(slots // 128, 1) == 128
     assert g.bins_budget(slots // 128, 2) == 64  # exactly the floor
     assert g.bins_budget(slots // 128, 4) == 64  # clipped from below
-    assert g.bins_budget(10**6, 10**4) == 64
-    # not a power of two: integer division, e.g. S // (S // 100) == 100 for S >= 2**20
-    assert g.bins_budget(slots // 100, 1) == slots // (slots // 100) == 100
-    for n, groups in [(1, 1), (7, 3), (300, 22), (1000, 1000), (4096, 10), (10_000, 1000)]:
-        assert g.bins_budget(n, groups) == min(1024, max(64, slots // (n * groups)))
-    # a fixed budget ignores the layer's size
+    assert g.bins_budget(10**6, 10**4) == 64  # S // 10**10 == 0: the floor
+    # not a power of two: integer division, then rounded down to a power of two, e.g.
+    # S // (S // 100) == 100 for S >= 2**20, and 64 <= 100 < 128
+    assert slots // (slots // 100) == 100
+    assert g.bins_budget(slots // 100, 1) == 64
+    # S // (S // 200) == 200 -> 128; S // (S // 1000) == 1000 -> 512
+    assert slots // (slots // 200) == 200 and g.bins_budget(slots // 200, 1) == 128
+    assert slots // (slots // 1000) == 1000 and g.bins_budget(slots // 1000, 1) == 512
+    # one pair short of a power of two rounds down a whole step: S // (S // 512 + 1) < 512
+    assert g.bins_budget(slots // 512 + 1, 1) == 256
+    pairs = [(1, 1), (7, 3), (300, 22), (1000, 1000), (4096, 10), (10_000, 1000), (1000, 30)]
+    pairs += [(2000, 10), (5000, 7), (100, 100), (300, 80)]
+    for n, groups in pairs:
+        got = g.bins_budget(n, groups)
+        assert got == min(1024, max(64, _floor_pow2(slots // (n * groups)))), (n, groups)
+        assert got & (got - 1) == 0  # always a power of two
+    # at S = 2**24 by hand: 2**24 // (1000 * 30) = 559 -> 512; // (4096 * 10) = 409 -> 256;
+    # // (5000 * 7) = 479 -> 256; // (300 * 80) = 699 -> 512; // (100 * 100) = 1677 -> 1024
+    if slots == 2**24:
+        by_hand = {(1000, 30): 512, (4096, 10): 256, (5000, 7): 256, (300, 80): 512}
+        by_hand[100, 100] = 1024
+        assert {pair: g.bins_budget(*pair) for pair in by_hand} == by_hand
+    # more groups holding data never give more bins
+    budgets = [g.bins_budget(500, c) for c in range(1, 600)]
+    assert np.all(np.diff(budgets) <= 0)
+    assert sorted(set(budgets)) == [64, 128, 256, 512, 1024]
+    # a fixed budget ignores the layer's size, and is not rounded
     assert GridSpec(max_bins=16).bins_budget(1, 1) == 16
     assert GridSpec(max_bins=16).bins_budget(10_000, 1000) == 16
+    assert GridSpec(max_bins=100).bins_budget(1, 1) == 100
 
 
 def test_exact_budget_by_hand():
     g = GridSpec()
     for n, groups in ((1, 1), (512, 10), (4096, 10), (10**6, 10**4)):
         assert g.exact_budget(n, groups) == 4 * g.bins_budget(n, groups)
-    assert g.exact_budget(512, 1) == 4096
-    assert g.exact_budget(10**6, 10**4) == 256
+    assert g.exact_budget(512, 1) == 4096  # 4 * 1024
+    assert g.exact_budget(10**6, 10**4) == 256  # 4 * 64
+    # S // (S // 1000) == 1000 rounds down to 512 bins: 4 * 512 kept values
+    assert g.exact_budget(grid_module._SLOT_BUDGET // 1000, 1) == 4 * 512 == 2048
     assert GridSpec(max_bins=16).exact_budget(1, 1) == 64
     assert GridSpec(exact_values=0).exact_budget(1, 1) == 0
     assert GridSpec(max_bins=16, exact_values=5).exact_budget(10**6, 10**4) == 5
@@ -127,21 +177,33 @@ def test_exact_budget_by_hand():
             GridSpec(exact_values=bad)
 
 
+# Magnitudes far from 1 (once lumped into an underflow or overflow bin), each now in its own
+# bin: 1e-30 and 1e-31, 1e30 and 1e31 lie in different octaves, so their keys differ at every m.
+#   1e-30 -> float32 bits 0x0DA24260: biased exponent 27 (2**-100), mantissa 2245216
+#   1e-31 -> bits 0x0C01CEB3: biased exponent 24 (2**-103)
+#   1e30 -> bits 0x7149F2CA: biased exponent 226 (2**99)
+#   1e31 -> bits 0x72FC6F7C: biased exponent 229 (2**102)
+#   1e-40 -> bits 0x000116C2: a subnormal (biased exponent 0), 71362 * 2**-149
+#   1e-45 -> bits 0x00000001: the smallest subnormal, 2**-149
+#   1.1754942e-38 -> bits 0x007FFFFF: the largest subnormal
+#   3e38 -> bits 0x7F61B1E6: biased exponent 254 (2**127)
+FAR = [1e-30, 1e-31, 1e30, 1e31, 1e-40, 1e-45, 1.1754942e-38, 2.0**-126, 3e38, F32_MAX]
+
+
 @pytest.mark.parametrize(
     "grid",
     [
         GridSpec(),
-        GridSpec(mantissa_bits=5, min_exponent=-10, max_exponent=10),
-        GridSpec(mantissa_bits=1, min_exponent=-3, max_exponent=4),
+        GridSpec(mantissa_bits=5),
+        GridSpec(mantissa_bits=9, min_mantissa_bits=4),
+        GridSpec(mantissa_bits=1),
     ],
 )
 def test_float32_keys_match_hand_computation(grid):
-    below = 2.0**grid.min_exponent / 3.0  # underflow
-    above = 2.0**grid.max_exponent * 1.5  # overflow (still a finite float32)
-    values = [1.0, 1.125, 1.24, 2.0, 0.75, -1.0, below, above, -below, -above, 3.0e-3, 1e-45]
+    values = [1.0, 1.125, 1.24, 2.0, 0.75, -1.0, 3.0e-3, 2.0**-24, 2.0**48, *FAR]
+    values += [-v for v in FAR]
     for m in range(grid.min_mantissa_bits, grid.mantissa_bits + 1):
         out = kernel_keys(np.array(values), grid, m)
-        top = grid.key_top(m) - grid.key_base(m)
         # GridSpec.keys gives the same rebased keys, with no kernel involved
         np.testing.assert_array_equal(
             grid.keys(np.array(values, dtype=np.float32), m),
@@ -150,6 +212,9 @@ def test_float32_keys_match_hand_computation(grid):
         )
         for v, (pmin, pmax, nmin, nmax) in zip(values, out, strict=True):
             want = hand_key(v, grid, m)
+            # no clamp: every finite nonzero value lies between the smallest subnormal's key
+            # and the last finite key, 255 << m (raw (255 << m) - 1, plus 1)
+            assert 1 <= want <= 255 << m, (m, v)
             if v > 0:
                 assert pmin == pmax == want, (m, v)
                 assert (nmin, nmax) == (k.EMPTY_LO, -1), (m, v)
@@ -158,22 +223,36 @@ def test_float32_keys_match_hand_computation(grid):
                 assert (pmin, pmax) == (k.EMPTY_LO, -1), (m, v)
             lower, upper = grid.magnitude_edges(np.array([want]), m)
             a = abs(float(np.float32(v)))
-            assert lower[0] <= a < upper[0] or (want == top and a <= upper[0]), (m, v)
+            # the last bin is closed at float32 max
+            assert lower[0] <= a < upper[0] or a == upper[0] == F32_MAX, (m, v)
+        # far values are not lumped: different octaves, different keys
+        for small, big in ((1e-30, 1e-31), (1e30, 1e31), (1e-30, 1e30), (1e-40, 2.0**-126)):
+            assert hand_key(small, grid, m) != hand_key(big, grid, m), (m, small, big)
+            assert out[values.index(small), 0] != out[values.index(big), 0], (m, small, big)
+        # the float32 extremes: the smallest subnormal has raw key 1 >> (23 - m), i.e. 1 at
+        # m = 23 and 0 below; float32 max has the last finite key
+        assert out[values.index(1e-45), 0] == (1 if m == 23 else 0) + 1, m
+        assert out[values.index(F32_MAX), 0] == 255 << m, m
+        assert out[values.index(3e38), 0] <= 255 << m
 
 
 def test_keys_at_per_neuron_resolutions():
     # one call, each neuron (here: each value) at its own resolution
     g = GridSpec()
-    values = np.array([1.125, 1.125, 1.125, -1.125, 3.0, 1e-30], dtype=np.float32)
-    res = np.array([1, 3, 23, 2, 10, 23])
+    values = np.array([1.125, 1.125, 1.125, -1.125, 3.0, 1e-30, 1e-40], dtype=np.float32)
+    res = np.array([1, 3, 23, 2, 10, 23, 10])
+    # rebased key = raw key - key_base(m) = raw + 1 at every m
     # 1.125 = 2**0 * (1 + 1/8): mantissa bits 0010...0
-    #   m = 1: raw 127 * 2 + 0 = 254, rebased 254 - 205 = 49
-    #   m = 3: raw 127 * 8 + 1 = 1017, rebased 1017 - 823 = 194
-    #   m = 23: raw = the bits 0x3F900000 = 1066401792, rebased 1066401792 - 864026623
-    # -1.125, m = 2: raw 127 * 4 + 0 = 508, base 103 * 4 - 1 = 411: rebased 97 (negative)
-    # 3.0 = 2**1 * (1 + 1/2), m = 10: raw 128 * 1024 + 512 = 131584, rebased - 105471 = 26113
-    # 1e-30 < 2**-24: the underflow key 0 at any resolution
-    want = [49, 194, 1066401792 - 864026623, 97, 26113, 0]
+    #   m = 1: raw 127 * 2 + 0 = 254, rebased 255
+    #   m = 3: raw 127 * 8 + 1 = 1017, rebased 1018
+    #   m = 23: raw = the bits 0x3F900000 = 1066401792, rebased 1066401793
+    # -1.125, m = 2: raw 127 * 4 + 0 = 508, rebased 509 (negative)
+    # 3.0 = 2**1 * (1 + 1/2), m = 10: raw 128 * 1024 + 512 = 131584, rebased 131585
+    # 1e-30, m = 23: raw = the bits 0x0DA24260 = 27 * 2**23 + 2245216 = 228737632, rebased
+    #   228737633: its own bin, no longer the underflow bin
+    # 1e-40, m = 10: a subnormal, bits 0x000116C2 = 71362; raw 71362 >> 13 = 8 (8 * 8192 =
+    #   65536 <= 71362 < 73728), rebased 9: the subnormal bin [8, 9) * 2**-136
+    want = [255, 1018, 1066401793, 509, 131585, 228737633, 9]
     out = kernel_keys(values, g, res)
     for i, w in enumerate(want):
         if values[i] > 0:
@@ -183,11 +262,16 @@ def test_keys_at_per_neuron_resolutions():
     np.testing.assert_array_equal(g.keys(values, res), want)
     for i in range(values.size):
         assert hand_key(float(values[i]), g, int(res[i])) == want[i]
-    # magnitude_edges broadcasts the resolutions too: at m = 23 a bin is one float32 wide
+    # magnitude_edges broadcasts the resolutions too: at m = 23 a bin is one float32 wide;
+    # 1e-30 as float32 is 2**-100 * (1 + 2245216 * 2**-23); the subnormal bins at m = 10 are
+    # 2**-126 / 2**10 = 2**-136 wide
+    f30 = 2.0**-100 * (1 + 2245216 * 2.0**-23)
+    assert f30 == float(np.float32(1e-30))
     lower, upper = g.magnitude_edges(np.array(want), res)
-    np.testing.assert_array_equal(lower, [1.0, 1.125, 1.125, 1.0, 3.0, 0.0])
+    np.testing.assert_array_equal(lower, [1.0, 1.125, 1.125, 1.0, 3.0, f30, 8 * 2.0**-136])
     np.testing.assert_array_equal(
-        upper, [1.5, 1.25, 1.125 + 2.0**-23, 1.25, 3.0 + 2.0**-9, 2.0**-24]
+        upper,
+        [1.5, 1.25, 1.125 + 2.0**-23, 1.25, 3.0 + 2.0**-9, f30 + 2.0**-123, 9 * 2.0**-136],
     )
 
 
@@ -200,7 +284,8 @@ def test_default_grid_keys_by_hand():
     # 1.24 = 2**0 * (1 + 0.24): floor(0.24 * 8) = 1 -> raw 1017 (same bin as 1.125)
     # 2.0 = 2**1: raw (1 + 127) * 8 = 1024
     # 0.75 = 2**-1 * (1 + 0.5): raw (126) * 8 + 4 = 1012
-    want = np.array([1016, 1017, 1017, 1024, 1012, 1016]) - g.key_base(3)
+    # rebased: raw - key_base(3) = raw + 1
+    want = np.array([1016, 1017, 1017, 1024, 1012, 1016]) + 1
     out = kernel_keys(values, g, 3)
     np.testing.assert_array_equal(out[:5, 0], want[:5])
     np.testing.assert_array_equal(out[5, 2], want[5])
@@ -211,7 +296,7 @@ def test_default_grid_keys_by_hand():
     # 1.0 -> 127 * 1024 = 130048; 1.125 -> + 0.125 * 1024 = 130176;
     # float32(1.24) = 1.2400000095...: floor(0.2400000095 * 1024) = floor(245.76) = 245 -> 130293;
     # 2.0 -> 128 * 1024 = 131072; 0.75 -> 126 * 1024 + 512 = 129536
-    want = np.array([130048, 130176, 130293, 131072, 129536, 130048]) - g.key_base(10)
+    want = np.array([130048, 130176, 130293, 131072, 129536, 130048]) + 1  # rebased
     out = kernel_keys(values, g, 10)
     np.testing.assert_array_equal(out[:5, 0], want[:5])
     np.testing.assert_array_equal(out[5, 2], want[5])
@@ -229,7 +314,7 @@ def test_default_grid_keys_by_hand():
     # 2.0 -> 128 * 2**23 = 1073741824; 0.75 -> 126 * 2**23 + 2**22 = 1061158912
     raw = np.array([1065353216, 1066401792, 1067366482, 1073741824, 1061158912, 1065353216])
     np.testing.assert_array_equal(raw, np.abs(values.astype(np.float32)).view(np.int32))
-    want = raw - g.key_base(23)
+    want = raw + 1  # rebased
     out = kernel_keys(values, g, 23)
     np.testing.assert_array_equal(out[:5, 0], want[:5])
     np.testing.assert_array_equal(out[5, 2], want[5])
@@ -245,15 +330,45 @@ def test_default_grid_keys_by_hand():
 
 
 @pytest.mark.parametrize("m", [1, 3, 10, 23])
-def test_magnitude_edges_underflow_overflow(m):
+def test_magnitude_edges_of_the_subnormal_octave_and_the_top_bin(m):
     g = GridSpec()
-    top = g.key_top(m) - g.key_base(m)
-    lower, upper = g.magnitude_edges(np.array([0, 1, top]), m)
-    assert lower[0] == 0.0 and upper[0] == 2.0**-24
-    # key 1 is the first bin of the octave [2**-24, 2**-23)
-    assert lower[1] == 2.0**-24 and upper[1] == 2.0**-24 * (1 + 2.0**-m)
-    assert lower[2] == 2.0**48
-    assert upper[2] == float(np.finfo(np.float32).max)
+    per = 2**m  # bins per octave
+    sub = 2.0**-126 / per  # width of a subnormal bin: 2**(-126 - m)
+    # rebased key r is raw key r - 1 (key_base is -1):
+    #   key 1 = raw 0: the first subnormal bin [0, 2**-126 / 2**m)
+    #   key 2 = raw 1: [1, 2) * 2**-126 / 2**m (at m = 23: the smallest subnormal, 2**-149)
+    #   key 2**m = raw 2**m - 1: the last subnormal bin [2**-126 - 2**-126 / 2**m, 2**-126)
+    #   key 2**m + 1 = raw 1 << m: the first normal bin [2**-126, 2**-126 * (1 + 2**-m))
+    #   key 255 * 2**m = raw (255 << m) - 1, the last finite bin: from 2**127 * (2 - 2**-m)
+    #     = 2**128 - 2**(127 - m) up to float32 max (2**128 - 2**104), not 2**128; at m = 23
+    #     both edges are float32 max (a bin of the one value)
+    keys = np.array([1, 2, per, per + 1, 255 * per])
+    want_lower = [0.0, sub, 2.0**-126 - sub, 2.0**-126, 2.0**128 - 2.0 ** (127 - m)]
+    want_upper = [sub, 2 * sub, 2.0**-126, 2.0**-126 * (1 + 2.0**-m), F32_MAX]
+    assert F32_MAX == 2.0**128 - 2.0**104
+    lower, upper = g.magnitude_edges(keys, m)
+    np.testing.assert_array_equal(lower, want_lower)
+    np.testing.assert_array_equal(upper, want_upper)
+    # the kernels' rule is the same, and every edge is a float32
+    for i, key in enumerate(keys):
+        assert k._magnitude_edges(int(key), m, g.exp_lo, g.exp_hi) == (want_lower[i], want_upper[i])
+    assert np.all(np.array(want_lower, np.float32) == want_lower)
+    assert np.all(np.array(want_upper, np.float32) == want_upper)
+    if m == 23:  # one subnormal a bin: the lower edge is the value, the upper the next float32
+        assert lower[1] == float(np.float32(1e-45)) == 2.0**-149 and upper[1] == 2.0**-148
+        assert lower[4] == upper[4] == F32_MAX
+    # 2**-24 (biased exponent 103) and 2**48 (175), the old window's edges, are ordinary bins:
+    # 2**-24 is the lower edge of key (103 << m) + 1, and the bin below it, key 103 << m (raw
+    # (103 << m) - 1, the last bin of the octave [2**-25, 2**-24)), is no underflow bin
+    keys = np.array([103 * per + 1, 103 * per, 175 * per + 1, 175 * per])
+    lower, upper = g.magnitude_edges(keys, m)
+    want_lower = [2.0**-24, 2.0**-24 - 2.0 ** (-25 - m), 2.0**48, 2.0**48 - 2.0 ** (47 - m)]
+    want_upper = [2.0**-24 * (1 + 2.0**-m), 2.0**-24, 2.0**48 * (1 + 2.0**-m), 2.0**48]
+    np.testing.assert_array_equal(lower, want_lower)
+    np.testing.assert_array_equal(upper, want_upper)
+    np.testing.assert_array_equal(
+        g.keys(np.array([2.0**-24, 2.0**48], np.float32), m), keys[[0, 2]]
+    )
 
 
 def test_zero_and_nonfinite_have_no_key():
@@ -268,8 +383,8 @@ def test_zero_and_nonfinite_have_no_key():
     "grid",
     [
         GridSpec(),
-        GridSpec(mantissa_bits=7, min_mantissa_bits=2, min_exponent=-126, max_exponent=128),
-        GridSpec(mantissa_bits=4, min_exponent=-3, max_exponent=5),
+        GridSpec(mantissa_bits=7, min_mantissa_bits=2),
+        GridSpec(mantissa_bits=4),
     ],
 )
 def test_coarsen_equals_keys_computed_at_the_coarser_resolution(grid):
@@ -277,25 +392,26 @@ def test_coarsen_equals_keys_computed_at_the_coarser_resolution(grid):
     bits = rng.integers(0, 2**31, size=20000, dtype=np.int64).astype(np.uint32)
     x = bits.view(np.float32)
     # random bit patterns are mostly huge or tiny: add the interesting middle, bin edges,
-    # subnormals and the clamp boundaries
+    # subnormals, the smallest normal and the float32 extremes
     extra = np.concatenate(
         [
             rng.lognormal(0.0, 4.0, 5000),
             2.0 ** np.arange(-30, 50, dtype=np.float64),
             2.0 ** np.arange(-30, 50, dtype=np.float64) * (1 + 2.0**-grid.mantissa_bits),
-            [1e-45, 1e-40, 2.0**grid.min_exponent, 2.0 ** min(grid.max_exponent, 127), 3.4e38],
+            [1e-45, 1e-40, 1.1754942e-38, 2.0**-126, 1e-30, 2.0**-24, 2.0**48, 2.0**127, 3.4e38],
+            [F32_MAX],
         ]
     ).astype(np.float32)
     x = np.concatenate([x, extra])
     x = x[np.isfinite(x) & (x != 0)]
     for m in range(grid.min_mantissa_bits, grid.mantissa_bits + 1):
-        keys = ref_raw_keys(x, grid, m) - grid.key_base(m)
+        keys = ref_raw_keys(x, grid, m) + 1  # rebased: - key_base(m) == + 1
         # the kernel's keys and GridSpec.keys are the reference's (kernel: one neuron per value)
         ranges = kernel_keys(x[:300], grid, m)
         np.testing.assert_array_equal(ranges[:, 0], keys[:300])
         np.testing.assert_array_equal(grid.keys(x, m), keys)
         for to in range(grid.min_mantissa_bits, m + 1):
-            direct = ref_raw_keys(x, grid, to) - grid.key_base(to)
+            direct = ref_raw_keys(x, grid, to) + 1
             got = grid.coarsen(keys, m, to)
             assert got.dtype == np.int64
             np.testing.assert_array_equal(got, direct, err_msg=f"{m} -> {to}")
@@ -307,10 +423,10 @@ def test_coarsen_equals_keys_computed_at_the_coarser_resolution(grid):
     m = rng.integers(grid.min_mantissa_bits, grid.mantissa_bits + 1, x.size)
     to = rng.integers(grid.min_mantissa_bits, m + 1)
     keys = grid.keys(x, m)
-    np.testing.assert_array_equal(keys, ref_raw_keys(x, grid, m) - grid.key_base(m))
+    np.testing.assert_array_equal(keys, ref_raw_keys(x, grid, m) + 1)
     np.testing.assert_array_equal(ranges_at(x, grid, m), keys)
     got = grid.coarsen(keys, m, to)
-    np.testing.assert_array_equal(got, ref_raw_keys(x, grid, to) - grid.key_base(to))
+    np.testing.assert_array_equal(got, ref_raw_keys(x, grid, to) + 1)
     fine_lo, fine_hi = grid.magnitude_edges(keys, m)
     coarse_lo, coarse_hi = grid.magnitude_edges(got, to)
     assert np.all((coarse_lo <= fine_lo) & (fine_hi <= coarse_hi))
@@ -394,8 +510,10 @@ G42 = np.array([[0], [1], [0], [1]], dtype=np.intp)
 
 def test_update_counts_by_hand():
     g = GridSpec()
-    key_1 = (0 + F32_BIAS) * 8 + 0 - g.key_base(M3)  # 1.0 and -1.0 (8 bins per octave)
-    key_1125 = (0 + F32_BIAS) * 8 + 1 - g.key_base(M3)  # 1.125
+    # 8 bins per octave; rebased = raw - key_base(3) = raw + 1
+    key_1 = (0 + F32_BIAS) * 8 + 0 + 1  # 1.0 and -1.0: raw 1016, rebased 1017
+    key_1125 = (0 + F32_BIAS) * 8 + 1 + 1  # 1.125: raw 1017, rebased 1018
+    assert (key_1, key_1125) == (1017, 1018)
     wp, wn = 2, 1
     # neuron 0: positive window holds keys [key_1, key_1 + 1], negative window key_1
     n_missed, counts, mins, maxs, missed, page = _run_update(
@@ -428,7 +546,7 @@ def test_update_counts_by_hand():
 
 def test_update_counts_flags_narrow_windows():
     g = GridSpec()
-    key_1 = F32_BIAS * 8 - g.key_base(M3)
+    key_1 = F32_BIAS * 8 + 1  # 1.0: raw 1016, rebased 1017
     # positive window of width 1 holds 1.0 but not 1.125: neuron 0 must be skipped entirely
     n_missed, counts, mins, maxs, missed, _ = _run_update(
         X42, G42, 2, [key_1, 0], [key_1, 0], 1, 1, g
@@ -450,14 +568,15 @@ def test_update_counts_flags_narrow_windows():
 
 
 def test_update_counts_holds_a_fine_neuron_to_the_budget():
-    # Windows of 2 slots hold 1.0 and 1.125 (keys 8 and 9 at m = 3). With a budget of one
+    # Windows of 2 slots hold 1.0 and 1.125 (keys 1017 and 1018 at m = 3: raw 127 * 8 + 0 and
+    # + 1, rebased + 1, on every grid). With a budget of one
     # bin, a neuron at m = 3 may use only the first slot, so it misses and must coarsen; at
     # the coarsest resolution nothing is left to coarsen, and it may use the whole window.
     x = np.array([[1.0], [1.125]], dtype=np.float32)
     gids = np.zeros((2, 1), dtype=np.intp)
     for coarsest, want_missed in ((1, True), (3, False)):
         g = GridSpec(mantissa_bits=3, min_mantissa_bits=coarsest)
-        key_1 = F32_BIAS * 8 - g.key_base(M3)
+        key_1 = F32_BIAS * 8 + 1
         n_missed, counts, *_ = _run_update(x, gids, 1, [key_1], [0], 2, 0, g, budget=1)
         assert n_missed == int(want_missed)
         assert counts[0, 0, k.N_SPECIAL : k.N_SPECIAL + 2].tolist() == (
@@ -465,14 +584,14 @@ def test_update_counts_holds_a_fine_neuron_to_the_budget():
         )
     # A budget as wide as the window changes nothing.
     g = GridSpec(mantissa_bits=3)
-    key_1 = F32_BIAS * 8 - g.key_base(M3)
+    key_1 = F32_BIAS * 8 + 1
     n_missed, counts, *_ = _run_update(x, gids, 1, [key_1], [0], 2, 0, g, budget=2)
     assert n_missed == 0 and counts[0, 0, k.N_SPECIAL : k.N_SPECIAL + 2].tolist() == [1, 1]
 
 
 def test_update_counts_counts_each_grouping():
     g = GridSpec()
-    key_1 = F32_BIAS * 8 - g.key_base(M3)
+    key_1 = F32_BIAS * 8 + 1  # 1.0 at m = 3: raw 1016, rebased 1017
     x = np.array([[1.0], [1.0], [0.0]], dtype=np.float32)
     gids = np.array([[0, 2], [1, 2], [0, 0]], dtype=np.intp)
     n_missed, counts, mins, maxs, _, _ = _run_update(x, gids, 3, [key_1], [0], 1, 0, g)
@@ -493,7 +612,9 @@ def test_update_counts_min_max_of_extreme_values():
     col = np.array([-big, big, tiny, -tiny, -0.0, np.nan, np.inf, -np.inf, 3.5, -2.25], np.float32)
     gids = np.stack([np.arange(col.size) % 2, np.full(col.size, 2)], axis=1).astype(np.intp)
     g = GridSpec()
-    wide = (g.max_exponent - g.min_exponent) * 8 + 2  # every key at 8 bins per octave
+    # every finite key at 8 bins per octave: 1 (raw 0, the smallest subnormals) to 255 * 8 =
+    # 2040 (raw 2039, up to float32 max); windows from key 0 need 2041 slots
+    wide = 255 * 8 + 1
     n_missed, counts, mins, maxs, _, _ = _run_update(col[:, None], gids, 3, [0], [0], wide, wide, g)
     assert n_missed == 0
     for group, rows in ((0, col[0::2]), (1, col[1::2]), (2, col)):
@@ -518,27 +639,39 @@ def test_new_pages_needed():
 def test_update_counts_at_a_fine_resolution():
     g = GridSpec()
     m = 10
-    # 1.0 -> raw 127 * 1024; 1.125 -> 128 bins further; 1e-30 < 2**-24 -> the underflow key 0;
-    # 2**60 >= 2**48 -> the overflow key; -1.0 -> raw 127 * 1024 on the negative side
-    key_1 = F32_BIAS * 1024 - g.key_base(m)
-    top = g.key_top(m) - g.key_base(m)
-    assert top == 72 * 1024 + 1
+    # rebased keys at m = 10 (raw + 1):
+    #   1.0 -> raw 127 * 1024 = 130048 -> 130049; 1.125 -> 128 bins further, 130177
+    #   1e-30 = 2**-100 * 1.2676506 (bits 0x0DA24260: biased exponent 27, mantissa 2245216):
+    #     raw 27 * 1024 + floor(0.2676506 * 1024) = 27648 + 274 = 27922 (2245216 >> 13 = 274)
+    #     -> 27923: its own bin, no underflow bin
+    #   2**60 (biased exponent 60 + 127 = 187) -> raw 187 * 1024 = 191488 -> 191489: its own
+    #     bin, no overflow bin
+    #   -1.0 -> 130049 on the negative side
+    key_1 = F32_BIAS * 1024 + 1
+    key_tiny, key_huge = 27 * 1024 + 274 + 1, 187 * 1024 + 1
+    assert (key_1, key_tiny, key_huge) == (130049, 27923, 191489)
     x = np.array([[1.0], [1.125], [1e-30], [2.0**60], [-1.0]], dtype=np.float32)
     gids = np.zeros((5, 1), dtype=np.intp)
-    wp = top + 1
-    n_missed, counts, mins, maxs, _, _ = _run_update(x, gids, 1, [0], [key_1], wp, 1, g, m)
+    # a positive window from the key of 1e-30 to that of 2**60, both ends included
+    wp = key_huge - key_tiny + 1
+    n_missed, counts, mins, maxs, _, _ = _run_update(x, gids, 1, [key_tiny], [key_1], wp, 1, g, m)
     assert n_missed == 0
     want = np.zeros(k.N_SPECIAL + wp + 1, dtype=np.uint16)
-    want[k.N_SPECIAL + key_1] = 1
-    want[k.N_SPECIAL + key_1 + 128] = 1
-    want[k.N_SPECIAL + 0] = 1
-    want[k.N_SPECIAL + top] = 1
+    want[k.N_SPECIAL + key_1 - key_tiny] = 1
+    want[k.N_SPECIAL + key_1 + 128 - key_tiny] = 1
+    want[k.N_SPECIAL + 0] = 1  # 1e-30, the first slot
+    want[k.N_SPECIAL + wp - 1] = 1  # 2**60, the last slot
     want[k.N_SPECIAL + wp + 0] = 1  # -1.0: negative window starts at key_1
     np.testing.assert_array_equal(counts[0, 0], want)
     assert mins[0, 0] == -1.0 and maxs[0, 0] == np.float32(2.0**60)
+    # neither far value is lumped with a neighbour: one slot less at either end misses
+    n_missed, *_ = _run_update(x, gids, 1, [key_tiny], [key_1], wp - 1, 1, g, m)
+    assert n_missed == 1  # 2**60 past the window
+    n_missed, *_ = _run_update(x, gids, 1, [key_tiny + 1], [key_1], wp - 1, 1, g, m)
+    assert n_missed == 1  # 1e-30 before the window
     # a window of width 2 starting at 1.0 holds 1.125 at m = 3 (the next key of 8 per octave)
     # but not at m = 10, where 1.125 is 128 keys further
-    key_1_m3 = F32_BIAS * 8 - g.key_base(M3)
+    key_1_m3 = F32_BIAS * 8 + 1  # raw 1016, rebased 1017
     n_missed, *_ = _run_update(x[:2], gids[:2], 1, [key_1_m3], [0], 2, 0, g, M3)
     assert n_missed == 0
     n_missed, *_ = _run_update(x[:2], gids[:2], 1, [key_1], [0], 2, 0, g, m)
@@ -554,10 +687,10 @@ def test_update_counts_at_per_neuron_resolutions():
     col = np.array([1.0, one_up, 1.125, -1.0], dtype=np.float32)
     x = np.repeat(col[:, None], 3, axis=1)
     gids = np.array([[0], [1], [0], [1]], dtype=np.intp)
-    # keys of 1.0 (and -1.0): the bits minus the base at m = 23; 127 * 8 - 823 = 193 at m = 3;
-    # 127 * 2 - 205 = 49 at m = 1
-    k23, k3, k1 = 127 * 2**23 - g.key_base(23), 193, 49
-    assert (k23, k3, k1) == (201326593, 127 * 8 - 823, 127 * 2 - 205)
+    # keys of 1.0 (and -1.0), raw + 1: the bits 127 * 2**23 = 1065353216, rebased 1065353217,
+    # at m = 23; 127 * 8 + 1 = 1017 at m = 3; 127 * 2 + 1 = 255 at m = 1
+    k23, k3, k1 = 127 * 2**23 + 1, 1017, 255
+    assert (k23, k3, k1) == (1065353217, 127 * 8 + 1, 127 * 2 + 1)
     # at m = 23: 1.0, 1 + 2**-23 and 1.125 are keys k23, k23 + 1, k23 + 2**20: a positive
     # window of width 3 from k23 misses 1.125, so first a window wide enough
     wp, wn = 2**20 + 1, 1
@@ -573,12 +706,12 @@ def test_update_counts_at_per_neuron_resolutions():
     assert counts[0, 0, pos + 2**20] == 1  # 1.125 = 1 + 2**20 * 2**-23, group 0
     assert counts[0, 1, neg + 0] == 1  # -1.0, group 1
     assert counts[0].sum() == 4
-    # neuron 1 (m = 3): 1.0 and its successor share key 193, 1.125 is key 194
+    # neuron 1 (m = 3): 1.0 and its successor share key 1017, 1.125 is key 1018
     assert counts[1, 0, pos + 0] == 1 and counts[1, 1, pos + 0] == 1
     assert counts[1, 0, pos + 1] == 1
     assert counts[1, 1, neg + 0] == 1
     assert counts[1].sum() == 4
-    # neuron 2 (m = 1): 1.0, its successor and 1.125 all in [1, 1.5), key 49
+    # neuron 2 (m = 1): 1.0, its successor and 1.125 all in [1, 1.5), key 255
     assert counts[2, 0, pos + 0] == 2 and counts[2, 1, pos + 0] == 1
     assert counts[2, 1, neg + 0] == 1
     assert counts[2].sum() == 4
@@ -670,80 +803,91 @@ def test_add_pages_by_hand():
 
 
 def test_add_pages_coarsens_by_hand():
-    # Default grid. Neuron 0 goes from m = 3 (key_base 823) to m = 1 (key_base 205): 2 bits.
-    # src pos keys 8..13 are raw 831..836:
-    #   831 = 103 * 8 + 7 (mantissa 111) -> m = 1: 103 * 2 + 1 = 207 -> rebased 2
-    #   832..835 = 104 * 8 + 0..3 (mantissa 0xx) -> 104 * 2 + 0 = 208 -> rebased 3
-    #   836 = 104 * 8 + 4 (mantissa 100) -> 104 * 2 + 1 = 209 -> rebased 4
-    # src neg keys 0..2 are raw 823..825:
-    #   823, the underflow key at m = 3 -> 823 >> 2 = 205, the underflow key at m = 1 -> 0
-    #   824, 825 = 103 * 8 + 0, 1 -> 206 -> rebased 1
-    # Neuron 1 goes from m = 5 (key_base 103 * 32 - 1 = 3295) to m = 4 (103 * 16 - 1 = 1647):
-    #   src pos keys 1..4 are raw 3296..3299 -> >> 1: 1648, 1648, 1649, 1649 -> 1, 1, 2, 2
-    #   src neg keys 10..12 are raw 3305..3307 -> >> 1: 1652, 1653, 1653 -> 5, 6, 6
+    # Default grid; rebased key r is raw key r - 1 at every resolution (key_base is -1).
+    # Neuron 0 goes from m = 3 to m = 1 (2 bits), across the subnormal/normal boundary:
+    # src pos keys 8..13 are raw 7..12:
+    #   7 = 0 * 8 + 7 (the subnormal octave, mantissa 111: [7/8, 1) * 2**-126) -> m = 1:
+    #     0 * 2 + 1 = 1 -> rebased 2
+    #   8..11 = 1 * 8 + 0..3 (the octave [2**-126, 2**-125), mantissa 0xx) -> 1 * 2 + 0 = 2
+    #     -> rebased 3
+    #   12 = 1 * 8 + 4 (mantissa 100) -> 1 * 2 + 1 = 3 -> rebased 4
+    # src neg keys 4..6 are raw 3..5 (subnormal mantissas 011, 100, 101):
+    #   3 -> 0 * 2 + 0 = 0 -> rebased 1; 4, 5 -> 0 * 2 + 1 = 1 -> rebased 2
+    # Neuron 1 goes from m = 5 to m = 4 (1 bit), at the top of the grid: the last finite key
+    # is 255 * 32 = 8160 at m = 5 (raw 8159 = 254 * 32 + 31, [2**127 * 63/32, float32 max])
+    # and 255 * 16 = 4080 at m = 4:
+    #   src pos keys 8157..8160 are raw 8156..8159 = 254 * 32 + 28..31 -> >> 1:
+    #     4078, 4078, 4079, 4079 (254 * 16 + 14, 15) -> rebased 4079, 4079, 4080, 4080
+    #   src neg keys 8150..8152 are raw 8149..8151 = 254 * 32 + 21..23 -> >> 1:
+    #     4074, 4075, 4075 (254 * 16 + 10, 11) -> rebased 4075, 4076, 4076
     g = GridSpec()
-    assert (g.key_base(3), g.key_base(1), g.key_base(5), g.key_base(4)) == (823, 205, 3295, 1647)
+    assert (g.key_base(3), g.key_base(1), g.key_base(5), g.key_base(4)) == (-1, -1, -1, -1)
     np.testing.assert_array_equal(g.coarsen(np.arange(8, 14), 3, 1), [2, 3, 3, 3, 3, 4])
-    np.testing.assert_array_equal(g.coarsen(np.arange(0, 3), 3, 1), [0, 1, 1])
-    np.testing.assert_array_equal(g.coarsen(np.arange(1, 5), 5, 4), [1, 1, 2, 2])
-    np.testing.assert_array_equal(g.coarsen(np.arange(10, 13), 5, 4), [5, 6, 6])
+    np.testing.assert_array_equal(g.coarsen(np.arange(4, 7), 3, 1), [1, 2, 2])
+    np.testing.assert_array_equal(g.coarsen(np.arange(8157, 8161), 5, 4), [4079, 4079, 4080, 4080])
+    np.testing.assert_array_equal(g.coarsen(np.arange(8150, 8153), 5, 4), [4075, 4076, 4076])
     # both at once, resolutions per key
     np.testing.assert_array_equal(
-        g.coarsen([8, 13, 1, 12], [3, 3, 5, 5], [1, 1, 4, 4]), [2, 4, 1, 6]
+        g.coarsen([8, 13, 8157, 8152], [3, 3, 5, 5], [1, 1, 4, 4]), [2, 4, 4079, 4076]
     )
+    # the coarse bins hold the fine ones: float32 max stays in the last finite bin
+    lo, hi = g.magnitude_edges([8160, 4080], [5, 4])
+    np.testing.assert_array_equal(lo, [2.0**127 * (1 + 31 / 32), 2.0**127 * (1 + 15 / 16)])
+    np.testing.assert_array_equal(hi, [F32_MAX, F32_MAX])
     wp, wn = 6, 3
     src = np.zeros((2, k.N_SPECIAL + wp + wn), dtype=np.uint16)
     src[0, : k.N_SPECIAL] = [9, 1, 2, 3]  # zero, NaN, +Inf, -Inf
     src[0, k.N_SPECIAL : k.N_SPECIAL + wp] = [1, 2, 0, 3, 4, 5]  # pos keys 8..13
-    src[0, k.N_SPECIAL + wp :] = [6, 7, 8]  # neg keys 0..2
+    src[0, k.N_SPECIAL + wp :] = [6, 7, 8]  # neg keys 4..6
     src[1, : k.N_SPECIAL] = [0, 0, 0, 17]
-    src[1, k.N_SPECIAL : k.N_SPECIAL + wp] = [0, 10, 11, 12, 13, 0]  # pos keys 0..5
-    src[1, k.N_SPECIAL + wp :] = [14, 15, 16]  # neg keys 10..12
+    src[1, k.N_SPECIAL : k.N_SPECIAL + wp] = [0, 0, 10, 11, 12, 13]  # pos keys 8155..8160
+    src[1, k.N_SPECIAL + wp :] = [14, 15, 16]  # neg keys 8150..8152
     src_page = np.array([[0], [1]], dtype=np.int32)
     # dst: pos windows of 3 keys, neg windows of 2; neuron 0 (m = 1) from pos key 2 and neg
-    # key 0, already 100 at pos key 3; neuron 1 (m = 4) from pos key 1 and neg key 5. The
-    # dst pages are numbered the other way round.
+    # key 1, already 100 at pos key 3; neuron 1 (m = 4) from pos key 4078 and neg key 4075.
+    # The dst pages are numbered the other way round.
     dst = np.zeros((2, k.N_SPECIAL + 3 + 2), dtype=np.uint32)
     dst[1, k.N_SPECIAL + 1] = 100
     dst_page = np.array([[1], [0]], dtype=np.int32)
     k.add_pages(
-        src, src_page, np.array([8, 0], np.int32), np.array([0, 10], np.int32), wp,
+        src, src_page, np.array([8, 8155], np.int32), np.array([4, 8150], np.int32), wp,
         np.array([3, 5], np.int32),
-        dst, dst_page, np.array([2, 1], np.int32), np.array([0, 5], np.int32), 3,
+        dst, dst_page, np.array([2, 4078], np.int32), np.array([1, 4075], np.int32), 3,
         np.array([1, 4], np.int32), g.exp_lo,
     )  # fmt: skip
-    # neuron 0: specials carried over; pos keys 2, 3, 4; neg keys 0, 1
+    # neuron 0: specials carried over; pos keys 2, 3, 4; neg keys 1, 2
     np.testing.assert_array_equal(dst[1], [9, 1, 2, 3, 1, 100 + 2 + 0 + 3 + 4, 5, 6, 7 + 8])
-    # neuron 1: pos keys 1, 2, 3; neg keys 5, 6
-    np.testing.assert_array_equal(dst[0], [0, 0, 0, 17, 10 + 11, 12 + 13, 0, 14, 15 + 16])
+    # neuron 1: pos keys 4078 (nothing), 4079, 4080; neg keys 4075, 4076
+    np.testing.assert_array_equal(dst[0], [0, 0, 0, 17, 0, 10 + 11, 12 + 13, 14, 15 + 16])
     assert dst.sum() == src.sum(dtype=np.int64) + 100  # no count lost or invented
 
 
 def test_move_windows_by_hand():
     # In place, same window widths (wp = 6, wn = 3); 3 neurons, 2 groups:
-    #   neuron 0, m = 3 -> 1, pages 0 (group 0) and 3 (group 1), windows pos 8.., neg 0..
-    #     -> pos from key 2, neg from key 0 (the keys as in test_add_pages_coarsens_by_hand)
-    #   neuron 1, m = 23 -> 23, page 1 (group 0), windows pos 1000.., neg 0.. -> pos 998..
+    #   neuron 0, m = 3 -> 1, pages 0 (group 0) and 3 (group 1), windows pos 8.., neg 4..
+    #     -> pos from key 2, neg from key 1 (the keys as in test_add_pages_coarsens_by_hand)
+    #   neuron 1, m = 23 -> 23, page 1 (group 0), windows pos 1000.., neg 2.. -> pos 998..,
+    #     neg 2.. (keys of subnormals: key 2 is raw 1, 2**-149, the smallest one)
     #   neuron 2, page 2 (group 1): not listed, so untouched whatever the new arrays say
     wp, wn = 6, 3
     pool = np.zeros((4, k.N_SPECIAL + wp + wn), dtype=np.uint32)
     pool[0] = [9, 1, 2, 3, 1, 2, 0, 3, 4, 5, 6, 7, 8]
-    pool[3] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 1, 0, 0]  # pos key 13, neg key 0
-    pool[1] = [1, 0, 0, 0, 1, 2, 3, 0, 0, 0, 4, 0, 0]  # pos keys 1000..1002, neg key 0
+    pool[3] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 1, 0, 0]  # pos key 13, neg key 4
+    pool[1] = [1, 0, 0, 0, 1, 2, 3, 0, 0, 0, 4, 0, 0]  # pos keys 1000..1002, neg key 2
     pool[2] = [2, 2, 2, 2, 5, 5, 5, 5, 5, 5, 6, 6, 6]
     untouched = pool[2].copy()
     page = np.array([[0, 3], [1, -1], [-1, 2]], dtype=np.int32)
     pos_off = np.array([8, 1000, 5], np.int32)
-    neg_off = np.array([0, 0, 5], np.int32)
+    neg_off = np.array([4, 2, 5], np.int32)
     res = np.array([3, 23, 7], np.int32)
     new_pos = np.array([2, 998, 0], np.int32)
-    new_neg = np.array([0, 0, 0], np.int32)
+    new_neg = np.array([1, 2, 0], np.int32)
     new_res = np.array([1, 23, 2], np.int32)
     k.move_windows(
         pool, page, np.array([1, 0], np.intp), pos_off, neg_off, res, new_pos, new_neg,
         new_res, wp, GridSpec().exp_lo,
     )  # fmt: skip
-    # neuron 0: pos keys 8..13 (m = 3) -> 2, 3, 3, 3, 3, 4 (m = 1); neg keys 0..2 -> 0, 1, 1
+    # neuron 0: pos keys 8..13 (m = 3) -> 2, 3, 3, 3, 3, 4 (m = 1); neg keys 4..6 -> 1, 2, 2
     np.testing.assert_array_equal(pool[0], [9, 1, 2, 3, 1, 2 + 0 + 3 + 4, 5, 0, 0, 0, 6, 15, 0])
     np.testing.assert_array_equal(pool[3], [0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0])
     # neuron 1: the same keys, two slots further into the window
@@ -751,36 +895,45 @@ def test_move_windows_by_hand():
     np.testing.assert_array_equal(pool[2], untouched)
     # the offset arrays are inputs only
     np.testing.assert_array_equal(pos_off, [8, 1000, 5])
+    np.testing.assert_array_equal(neg_off, [4, 2, 5])
     np.testing.assert_array_equal(res, [3, 23, 7])
 
 
 def test_bin_edges_by_hand():
-    # Default grid, 3 neurons on an axis of 4 bins [negative bins, zero, positive bins, padding]:
-    #   neuron 0, m = 3: negative key 193 (1.0), zero, positive keys 193, 194 (1.0, 1.125)
+    # Default grid, 4 neurons on an axis of 4 bins [negative bins, zero, positive bins, padding];
+    # rebased keys are raw + 1:
+    #   neuron 0, m = 3: negative key 1017 (1.0), zero, positive keys 1017, 1018 (1.0, 1.125)
     #   neuron 1, m = 23: zero, positive key of 1.0 (one float32 wide), then padding
-    #   neuron 2, m = 1: negative keys 145 (overflow) and 144 (raw 349 = 174 * 2 + 1: the upper
-    #     half of [2**47, 2**48)), zero, positive key 0 (underflow)
+    #   neuron 2, m = 1: negative keys 510 (raw 509 = 254 * 2 + 1: [1.5 * 2**127, float32
+    #     max], the last finite bin) and 509 (raw 508 = 254 * 2: [2**127, 1.5 * 2**127)), zero,
+    #     positive key 1 (raw 0: [0, 2**-127), the lower half of the subnormal octave)
+    #   neuron 3, m = 10: negative key 191489 (2**60: raw 187 * 1024, [2**60, 2**60 * (1 +
+    #     2**-10))), zero, positive key 27923 (1e-30: raw 27 * 1024 + 274, [2**-100 * (1 +
+    #     274 / 1024), 2**-100 * (1 + 275 / 1024))), then padding
     g = GridSpec()
-    assert g.key_top(1) - g.key_base(1) == 145
-    k23 = 127 * 2**23 - g.key_base(23)
-    res = np.array([3, 23, 1], np.int32)
-    pos_lo = np.array([193, k23, 0], np.int64)
-    neg_hi = np.array([193, -1, 145], np.int64)
-    n_neg = np.array([1, 0, 2], np.int64)
-    n_pos = np.array([2, 1, 1], np.int64)
-    lower = np.full((3, 4), np.nan, np.float32)
-    upper = np.full((3, 4), np.nan, np.float32)
+    k23 = 127 * 2**23 + 1
+    res = np.array([3, 23, 1, 10], np.int32)
+    pos_lo = np.array([1017, k23, 1, 27923], np.int64)
+    neg_hi = np.array([1017, -1, 510, 191489], np.int64)
+    n_neg = np.array([1, 0, 2, 1], np.int64)
+    n_pos = np.array([2, 1, 1, 1], np.int64)
+    lower = np.full((4, 4), np.nan, np.float32)
+    upper = np.full((4, 4), np.nan, np.float32)
     k.bin_edges(res, pos_lo, neg_hi, n_neg, n_pos, g.exp_lo, g.exp_hi, lower, upper)
-    nan, top = np.nan, float(np.finfo(np.float32).max)
+    nan, top = np.nan, F32_MAX
+    f30_lo, f30_hi = 2.0**-100 * (1 + 274 / 1024), 2.0**-100 * (1 + 275 / 1024)
+    assert f30_lo <= float(np.float32(1e-30)) < f30_hi
     want_lower = [
         [-1.125, 0.0, 1.0, 1.125],
         [0.0, 1.0, nan, nan],
-        [-top, -(2.0**48), 0.0, 0.0],
+        [-top, -1.5 * 2.0**127, 0.0, 0.0],
+        [-(2.0**60) * (1 + 2.0**-10), 0.0, f30_lo, nan],
     ]
     want_upper = [
         [-1.0, 0.0, 1.125, 1.25],
         [0.0, 1.0 + 2.0**-23, nan, nan],
-        [-(2.0**48), -1.5 * 2.0**47, 0.0, 2.0**-24],
+        [-1.5 * 2.0**127, -(2.0**127), 0.0, 2.0**-127],
+        [-(2.0**60), 0.0, f30_hi, nan],
     ]
     np.testing.assert_array_equal(lower, np.array(want_lower, np.float32))
     np.testing.assert_array_equal(upper, np.array(want_upper, np.float32))
@@ -790,22 +943,23 @@ def test_bin_edges_by_hand():
 
 
 @pytest.mark.parametrize(
-    # max_exponent = 128 is left out: the top bin's upper edge 2**128 is no float32 (see
-    # test_sketch.py::test_edges_are_float32_at_max_exponent_128)
-    "grid",
-    [GridSpec(), GridSpec(mantissa_bits=9, min_exponent=-126, max_exponent=127)],
+    "grid", [GridSpec(), GridSpec(mantissa_bits=9, min_mantissa_bits=3), GridSpec(mantissa_bits=1)]
 )
 def test_bin_edges_match_magnitude_edges(grid):
     # random resolutions and key ranges: the kernel's edges are GridSpec.magnitude_edges',
-    # mirrored for the negative bins, and exact in float32
+    # mirrored for the negative bins, and exact in float32 (the last bin ends at float32 max)
     rng = np.random.default_rng(5)
     n = 200
     res = rng.integers(grid.min_mantissa_bits, grid.mantissa_bits + 1, n).astype(np.int32)
-    top = (grid.key_top(res) - grid.key_base(res)).astype(np.int64)
+    # finite keys run from 1 (raw 0) to 255 << m (raw (255 << m) - 1, up to float32 max)
+    last = np.left_shift(255, res.astype(np.int64))
     n_pos = rng.integers(0, 6, n)
     n_neg = rng.integers(0, 6, n)
-    pos_lo = np.array([rng.integers(0, t - p + 2) for t, p in zip(top, n_pos, strict=True)])
-    neg_hi = np.array([rng.integers(q - 1, t + 1) for t, q in zip(top, n_neg, strict=True)])
+    pos_lo = np.array([rng.integers(1, t - p + 2) for t, p in zip(last, n_pos, strict=True)])
+    neg_hi = np.array([rng.integers(q, t + 1) for t, q in zip(last, n_neg, strict=True)])
+    # and the ends of the grid: the first subnormal bins, the last finite bins
+    pos_lo[:10], neg_hi[:10] = 1, last[:10]
+    pos_lo[10:20], neg_hi[10:20] = last[10:20] - n_pos[10:20] + 1, n_neg[10:20]
     pos_lo[n_pos == 0], neg_hi[n_neg == 0] = 0, -1
     width = int((n_neg + 1 + n_pos).max())
     lower = np.full((n, width), np.nan, np.float32)
@@ -1032,9 +1186,10 @@ def test_queries_ignore_nan_padding_bins():
 
 
 def test_exact_kernels_by_hand():
-    # At m = 1 (2 bins per octave, default window) the rebased keys are 49 for 1.0, 50 for
-    # 1.5, 51 for 2.0 and 52 for 3.0: raw key (exponent << 1 | top mantissa bit) minus the
-    # underflow key ((-24 + 127) << 1) - 1 = 205. A negative value's code is -2 - key.
+    # At m = 1 (2 bins per octave) the rebased keys are 255 for 1.0, 256 for 1.5, 257 for 2.0
+    # and 258 for 3.0: raw key (biased exponent << 1 | top mantissa bit), e.g. 127 * 2 + 0 =
+    # 254 for 1.0, minus key_base(1) = (0 << 1) - 1 = -1. A negative value's code is -2 - key:
+    # -2.0 has -2 - 257 = -259.
     g = GridSpec()
     x = np.array(
         [[1.0, -0.0], [-2.0, np.nan], [1.0, np.inf], [0.0, -np.inf], [1.5, 3.0]], dtype=np.float32
@@ -1043,9 +1198,9 @@ def test_exact_kernels_by_hand():
     k.exact_codes(x, 1, g.exp_lo, g.exp_hi, packed)
     codes, entries = packed >> k.ENTRY_BITS, packed & (k.MAX_ENTRIES - 1)
     np.testing.assert_array_equal(entries, [[0, 1, 2, 3, 4]] * 2)
-    np.testing.assert_array_equal(codes[0], [49, -53, 49, k.ZERO_CODE, 50])
+    np.testing.assert_array_equal(codes[0], [255, -259, 255, k.ZERO_CODE, 256])
     np.testing.assert_array_equal(
-        codes[1], [k.ZERO_CODE, k.NAN_CODE, k.POSINF_CODE, k.NEGINF_CODE, 52]
+        codes[1], [k.ZERO_CODE, k.NAN_CODE, k.POSINF_CODE, k.NEGINF_CODE, 258]
     )
     packed.sort(axis=1)
     uniq = np.full((2, 6), 99, dtype=np.int64)
@@ -1055,8 +1210,8 @@ def test_exact_kernels_by_hand():
     # neuron 0: bins -2.0 | zero | 1.0 | 1.5; neuron 1: zero | 3.0 (non-finite values apart)
     np.testing.assert_array_equal(n_neg, [1, 0])
     np.testing.assert_array_equal(n_pos, [2, 1])
-    np.testing.assert_array_equal(uniq[0, :4], [-53, k.ZERO_CODE, 49, 50])
-    np.testing.assert_array_equal(uniq[1, :2], [k.ZERO_CODE, 52])
+    np.testing.assert_array_equal(uniq[0, :4], [-259, k.ZERO_CODE, 255, 256])
+    np.testing.assert_array_equal(uniq[1, :2], [k.ZERO_CODE, 258])
     np.testing.assert_array_equal(bins, [[2, 0, 2, 1, 3], [0, -1, -2, -3, 1]])
     # edges: each bin one half-octave; negatives mirrored; the zero bin [0, 0]
     lower, upper = np.full((2, 4), np.nan, np.float32), np.full((2, 4), np.nan, np.float32)
@@ -1079,6 +1234,62 @@ def test_exact_kernels_by_hand():
     k.exact_counts(bins, gids, np.array([-1, 0]), one, one_special)
     np.testing.assert_array_equal(one[:, 0], dst[:, 1])
     np.testing.assert_array_equal(one_special[:, 0], special[:, 1])
+
+
+def test_exact_codes_of_far_values_by_hand():
+    # Magnitudes once lumped into the underflow or overflow bin get their own codes. At m = 1
+    # (2 bins per octave), rebased key = raw + 1, raw = biased exponent * 2 + top mantissa bit:
+    #   1e-30 = 2**-100 * 1.27: raw 27 * 2 + 0 = 54 -> 55, [2**-100, 1.5 * 2**-100)
+    #   1e-31 = 2**-103 * 1.014: raw 24 * 2 + 0 = 48 -> 49, [2**-103, 1.5 * 2**-103)
+    #   1e-40 = 2**-126 * 0.0085 (subnormal): raw 0 -> 1, [0, 2**-127); 1e-45 (2**-149) too
+    #   1e30 = 2**99 * 1.578: raw 226 * 2 + 1 = 453 -> 454, [1.5 * 2**99, 2**100)
+    #   1e31 = 2**102 * 1.972: raw 229 * 2 + 1 = 459 -> 460, [1.5 * 2**102, 2**103)
+    #   3e38 = 2**127 * 1.763 and float32 max: raw 254 * 2 + 1 = 509 -> 510, [1.5 * 2**127,
+    #     float32 max]
+    # A negative value's code is -2 - key.
+    g = GridSpec()
+    x = np.array(
+        [[1e-30, -1e-30], [1e-31, 1e30], [1e-40, -1e31], [1e-45, 3e38], [-1e-45, F32_MAX]],
+        dtype=np.float32,
+    )
+    packed = np.empty((2, 5), dtype=np.int64)
+    k.exact_codes(x, 1, g.exp_lo, g.exp_hi, packed)
+    codes = packed >> k.ENTRY_BITS
+    np.testing.assert_array_equal(codes[0], [55, 49, 1, 1, -2 - 1])
+    np.testing.assert_array_equal(codes[1], [-2 - 55, 454, -2 - 460, 510, 510])
+    packed.sort(axis=1)
+    uniq = np.full((2, 6), 99, dtype=np.int64)
+    n_neg, n_pos = np.empty(2, np.int64), np.empty(2, np.int64)
+    bins = np.empty((2, 5), dtype=np.int32)
+    k.exact_axes(packed, uniq, n_neg, n_pos, bins)
+    # neuron 0: -1e-45 | zero | the subnormals | 1e-31 | 1e-30
+    # neuron 1: -1e31 | -1e-30 | zero | 1e30 | 3e38 and float32 max
+    np.testing.assert_array_equal(n_neg, [1, 2])
+    np.testing.assert_array_equal(n_pos, [3, 2])
+    np.testing.assert_array_equal(uniq[0, :5], [-3, k.ZERO_CODE, 1, 49, 55])
+    np.testing.assert_array_equal(uniq[1, :5], [-462, -57, k.ZERO_CODE, 454, 510])
+    np.testing.assert_array_equal(bins, [[4, 3, 2, 2, 0], [1, 3, 0, 4, 4]])
+    lower, upper = np.full((2, 5), np.nan, np.float32), np.full((2, 5), np.nan, np.float32)
+    k.exact_edges(uniq, n_neg + 1 + n_pos, 1, g.exp_lo, g.exp_hi, lower, upper)
+    want_lower = [
+        [-(2.0**-127), 0.0, 0.0, 2.0**-103, 2.0**-100],
+        [-(2.0**103), -1.5 * 2.0**-100, 0.0, 1.5 * 2.0**99, 1.5 * 2.0**127],
+    ]
+    want_upper = [
+        [-0.0, 0.0, 2.0**-127, 1.5 * 2.0**-103, 1.5 * 2.0**-100],
+        [-1.5 * 2.0**102, -(2.0**-100), 0.0, 2.0**100, F32_MAX],
+    ]
+    np.testing.assert_array_equal(lower.astype(np.float64), want_lower)
+    np.testing.assert_array_equal(upper.astype(np.float64), want_upper)
+    # at m = 23 every float32 is its own code: the bits plus one (1e-30: 0x0DA24260 + 1;
+    # 1e-45: 1 + 1; float32 max: 0x7F7FFFFF + 1 = 0x7F800000)
+    packed23 = np.empty((2, 5), dtype=np.int64)
+    k.exact_codes(x, 23, g.exp_lo, g.exp_hi, packed23)
+    codes23 = packed23 >> k.ENTRY_BITS
+    assert codes23[0, 0] == 0x0DA24260 + 1 == 228737633
+    assert codes23[0, 3] == 2 and codes23[0, 4] == -2 - 2
+    assert codes23[1, 4] == 0x7F800000 and codes23[1, 0] == -2 - 228737633
+    assert len({int(c) for c in codes23.ravel()}) == 10  # all distinct, 1e-40 included
 
 
 def test_fold_min_max_by_hand():

@@ -154,10 +154,11 @@ def test_corrupted_chunk_is_a_clear_error(tmp_path: Path, digits_store_path: Pat
     copy = tmp_path / "copy.zarr"
     shutil.copytree(digits_store_path, copy, symlinks=True)
     store = ndstream.open_store(copy)
-    chunk = next((store.snapshot / "fc2" / "counts").glob("c.*"))
-    chunk.write_bytes(b"not a blosc frame")
-    with pytest.raises(StoreError, match="damaged"):
-        store.quantile("fc2", 0.5)
+    for node, group in (("fc2", store.groups[0]), ("fc2/pooled", None)):
+        chunk = next((store.snapshot / node / "counts").glob("c.*"))
+        chunk.write_bytes(b"not a blosc frame")
+        with pytest.raises(StoreError, match="damaged"):
+            store.quantile("fc2", 0.5, group)
 
 
 # -- what is resumed, and what is refused --------------------------------------------------------

@@ -92,7 +92,7 @@ def expected_dense_counts(s: Summary, x: np.ndarray, gids: np.ndarray, n_groups:
             ineg = np.searchsorted(upper, neg, side="left")
             assert np.all(ipos > z) and np.all(ineg < z)
             assert np.all(ipos < nb[n]) and np.all(ineg >= 0)
-            # the overflow bin [2**max_exponent, float32 max] is closed on both sides
+            # the last bin [.., float32 max] is closed on both sides
             assert np.all((lower[ipos] <= pos) & ((pos < upper[ipos]) | (pos == top)))
             assert np.all(((lower[ineg] < neg) | (neg == -top)) & (neg <= upper[ineg]))
             np.add.at(out[n, g], ipos, 1)
@@ -170,7 +170,8 @@ def check_exact(
     if exact:  # every value in its own finest bin
         want_res = np.full(x.shape[1], spec.grid.mantissa_bits)
     else:
-        want_res = expected_resolution(x, spec.grid, spec.max_bins)
+        # the budget of the groups that hold data (see SketchSpec.budget)
+        want_res = expected_resolution(x, spec.grid, spec.budget(rows_per_group)[0])
     np.testing.assert_array_equal(s.resolution, want_res)
     # edges: per neuron ascending, contiguous, one zero bin, then NaN padding
     zs, nb = zero_bin(s), n_real_bins(s)
@@ -494,7 +495,7 @@ def test_merged_sketch_keeps_updating():
         (SketchSpec(4, ("a", "c")), "groups"),
         (SketchSpec(4, ("a",)), "groups"),
         (SketchSpec(4, ("a", "b"), GridSpec(mantissa_bits=4)), "grid"),
-        (SketchSpec(4, ("a", "b"), GridSpec(min_exponent=-20)), "grid"),
+        (SketchSpec(4, ("a", "b"), groupings=("label", "predicted")), "groupings"),
         (SketchSpec(4, ("a", "b"), GridSpec(min_mantissa_bits=2)), "grid"),
         (SketchSpec(4, ("a", "b"), GridSpec(mantissa_bits=22)), "grid"),
         (SketchSpec(4, ("a", "b"), GridSpec(max_bins=1024)), "grid"),  # == the derived budget
@@ -588,18 +589,21 @@ def wide_data(rng, rows: int, neurons: int, octaves: float) -> tuple[np.ndarray,
     return x.astype(np.float32), np.abs(u[:, 0])
 
 
-def test_spec_max_bins_is_the_grids_budget():
+def test_spec_budget_is_the_grids_budget_for_the_groups_with_data():
     slots = grid_module._SLOT_BUDGET  # counters per layer and sign (a tuning constant)
-    assert SketchSpec(3, ("a",), GridSpec(max_bins=16)).max_bins == 16
-    assert SketchSpec(3, ("a", "b"), GridSpec()).max_bins == 1024  # capped
-    assert SketchSpec(4, ("a", "b"), GridSpec()).max_bins == 1024  # see the mismatch test
+    assert SketchSpec(3, ("a",), GridSpec(max_bins=16)).budget(np.array([5]))[0] == 16
+    assert SketchSpec(3, ("a", "b"), GridSpec()).budget(np.array([1, 1]))[0] == 1024  # capped
     many = SketchSpec(2000, tuple(map(str, range(500))), GridSpec())
-    assert (
-        many.max_bins
-        == min(1024, max(64, slots // (2000 * 500)))
-        == GridSpec().bins_budget(2000, 500)
-    )
-    assert SketchSpec(10_000, tuple(map(str, range(500))), GridSpec()).max_bins == 64  # floor
+    every = np.ones(500, dtype=np.int64)
+    share = slots // (2000 * 500)  # 16: already a power of two
+    assert many.budget(every) == (max(64, share), 4 * max(64, share)) == (64, 256)
+    # only groups that hold data count: 500 groups of which 2 hold data cost what 2 cost
+    two = np.zeros(500, dtype=np.int64)
+    two[[3, 400]] = 7
+    assert many.budget(two) == (1024, 4096)  # 2**24 // 4000 = 4194 -> 4096 -> capped at 1024
+    # an empty sketch has the budget of one group
+    assert many.budget(np.zeros(500, dtype=np.int64)) == many.budget(np.eye(500)[0])
+    assert SketchSpec(10_000, tuple(map(str, range(500))), GridSpec()).budget(every)[0] == 64
 
 
 # (grid, octaves): every neuron coarsens from the grid's finest resolution; each neuron's own
@@ -656,7 +660,7 @@ def test_resolution_of_a_narrow_neuron():
     x = rng.uniform(1.0, 2.0, (1000, 4)).astype(np.float32)
     x[:, 3] = (1.0 + np.arange(1000) % 100 * 2.0**-23).astype(np.float32)
     spec = spec_of(4, 1, GridSpec(exact_values=0))  # the grid, not 1,000 values kept exactly
-    assert spec.max_bins == 1024
+    assert spec.budget(np.array([1000]))[0] == 1024
     s = one_pass(spec, x, np.zeros(1000, int))
     np.testing.assert_array_equal(s.resolution, [10, 10, 10, 23])
     check_exact(s, x, np.zeros(1000, int), 1, spec)
@@ -1208,8 +1212,8 @@ def test_each_neuron_is_sketched_on_its_own():
         np.testing.assert_array_equal(alone.maxs[0], s.maxs[n])
 
 
-def test_edges_are_float32_at_max_exponent_128():
-    grid = GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=128)
+def test_edges_are_float32_at_the_top_of_the_range():
+    grid = GridSpec(mantissa_bits=5)
     top = float(np.finfo(np.float32).max)
     x = np.array([[top], [-top], [3e38]], np.float32)
     s = one_pass(SketchSpec(1, ("a",), grid), x, np.zeros(3, int))
@@ -1261,9 +1265,6 @@ def test_spec_validation():
         {"min_mantissa_bits": 0},
         {"min_mantissa_bits": 24},
         {"mantissa_bits": 4, "min_mantissa_bits": 5},
-        {"min_exponent": 5, "max_exponent": 5},
-        {"min_exponent": -127},
-        {"max_exponent": 129},
         {"max_bins": 1},
         {"max_bins": 0},
     ):
@@ -1275,22 +1276,21 @@ def test_spec_validation():
         GridSpec(5, -10, 10)
     GridSpec(mantissa_bits=1, min_mantissa_bits=1, max_bins=2)  # the smallest valid values
     GridSpec(mantissa_bits=23, min_mantissa_bits=23)  # exact float32 only: the largest
-    GridSpec(mantissa_bits=23, min_exponent=-126, max_exponent=128)  # the widest window
+    with pytest.raises(TypeError):  # no exponent window: every float32 has its bins
+        GridSpec(min_exponent=-24)  # type: ignore[call-arg]
 
 
 def test_grid_dict_round_trip():
     for grid in (
         GridSpec(),
         GridSpec(mantissa_bits=6, min_mantissa_bits=2, max_bins=40),
-        GridSpec(mantissa_bits=5, min_exponent=-126, max_exponent=128),
+        GridSpec(mantissa_bits=5, exact_values=7),
     ):
         d = grid.to_dict()
         assert d == {
             "kind": "log-linear-float32",
             "mantissa_bits": grid.mantissa_bits,
             "min_mantissa_bits": grid.min_mantissa_bits,
-            "min_exponent": grid.min_exponent,
-            "max_exponent": grid.max_exponent,
             "max_bins": grid.max_bins,
             "exact_values": grid.exact_values,
         }
@@ -1331,10 +1331,10 @@ def test_few_values_are_kept_exactly():
     est = s.quantile(QS)
     for n in range(5):
         v = values[:, n]
-        # numpy's quantiles (its 'linear' rule on the exact order statistics), except
-        # inside the underflow bin (0, 2**-24), which is not kept exactly
+        # numpy's quantiles (its 'linear' rule on the exact order statistics): every
+        # float32 is kept, however small
         want = np.quantile(v.astype(np.float64), QS)
-        np.testing.assert_allclose(est[n], want, rtol=1e-6, atol=2.0**-24)
+        np.testing.assert_allclose(est[n], want, rtol=1e-6, atol=0)
         assert rank_errors(v, est[n], QS).max() <= 1.0 / v.size
     # the rank of a data value: the values below it plus half of those equal to it
     probe = values[7]
@@ -1390,7 +1390,8 @@ def test_an_exact_sketch_copies_its_input_and_counts_it_once():
 def test_restoring_an_exact_summary_rebuilds_its_values():
     rng = np.random.default_rng(43)
     x = mixed_data(rng, 120, 4)
-    x[3, 0], x[4, 1] = 1e-30, -1e-30  # underflow bins: the values are not kept, their bins are
+    x[3, 0], x[4, 1] = 1e-30, -1e-30  # tiny values: kept exactly like any other
+    x[5, 2], x[6, 3] = 1e-40, -3e38  # a subnormal, and a huge magnitude
     gids = rng.integers(0, 3, 120)
     spec = spec_of(4, 3, GridSpec(exact_values=110))
     s = one_pass(spec, x[:100], gids[:100])

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from .accumulator import LayerSketch, SketchSpec, update_threads
+from .accumulator import POOLED_GROUP, LayerSketch, SketchSpec, update_threads
 from .grid import GridSpec
-from .summary import Pooled, Summary
+from .summary import Pooled, RankBounds, Summary
 
-__all__ = ["GridSpec", "LayerSketch", "Pooled", "SketchSpec", "Summary", "update_threads"]
+__all__ = [
+    "POOLED_GROUP",
+    "GridSpec",
+    "LayerSketch",
+    "Pooled",
+    "RankBounds",
+    "SketchSpec",
+    "Summary",
+    "update_threads",
+]

@@ -13,8 +13,9 @@ slots of a page are::
 
 Window slot ``s`` of neuron ``n`` holds magnitude key ``pos_off[n] + s`` (or ``neg_off[n] + s``).
 A magnitude key is the float32 bit pattern shifted right so that only the exponent and the top
-``m`` mantissa bits remain, clamped to the grid's exponent window and rebased so that key 0 is
-the underflow bin.
+``m`` mantissa bits remain, plus one (see ``grid.py``): every finite nonzero float32 has a key
+of 1 or more, and the clamp in the kernels only tames the keys of zeros and non-finite values,
+which are counted apart.
 """
 
 from __future__ import annotations
@@ -628,20 +629,21 @@ _POW2 = np.ldexp(1.0, np.arange(-_POW2_BIAS, _POW2_BIAS + 1))
 
 @jit
 def _magnitude_edges(key: int, m: int, exp_lo: int, exp_hi: int) -> tuple[float, float]:
-    """Lower and upper magnitude edges of rebased key ``key`` at resolution ``m``."""
-    base = (exp_lo << m) - 1
-    raw = key + base
-    if key == 0:
-        return 0.0, _POW2[_POW2_BIAS + exp_lo - 127]
-    if raw >= exp_hi << m:
-        return _POW2[_POW2_BIAS + exp_hi - 127], _F32_MAX
+    """Lower and upper magnitude edges of rebased key ``key`` at resolution ``m``.
+
+    The same rule as ``GridSpec.magnitude_edges``: octave 0 holds the subnormals, in bins
+    ``2**-126 / 2**m`` wide from 0, and the last bin ends at float32 max.
+    """
+    raw = key + (exp_lo << m) - 1
     per_octave = 1 << m
-    scale = _POW2[_POW2_BIAS + (raw >> m) - 127]
+    octave = raw >> m
     mantissa = raw & (per_octave - 1)
-    lo = scale * (1.0 + mantissa / per_octave)
-    # With max_exponent=128 the top bin ends at 2**128, past float32: all finite values
-    # below it are at most float32 max, which is the exact edge.
-    return lo, min(scale * (1.0 + (mantissa + 1) / per_octave), _F32_MAX)
+    scale = _POW2[_POW2_BIAS + max(octave, 1) - 127]
+    lead = 0.0 if octave == 0 else 1.0  # subnormals have no implicit leading 1
+    lo = scale * (lead + mantissa / per_octave)
+    # The top bin ends at 2**128, past float32: every finite value in it is at most float32
+    # max, which is the exact edge.
+    return lo, min(scale * (lead + (mantissa + 1) / per_octave), _F32_MAX)
 
 
 @jit
@@ -817,6 +819,89 @@ def ranks(
             elif v > lo:
                 below += c * (v - lo) / (hi - lo)
         out[n] = below / total
+
+
+@jit
+def rank_bounds(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    neginf: np.ndarray,
+    posinf: np.ndarray,
+    values: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> None:
+    """``lo[n, i]``, ``hi[n, i]``: the guaranteed interval of the rank of ``values[n, i]``.
+
+    Whatever the data behind the sketch, the fraction of neuron ``n``'s values below
+    ``values[n, i]`` and the fraction at or below it both lie in ``[lo, hi]``. Values in a bin
+    that lies wholly on one side count on that side; only the bins that may hold the value
+    itself are uncertain. A positive bin ``[lower, upper)`` holds values below ``upper``, a
+    negative bin ``(lower, upper]`` values above ``lower`` (the last bins, out to float32
+    max, are closed), and every bin is clipped to the neuron's exact min and max; a bin of
+    one possible value (see :func:`_single_value`) is a point. NaN gives NaN.
+    """
+    n_neurons, n_bins = counts.shape
+    for n in range(n_neurons):
+        total = neginf[n] + posinf[n]
+        for j in range(n_bins):
+            total += counts[n, j]
+        for i in range(values.shape[1]):
+            v = values[n, i]
+            if total == 0 or np.isnan(v):
+                lo[n, i] = np.nan
+                hi[n, i] = np.nan
+                continue
+            below = neginf[n] if v > -np.inf else 0.0
+            above = posinf[n] if v < np.inf else 0.0
+            for j in range(n_bins):
+                c = counts[n, j]
+                if c == 0:
+                    continue
+                a = max(lower[n, j], mins[n])
+                b = min(upper[n, j], maxs[n])
+                point = _single_value(lower[n, j], upper[n, j])
+                if not np.isnan(point) or b <= a:
+                    p = point if not np.isnan(point) else a
+                    if p < v:
+                        below += c
+                    elif p > v:
+                        above += c
+                    continue
+                if b < v or (lower[n, j] >= 0 and upper[n, j] <= v and upper[n, j] < _F32_MAX):
+                    below += c
+                elif a > v or (upper[n, j] <= 0 and lower[n, j] >= v and lower[n, j] > -_F32_MAX):
+                    above += c
+            lo[n, i] = below / total
+            hi[n, i] = (total - above) / total
+
+
+@jit
+def widest_bins(
+    counts: np.ndarray, lower: np.ndarray, upper: np.ndarray, mins: np.ndarray, maxs: np.ndarray
+) -> np.ndarray:
+    """``[neuron, group]`` the largest count of a bin that may hold several distinct values.
+
+    ``counts`` is ``[neuron, group, bin]``, ``mins`` and ``maxs`` ``[neuron, group]``. That
+    count over the group's number of values is the widest rank interval :func:`rank_bounds`
+    can give an estimate: a bound on the rank error of every answer.
+    """
+    n_neurons, n_groups, n_bins = counts.shape
+    out = np.zeros((n_neurons, n_groups), dtype=np.float64)
+    for n in range(n_neurons):
+        for g in range(n_groups):
+            for j in range(n_bins):
+                c = counts[n, g, j]
+                if c <= out[n, g]:
+                    continue
+                a = max(lower[n, j], mins[n, g])
+                b = min(upper[n, j], maxs[n, g])
+                if b > a and np.isnan(_single_value(lower[n, j], upper[n, j])):
+                    out[n, g] = c
+    return out
 
 
 @jit

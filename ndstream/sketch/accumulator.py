@@ -7,7 +7,15 @@ exact zeros, NaN, +Inf and -Inf. The group is an axis of the arrays, not a separ
 Memory: each neuron keeps a window of consecutive grid keys per sign, just wide enough for the
 keys it has seen, at its own resolution; the window width is shared by the layer and bounded
 by the bin budget (:meth:`GridSpec.bins_budget`, 64 to 1,024 per sign), because a neuron that
-would span more coarsens. A (neuron, group) gets its row of counters (a *page*) only when it
+would span more coarsens. The budget is sized from the groups that hold data
+(:meth:`SketchSpec.budget`): it shrinks as groups arrive, and the neurons that no longer fit
+coarsen then, so a neuron's resolution is the finest at which all its data fits the budget of
+all the groups that saw data, whatever the order.
+
+Pooled answers: many groups leave each (neuron, group) few bins. A layer whose groups would
+cost it resolution (:attr:`SketchSpec.keeps_pooled`) also keeps a sketch of every row once, at
+the budget of one group, so that :meth:`LayerSketch.pooled_summary` is as accurate with 1,000
+groups as with one; it costs a second update of the same rows. A (neuron, group) gets its row of counters (a *page*) only when it
 first sees a value, so groups a neuron never sees cost the 4-byte page index and 8 bytes of
 min and max. Counters start as uint16 and widen to uint32 and uint64 only when a group's value
 count could overflow them. A ReLU layer with a 64-bin budget costs about
@@ -39,7 +47,9 @@ from . import _kernels as k
 from .grid import GridSpec
 from .summary import Summary
 
-__all__ = ["LayerSketch", "SketchSpec", "update_threads"]
+__all__ = ["POOLED_GROUP", "LayerSketch", "SketchSpec", "update_threads"]
+
+POOLED_GROUP = "all"  # the one group of a pooled summary: every row once
 
 _COUNTER_DTYPES: tuple[np.dtype[Any], ...] = (
     np.dtype(np.uint16),
@@ -88,6 +98,7 @@ class SketchSpec:
     n_neurons: int
     groups: tuple[str, ...]
     grid: GridSpec = field(default_factory=GridSpec)
+    groupings: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.n_neurons < 1:
@@ -96,20 +107,56 @@ class SketchSpec:
             raise ValueError("a sketch needs at least one group")
         if len(set(self.groups)) != len(self.groups):
             raise ValueError(f"group names must be unique, got {list(self.groups)}")
+        if self.groupings is not None and len(self.groupings) != len(self.groups):
+            raise ValueError(
+                f"groupings names the grouping of each group: {len(self.groupings)} names "
+                f"for {len(self.groups)} groups"
+            )
 
-    @functools.cached_property  # read on every update: computed once
-    def max_bins(self) -> int:
-        """Bins per sign a neuron may span before the layer coarsens (see :class:`GridSpec`)."""
-        return self.grid.bins_budget(self.n_neurons, len(self.groups))
+    def budget(self, totals: np.ndarray) -> tuple[int, int]:
+        """Bin budget and exact-value budget of a sketch whose groups hold ``totals`` values.
+
+        Only groups that hold data count (see :meth:`GridSpec.bins_budget`): the budgets
+        shrink as groups arrive, and are a function of the data, not of the group axis.
+        """
+        active = max(1, int(np.count_nonzero(totals)))
+        return (
+            self.grid.bins_budget(self.n_neurons, active),
+            self.grid.exact_budget(self.n_neurons, active),
+        )
 
     @functools.cached_property
-    def exact_values(self) -> int:
-        """Values per neuron kept exactly before they are folded (see :class:`GridSpec`)."""
-        return self.grid.exact_budget(self.n_neurons, len(self.groups))
+    def first_grouping(self) -> np.ndarray:
+        """Indices of the groups of the first grouping: every row counts in one of them once."""
+        if self.groupings is None:
+            return np.arange(len(self.groups))
+        first = self.groupings[0]
+        return np.array([i for i, g in enumerate(self.groupings) if g == first], dtype=np.intp)
+
+    @functools.cached_property
+    def keeps_pooled(self) -> bool:
+        """Whether a sketch keeps a pooled sketch of its own beside the groups.
+
+        Only when its groups could cost the layer resolution: the budget that every group
+        holding data would leave is below the budget of one group. Otherwise the groups of
+        the first grouping, added up, already are the pooled sketch at full resolution.
+        """
+        grid = self.grid
+        return grid.bins_budget(self.n_neurons, len(self.groups)) < grid.bins_budget(
+            self.n_neurons, 1
+        )
+
+    @functools.cached_property
+    def pooled(self) -> SketchSpec:
+        """The spec of the pooled sketch: one group, :data:`POOLED_GROUP`, every row once."""
+        return SketchSpec(self.n_neurons, (POOLED_GROUP,), self.grid)
 
     def diff(self, other: SketchSpec) -> list[str]:
         """Human-readable differences between two specs (empty when equal)."""
-        return _diff(self, other.n_neurons, other.groups, other.grid)
+        out = _diff(self, other.n_neurons, other.groups, other.grid)
+        if self.groupings != other.groupings:
+            out.append(f"groupings {_brief(self.groupings)} != {_brief(other.groupings)}")
+        return out
 
 
 def _diff(spec: SketchSpec, n_neurons: int, groups: tuple[str, ...], grid: GridSpec) -> list[str]:
@@ -190,13 +237,21 @@ class LayerSketch:
         self.wp = 0
         # Each neuron's resolution: the finest its data allows, see grid.py.
         self.res = np.full(n, spec.grid.mantissa_bits, dtype=np.int32)
+        # Bins per sign a neuron may span: sized from the groups holding data, so it only
+        # shrinks (see SketchSpec.budget); every neuron's data fits it at all times.
+        self.max_bins = spec.budget(self.totals)[0]
+        # Beside the groups, a sketch of every row once at the budget of one group, when the
+        # groups would cost resolution: pooled answers then do not depend on the group count.
+        self.pooled = LayerSketch(spec.pooled) if spec.keeps_pooled else None
         self._axes: tuple[Any, ...] | None = None  # finalize's bin axes, until the next update
         # Exact mode: (values [rows, neuron], group ids [rows, groupings]) as they came.
         self.exact = True
         self._kept: list[tuple[np.ndarray, np.ndarray]] = []
 
     @classmethod
-    def from_summary(cls, summary: Summary, spec: SketchSpec) -> LayerSketch:
+    def from_summary(
+        cls, summary: Summary, spec: SketchSpec, pooled: Summary | None = None
+    ) -> LayerSketch:
         """The sketch whose :meth:`finalize` is ``summary``, ready to take more data.
 
         Updating it, or merging it, gives the same result, bit for bit, as if the data
@@ -209,11 +264,16 @@ class LayerSketch:
             A finalized summary with every group of ``spec`` (as a store holds it).
         spec
             The spec the summary was made with.
+        pooled
+            The sketch's :meth:`pooled_summary`; needed when the spec keeps a pooled sketch
+            (:attr:`SketchSpec.keeps_pooled`), ignored otherwise.
 
         Raises
         ------
         SpecMismatchError
             If the summary's neurons, groups or grid are not those of ``spec``.
+        ValueError
+            If the spec keeps a pooled sketch and ``pooled`` is not given.
         """
         n = int(summary.counts.shape[0])
         diff = _diff(spec, n, tuple(summary.groups), summary.grid)
@@ -223,13 +283,21 @@ class LayerSketch:
                 + ". Pass a summary of every group (a store's summary(layer, group=range(n))) "
                 "and the spec of the layer, groups and grid it was made with."
             )  # fmt: skip
+        if spec.keeps_pooled and pooled is None:
+            raise ValueError(
+                "this layer keeps a pooled sketch beside its groups: pass its pooled summary "
+                "too (LayerSketch.pooled_summary(), or a store's summary(layer))"
+            )
         grid = spec.grid
         sketch = cls(spec)
+        if sketch.pooled is not None:
+            sketch.pooled = cls.from_summary(pooled, spec.pooled)  # type: ignore[arg-type]
         sketch.totals = np.asarray(summary.totals, dtype=np.int64).copy()
+        sketch.max_bins, exact_values = spec.budget(sketch.totals)
         finite = ~np.isnan(summary.mins)
         sketch.mins = np.where(finite, summary.mins, np.inf).astype(np.float32)
         sketch.maxs = np.where(finite, summary.maxs, -np.inf).astype(np.float32)
-        if int(sketch.totals.sum()) <= spec.exact_values:
+        if int(sketch.totals.sum()) <= exact_values:
             sketch._kept = _values_of(summary)
             return sketch
         sketch.exact = False
@@ -276,7 +344,8 @@ class LayerSketch:
             self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
         kept = sum(x.nbytes + gids.nbytes for x, gids in self._kept)
-        return sum(a.nbytes for a in arrays) + kept
+        pooled = self.pooled.nbytes if self.pooled is not None else 0
+        return sum(a.nbytes for a in arrays) + kept + pooled
 
     def _occupied(self, neurons: np.ndarray | None = None) -> np.ndarray:
         """Key ranges ``[neuron, 4]`` (pos lo, pos hi, neg lo, neg hi) with nonzero counts."""
@@ -320,14 +389,36 @@ class LayerSketch:
                 f"group ids must lie in [0, {n_groups}), got [{gids.min()}, {gids.max()}]"
             )
         totals = self.totals + np.bincount(gids.ravel(), minlength=n_groups).astype(np.int64)
-        if self.exact and int(totals.sum()) <= self.spec.exact_values:
+        max_bins, exact_values = self.spec.budget(totals)
+        if self.exact and int(totals.sum()) <= exact_values:
             self._keep(x, gids)
         else:
             self._ensure_width(int(totals.max()))
             if self.exact:
+                self.max_bins = max_bins
                 self._fold_kept(upcoming=x)
+            elif max_bins < self.max_bins:
+                self._shrink_budget(max_bins)
             self._fold(x, gids)
         self.totals = totals
+        if self.pooled is not None:
+            self.pooled.update(x, np.zeros(x.shape[0], dtype=np.intp))
+
+    def _shrink_budget(self, max_bins: int) -> None:
+        """Coarsen the neurons that span more than a new, smaller budget (new groups came).
+
+        Bins nest, so this is exact; a neuron's resolution stays the finest at which all its
+        data fits the budget of the groups seen so far.
+        """
+        self.max_bins = max_bins
+        occupied = self._occupied()
+        width_p, width_n = _widths(occupied)
+        over = (np.maximum(width_p, width_n) > max_bins) & (
+            self.res > self.spec.grid.min_mantissa_bits
+        )
+        moved = np.flatnonzero(over).astype(np.intp)
+        if moved.size:
+            self._refit(moved, occupied[moved])
 
     def _keep(self, x: np.ndarray, gids: np.ndarray) -> None:
         """Exact mode: keep a copy of the batch (the caller may reuse its buffers)."""
@@ -358,8 +449,10 @@ class LayerSketch:
         if not self.exact:
             return self
         out = LayerSketch(self.spec)
+        out.pooled = None  # only the groups are folded here
         out._kept = list(self._kept)
         out.mins, out.maxs, out.totals = self.mins.copy(), self.maxs.copy(), self.totals.copy()
+        out.max_bins = self.spec.budget(out.totals)[0]
         out._ensure_width(int(out.totals.max(initial=0)))
         out._fold_kept()
         return out
@@ -378,7 +471,7 @@ class LayerSketch:
             n_missed = k.update_counts(
                 x, row_group, seg_group, neurons, self.pool, self.page,
                 self.mins, self.maxs, self.pos_off, self.neg_off,
-                self.wp, self.res, grid.exp_lo, grid.exp_hi, self.spec.max_bins,
+                self.wp, self.res, grid.exp_lo, grid.exp_hi, self.max_bins,
                 grid.min_mantissa_bits, missed,
             )  # fmt: skip
             if n_missed == 0:
@@ -430,7 +523,7 @@ class LayerSketch:
         layer-wide window widths need every neuron's ranges, and those are known from the
         current widths, which already hold every other neuron.
         """
-        grid, budget = self.spec.grid, self.spec.max_bins
+        grid, budget = self.spec.grid, self.max_bins
         res = self.res.copy()
         need, res[moved] = _fit_resolution(grid, need_moved, res[moved], budget)
         width_p, width_n = _widths(need)
@@ -485,10 +578,13 @@ class LayerSketch:
                 + ". Sketches merge only when they were made with the same layer, groups and grid."
             )  # fmt: skip
         out = LayerSketch(self.spec)
+        if self.pooled is not None and other.pooled is not None:
+            out.pooled = self.pooled.merge(other.pooled)
         out.totals = self.totals + other.totals
+        out.max_bins, exact_values = self.spec.budget(out.totals)
         out.mins = np.minimum(self.mins, other.mins)
         out.maxs = np.maximum(self.maxs, other.maxs)
-        if self.exact and other.exact and int(out.totals.sum()) <= self.spec.exact_values:
+        if self.exact and other.exact and int(out.totals.sum()) <= exact_values:
             out._kept = self._kept + other._kept
             return out
         out.exact = False
@@ -502,7 +598,7 @@ class LayerSketch:
             _coarsen_ranges(grid, self._occupied(), self.res, res),
             _coarsen_ranges(grid, other._occupied(), other.res, res),
         )
-        ranges, out.res = _fit_resolution(grid, ranges, res, self.spec.max_bins)
+        ranges, out.res = _fit_resolution(grid, ranges, res, out.max_bins)
         has_p, has_n = ranges[:, 1] >= 0, ranges[:, 3] >= 0
         width_p, width_n = _widths(ranges)
         out.wp, wn = int(width_p.max()), int(width_n.max())
@@ -623,12 +719,24 @@ class LayerSketch:
             resolution=self.res.copy(),
         )
 
+    def pooled_summary(self) -> Summary:
+        """Every row once, as a one-group :class:`Summary` (group :data:`POOLED_GROUP`).
+
+        From the pooled sketch when the layer keeps one (:attr:`SketchSpec.keeps_pooled`),
+        at the budget of one group whatever the number of groups; otherwise the groups of
+        the first grouping added up, which then have that budget already.
+        """
+        if self.pooled is not None:
+            return self.pooled.finalize()
+        return self.finalize(self.spec.first_grouping).collapsed(POOLED_GROUP)
+
 
 def _values_of(summary: Summary) -> list[tuple[np.ndarray, np.ndarray]]:
     """Values, one group at a time, that an exact summary counts: its finest bins' own values.
 
     Each bin stands for the values it holds by one of them (its edge nearest zero, or half
-    the underflow bin's edge); NaN and the infinities stand for themselves.
+    the upper edge of a coarse subnormal bin that starts at zero); NaN and the infinities stand
+    for themselves.
     """
     lower = summary.lower.astype(np.float64)
     upper = summary.upper.astype(np.float64)

@@ -2,9 +2,11 @@
 
 At resolution ``m``, a magnitude ``|x| = 2**e * (1 + f)`` falls in the bin given by its exponent
 ``e`` and the top ``m`` bits of its mantissa ``f``: ``2**m`` equal-width bins per octave, so a
-bin is at most ``2**-m`` of its lower edge wide. Magnitudes below ``2**min_exponent`` share one
-underflow bin, magnitudes at or above ``2**max_exponent`` one overflow bin. Negative values use
-the same bins, mirrored; exact zeros, NaN, +Inf and -Inf are counted apart.
+bin is at most ``2**-m`` of its lower edge wide. The grid covers every float32: each octave
+from the smallest normal (``2**-126``) to float32 max has its own bins, so no shared bin
+swallows a distribution of tiny or huge values, and the subnormals below ``2**-126`` form one
+more octave of ``2**m`` equal bins (at ``m = 23``, one per subnormal). Negative values use the
+same bins, mirrored; exact zeros, NaN, +Inf and -Inf are counted apart.
 
 Resolutions nest: dropping the last mantissa bit merges bins in exact pairs. Each neuron starts
 at the finest resolution, ``mantissa_bits`` (23: every float32 its own bin), and coarsens one
@@ -45,6 +47,7 @@ from ..errors import ConfigError
 __all__ = ["GridSpec"]
 
 _FLOAT32_BIAS = 127
+_EXP_LO, _EXP_HI = 0, 255  # biased exponents: the subnormal octave up to float32 max
 _SLOT_BUDGET = 1 << 24  # counters per layer and sign: 32 MB of uint16
 _MIN_BINS, _MAX_BINS = 64, 1024
 _MAX_EXACT = 1 << 28  # entries an exact summary can number (see _kernels.exact_codes)
@@ -60,10 +63,6 @@ class GridSpec:
         Finest resolution ``m``: ``2**m`` bins per octave (1 to 23; 23 is exact float32).
     min_mantissa_bits
         Coarsest resolution a layer may fall back to (1 to ``mantissa_bits``).
-    min_exponent
-        Magnitudes below ``2**min_exponent`` go to the underflow bin (-126 to 126).
-    max_exponent
-        Magnitudes at or above ``2**max_exponent`` go to the overflow bin (up to 128).
     max_bins
         Bins per sign a neuron may span before the layer coarsens; ``None`` sizes it from the
         layer (see :meth:`bins_budget`).
@@ -75,8 +74,6 @@ class GridSpec:
 
     mantissa_bits: int = 23
     min_mantissa_bits: int = 1
-    min_exponent: int = -24
-    max_exponent: int = 48
     max_bins: int | None = None
     exact_values: int | None = None
 
@@ -85,11 +82,6 @@ class GridSpec:
             raise ConfigError(
                 "need 1 <= min_mantissa_bits <= mantissa_bits <= 23, got "
                 f"min_mantissa_bits={self.min_mantissa_bits}, mantissa_bits={self.mantissa_bits}"
-            )
-        if not -126 <= self.min_exponent < self.max_exponent <= 128:
-            raise ConfigError(
-                "need -126 <= min_exponent < max_exponent <= 128, got "
-                f"min_exponent={self.min_exponent}, max_exponent={self.max_exponent}"
             )
         if self.max_bins is not None and self.max_bins < 2:
             raise ConfigError(f"max_bins must be at least 2, got {self.max_bins}")
@@ -103,19 +95,30 @@ class GridSpec:
         """Bins per sign a neuron may span in a layer of this size before coarsening.
 
         Unless ``max_bins`` fixes it, a layer's counters get about 32 MB per sign, split over
-        its (neuron, group) pairs, and each pair between 64 and 1,024 bins.
+        its (neuron, group) pairs, and each pair between 64 and 1,024 bins, rounded down to a
+        power of two.
+
+        Parameters
+        ----------
+        n_neurons
+            Width of the layer.
+        n_groups
+            Groups that hold data: a sketch sizes its budget from the groups it has seen, so
+            groups that never see a value cost no resolution. The budget shrinks as groups
+            arrive, in at most five steps (a power of two from 1,024 down to 64).
         """
         if self.max_bins is not None:
             return self.max_bins
-        return int(np.clip(_SLOT_BUDGET // max(1, n_neurons * n_groups), _MIN_BINS, _MAX_BINS))
+        share = _SLOT_BUDGET // max(1, n_neurons * n_groups)
+        return int(np.clip(1 << max(0, share.bit_length() - 1), _MIN_BINS, _MAX_BINS))
 
     def exact_budget(self, n_neurons: int, n_groups: int) -> int:
         """Values per neuron a layer of this size keeps exactly before folding them.
 
-        Unless ``exact_values`` fixes it, four times :meth:`bins_budget`: an exact summary
-        then has at most four times the bins of a grid summary of one sign, and a neuron's
-        kept values (4 bytes each, at most 16 KB) cost as much memory as the counters of four
-        groups spanning the full budget in both signs.
+        Unless ``exact_values`` fixes it, four times :meth:`bins_budget` (with the same
+        arguments): an exact summary then has at most four times the bins of a grid summary of
+        one sign, and a neuron's kept values (4 bytes each, at most 16 KB) cost as much memory
+        as the counters of four groups spanning the full budget in both signs.
         """
         if self.exact_values is not None:
             return self.exact_values
@@ -123,20 +126,25 @@ class GridSpec:
 
     @property
     def exp_lo(self) -> int:
-        """Biased float32 exponent of ``2**min_exponent``."""
-        return self.min_exponent + _FLOAT32_BIAS
+        """Lowest biased float32 exponent on the grid: 0, the subnormals."""
+        return _EXP_LO
 
     @property
     def exp_hi(self) -> int:
-        """Biased float32 exponent of ``2**max_exponent``."""
-        return self.max_exponent + _FLOAT32_BIAS
+        """Biased float32 exponent just past the grid: 255, the infinities (never binned)."""
+        return _EXP_HI
 
     def key_base(self, m: Any) -> Any:
-        """Raw key of the underflow bin at resolution ``m`` (an int or an array of them)."""
+        """Raw key one below the grid's first bin at resolution ``m``: rebased keys start at 1.
+
+        No finite nonzero float32 has this key; the kernels clamp to it (and to
+        :meth:`key_top`) only so that zeros and non-finite values, which are counted apart,
+        compute a harmless key.
+        """
         return np.left_shift(self.exp_lo, m) - 1
 
     def key_top(self, m: Any) -> Any:
-        """Raw key of the overflow bin at resolution ``m``: the key of ``2**max_exponent``."""
+        """Raw key of +Inf at resolution ``m``: one past the last finite bin."""
         return np.left_shift(self.exp_hi, m)
 
     def keys(self, values: np.ndarray, m: Any) -> np.ndarray:
@@ -154,24 +162,20 @@ class GridSpec:
     def magnitude_edges(self, keys: np.ndarray, m: Any) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper magnitude edges (float64) of rebased keys at resolution ``m``.
 
-        ``m`` may be an array that broadcasts against ``keys``. The underflow bin is
-        ``(0, 2**min_exponent)`` and the overflow bin ``[2**max_exponent, float32 max]``.
+        ``m`` may be an array that broadcasts against ``keys``. Bins of the subnormal octave
+        are ``2**-126 / 2**m`` wide from 0; the last bin ends at float32 max, not ``2**128``.
         """
         keys = np.asarray(keys, dtype=np.int64)
         m = np.asarray(m, dtype=np.int64)
         raw = keys + self.key_base(m)
         per_octave = np.left_shift(1, m)
-        exponent = np.right_shift(raw, m) - _FLOAT32_BIAS
+        octave = np.right_shift(raw, m)
         mantissa = raw & (per_octave - 1)
-        scale = np.ldexp(1.0, exponent.astype(np.int32))
-        lower = scale * (1.0 + mantissa / per_octave)
+        scale = np.ldexp(1.0, (np.maximum(octave, 1) - _FLOAT32_BIAS).astype(np.int32))
+        lead = np.where(octave == 0, 0.0, 1.0)  # subnormals have no implicit leading 1
+        lower = scale * (lead + mantissa / per_octave)
         f32_max = float(np.finfo(np.float32).max)
-        upper = np.minimum(scale * (1.0 + (mantissa + 1) / per_octave), f32_max)
-        lower = np.where(keys == 0, 0.0, lower)
-        upper = np.where(keys == 0, np.ldexp(1.0, self.min_exponent), upper)
-        top = raw >= self.key_top(m)
-        lower = np.where(top, np.ldexp(1.0, self.max_exponent), lower)
-        upper = np.where(top, f32_max, upper)
+        upper = np.minimum(scale * (lead + (mantissa + 1) / per_octave), f32_max)
         return lower, upper
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,19 +8,45 @@ arrays, bit for bit, whatever the batching, order or sharding.
 
 Queries (:meth:`Summary.quantile`, :meth:`Summary.cdf`, :meth:`Summary.histogram`) pool all the
 groups they are given; select groups first with :meth:`Summary.select`.
+
+Rank bounds: an estimate stands for a value whose rank the sketch knows only up to the mass of
+the bins that may hold it. ``quantile(q, bounds=True)`` and ``cdf(v, bounds=True)`` return
+that interval beside each estimate (:class:`RankBounds`): whatever the data, the exact rank
+lies inside it. Where every value is kept exactly the interval is that of the value's ties.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 
 from . import _kernels as k
 from .grid import GridSpec
 
-__all__ = ["Pooled", "Summary"]
+__all__ = ["Pooled", "RankBounds", "Summary"]
+
+
+@dataclass(frozen=True)
+class RankBounds:
+    """Estimates, each with the guaranteed interval of the ranks it may stand for.
+
+    For an estimate ``v`` of a neuron with ``N`` values, both the fraction of the values below
+    ``v`` and the fraction at or below it lie in ``[lower, upper]``, whatever the data behind
+    the sketch. For a quantile ``q``, the rank error of ``v`` is thus at most
+    ``max(q - lower, upper - q)``. All three arrays have the shape of the plain answer.
+    """
+
+    estimate: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @property
+    def width(self) -> np.ndarray:
+        """``upper - lower``: how far apart, in rank, the values the estimate stands for may be."""
+        return self.upper - self.lower
 
 
 @dataclass(frozen=True)
@@ -40,8 +66,24 @@ class Pooled:
     posinf: np.ndarray
     neginf: np.ndarray
 
-    def quantile(self, q: float | np.ndarray | list[float]) -> np.ndarray:
-        """Quantiles of each neuron's non-NaN values; ``[neuron]`` or ``[neuron, len(q)]``."""
+    @overload
+    def quantile(
+        self, q: float | np.ndarray | list[float], bounds: Literal[False] = False
+    ) -> np.ndarray: ...
+
+    @overload
+    def quantile(
+        self, q: float | np.ndarray | list[float], bounds: Literal[True]
+    ) -> RankBounds: ...
+
+    def quantile(
+        self, q: float | np.ndarray | list[float], bounds: bool = False
+    ) -> np.ndarray | RankBounds:
+        """Quantiles of each neuron's non-NaN values; ``[neuron]`` or ``[neuron, len(q)]``.
+
+        With ``bounds=True``, a :class:`RankBounds` of the estimates and the guaranteed
+        interval of ranks each stands for.
+        """
         qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
         if np.any((qs < 0) | (qs > 1)) or np.any(np.isnan(qs)):
             raise ValueError(f"quantiles must lie in [0, 1], got {qs.tolist()}")
@@ -50,12 +92,25 @@ class Pooled:
             self.counts, self.lower, self.upper, self.mins, self.maxs,
             self.neginf, self.posinf, qs, out,
         )  # fmt: skip
-        return out[:, 0] if np.ndim(q) == 0 else out
+        if not bounds:
+            return out[:, 0] if np.ndim(q) == 0 else out
+        result = self._bounded(out)
+        if np.ndim(q) == 0:
+            return RankBounds(result.estimate[:, 0], result.lower[:, 0], result.upper[:, 0])
+        return result
 
-    def cdf(self, values: np.ndarray | float) -> np.ndarray:
+    @overload
+    def cdf(self, values: np.ndarray | float, bounds: Literal[False] = False) -> np.ndarray: ...
+
+    @overload
+    def cdf(self, values: np.ndarray | float, bounds: Literal[True]) -> RankBounds: ...
+
+    def cdf(self, values: np.ndarray | float, bounds: bool = False) -> np.ndarray | RankBounds:
         """Quantile rank in [0, 1] of ``values[neuron]`` within each neuron's distribution.
 
-        The rank counts values below plus half the values equal; NaN gives NaN.
+        The rank counts values below plus half the values equal; NaN gives NaN. With
+        ``bounds=True``, a :class:`RankBounds` of the ranks and the guaranteed interval in
+        which the exact rank of each value lies.
         """
         n = self.counts.shape[0]
         vals = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)).copy()
@@ -64,7 +119,33 @@ class Pooled:
             self.counts, self.lower, self.upper, self.mins, self.maxs,
             self.neginf, self.posinf, vals, out,
         )  # fmt: skip
-        return out
+        if not bounds:
+            return out
+        interval = self._bounded(vals[:, None])
+        return RankBounds(out, interval.lower[:, 0], interval.upper[:, 0])
+
+    def _bounded(self, values: np.ndarray) -> RankBounds:
+        """``values[neuron, i]`` with the guaranteed interval of their ranks."""
+        lo, hi = np.empty_like(values), np.empty_like(values)
+        k.rank_bounds(
+            self.counts, self.lower, self.upper, self.mins, self.maxs,
+            self.neginf, self.posinf, values, lo, hi,
+        )  # fmt: skip
+        return RankBounds(values, lo, hi)
+
+    def rank_bound(self) -> np.ndarray:
+        """``[neuron]`` the widest rank interval any estimate of a neuron can have.
+
+        It is the largest share of a neuron's values in one bin that may hold several
+        distinct values: no quantile or rank of that neuron is off by more (0 where every
+        value is kept exactly; NaN for a neuron without values).
+        """
+        total = self.counts.sum(axis=1) + self.neginf + self.posinf
+        widest = k.widest_bins(
+            self.counts[:, None, :], self.lower, self.upper, self.mins[:, None], self.maxs[:, None]
+        )[:, 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, widest / total, np.nan)
 
     def histogram(self, edges: np.ndarray) -> np.ndarray:
         """Counts ``[neuron, bin]`` re-binned onto ascending display ``edges``.
@@ -142,6 +223,32 @@ class Summary:
             resolution=self.resolution,
         )
 
+    def collapsed(self, name: str) -> Summary:
+        """All groups of this summary added into one group called ``name``.
+
+        Pool groups of one grouping only: a row counts once in each grouping.
+        """
+        total = int(self.totals.sum())
+        dtype = next(d for d in (np.uint16, np.uint32, np.uint64) if total <= np.iinfo(d).max)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # groups without data: NaN
+            mins = np.nanmin(self.mins, axis=1, keepdims=True)
+            maxs = np.nanmax(self.maxs, axis=1, keepdims=True)
+        return Summary(
+            counts=self.counts.sum(axis=1, keepdims=True, dtype=np.uint64).astype(dtype),
+            lower=self.lower,
+            upper=self.upper,
+            mins=mins.astype(np.float32),
+            maxs=maxs.astype(np.float32),
+            nan=self.nan.sum(axis=1, keepdims=True),
+            posinf=self.posinf.sum(axis=1, keepdims=True),
+            neginf=self.neginf.sum(axis=1, keepdims=True),
+            totals=np.array([total], dtype=np.int64),
+            groups=(name,),
+            grid=self.grid,
+            resolution=self.resolution,
+        )
+
     def pooled(self) -> Pooled:
         """All groups of this summary added together, one distribution per neuron."""
         with warnings.catch_warnings():
@@ -160,13 +267,48 @@ class Summary:
             neginf=self.neginf.sum(axis=1, dtype=np.float64),
         )
 
-    def quantile(self, q: float | np.ndarray | list[float]) -> np.ndarray:
-        """Quantiles with all groups pooled; see :meth:`Pooled.quantile`."""
-        return self.pooled().quantile(q)
+    @overload
+    def quantile(
+        self, q: float | np.ndarray | list[float], bounds: Literal[False] = False
+    ) -> np.ndarray: ...
 
-    def cdf(self, values: np.ndarray | float) -> np.ndarray:
+    @overload
+    def quantile(
+        self, q: float | np.ndarray | list[float], bounds: Literal[True]
+    ) -> RankBounds: ...
+
+    def quantile(
+        self, q: float | np.ndarray | list[float], bounds: bool = False
+    ) -> np.ndarray | RankBounds:
+        """Quantiles with all groups pooled; see :meth:`Pooled.quantile`."""
+        return self.pooled().quantile(q, bounds)  # type: ignore[call-overload]
+
+    @overload
+    def cdf(self, values: np.ndarray | float, bounds: Literal[False] = False) -> np.ndarray: ...
+
+    @overload
+    def cdf(self, values: np.ndarray | float, bounds: Literal[True]) -> RankBounds: ...
+
+    def cdf(self, values: np.ndarray | float, bounds: bool = False) -> np.ndarray | RankBounds:
         """Quantile ranks with all groups pooled; see :meth:`Pooled.cdf`."""
-        return self.pooled().cdf(values)
+        return self.pooled().cdf(values, bounds)  # type: ignore[call-overload]
+
+    def rank_bound(self) -> np.ndarray:
+        """Widest rank interval per neuron with all groups pooled; see :meth:`Pooled.rank_bound`."""
+        return self.pooled().rank_bound()
+
+    def group_rank_bounds(self) -> np.ndarray:
+        """``[neuron, group]`` float32: :meth:`Pooled.rank_bound` of each group on its own.
+
+        NaN for a group without values. A store holds this array for every layer.
+        """
+        widest = k.widest_bins(
+            self.counts, self.lower, self.upper,
+            self.mins.astype(np.float64), self.maxs.astype(np.float64),
+        )  # fmt: skip
+        total = self.counts.sum(axis=2, dtype=np.int64) + self.neginf + self.posinf
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, widest / total, np.nan).astype(np.float32)
 
     def histogram(self, edges: np.ndarray) -> np.ndarray:
         """Re-binned counts with all groups pooled; see :meth:`Pooled.histogram`."""

@@ -12,11 +12,12 @@ from .integrity import MANIFEST
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LayerMeta", "StoreMeta", "check_version", "node_name"]
 
 FORMAT_NAME = "ndstream"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 ROOT_ATTR = "ndstream"  # key of ndstream's metadata in the root group's attributes
 
 # Layer group arrays and their dimension names.
 COUNTS = "counts"
+POOLED = "pooled"  # a layer's subgroup: every sample once, at the resolution of one group
 DIMS: dict[str, tuple[str, ...]] = {
     "counts": ("neuron", "group", "bin"),
     "min": ("neuron", "group"),
@@ -24,6 +25,7 @@ DIMS: dict[str, tuple[str, ...]] = {
     "nan_count": ("neuron", "group"),
     "posinf_count": ("neuron", "group"),
     "neginf_count": ("neuron", "group"),
+    "rank_bound": ("neuron", "group"),
     "count": ("group",),
     "neuron": ("neuron",),
     "group": ("group",),

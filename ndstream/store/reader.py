@@ -21,7 +21,7 @@ from ..errors import (
     StoreError,
 )
 from ..instances import InstanceTable
-from ..sketch import GridSpec, Summary
+from ..sketch import POOLED_GROUP, GridSpec, RankBounds, Summary
 from . import format as fmt
 from . import snapshots
 
@@ -231,7 +231,15 @@ class Store:
     # -- queries ------------------------------------------------------------------------------
 
     def summary(self, layer: str, group: GroupSelector = None) -> Summary:
-        """The finalized sketch of ``layer`` restricted to the selected groups."""
+        """The finalized sketch of ``layer`` restricted to the selected groups.
+
+        ``group=None`` gives the layer's pooled summary: one group, ``"all"``, every sample
+        once, kept at the resolution of a single group however many groups the store has
+        (see ``docs/store-format.md``).
+        """
+        if group is None:
+            with self._reading():
+                return self._pooled(layer)
         idx = self.group_index(group)
         # Reading group by group touches only the chunks of the selected groups.
         sel = (slice(None), idx)
@@ -254,20 +262,55 @@ class Store:
             resolution=self.resolution(layer),
         )
 
+    def _pooled(self, layer: str) -> Summary:
+        p = fmt.POOLED + "/"
+        return Summary(
+            counts=self._array(layer, p + "counts")[...],
+            lower=self._array(layer, p + "bin_lower")[...],
+            upper=self._array(layer, p + "bin_upper")[...],
+            mins=self._array(layer, p + "min")[...],
+            maxs=self._array(layer, p + "max")[...],
+            nan=self._array(layer, p + "nan_count")[...],
+            posinf=self._array(layer, p + "posinf_count")[...],
+            neginf=self._array(layer, p + "neginf_count")[...],
+            totals=self._array(layer, p + "count")[...],
+            groups=(POOLED_GROUP,),
+            grid=self.grid,
+            resolution=np.asarray(self._array(layer, p + "resolution")[...], dtype=np.int32),
+        )
+
     def quantile(
-        self, layer: str, q: float | Sequence[float] | np.ndarray, group: GroupSelector = None
-    ) -> np.ndarray:
+        self,
+        layer: str,
+        q: float | Sequence[float] | np.ndarray,
+        group: GroupSelector = None,
+        *,
+        bounds: bool = False,
+    ) -> np.ndarray | RankBounds:
         """Quantiles of each neuron: ``[neuron]`` for a scalar ``q``, else ``[neuron, len(q)]``.
 
-        NaN is left out; ±Inf sit at the ends. A neuron with no values gives NaN.
+        NaN is left out; ±Inf sit at the ends. A neuron with no values gives NaN. With
+        ``bounds=True``, a :class:`~ndstream.sketch.RankBounds`: each estimate with the
+        guaranteed interval of ranks it stands for.
         """
         self.group_index(group, pool=True)
-        return self.summary(layer, group).quantile(np.asarray(q, dtype=np.float64))
+        qs = np.asarray(q, dtype=np.float64)
+        summary = self.summary(layer, group)
+        return summary.quantile(qs, True) if bounds else summary.quantile(qs)
 
     def cdf(
-        self, layer: str, values: np.ndarray | Sequence[float], group: GroupSelector = None
-    ) -> np.ndarray:
-        """Quantile rank in [0, 1] of ``values[neuron]`` within each neuron's distribution."""
+        self,
+        layer: str,
+        values: np.ndarray | Sequence[float],
+        group: GroupSelector = None,
+        *,
+        bounds: bool = False,
+    ) -> np.ndarray | RankBounds:
+        """Quantile rank in [0, 1] of ``values[neuron]`` within each neuron's distribution.
+
+        With ``bounds=True``, a :class:`~ndstream.sketch.RankBounds` of the ranks and the
+        interval in which each exact rank is guaranteed to lie.
+        """
         vals = np.asarray(values, dtype=np.float64)
         n = self.n_neurons(layer)
         if vals.shape not in ((n,), ()):
@@ -275,7 +318,8 @@ class Store:
                 f"values must have shape [{n}] for layer {layer!r}, got {list(vals.shape)}"
             )
         self.group_index(group, pool=True)
-        return self.summary(layer, group).cdf(vals)
+        summary = self.summary(layer, group)
+        return summary.cdf(vals, True) if bounds else summary.cdf(vals)
 
     def histogram(
         self, layer: str, group: GroupSelector = None, bins: int | np.ndarray = 64
@@ -313,6 +357,23 @@ class Store:
         lo = float(mins.min()) if mins.size else 0.0
         hi = float(maxs.max()) if maxs.size else lo
         return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+    def rank_bound(self, layer: str, group: GroupSelector = None) -> np.ndarray:
+        """``[neuron]`` (``[neuron, group]`` for a list of groups) the widest rank interval an
+        answer of each neuron can have: no quantile or rank is off by more.
+
+        It is the largest share of a neuron's values that one bin holding several distinct
+        values counts (0 where every value is kept exactly; NaN for a group without values),
+        computed when the store was written. ``group=None`` is the pooled summary's.
+        """
+        with self._reading():
+            if group is None:
+                return np.asarray(self._array(layer, f"{fmt.POOLED}/rank_bound")[...])[:, 0]
+            idx = self.group_index(group)
+            out = np.asarray(
+                self._array(layer, "rank_bound").get_orthogonal_selection((slice(None), idx))
+            )
+        return out[:, 0] if isinstance(group, str | int | np.integer) else out
 
     def to_xarray(self, layer: str) -> xr.Dataset:
         """The layer as an :class:`xarray.Dataset` with dims ``neuron``, ``group``, ``bin``."""

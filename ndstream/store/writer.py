@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..instances import InstanceTable
-from ..sketch import LayerSketch, Summary
+from ..sketch import POOLED_GROUP, LayerSketch, Summary
 from . import format as fmt
 from . import snapshots, zarr_v3
 from .integrity import MANIFEST, Manifest
@@ -86,7 +86,8 @@ def write_checkpoint(
         tmp = snapshots.new_snapshot(path)
         documents: dict[str, dict[str, Any]] = {}  # node path -> its zarr.json document
         with _Files(tmp) as files:
-            for layer, src in _prepared(meta.layers, summaries):
+            first = np.flatnonzero(np.asarray(meta.groupings) == meta.groupings[0])
+            for layer, src in _prepared(meta.layers, summaries, first):
                 values = instances.values[layer.name] if instances is not None else None
                 documents.update(_write_layer(files, layer, src, meta, values))
                 files.wait()  # one layer's counts in flight at a time: memory stays bounded
@@ -97,7 +98,9 @@ def write_checkpoint(
             # Each group lists its arrays, and the root every node, as consolidated metadata:
             # xarray then opens a layer in one read. It cannot go stale, because a store is
             # never modified in place; readers that do not know it may ignore it.
-            for group in groups:
+            # Innermost first: a layer lists its pooled group's consolidated document.
+            pooled = [f"{node}/{fmt.POOLED}" for node in groups if node != fmt.INSTANCES]
+            for group in pooled + groups:
                 inside = {
                     node[len(group) + 1 :]: doc
                     for node, doc in documents.items()
@@ -154,16 +157,18 @@ class _Source:
     of counts are computed there, while the previous layer is compressed.
     """
 
-    def __init__(self, source: Summary | LayerSketch) -> None:
+    def __init__(self, source: Summary | LayerSketch, first_grouping: np.ndarray) -> None:
         self._source = source
         if isinstance(source, LayerSketch):
             self.lower, self.upper = source.bin_edges()
             self.count_dtype = source.count_dtype
             self.resolution = source.res
+            self.pooled = source.pooled_summary()
         else:
             self.lower, self.upper = source.lower, source.upper
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
+            self.pooled = source.select(first_grouping).collapsed(POOLED_GROUP)
         self.has_data = np.asarray(source.totals > 0)  # per group
         n_groups = self.has_data.size
         n, n_bins = self.lower.shape
@@ -201,6 +206,7 @@ class _Source:
 def _prepared(
     layers: Iterable[fmt.LayerMeta],
     summaries: Mapping[str, Summary | LayerSketch],
+    first_grouping: np.ndarray,
 ) -> Iterator[tuple[fmt.LayerMeta, _Source]]:
     """Each layer with its :class:`_Source`, the next one prepared while this one is written.
 
@@ -211,11 +217,14 @@ def _prepared(
     """
     layers = list(layers)
     with ThreadPoolExecutor(1, thread_name_prefix="ndstream-finalize") as ahead:
-        upcoming = [ahead.submit(_Source, summaries[layer.name]) for layer in layers[:1]]
+        upcoming = [
+            ahead.submit(_Source, summaries[layer.name], first_grouping) for layer in layers[:1]
+        ]
         for i, layer in enumerate(layers):
             src = upcoming.pop().result()
             if i + 1 < len(layers):
-                upcoming.append(ahead.submit(_Source, summaries[layers[i + 1].name]))
+                nxt = summaries[layers[i + 1].name]
+                upcoming.append(ahead.submit(_Source, nxt, first_grouping))
             yield layer, src
 
 
@@ -262,6 +271,7 @@ def _write_layer(
         "nan_count": np.zeros((n, n_groups), dtype=np.int64),
         "posinf_count": np.zeros((n, n_groups), dtype=np.int64),
         "neginf_count": np.zeros((n, n_groups), dtype=np.int64),
+        "rank_bound": np.full((n, n_groups), np.nan, dtype=np.float32),
     }
     counts_chunks = (neuron_chunk, group_chunk, n_bins)
     counts_dtype = np.dtype(src.count_dtype)
@@ -273,6 +283,7 @@ def _write_layer(
         data["nan_count"][sel] = s.nan
         data["posinf_count"][sel] = s.posinf
         data["neginf_count"][sel] = s.neginf
+        data["rank_bound"][sel] = s.group_rank_bounds()
         data["count"][g0 : g0 + len(s.groups)] = s.totals
     documents = {
         name: zarr_v3.group_document({fmt.ROOT_ATTR: {"layer": layer.to_dict()}}),
@@ -289,6 +300,37 @@ def _write_layer(
         documents[f"{name}/{array}"] = files.array(
             f"{name}/{array}", values, chunks, fmt.DIMS[array]
         )
+    documents.update(_write_pooled(files, f"{name}/{fmt.POOLED}", src.pooled, neuron_chunk))
+    return documents
+
+
+def _write_pooled(
+    files: _Files, node: str, pooled: Summary, neuron_chunk: int
+) -> dict[str, dict[str, Any]]:
+    """Write a layer's pooled summary (every sample once) as a group of the same arrays."""
+    n, _, n_bins = pooled.counts.shape
+    data: dict[str, np.ndarray] = {
+        "neuron": np.arange(n, dtype=np.int64),
+        "group": np.array(pooled.groups, dtype=str),
+        "bin": np.arange(n_bins, dtype=np.int64),
+        "bin_lower": pooled.lower,
+        "bin_upper": pooled.upper,
+        "resolution": pooled.resolution.astype(np.int8),
+        "count": pooled.totals.astype(np.int64),
+        "min": pooled.mins.astype(np.float32),
+        "max": pooled.maxs.astype(np.float32),
+        "nan_count": pooled.nan.astype(np.int64),
+        "posinf_count": pooled.posinf.astype(np.int64),
+        "neginf_count": pooled.neginf.astype(np.int64),
+        "rank_bound": pooled.group_rank_bounds(),
+        fmt.COUNTS: pooled.counts,
+    }
+    documents = {node: zarr_v3.group_document({})}
+    for array, values in data.items():
+        chunks = (neuron_chunk, *values.shape[1:]) if values.ndim >= 2 else values.shape
+        dims = fmt.DIMS[array] if array != "group" else ("group",)
+        attrs = {"coordinates": "bin_lower bin_upper"} if array == fmt.COUNTS else None
+        documents[f"{node}/{array}"] = files.array(f"{node}/{array}", values, chunks, dims, attrs)
     return documents
 
 
@@ -308,11 +350,16 @@ class _Files:
         self.written: dict[str, tuple[int, int]] = {}
 
     def array(
-        self, node: str, data: np.ndarray, chunks: tuple[int, ...], dims: tuple[str, ...]
+        self,
+        node: str,
+        data: np.ndarray,
+        chunks: tuple[int, ...],
+        dims: tuple[str, ...],
+        attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write a whole array's chunks; returns its document."""
         self.chunks(node, data, chunks)
-        return zarr_v3.array_document(data.shape, data.dtype, chunks, dims)
+        return zarr_v3.array_document(data.shape, data.dtype, chunks, dims, attributes)
 
     def chunks(
         self,

@@ -88,8 +88,16 @@ def _group_tooltip(frame: LayerFrame, g: str) -> np.ndarray:
     labels = [f"p{round(p * 100)}" for p in TOOLTIP_QUANTILES]
     return _per_neuron(frame, ("group", g), lambda: [
         f"n={stats.count} " + " ".join(f"{lab}={_fmt(v)}" for lab, v in zip(labels, row, strict=True))
-        for row in stats.quantiles.tolist()
+        + _bound_text(bound)
+        for row, bound in zip(stats.quantiles.tolist(), stats.rank_bound.tolist(), strict=True)
     ])  # fmt: skip
+
+
+def _bound_text(bound: float) -> str:
+    """How far in rank the neuron's quantiles may be off: nothing when they are exact."""
+    if not np.isfinite(bound) or bound == 0:
+        return ""
+    return f" (rank ±{bound:.1%})" if bound >= 0.001 else " (rank ±<0.1%)"
 
 
 def _rank_texts(frame: LayerFrame, inst: str, g: str) -> np.ndarray:
