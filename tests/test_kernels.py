@@ -1035,23 +1035,59 @@ def _quantiles(qs):
     return out
 
 
+# Inside a bin, values spread by a shape read from the neighbours (see _kernels._bin_shape).
+# Here both occupied bins hold an extreme and border the empty bin 1, whose density 0 makes
+# the slope at that edge 0: bin 0 ([0.5, 1] after clipping to the min) spreads its values as
+# t ** 0.5 from the min (the exponent clamped up from 0 to 0.5), bin 2 ([2, 3.5] after
+# clipping to the max) as 1 - (1 - t) ** 0.5 from the max. So the k-th value of a bin holding
+# c values is at t = p ** 2 in bin 0 and t = 1 - (1 - p) ** 2 in bin 2, p = (k + 0.5) / c.
+
+
 def test_quantiles_by_hand():
     # neuron 0: N = 4, cum = [2, 2, 4]; quantile q is order statistic h = q * (N - 1)
     # k = 0 -> the exact min 0.5; k = 3 = N - 1 -> the exact max 3.5
-    # k = 1 -> bin 0, clipped to [max(0, 0.5), min(1, 3.5)] = [0.5, 1]:
-    #          0.5 + (1 - 0 + 0.5) / 2 * 0.5 = 0.875
-    # k = 2 -> bin 2 (cum[1] = 2 <= 2 < cum[2] = 4), clipped to [2, 3.5]:
-    #          2 + (2 - 2 + 0.5) / 2 * 1.5 = 2.375
-    # q = 1/6 -> h = 0.5: 0.5 + 0.5 * (0.875 - 0.5) = 0.6875
-    # q = 1/2 -> h = 1.5: 0.875 + 0.5 * (2.375 - 0.875) = 1.625
+    # k = 1 -> bin 0, p = (1 - 0 + 0.5) / 2 = 0.75, t = 0.5625: 0.5 + 0.5625 * 0.5 = 0.78125
+    # k = 2 -> bin 2 (cum[1] = 2 <= 2 < cum[2] = 4), p = 0.25, t = 1 - 0.75 ** 2 = 0.4375:
+    #          2 + 0.4375 * 1.5 = 2.65625
+    # q = 1/6 -> h = 0.5: 0.5 + 0.5 * (0.78125 - 0.5) = 0.640625
+    # q = 1/2 -> h = 1.5: 0.78125 + 0.5 * (2.65625 - 0.78125) = 1.71875
     out = _quantiles([0.0, 1 / 3, 2 / 3, 1.0, 1 / 6, 0.5])
-    np.testing.assert_allclose(out[0], [0.5, 0.875, 2.375, 3.5, 0.6875, 1.625], rtol=1e-12)
+    np.testing.assert_allclose(out[0], [0.5, 0.78125, 2.65625, 3.5, 0.640625, 1.71875], rtol=1e-12)
     # neuron 1: N = 6 with one -Inf first and one +Inf last; h = q * 5; finite values doubled
     # q = 0 -> -Inf; q = 1 -> +Inf; q = 0.2 -> k = 1 -> finite k = 0 -> min 1.0
-    # q = 0.4 -> finite k = 1 -> 2 * 0.875 = 1.75; q = 0.8 -> finite k = 3 -> max 7.0
-    # q = 0.5 -> h = 2.5 -> 1.75 + 0.5 * (2 * 2.375 - 1.75) = 3.25
+    # q = 0.4 -> finite k = 1 -> 2 * 0.78125 = 1.5625; q = 0.8 -> finite k = 3 -> max 7.0
+    # q = 0.5 -> h = 2.5 -> 1.5625 + 0.5 * (2 * 2.65625 - 1.5625) = 3.4375
     out = _quantiles([0.0, 1.0, 0.2, 0.4, 0.8, 0.5])
-    np.testing.assert_allclose(out[1], [-np.inf, np.inf, 1.0, 1.75, 7.0, 3.25], rtol=1e-12)
+    np.testing.assert_allclose(out[1], [-np.inf, np.inf, 1.0, 1.5625, 7.0, 3.4375], rtol=1e-12)
+
+
+def test_a_bin_between_neighbours_spreads_by_the_monotone_cubic():
+    # bins [0, 1), [1, 2), [2, 3) with 1, 4, 16 values, min 0 and max 3 (no clipping), so
+    # densities 1, 4, 16. The middle bin's edge slopes (Fritsch-Butland, equal widths: the
+    # harmonic mean): 2 / (1/1 + 1/4) = 1.6 at 1 and 2 / (1/4 + 1/16) = 6.4 at 2; over its
+    # density 4: s0 = 0.4, s1 = 1.6. Its share below t is the Hermite cubic
+    # H(t) = (t^3 - 2t^2 + t) s0 + (3t^2 - 2t^3) + (t^3 - t^2) s1; H(0.5) = 0.05 + 0.5 - 0.2
+    # = 0.35, so the rank of 1.5 is (1 + 4 * 0.35) / 21
+    counts, lower, upper = (
+        np.array([[1.0, 4.0, 16.0]]),
+        np.array([[0.0, 1, 2]]),
+        np.array([[1.0, 2, 3]]),
+    )
+    z, one = np.zeros(1), np.ones(1)
+    out = np.empty(1)
+    k.ranks(counts, lower, upper, z, 3 * one, z, z, np.array([1.5]), out)
+    assert out[0] == pytest.approx((1 + 4 * 0.35) / 21, rel=1e-12)
+    # and an order statistic inverts the cubic: q = 0.1 is h = 0.1 * 20 = 2, the second of
+    # the bin's 4 values (k - 1 = 1), p = (1 + 0.5) / 4 = 0.375, at 1 + t with H(t) = 0.375
+    q = np.empty((1, 1))
+    k.quantiles(counts, lower, upper, z, 3 * one, z, z, np.array([0.1]), q)
+    t = q[0, 0] - 1.0
+    h = (t**3 - 2 * t**2 + t) * 0.4 + (3 * t**2 - 2 * t**3) + (t**3 - t**2) * 1.6
+    assert 0 < t < 1 and h == pytest.approx(0.375, rel=1e-9)
+    # an even spread where the neighbours agree: densities 4, 4, 4
+    flat = np.array([[4.0, 4.0, 4.0]])
+    k.ranks(flat, lower, upper, z, 3 * one, z, z, np.array([1.25]), out)
+    assert out[0] == pytest.approx((4 + 1) / 12, rel=1e-12)
 
 
 def test_quantiles_empty_neuron_is_nan():
@@ -1069,12 +1105,12 @@ def test_quantiles_empty_neuron_is_nan():
     [
         # below the min: nothing below (neuron 1: the -Inf is below: 1 / 6)
         (0.25, 0.25, 0.0, 1 / 6),
-        # inside bin 0 ([0.5, 1] after clipping): 2 * (0.75 - 0.5) / 0.5 = 1 value below
-        (0.75, 0.75, 1 / 4, (1 + 1) / 6),
+        # inside bin 0 ([0.5, 1] after clipping): t = 0.5, share 0.5 ** 0.5 of 2 values
+        (0.75, 0.75, 2 * 0.5**0.5 / 4, (1 + 2 * 0.5**0.5) / 6),
         # in the empty bin: bin 0 fully below
         (1.5, 1.5, 2 / 4, (1 + 2) / 6),
-        # inside bin 2 ([2, 3.5]): 2 + 2 * (3 - 2) / 1.5 = 10 / 3 below
-        (3.0, 3.0, (10 / 3) / 4, (1 + 10 / 3) / 6),
+        # inside bin 2 ([2, 3.5]): t = 2 / 3, share 1 - (1 / 3) ** 0.5 of 2 values
+        (3.0, 3.0, (2 + 2 * (1 - 3**-0.5)) / 4, (1 + 2 + 2 * (1 - 3**-0.5)) / 6),
         # above the max: everything finite below (neuron 1: not the +Inf)
         (5.0, 5.0, 1.0, 5 / 6),
         # +Inf: all but half the +Inf; -Inf: half the -Inf
@@ -1176,7 +1212,9 @@ def test_queries_ignore_nan_padding_bins():
     np.testing.assert_allclose(want[0, 2], 0.5 * (0.4375 + 0.5625), rtol=1e-12)
     r = np.empty(2)
     k.ranks(counts, lower, upper, mins, maxs, z, z, np.array([3.0, 0.5]), r)
-    np.testing.assert_allclose(r, [(10 / 3) / 4, 0.5], rtol=1e-12)  # 4 * 0.5 below 0.5
+    # neuron 0 as test_ranks_by_hand; neuron 1's one bin holds its min and max and has no
+    # neighbour: an even spread, 4 * 0.5 below 0.5
+    np.testing.assert_allclose(r, [(2 + 2 * (1 - 3**-0.5)) / 4, 0.5], rtol=1e-12)
     h = np.zeros((2, 2))
     k.rebin(counts, lower, upper, mins, maxs, np.array([0.0, 0.5, 4.0]), h)
     np.testing.assert_allclose(h, [[0, 4], [2, 2]], rtol=1e-12)

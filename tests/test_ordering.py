@@ -27,10 +27,12 @@ from ndstream.ordering import SORTS, SortSpec, item, neuron_order, sort_key
 
 LAYERS = ["conv", "relu", "fc"]
 N_SAMPLES = 150
-N_CLASSES = 3  # true labels present; the model has 8 outputs, so 8 label groups
+# Labels 0, 1 and 4 (the dataset has no class names): label groups "0" to "4", from the
+# labels, not one per output of the model (8); "2" and "3" never see a sample.
+LABELS = (0, 1, 4)
 BATCH = 32
-POPULATED = ["0", "1", "2", "zero", "nonzero"]
-EMPTY = ["5", "never"]
+POPULATED = ["0", "1", "4", "zero", "nonzero"]
+EMPTY = ["3", "never"]
 INDEX = 7  # an instance listed by index, besides the first two of each label
 
 
@@ -57,7 +59,7 @@ def tiny() -> dict:
     with torch.no_grad():
         model.conv.bias[[0, 4]] = -100.0  # dead ReLU channels: always exactly 0
     x = torch.randn(N_SAMPLES, 1, 6, 6)
-    y = torch.arange(N_SAMPLES) % N_CLASSES
+    y = torch.tensor(LABELS)[torch.arange(N_SAMPLES) % len(LABELS)]
     return {"model": model, "x": x, "y": y.numpy(), "data": torch.utils.data.TensorDataset(x, y)}
 
 
@@ -149,7 +151,8 @@ def test_fixture_store_has_what_the_tests_rely_on(store, tiny, tiny_raw):
     table = store.instances()
     assert table is not None
     y = tiny["y"]
-    first_two = {int(i) for c in range(N_CLASSES) for i in np.flatnonzero(y == c)[:2]}
+    first_two = {int(i) for c in LABELS for i in np.flatnonzero(y == c)[:2]}
+    assert store.groups[:5] == ["0", "1", "2", "3", "4"]  # from the labels
     assert sorted(table.index.tolist()) == sorted(first_two | {INDEX})
     for group in EMPTY:
         assert store.count("relu", group) == 0

@@ -697,7 +697,8 @@ def _order_statistic(
     n_neginf: float,
     n_finite: float,
 ) -> float:
-    """The k-th smallest value (0-based), spreading a bin's values evenly over its extent."""
+    """The k-th smallest value (0-based), spreading a bin's values over its extent by the
+    monotone cubic of :func:`_edge_slopes` (evenly, where the neighbours say nothing)."""
     if k < n_neginf:
         return -np.inf
     k -= n_neginf
@@ -714,7 +715,152 @@ def _order_statistic(
     before = cum[j - 1] if j > 0 else 0.0
     lo = max(lower[j], vmin)
     hi = min(upper[j], vmax)
-    return lo + (k - before + 0.5) / counts[j] * (hi - lo)
+    if hi <= lo:
+        return lo
+    kind, a, b = _bin_shape(j, counts, lower, upper, vmin, vmax)
+    return lo + _shape_inverse((k - before + 0.5) / counts[j], kind, a, b) * (hi - lo)
+
+
+# -- inside a bin: the shape of the distribution from its neighbours ---------------------------
+#
+# A bin's values are spread over it by a monotone cubic (Fritsch-Carlson PCHIP) through the
+# cumulative counts at the bin edges, not evenly: where the density changes across a bin (a
+# steep tail, a peak), an even spread misplaces a good part of the bin's mass, and the
+# neighbours say which way it leans. The bin that holds a neuron's exact min (or max) and has
+# no neighbour beyond it ends at that value, where a distribution often piles up (GELU's
+# minimum, a clipped activation): there the share below ``t`` is ``t ** a`` (mirrored at the
+# max), ``a`` the density at its inner edge over its mean, which a cubic cannot follow
+# into an infinite density. Every estimate stays inside its bin, so the guaranteed rank
+# interval (rank_bounds) is unchanged.
+
+_CUBIC, _FROM_MIN, _FROM_MAX = 0, 1, 2
+
+
+@jit
+def _bin_shape(
+    j: int,
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    vmin: float,
+    vmax: float,
+) -> tuple[int, float, float]:
+    """How bin ``j`` spreads its values: (kind, a, b) for :func:`_shape_cdf`."""
+    s0, s1, left, right = _edge_slopes(j, counts, lower, upper, vmin, vmax)
+    at_min = not left and lower[j] < vmin
+    at_max = not right and upper[j] > vmax
+    if at_min and not at_max:
+        return _FROM_MIN, min(max(s1, 0.5), 3.0), 0.0
+    if at_max and not at_min:
+        return _FROM_MAX, min(max(s0, 0.5), 3.0), 0.0
+    return _CUBIC, min(s0, 3.0), min(s1, 3.0)  # the cubic is monotone for slopes up to 3
+
+
+@jit
+def _shape_cdf(t: float, kind: int, a: float, b: float) -> float:
+    """Share of a bin's values below ``t`` (0 to 1 across the bin)."""
+    if kind == _FROM_MIN:
+        return t**a
+    if kind == _FROM_MAX:
+        return 1.0 - (1.0 - t) ** a
+    return _hermite(t, a, b)
+
+
+@jit
+def _shape_inverse(p: float, kind: int, a: float, b: float) -> float:
+    """The ``t`` at which :func:`_shape_cdf` reaches ``p``."""
+    if kind == _FROM_MIN:
+        return p ** (1.0 / a)
+    if kind == _FROM_MAX:
+        return 1.0 - (1.0 - p) ** (1.0 / a)
+    return _hermite_inverse(p, a, b)
+
+
+@jit
+def _density(j: int, counts: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+             vmin: float, vmax: float) -> tuple[float, float, float]:  # fmt: skip
+    """Clipped edges and density (count per unit) of bin ``j``; density -1 for a point."""
+    lo = max(lower[j], vmin)
+    hi = min(upper[j], vmax)
+    if not hi > lo or not np.isnan(_single_value(lower[j], upper[j])):
+        return lo, hi, -1.0
+    return lo, hi, counts[j] / (hi - lo)
+
+
+@jit
+def _edge_slopes(
+    j: int,
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    vmin: float,
+    vmax: float,
+) -> tuple[float, float, bool, bool]:
+    """Density at the two edges of bin ``j`` over its mean density (at least 0), and whether
+    it has a left and a right neighbour.
+
+    A neighbour counts only if it touches the bin (no gap, not a point, not padding). Between
+    two bins: the weighted harmonic mean of their densities (zero if either is empty); at an
+    edge without a neighbour: PCHIP's one-sided estimate from the bin and its other neighbour.
+    """
+    lo, hi, d = _density(j, counts, lower, upper, vmin, vmax)
+    h = hi - lo
+    n_bins = counts.shape[0]
+    dl, hl = -1.0, 0.0
+    if j > 0:
+        llo, lhi, ld = _density(j - 1, counts, lower, upper, vmin, vmax)
+        if ld >= 0 and lhi == lo:
+            dl, hl = ld, lhi - llo
+    dr, hr = -1.0, 0.0
+    if j + 1 < n_bins:
+        rlo, rhi, rd = _density(j + 1, counts, lower, upper, vmin, vmax)
+        if rd >= 0 and rlo == hi:
+            dr, hr = rd, rhi - rlo
+    m0 = _node_slope(hl, dl, h, d) if dl >= 0 else _end_slope(h, d, hr, dr)
+    m1 = _node_slope(h, d, hr, dr) if dr >= 0 else _end_slope(h, d, hl, dl)
+    return max(m0 / d, 0.0), max(m1 / d, 0.0), dl >= 0, dr >= 0
+
+
+@jit
+def _node_slope(h1: float, d1: float, h2: float, d2: float) -> float:
+    """Fritsch-Butland slope at the edge between bins of widths ``h1``, ``h2``."""
+    if d1 <= 0.0 or d2 <= 0.0:
+        return 0.0
+    return 3.0 * (h1 + h2) / ((2.0 * h2 + h1) / d1 + (h2 + 2.0 * h1) / d2)
+
+
+@jit
+def _end_slope(h0: float, d0: float, h1: float, d1: float) -> float:
+    """PCHIP's one-sided slope at an outer edge of a bin (``d1 < 0``: no other neighbour)."""
+    if d1 < 0.0:
+        return d0
+    m = ((2.0 * h0 + h1) * d0 - h0 * d1) / (h0 + h1)
+    if m < 0.0:
+        return 0.0
+    return min(m, 3.0 * d0)
+
+
+@jit
+def _hermite(t: float, s0: float, s1: float) -> float:
+    """Share of a bin's values below ``t`` (0 to 1 across it), edge slopes ``s0``, ``s1``."""
+    t2 = t * t
+    t3 = t2 * t
+    return (t3 - 2.0 * t2 + t) * s0 + (3.0 * t2 - 2.0 * t3) + (t3 - t2) * s1
+
+
+@jit
+def _hermite_inverse(p: float, s0: float, s1: float) -> float:
+    """The ``t`` in [0, 1] at which :func:`_hermite` reaches ``p`` (it is monotone)."""
+    if s0 == 1.0 and s1 == 1.0:
+        return p  # an even spread
+    a, b = 0.0, 1.0
+    for _ in range(48):  # to float64 precision
+        mid = 0.5 * (a + b)
+        if _hermite(mid, s0, s1) < p:
+            a = mid
+        else:
+            b = mid
+    return 0.5 * (a + b)
 
 
 @jit
@@ -817,7 +963,8 @@ def ranks(
             elif v >= hi:
                 below += c
             elif v > lo:
-                below += c * (v - lo) / (hi - lo)
+                kind, a, b = _bin_shape(j, counts[n], lower[n], upper[n], mins[n], maxs[n])
+                below += c * _shape_cdf((v - lo) / (hi - lo), kind, a, b)
         out[n] = below / total
 
 

@@ -15,8 +15,10 @@ resolution is thus the finest at which its data fits the budget: a function of t
 whatever its order or split, so merging stays exact integer addition once both sides are
 brought to the coarser resolution.
 
-Accuracy: the rank error of a quantile is at most the mass of the bin it falls in, and in
-practice much less, because values are spread evenly across that bin. Activations after a
+Accuracy: the rank error of a quantile is at most the mass of the bin it falls in (every
+answer can report that interval, see ``summary.py``), and in practice much less, because the
+queries spread a bin's values over it by the shape its neighbours suggest (a monotone cubic;
+a power law in the bin that ends at a neuron's exact min or max). Activations after a
 channel max are often concentrated in a narrow range; a fixed grid would put most of a neuron
 in a few bins, while here a neuron gets about ``max_bins`` bins across whatever range it spans.
 A pile-up of many samples on one exact value inside a wider range (a bias value before a ReLU)
@@ -26,7 +28,7 @@ Memory: a neuron costs one counter for each bin between the smallest and the lar
 has seen, per sign (see ``accumulator.py``): at most ``max_bins`` per sign unless the data spans
 more octaves than even the coarsest resolution fits.
 
-Few values: with a handful of values in each bin, the even spread assumed inside a bin is far
+Few values: with a handful of values in each bin, any shape assumed inside a bin is far
 from the truth (ten values in a bin may all sit in its lower half), and that sampling noise,
 not the bin width, sets the rank error. So a layer keeps every value, exactly, until each of
 its neurons has seen more than ``exact_values`` of them (over all groups); only then does it
