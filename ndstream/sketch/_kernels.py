@@ -717,7 +717,7 @@ def _order_statistic(
     hi = min(upper[j], vmax)
     if hi <= lo:
         return lo
-    kind, a, b = _bin_shape(j, counts, lower, upper, vmin, vmax)
+    kind, a, b = _bin_shape(int(j), counts, lower, upper, vmin, vmax)
     return lo + _shape_inverse((k - before + 0.5) / counts[j], kind, a, b) * (hi - lo)
 
 
