@@ -79,19 +79,25 @@ def zero_bin(summary: ndstream.Summary) -> np.ndarray:
 
 
 #: The arrays of a layer group, as docs/store-format.md lists them.
-LAYER_ARRAYS = {
-    "counts", "min", "max", "nan_count", "posinf_count", "neginf_count", "count",
-    "neuron", "group", "grouping", "bin", "bin_lower", "bin_upper", "resolution",
+POOLED_ARRAYS = {
+    "counts", "min", "max", "nan_count", "posinf_count", "neginf_count", "count", "rank_bound",
+    "neuron", "group", "bin", "bin_lower", "bin_upper", "resolution",
 }  # fmt: skip
+# A layer group's arrays, and those of its pooled subgroup (see all_arrays).
+LAYER_ARRAYS = POOLED_ARRAYS | {"grouping"} | {f"pooled.{a}" for a in POOLED_ARRAYS}
 
 
 def all_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of every layer group of a store, read with zarr directly."""
+    """Every array of every layer group of a store, its pooled subgroup's as
+    ``layer/pooled.name``, read with zarr directly."""
     root = zarr.open_group(path, mode="r", zarr_format=3)
     out = {}
     for layer_name, group in root.groups():
         for array_name, array in group.arrays():
             out[f"{layer_name}/{array_name}"] = array[...]
+        for sub_name, sub in group.groups():
+            for array_name, array in sub.arrays():
+                out[f"{layer_name}/{sub_name}.{array_name}"] = array[...]
     return out
 
 
@@ -444,7 +450,8 @@ def test_batch_size_invariance_digits(tmp_path, digits_model, digits_dataset) ->
         assert stores[bs].keys() == first.keys()
         for key, array in first.items():
             layer, name = key.split("/")
-            if layer in invariant or name in ("count", "group", "grouping", "neuron"):
+            kept = ("count", "group", "grouping", "neuron")
+            if layer in invariant or name.removeprefix("pooled.") in kept:
                 assert stores[bs][key].dtype == array.dtype, key
                 np.testing.assert_array_equal(stores[bs][key], array, err_msg=f"{key} bs={bs}")
 

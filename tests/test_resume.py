@@ -107,9 +107,16 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
             s = ndstream.open_store(store)
             done = s.meta.samples_done
             assert done >= last, f"samples went back from {last} to {done}"
-            for layer in s.layers:
-                assert s.count(layer) == done  # every layer of the same checkpoint
-            assert float(np.nansum(s.quantile("relu3", 0.5))) >= 0.0
+            try:
+                for layer in s.layers:
+                    assert s.count(layer) == done  # every layer of the same checkpoint
+                    assert s.summary(layer).totals.tolist() == [done]  # and its pooled summary
+            except StoreError as exc:
+                # The run commits checkpoints faster than a slow reader reads them, and prunes
+                # the old ones: a vanished checkpoint is a clear error, never a wrong number.
+                assert "is gone" in str(exc), exc
+                vanished += 1
+                continue
             # xarray on the pinned checkpoint sees the same whole checkpoint, as long as the
             # checkpoint is still there after the read: the end of the run keeps only the
             # last two, and zarr reads a deleted chunk as its fill value. Store checks that
