@@ -6,16 +6,19 @@ Every reference is numpy on the raw values (for an ingest, taken with plain forw
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import raw_activations
+from runs import assert_identical
 from strategies import assert_summaries_identical, expected_resolution
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 import ndstream
+from ndstream.errors import DataError
 from ndstream.groups import label_names
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary
 
@@ -286,3 +289,44 @@ def test_an_ingest_without_classes_groups_by_the_labels_and_pools_at_full_resolu
         assert worst <= 0.005, (layer, worst)
         # and the pooled summary holds every sample once
         assert store.summary(layer).totals.tolist() == [rows]
+    # The wide layers kept a pooled sketch: a subgroup that xarray opens like a layer
+    import xarray as xr
+
+    pooled = xr.open_zarr(store.snapshot, group=f"{store.node('1')}/pooled")
+    assert pooled["counts"].dims == ("neuron", "group", "bin")
+    assert pooled["count"].values.tolist() == [rows]
+    assert np.nanmax(store.rank_bound("1")) < 0.05  # 1,024 bins: no bin holds 5 %
+
+
+class _Failing(torch.utils.data.Dataset):
+    """``TensorDataset`` rows whose loading fails at one index while ``fail_at`` is set."""
+
+    def __init__(self, data: TensorDataset, fail_at: int | None) -> None:
+        self.data, self.fail_at = data, fail_at
+        self.tensors = data.tensors  # the labels name the label groups
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        if i == self.fail_at:
+            raise OSError(f"cannot read sample {i}")
+        return self.data[i]
+
+
+def test_a_resumed_ingest_with_a_pooled_sketch_is_identical(tmp_path: Path):
+    torch.manual_seed(168)
+    model = nn.Sequential(nn.Linear(8, 600), nn.GELU(), nn.Linear(600, 300)).eval()
+    rows = 5000
+    data = TensorDataset(torch.randn(rows, 8), torch.randint(0, 40, (rows,)))
+    options = dict(layers=["1", "2"], group_by=["label", "predicted"], batch_size=250,
+                   seed=0, checkpoint_every=2, progress=False)  # fmt: skip
+    ref = ndstream.ingest(model, data, tmp_path / "ref.zarr", **options)
+    assert (ref.snapshot / ref.node("1") / "pooled").is_dir()  # 600 x 340 groups: it keeps one
+    bad = int(np.random.RandomState(0).permutation(rows)[3100])
+    path = tmp_path / "resumed.zarr"
+    with pytest.raises(DataError):
+        ndstream.ingest(model, _Failing(data, bad), path, **options)
+    assert 0 < ndstream.open_store(path).meta.samples_done < rows
+    ndstream.ingest(model, _Failing(data, None), path, **options)
+    assert_identical(path, ref.path)  # the groups and the pooled summary, bit for bit

@@ -67,13 +67,12 @@ def truth(pristine: Path) -> dict[str, dict[str, object]]:
 
 
 def _files(pristine: Path) -> list[str]:
-    """Every chunk file of the damaged layer (its pooled summary included) and of the
-    instances, in the last checkpoint."""
+    """Every chunk file of the damaged layer and of the instances, in the last checkpoint."""
     current = snapshots.current(pristine)
     out = []
-    for node in (DAMAGED_LAYER, f"{DAMAGED_LAYER}/pooled", "instances"):
+    for node in (DAMAGED_LAYER, "instances"):
         for array in sorted((current / node).iterdir()):
-            if array.is_dir() and array.name != "pooled":  # the subgroup comes on its own
+            if array.is_dir():
                 chunks = sorted(p.name for p in array.iterdir() if p.name.startswith("c"))
                 assert chunks, array
                 out.append(f"{node}/{array.name}/{chunks[0]}")
@@ -159,7 +158,7 @@ def test_damaged_chunk_of_every_array_is_an_error_or_a_correct_fallback(
     damage: str, pristine: Path, truth, tmp_path: Path, digits_model, digits_dataset
 ) -> None:
     files = _files(pristine)
-    assert len(files) >= 34  # 16 arrays of a layer, 13 of its pooled summary, 7 of the instances
+    assert len(files) >= 22  # 16 arrays of a layer, 7 of the instances
     for i, name in enumerate(files):
         path = _damaged_copy(pristine, tmp_path / f"{i}")
         DAMAGE[damage](snapshots.current(path) / name)

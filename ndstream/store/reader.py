@@ -234,8 +234,9 @@ class Store:
         """The finalized sketch of ``layer`` restricted to the selected groups.
 
         ``group=None`` gives the layer's pooled summary: one group, ``"all"``, every sample
-        once, kept at the resolution of a single group however many groups the store has
-        (see ``docs/store-format.md``).
+        once, at the resolution of a single group however many groups the store has: the
+        layer's ``pooled`` subgroup where it kept a pooled sketch, else the groups of the first
+        grouping added up (see ``docs/store-format.md``).
         """
         if group is None:
             with self._reading():
@@ -263,6 +264,9 @@ class Store:
         )
 
     def _pooled(self, layer: str) -> Summary:
+        if not self._has_pooled(layer):
+            idx = self.group_index(None)
+            return self._summary(layer, idx, (slice(None), idx)).collapsed(POOLED_GROUP)
         p = fmt.POOLED + "/"
         return Summary(
             counts=self._array(layer, p + "counts")[...],
@@ -367,8 +371,10 @@ class Store:
         computed when the store was written. ``group=None`` is the pooled summary's.
         """
         with self._reading():
-            if group is None:
+            if group is None and self._has_pooled(layer):
                 return np.asarray(self._array(layer, f"{fmt.POOLED}/rank_bound")[...])[:, 0]
+            if group is None:
+                return self._pooled(layer).rank_bound().astype(np.float32)
             idx = self.group_index(group)
             out = np.asarray(
                 self._array(layer, "rank_bound").get_orthogonal_selection((slice(None), idx))
@@ -430,6 +436,10 @@ class Store:
                 "was deleted, replaced, or moved on by a running ingest); open it again with "
                 "ndstream.open_store to read its latest checkpoint"
             )
+
+    def _has_pooled(self, layer: str) -> bool:
+        """Whether ``layer`` kept a pooled sketch of its own (a ``pooled`` subgroup)."""
+        return f"{self.node(layer)}/{fmt.POOLED}" in self._root
 
     def _array(self, layer: str, name: str) -> Any:
         node = self.node(layer)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..instances import InstanceTable
-from ..sketch import POOLED_GROUP, LayerSketch, Summary
+from ..sketch import LayerSketch, Summary
 from . import format as fmt
 from . import snapshots, zarr_v3
 from .integrity import MANIFEST, Manifest
@@ -86,8 +86,7 @@ def write_checkpoint(
         tmp = snapshots.new_snapshot(path)
         documents: dict[str, dict[str, Any]] = {}  # node path -> its zarr.json document
         with _Files(tmp) as files:
-            first = np.flatnonzero(np.asarray(meta.groupings) == meta.groupings[0])
-            for layer, src in _prepared(meta.layers, summaries, first):
+            for layer, src in _prepared(meta.layers, summaries):
                 values = instances.values[layer.name] if instances is not None else None
                 documents.update(_write_layer(files, layer, src, meta, values))
                 files.wait()  # one layer's counts in flight at a time: memory stays bounded
@@ -99,8 +98,8 @@ def write_checkpoint(
             # xarray then opens a layer in one read. It cannot go stale, because a store is
             # never modified in place; readers that do not know it may ignore it.
             # Innermost first: a layer lists its pooled group's consolidated document.
-            pooled = [f"{node}/{fmt.POOLED}" for node in groups if node != fmt.INSTANCES]
-            for group in pooled + groups:
+            pooled = [f"{node}/{fmt.POOLED}" for node in groups]
+            for group in [p for p in pooled if p in documents] + groups:
                 inside = {
                     node[len(group) + 1 :]: doc
                     for node, doc in documents.items()
@@ -157,18 +156,21 @@ class _Source:
     of counts are computed there, while the previous layer is compressed.
     """
 
-    def __init__(self, source: Summary | LayerSketch, first_grouping: np.ndarray) -> None:
+    def __init__(self, source: Summary | LayerSketch) -> None:
         self._source = source
+        # The pooled sketch a layer keeps beside its groups, if it keeps one; otherwise its
+        # pooled summary is the first grouping's groups added up, and readers add them.
+        self.pooled: Summary | None = None
         if isinstance(source, LayerSketch):
             self.lower, self.upper = source.bin_edges()
             self.count_dtype = source.count_dtype
             self.resolution = source.res
-            self.pooled = source.pooled_summary()
+            if source.pooled is not None:
+                self.pooled = source.pooled_summary()
         else:
             self.lower, self.upper = source.lower, source.upper
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
-            self.pooled = source.select(first_grouping).collapsed(POOLED_GROUP)
         self.has_data = np.asarray(source.totals > 0)  # per group
         n_groups = self.has_data.size
         n, n_bins = self.lower.shape
@@ -206,7 +208,6 @@ class _Source:
 def _prepared(
     layers: Iterable[fmt.LayerMeta],
     summaries: Mapping[str, Summary | LayerSketch],
-    first_grouping: np.ndarray,
 ) -> Iterator[tuple[fmt.LayerMeta, _Source]]:
     """Each layer with its :class:`_Source`, the next one prepared while this one is written.
 
@@ -217,14 +218,11 @@ def _prepared(
     """
     layers = list(layers)
     with ThreadPoolExecutor(1, thread_name_prefix="ndstream-finalize") as ahead:
-        upcoming = [
-            ahead.submit(_Source, summaries[layer.name], first_grouping) for layer in layers[:1]
-        ]
+        upcoming = [ahead.submit(_Source, summaries[layer.name]) for layer in layers[:1]]
         for i, layer in enumerate(layers):
             src = upcoming.pop().result()
             if i + 1 < len(layers):
-                nxt = summaries[layers[i + 1].name]
-                upcoming.append(ahead.submit(_Source, nxt, first_grouping))
+                upcoming.append(ahead.submit(_Source, summaries[layers[i + 1].name]))
             yield layer, src
 
 
@@ -300,7 +298,9 @@ def _write_layer(
         documents[f"{name}/{array}"] = files.array(
             f"{name}/{array}", values, chunks, fmt.DIMS[array]
         )
-    documents.update(_write_pooled(files, f"{name}/{fmt.POOLED}", src.pooled, neuron_chunk))
+    if src.pooled is not None:
+        node = f"{name}/{fmt.POOLED}"
+        documents.update(_write_pooled(files, node, src.pooled, neuron_chunk))
     return documents
 
 
