@@ -81,6 +81,12 @@ def test_the_exact_rank_lies_inside_the_interval_hypothesis(case: Case, data) ->
     if rows:  # also probe at a data value, where ties matter
         row = data.draw(st.integers(0, rows - 1))
         probes = np.where(data.draw(st.booleans()), case.x[row].astype(np.float64), probes)
+    # the per-group bounds a store keeps (one pass) are the bounds of each group on its own
+    np.testing.assert_allclose(
+        summary.group_rank_bounds(),
+        np.stack([summary.select([g]).rank_bound() for g in range(case.n_groups)], axis=1),
+        rtol=1e-6,
+    )
     per_group = group_values(case.x, case.gids, case.n_groups)
     # one group, then a random set of groups pooled
     g = data.draw(st.integers(0, case.n_groups - 1))

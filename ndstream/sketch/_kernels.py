@@ -1052,6 +1052,43 @@ def widest_bins(
 
 
 @jit
+def widest_ranges(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    zero_bin: np.ndarray,
+    fine: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+) -> np.ndarray:
+    """:func:`widest_bins` of a summary ``[neuron, group, bin]`` at its resolutions, faster.
+
+    Every bin of neuron ``n`` is one float32 wide where ``fine[n]`` (a point) and its zero
+    bin ``zero_bin[n]`` is the point 0. Otherwise a bin with values spans several unless
+    clipping to the group's min and max leaves a point: the group holds one distinct value,
+    or the bin starts at the group's max (ends at its min). No float32 step is computed.
+    """
+    n_neurons, n_groups, n_bins = counts.shape
+    out = np.zeros((n_neurons, n_groups), dtype=np.float64)
+    for n in range(n_neurons):
+        if fine[n]:
+            continue
+        z = zero_bin[n]
+        for g in range(n_groups):
+            lo, hi = mins[n, g], maxs[n, g]
+            if not lo < hi:  # one distinct finite value, or none (NaN)
+                continue
+            row = counts[n, g]
+            best = 0.0
+            for j in range(n_bins):
+                c = row[j]
+                if c > best and j != z and lower[n, j] < hi and upper[n, j] > lo:
+                    best = c
+            out[n, g] = best
+    return out
+
+
+@jit
 def rebin(
     counts: np.ndarray,
     lower: np.ndarray,

@@ -119,11 +119,7 @@ class SketchSpec:
         Only groups that hold data count (see :meth:`GridSpec.bins_budget`): the budgets
         shrink as groups arrive, and are a function of the data, not of the group axis.
         """
-        active = max(1, int(np.count_nonzero(totals)))
-        return (
-            self.grid.bins_budget(self.n_neurons, active),
-            self.grid.exact_budget(self.n_neurons, active),
-        )
+        return _budgets(self.grid, self.n_neurons, max(1, int(np.count_nonzero(totals))))
 
     @functools.cached_property
     def first_grouping(self) -> np.ndarray:
@@ -157,6 +153,11 @@ class SketchSpec:
         if self.groupings != other.groupings:
             out.append(f"groupings {_brief(self.groupings)} != {_brief(other.groupings)}")
         return out
+
+
+@functools.lru_cache(maxsize=1024)  # read on every update: a dict lookup, not the rule
+def _budgets(grid: GridSpec, n_neurons: int, n_groups: int) -> tuple[int, int]:
+    return grid.bins_budget(n_neurons, n_groups), grid.exact_budget(n_neurons, n_groups)
 
 
 def _diff(spec: SketchSpec, n_neurons: int, groups: tuple[str, ...], grid: GridSpec) -> list[str]:

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import zarr
@@ -283,6 +283,26 @@ class Store:
             resolution=np.asarray(self._array(layer, p + "resolution")[...], dtype=np.int32),
         )
 
+    @overload
+    def quantile(
+        self,
+        layer: str,
+        q: float | Sequence[float] | np.ndarray,
+        group: GroupSelector = None,
+        *,
+        bounds: Literal[False] = False,
+    ) -> np.ndarray: ...
+
+    @overload
+    def quantile(
+        self,
+        layer: str,
+        q: float | Sequence[float] | np.ndarray,
+        group: GroupSelector = None,
+        *,
+        bounds: Literal[True],
+    ) -> RankBounds: ...
+
     def quantile(
         self,
         layer: str,
@@ -301,6 +321,26 @@ class Store:
         qs = np.asarray(q, dtype=np.float64)
         summary = self.summary(layer, group)
         return summary.quantile(qs, True) if bounds else summary.quantile(qs)
+
+    @overload
+    def cdf(
+        self,
+        layer: str,
+        values: np.ndarray | Sequence[float],
+        group: GroupSelector = None,
+        *,
+        bounds: Literal[False] = False,
+    ) -> np.ndarray: ...
+
+    @overload
+    def cdf(
+        self,
+        layer: str,
+        values: np.ndarray | Sequence[float],
+        group: GroupSelector = None,
+        *,
+        bounds: Literal[True],
+    ) -> RankBounds: ...
 
     def cdf(
         self,
