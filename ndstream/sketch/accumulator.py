@@ -21,10 +21,11 @@ min and max. Counters start as uint16 and widen to uint32 and uint64 only when a
 count could overflow them. A ReLU layer with a 64-bin budget costs about
 ``(4 + 64..128) * 2 + 12`` bytes per (neuron, group).
 
-Few values: until each neuron has seen more than ``spec.exact_values`` values, the sketch keeps
-them all (each batch as it came, with its group ids) and its summary lists every
-distinct value as its own bin at the finest resolution; the first update past that folds them
-onto the windows. Which form the state takes depends only on how many values there are.
+Few values: until each neuron has seen more values than its exact budget
+(:meth:`SketchSpec.budget`), the sketch keeps them all (each batch as it came, with its group
+ids) and its summary lists every distinct value as its own bin at the finest resolution; the
+first update past that folds them onto the windows. Which form the state takes depends only on
+the data: how many values there are, in how many groups.
 
 Determinism: merging is integer addition plus min/max, and a neuron's resolution is the finest
 at which all its data fits the budget, so the finalized

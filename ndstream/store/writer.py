@@ -328,9 +328,10 @@ def _write_pooled(
     documents = {node: zarr_v3.group_document({})}
     for array, values in data.items():
         chunks = (neuron_chunk, *values.shape[1:]) if values.ndim >= 2 else values.shape
-        dims = fmt.DIMS[array] if array != "group" else ("group",)
         attrs = {"coordinates": "bin_lower bin_upper"} if array == fmt.COUNTS else None
-        documents[f"{node}/{array}"] = files.array(f"{node}/{array}", values, chunks, dims, attrs)
+        documents[f"{node}/{array}"] = files.array(
+            f"{node}/{array}", values, chunks, fmt.DIMS[array], attrs
+        )
     return documents
 
 
