@@ -1090,6 +1090,42 @@ def test_a_bin_between_neighbours_spreads_by_the_monotone_cubic():
     assert out[0] == pytest.approx((4 + 1) / 12, rel=1e-12)
 
 
+@pytest.mark.parametrize("mirror", [False, True])
+def test_bins_near_an_exact_extreme_follow_its_power_law(mirror):
+    # Values with F(v) = sqrt((v - 0.1) / 0.9) on [0.1, 1]: a pile-up at the min, as at
+    # GELU's minimum. Bins [0, 0.2), [0.2, 0.6), [0.6, 1.0] hold exactly their mass. Bin 0
+    # ends at the min (share t ** a, a fitted to both bins' counts: ln(1 + c1 / c0) /
+    # ln(1 + 0.4 / 0.1) = ln(sqrt 5) / ln 5 = 0.5); bin 1 is nearer the min than its width,
+    # so it follows the power law anchored at the min through its edge counts: exponent 0.5
+    # too. Both read every rank and quantile exactly. Mirrored (v -> -v), the same at the max.
+    cdf = lambda v: np.sqrt((v - 0.1) / 0.9)  # noqa: E731
+    n = 1000.0
+    counts = np.array([[cdf(0.2), cdf(0.6) - cdf(0.2), 1.0 - cdf(0.6)]]) * n
+    lower, upper = np.array([[0.0, 0.2, 0.6]]), np.array([[0.2, 0.6, 1.0]])
+    vmin, vmax = np.array([0.1]), np.array([1.0])
+    probe = np.array([0.11, 0.15, 0.2, 0.3, 0.45, 0.59])
+    want = cdf(probe)
+    if mirror:
+        counts, lower, upper = counts[:, ::-1].copy(), -upper[:, ::-1], -lower[:, ::-1]
+        vmin, vmax, probe, want = -vmax, -vmin, -probe, 1.0 - want
+    z, out = np.zeros(1), np.empty(1)
+    for v, w in zip(probe, want, strict=True):
+        k.ranks(counts, lower, upper, vmin, vmax, z, z, np.array([v]), out)
+        assert out[0] == pytest.approx(w, rel=1e-9), v
+    qs = np.array([0.05, 0.2, 0.4, 0.6])  # in bins 0 and 1
+    # the k-th value (0-based) sits at share (k + 0.5) / N; quantile q interpolates the
+    # values k and k + 1 around h = q (N - 1), as numpy's linear rule does
+    h = qs * (n - 1)
+    at = lambda p: 0.1 + 0.9 * p**2  # noqa: E731  (the inverse of cdf)
+    lo_v, hi_v = at((np.floor(h) + 0.5) / n), at((np.floor(h) + 1.5) / n)
+    want_q = lo_v + (h - np.floor(h)) * (hi_v - lo_v)
+    if mirror:  # the rule is symmetric: quantile 1 - q of -v is minus quantile q of v
+        qs, want_q = 1.0 - qs, -want_q
+    q = np.empty((1, qs.size))
+    k.quantiles(counts, lower, upper, vmin, vmax, z, z, qs, q)
+    np.testing.assert_allclose(q[0], want_q, rtol=1e-9)
+
+
 def test_quantiles_empty_neuron_is_nan():
     out = np.empty((1, 2))
     z = np.zeros(1)

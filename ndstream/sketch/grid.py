@@ -18,7 +18,7 @@ brought to the coarser resolution.
 Accuracy: the rank error of a quantile is at most the mass of the bin it falls in (every
 answer can report that interval, see ``summary.py``), and in practice much less, because the
 queries spread a bin's values over it by the shape its neighbours suggest (a monotone cubic;
-a power law in the bin that ends at a neuron's exact min or max). Activations after a
+near a neuron's exact min or max, a power law of the distance to it). Activations after a
 channel max are often concentrated in a narrow range; a fixed grid would put most of a neuron
 in a few bins, while here a neuron gets about ``max_bins`` bins across whatever range it spans.
 A pile-up of many samples on one exact value inside a wider range (a bias value before a ReLU)
