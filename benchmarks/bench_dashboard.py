@@ -95,8 +95,7 @@ from torch.utils.data import TensorDataset
 
 import ndstream
 import ndstream.views.dashboard as dashboard_module
-from ndstream.layerframe import LayerFrame
-from ndstream.ordering import SortSpec, neuron_order, sort_key
+from ndstream.explore import LayerFrame, SortSpec, neuron_order, sort_key
 from ndstream.views.activation import activation_layers, composite, panel_height
 from ndstream.views.dashboard import NeuralDivergence
 from ndstream.views.palette import group_colours, instance_colours

@@ -14,9 +14,12 @@ __all__ = ["dataset_fingerprint", "model_fingerprint"]
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """A hash of every parameter and buffer: names, dtypes, shapes and values.
+    """A hash of the model's ``state_dict()``: names, dtypes, shapes and values.
 
-    Two models with the same fingerprint compute the same function (given the same code).
+    That is every parameter and persistent buffer; buffers registered with
+    ``persistent=False`` are left out, as torch leaves them out of a checkpoint, so two
+    models with the same fingerprint compute the same function given the same code and the
+    same non-persistent buffers (which the code usually derives from the config).
     The bytes are hashed in pieces of 16 MiB, on as many threads as there are cores (hashlib
     releases the GIL), and the pieces' SHA-256 digests are hashed in order: a tree hash.
     """

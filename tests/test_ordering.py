@@ -20,10 +20,18 @@ from torch import nn
 
 import ndstream
 from ndstream.errors import GroupNotFoundError
+from ndstream.explore import (
+    SORTS,
+    TOOLTIP_QUANTILES,
+    LayerFrame,
+    SortSpec,
+    instance_ids,
+    item,
+    neuron_order,
+    sort_key,
+)
 from ndstream.groups import custom
 from ndstream.instances import InstanceTable
-from ndstream.layerframe import TOOLTIP_QUANTILES, LayerFrame, instance_ids
-from ndstream.ordering import SORTS, SortSpec, item, neuron_order, sort_key
 
 LAYERS = ["conv", "relu", "fc"]
 N_SAMPLES = 150

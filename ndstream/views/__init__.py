@@ -1,7 +1,7 @@
 """The view layer: HoloViews elements and the Panel dashboard, shared with notebooks.
 
 This package is the only part of ndstream that imports Panel or HoloViews. Notebooks call
-:func:`activation_panel` on a :class:`~ndstream.layerframe.LayerFrame` to draw what the
+:func:`activation_panel` on a :class:`~ndstream.explore.LayerFrame` to draw what the
 dashboard draws; :class:`NeuralDivergence` is the dashboard itself.
 """
 

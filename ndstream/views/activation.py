@@ -22,7 +22,7 @@ import holoviews as hv
 import numpy as np
 from bokeh.models import FixedTicker, HoverTool
 
-from ..layerframe import TOOLTIP_QUANTILES, LayerFrame
+from ..explore import TOOLTIP_QUANTILES, LayerFrame
 from .palette import rgb
 
 __all__ = ["Axes", "activation_layers", "activation_panel", "composite", "panel_height", "row_of"]

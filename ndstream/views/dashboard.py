@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
@@ -37,8 +35,8 @@ import panel as pn
 import param
 
 from ..errors import StoreError
-from ..layerframe import LayerFrame
-from ..ordering import SORTS, SortSpec, neuron_order, sort_key
+from ..explore import SORTS, LayerFrame, SortedLayers, SortSpec, page_of, page_start
+from ..explore.pages import shared_frame
 from ..store import Store, open_store, snapshots
 from .activation import Axes, activation_layers, composite, panel_height, row_of
 from .export import PanelImage, csv_text, png_bytes
@@ -122,7 +120,7 @@ class NeuralDivergence(param.Parameterized):
         self._layer_views: dict[tuple[str, int], pn.Column] = {}
         self._axes: dict[str, Axes] = {}
         self._tables: dict[str, pn.pane.HTML] = {}
-        self._sorted: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._sorted = SortedLayers()
         self._quiet = False  # set while the code, not the user, changes widgets
         self._refreshing = False
         self._thumbnail_uris: dict[str, str] = {}
@@ -136,7 +134,7 @@ class NeuralDivergence(param.Parameterized):
     def frame(self, layer: str) -> LayerFrame:
         """The statistics of ``layer`` in the checkpoint on screen."""
         if layer not in self._frames:
-            self._frames[layer] = _shared_frame(self.store, layer)
+            self._frames[layer] = shared_frame(self.store, layer)
         return self._frames[layer]
 
     def reload(self) -> bool:
@@ -359,11 +357,9 @@ class NeuralDivergence(param.Parameterized):
             self._say(f"{shown(text)} is not a neuron id (a number)")
             return
         for layer in self.layers:
-            order = self.order(layer)
-            hits = np.flatnonzero(order == neuron)
-            if hits.size:
+            page = page_of(self.order(layer), neuron, self.rows)
+            if page is not None:
                 self._located = neuron
-                page = int(hits[0]) // self.rows
                 if page != self.page:
                     self.page = page  # redraws
                 else:
@@ -381,19 +377,9 @@ class NeuralDivergence(param.Parameterized):
     def sorted_layer(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """``(key, order)`` of ``layer``: the sort key of every neuron, and the neuron ids in
         display order with the hidden ones left out. Kept until the sort, the hidden neurons
-        or the checkpoint change: one view change asks for it several times."""
-        frame = self.frame(layer)
+        or the checkpoint change (see :class:`~ndstream.explore.SortedLayers`)."""
         spec = self.sort_spec() or SortSpec("index")
-        state = (spec, tuple(self.hidden.get(layer, [])), id(frame))
-        cached = self._sorted.get(layer)
-        if cached is None or cached[0] != state:
-            try:
-                key = sort_key(frame, spec)
-            except KeyError:  # an item that this store (checkpoint) does not have
-                key = sort_key(frame, SortSpec("index"))
-            order = neuron_order(key, spec.descending, self.hidden.get(layer, []))
-            cached = self._sorted[layer] = (state, key, order)
-        return cached[1], cached[2]
+        return self._sorted.get(self.frame(layer), spec, self.hidden.get(layer, []))
 
     def order(self, layer: str) -> np.ndarray:
         """Neuron ids of ``layer`` in display order, hidden ones left out."""
@@ -401,8 +387,7 @@ class NeuralDivergence(param.Parameterized):
 
     def page_start(self, layer: str) -> int:
         """Rank (0-based) of the first row of the current page of ``layer``."""
-        n = len(self.order(layer))
-        return min(self.page * self.rows, max(0, (n - 1) // self.rows * self.rows))
+        return page_start(len(self.order(layer)), self.page, self.rows)
 
     def page_rows(self, layer: str) -> np.ndarray:
         """The neuron ids of the current page of ``layer``."""
@@ -752,26 +737,6 @@ class NeuralDivergence(param.Parameterized):
 # Browser sessions of one server share the frames of a checkpoint: what one session read and
 # computed (per-group densities and quantiles) the next gets at once. A checkpoint never
 # changes, so its frames never go stale; the oldest are dropped.
-_FRAMES: OrderedDict[tuple[object, ...], LayerFrame] = OrderedDict()
-_FRAMES_KEPT = 64
-_FRAMES_LOCK = threading.Lock()
-
-
-def _shared_frame(store: Store, layer: str) -> LayerFrame:
-    # A store re-written with --overwrite numbers its snapshots afresh: the folder's inode and
-    # time tell a new snapshot from an old one of the same name.
-    info = store.snapshot.stat()
-    key = (store.snapshot.resolve(), info.st_ino, info.st_mtime_ns, layer)
-    with _FRAMES_LOCK:
-        frame = _FRAMES.get(key)
-        if frame is None:
-            frame = _FRAMES[key] = LayerFrame(store, layer)
-            while len(_FRAMES) > _FRAMES_KEPT:
-                _FRAMES.popitem(last=False)
-        _FRAMES.move_to_end(key)
-        return frame
-
-
 def _fits(item: str, want: str) -> bool:
     """Whether sort item ``item`` is of the kind ``want`` (``group``, ``instance``, ``any``)."""
     kind = item.partition(":")[0]

@@ -6,7 +6,7 @@ spread (IQR) of a group, and plain neuron index. A sort is a :class:`SortSpec`; 
 strings, so that they fit in a URL:
 
 - ``"group:<name>"``: the group's median (or, for ``iqr``, its interquartile range);
-- ``"instance:<id>"``: the instance's activation (ids as in :func:`ndstream.layerframe.instance_ids`).
+- ``"instance:<id>"``: the instance's activation (ids as in :func:`ndstream.explore.instance_ids`).
 
 Divergence of an instance from a group is ``|2 F(x) - 1|``, with ``F(x)`` the quantile rank of
 its value within the group: 0 at the group's median, 1 beyond all of the group's values.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layerframe import LayerFrame
+from .frame import LayerFrame
 
 __all__ = ["SORTS", "SortSpec", "item", "neuron_order", "sort_key"]
 
