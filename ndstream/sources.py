@@ -94,7 +94,7 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         no ``nn.Module``, or the weights file is missing or does not fit.
     """
     if isinstance(cfg, BuiltinModel):
-        from .builtin import load_digits_cnn
+        from .demo import load_digits_cnn
 
         return load_digits_cnn()
     if isinstance(cfg, TorchvisionModel):
@@ -217,7 +217,7 @@ def build_dataset(cfg: DataConfig) -> Any:
         no dataset.
     """
     if isinstance(cfg, BuiltinData):
-        from .builtin import DigitsDataset
+        from .demo import DigitsDataset
 
         return DigitsDataset(cfg.split)
     if isinstance(cfg, FactoryData):

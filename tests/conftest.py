@@ -16,7 +16,7 @@ from runs import cli, write_config
 from torch import nn
 
 import ndstream
-from ndstream.builtin import DigitsCNN, DigitsDataset, load_digits_cnn
+from ndstream.demo import DigitsCNN, DigitsDataset, load_digits_cnn
 
 #: Every named submodule of the digits CNN that produces activations (flatten is a reshape).
 DIGITS_LAYERS = ["conv1", "relu1", "conv2", "relu2", "pool", "fc1", "relu3", "fc2"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-import ndstream.builtin.digits as digits_mod
-from ndstream.builtin import (
+import ndstream.demo.digits as digits_mod
+from ndstream.demo import (
     RECIPE_VERSION,
     DigitsCNN,
     DigitsDataset,

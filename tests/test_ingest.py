@@ -28,7 +28,7 @@ from strategies import expected_resolution
 from torch import nn
 
 import ndstream
-from ndstream.builtin import DigitsDataset
+from ndstream.demo import DigitsDataset
 from ndstream.store import FORMAT_VERSION
 
 RELU_LAYERS = ["relu1", "relu2", "pool", "relu3"]  # pool is a max over ReLU outputs

@@ -1,8 +1,10 @@
-"""Built-in, offline demo models and datasets."""
+"""The offline demo: the digits CNN (trained in seconds, weights cached) and its dataset.
+
+Configs name them `kind: builtin`."""
 
 from __future__ import annotations
 
-from ndstream.builtin.digits import (
+from ndstream.demo.digits import (
     RECIPE_VERSION,
     DigitsCNN,
     DigitsDataset,
