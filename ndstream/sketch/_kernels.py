@@ -29,6 +29,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import grid
+
 jit = numba.njit(cache=True, nogil=True)
 # The one parallel kernel: ``numba.prange`` loops run on Numba's threads
 # (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``), serially with one thread.
@@ -93,13 +95,9 @@ def new_pages_needed(page: np.ndarray, seg_group: np.ndarray) -> int:
     return need
 
 
-@jit
-def key_limits(m: int, exp_lo: int, exp_hi: int) -> tuple[int, int, int]:
-    """Shift, underflow key and overflow key at resolution ``m`` (see ``grid.py``).
-
-    ``exp_lo`` and ``exp_hi`` are the biased float32 exponents of the grid's window.
-    """
-    return 23 - m, (exp_lo << m) - 1, exp_hi << m
+# The binning rule is grid.py's, compiled here, not restated.
+key_limits = numba.njit(cache=True, nogil=True, inline="always")(grid.key_limits)
+_rebased_key = numba.njit(cache=True, nogil=True, inline="always")(grid.rebased_key)
 
 
 @jit
@@ -247,8 +245,7 @@ def update_counts(
                 special = np.int32(mag >= _I_INF)
                 nonzero = np.int32(mag != _I0)
                 counted = np.int32(nonzero & (_I1 - special))  # finite and nonzero: on the grid
-                key = np.int32(mag >> (shift[t] & _I31))
-                key = np.int32(min(max(key, key_base[t]), key_top[t]) - key_base[t])
+                key = np.int32(_rebased_key(mag, shift[t] & _I31, key_base[t], key_top[t]))
                 neg = np.int32(bits >> _I31)  # -1 for negative values: a mask for selects
                 rel = np.int32(key - (po[t] + (neg & neg_po[t])))
                 outside = np.int32((rel < _I0) | (rel >= np.int32(lp[t] + (neg & ln_lp[t]))))
@@ -362,7 +359,7 @@ def batch_key_ranges(
             mag = b & _ABS_MASK
             if mag == 0 or mag >= _INF_BITS:
                 continue
-            key = min(max(mag >> shift[i], key_base[i]), key_top[i]) - key_base[i]
+            key = _rebased_key(mag, shift[i], key_base[i], key_top[i])
             side = 0 if b >= 0 else 2
             out[i, side] = min(out[i, side], key)
             out[i, side + 1] = max(out[i, side + 1], key)
@@ -604,7 +601,7 @@ def bin_edges(
 ) -> None:
     """Edges ``[neuron, bin]`` of each neuron's axis ``[neg bins, zero, pos bins, padding]``.
 
-    The same rule as ``GridSpec.magnitude_edges``; ``lower`` and ``upper`` must come in NaN.
+    The grid's edges; ``lower`` and ``upper`` must come in NaN.
     """
     for n in range(res.shape[0]):
         m = res[n]
@@ -622,28 +619,8 @@ def bin_edges(
                 lower[n, b], upper[n, b] = lo, hi
 
 
-# 2**e for every float32 exponent and the grid's edges: a table read, not a libm call per bin.
-_POW2_BIAS = 160
-_POW2 = np.ldexp(1.0, np.arange(-_POW2_BIAS, _POW2_BIAS + 1))
-
-
-@jit
-def _magnitude_edges(key: int, m: int, exp_lo: int, exp_hi: int) -> tuple[float, float]:
-    """Lower and upper magnitude edges of rebased key ``key`` at resolution ``m``.
-
-    The same rule as ``GridSpec.magnitude_edges``: octave 0 holds the subnormals, in bins
-    ``2**-126 / 2**m`` wide from 0, and the last bin ends at float32 max.
-    """
-    raw = key + (exp_lo << m) - 1
-    per_octave = 1 << m
-    octave = raw >> m
-    mantissa = raw & (per_octave - 1)
-    scale = _POW2[_POW2_BIAS + max(octave, 1) - 127]
-    lead = 0.0 if octave == 0 else 1.0  # subnormals have no implicit leading 1
-    lo = scale * (lead + mantissa / per_octave)
-    # The top bin ends at 2**128, past float32: every finite value in it is at most float32
-    # max, which is the exact edge.
-    return lo, min(scale * (lead + (mantissa + 1) / per_octave), _F32_MAX)
+# A bin's edges, written once in grid.py and compiled here.
+_magnitude_edges = jit(grid.bin_edges_of)
 
 
 @jit
@@ -1251,7 +1228,7 @@ def exact_codes(x: np.ndarray, m: int, exp_lo: int, exp_hi: int, out: np.ndarray
                 elif mag == 0:
                     code = ZERO_CODE
                 else:
-                    key = min(max(mag >> shift, key_base), key_top) - key_base
+                    key = _rebased_key(mag, shift, key_base, key_top)
                     code = key if b >= 0 else -2 - key
                 out[n, e] = (code << ENTRY_BITS) | e
 

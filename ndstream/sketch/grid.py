@@ -46,13 +46,58 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["GridSpec"]
+__all__ = ["GridSpec", "bin_edges_of", "key_limits", "rebased_key"]
 
 _FLOAT32_BIAS = 127
 _EXP_LO, _EXP_HI = 0, 255  # biased exponents: the subnormal octave up to float32 max
 _SLOT_BUDGET = 1 << 24  # counters per layer and sign: 32 MB of uint16
 _MIN_BINS, _MAX_BINS = 64, 1024
 _MAX_EXACT = 1 << 28  # entries an exact summary can number (see _kernels.exact_codes)
+
+
+def key_limits(m: Any, exp_lo: Any, exp_hi: Any) -> tuple[Any, Any, Any]:
+    """Shift, base and top of the keys at resolution ``m``: the binning rule, written once.
+
+    A finite nonzero float32 whose bits without the sign are ``mag`` has the raw key
+    ``mag >> shift`` (its exponent and the top ``m`` bits of its mantissa), and the rebased key
+    ``min(max(raw, base), top) - base`` (see :func:`rebased_key`); ``exp_lo`` and ``exp_hi``
+    are the biased exponents of the grid's ends. Plain integer arithmetic, so that the Numba
+    kernels compile this very function, and numpy arrays broadcast through it. (Numba's
+    on-disk cache keys on ``_kernels.py`` alone: after editing the rule here, clear the
+    ``__pycache__`` beside it, or the kernels keep the old rule. A change of the rule is a
+    change of the store format anyway.)
+    """
+    return 23 - m, (exp_lo << m) - 1, exp_hi << m
+
+
+def rebased_key(mag: Any, shift: Any, base: Any, top: Any) -> Any:
+    """The rebased key of a float32 magnitude ``mag`` (its bits without the sign), given
+    :func:`key_limits`; the Numba kernels compile this very function. The clamp only gives
+    zeros and non-finite values, which are counted apart, a harmless key."""
+    return min(max(mag >> shift, base), top) - base
+
+
+# 2**e for every float32 exponent: a table read, not a libm call per bin.
+_POW2_BIAS = 160
+_POW2 = np.ldexp(1.0, np.arange(-_POW2_BIAS, _POW2_BIAS + 1))
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def bin_edges_of(key: Any, m: Any, exp_lo: Any, exp_hi: Any) -> tuple[float, float]:
+    """Lower and upper magnitude edges of the bin of rebased key ``key`` at resolution ``m``:
+    the rule for a bin's edges, written once (the Numba kernels compile this very function).
+
+    Octave 0 holds the subnormals, in bins ``2**-126 / 2**m`` wide from 0; the last bin ends
+    at float32 max, not ``2**128``: every finite value in it is at most float32 max.
+    """
+    raw = key + (exp_lo << m) - 1
+    per_octave = 1 << m
+    octave = raw >> m
+    mantissa = raw & (per_octave - 1)
+    scale = _POW2[_POW2_BIAS + max(octave, 1) - 127]
+    lead = 0.0 if octave == 0 else 1.0  # subnormals have no implicit leading 1
+    lower = scale * (lead + mantissa / per_octave)
+    return lower, min(scale * (lead + (mantissa + 1) / per_octave), _F32_MAX)
 
 
 @dataclass(frozen=True)
@@ -143,17 +188,17 @@ class GridSpec:
         :meth:`key_top`) only so that zeros and non-finite values, which are counted apart,
         compute a harmless key.
         """
-        return np.left_shift(self.exp_lo, m) - 1
+        return key_limits(np.asarray(m), self.exp_lo, self.exp_hi)[1]
 
     def key_top(self, m: Any) -> Any:
         """Raw key of +Inf at resolution ``m``: one past the last finite bin."""
-        return np.left_shift(self.exp_hi, m)
+        return key_limits(np.asarray(m), self.exp_lo, self.exp_hi)[2]
 
     def keys(self, values: np.ndarray, m: Any) -> np.ndarray:
         """Rebased magnitude keys of float32 ``values`` at resolution ``m`` (zero/non-finite: any)."""
         mag = np.asarray(values, dtype=np.float32).view(np.int32).astype(np.int64) & 0x7FFFFFFF
-        raw = np.clip(np.right_shift(mag, 23 - np.asarray(m)), self.key_base(m), self.key_top(m))
-        return raw - self.key_base(m)
+        limits = key_limits(np.asarray(m, dtype=np.int64), self.exp_lo, self.exp_hi)
+        return np.vectorize(rebased_key, otypes=[np.int64])(mag, *limits)
 
     def coarsen(self, keys: np.ndarray, m: Any, to: Any) -> np.ndarray:
         """Rebased keys at resolution ``m`` mapped to resolution ``to <= m`` (exact: bins nest)."""
@@ -162,23 +207,10 @@ class GridSpec:
         return np.right_shift(keys + self.key_base(m), m - to) - self.key_base(to)
 
     def magnitude_edges(self, keys: np.ndarray, m: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper magnitude edges (float64) of rebased keys at resolution ``m``.
-
-        ``m`` may be an array that broadcasts against ``keys``. Bins of the subnormal octave
-        are ``2**-126 / 2**m`` wide from 0; the last bin ends at float32 max, not ``2**128``.
-        """
-        keys = np.asarray(keys, dtype=np.int64)
-        m = np.asarray(m, dtype=np.int64)
-        raw = keys + self.key_base(m)
-        per_octave = np.left_shift(1, m)
-        octave = np.right_shift(raw, m)
-        mantissa = raw & (per_octave - 1)
-        scale = np.ldexp(1.0, (np.maximum(octave, 1) - _FLOAT32_BIAS).astype(np.int32))
-        lead = np.where(octave == 0, 0.0, 1.0)  # subnormals have no implicit leading 1
-        lower = scale * (lead + mantissa / per_octave)
-        f32_max = float(np.finfo(np.float32).max)
-        upper = np.minimum(scale * (lead + (mantissa + 1) / per_octave), f32_max)
-        return lower, upper
+        """Lower and upper magnitude edges (float64) of rebased keys at resolution ``m``
+        (:func:`bin_edges_of` over arrays; ``m`` may broadcast against ``keys``)."""
+        edges = np.vectorize(bin_edges_of, otypes=[np.float64, np.float64])
+        return edges(np.asarray(keys, np.int64), np.asarray(m, np.int64), self.exp_lo, self.exp_hi)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain JSON types, for store attributes."""
