@@ -63,8 +63,8 @@ def key_limits(m: Any, exp_lo: Any, exp_hi: Any) -> tuple[Any, Any, Any]:
     ``min(max(raw, base), top) - base`` (see :func:`rebased_key`); ``exp_lo`` and ``exp_hi``
     are the biased exponents of the grid's ends. Plain integer arithmetic, so that the Numba
     kernels compile this very function, and numpy arrays broadcast through it. (Numba's
-    on-disk cache keys on ``_kernels.py`` alone: after editing the rule here, clear the
-    ``__pycache__`` beside it, or the kernels keep the old rule. A change of the rule is a
+    on-disk cache keys on the kernels' own files alone: after editing the rule here, clear the
+    ``__pycache__`` of ``sketch/_kernels``, or the kernels keep the old rule. A change of the rule is a
     change of the store format anyway.)
     """
     return 23 - m, (exp_lo << m) - 1, exp_hi << m
