@@ -6,7 +6,7 @@ What is measured
     steps, on two workloads:
 
     * digits: the demo config ``configs/digits.yaml`` (the digits CNN over all 1,797 images,
-      7 layers, 22 groups), run in-process with ``ndstream.runner.run_config`` with
+      7 layers, 22 groups), run in-process with ``ndstream.ingestion.from_config.run_config`` with
       ``loader.batch_size`` 64 (29 steps), final-only against ``checkpoint.every_steps: 1``;
     * VGG16: torchvision's ``vgg16(weights=None)`` over random 32x32 images with labels 0..9
       (1,024 images, ``--quick`` 256; the dataset and model of
@@ -53,8 +53,8 @@ from bench_ingest_overhead import BATCH, LAYERS, make_loader, make_model
 
 import ndstream
 from ndstream.config import load_config
-from ndstream.ingest import CheckpointClock
-from ndstream.runner import run_config
+from ndstream.ingestion.from_config import run_config
+from ndstream.ingestion.run import CheckpointClock
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
 DEFAULT_SECONDS = 120.0
@@ -78,7 +78,7 @@ class WriteTimer:
     """Wraps ``write_checkpoint`` as ``ndstream.ingest`` calls it, timing every call."""
 
     def __init__(self) -> None:
-        self.module = sys.modules["ndstream.ingest"]  # the package attribute is the function
+        self.module = sys.modules["ndstream.ingestion.run"]
         self.original = self.module.write_checkpoint
         self.calls: list[tuple[bool, float]] = []  # (final, seconds)
 

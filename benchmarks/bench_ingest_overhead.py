@@ -141,7 +141,7 @@ class Timers:
 
 def instrument() -> Timers:
     """Wrap the phases of ``ndstream.ingest`` with timers."""
-    ingest_module = sys.modules["ndstream.ingest"]  # the package attribute is the function
+    ingest_module = sys.modules["ndstream.ingestion.run"]
     timers = Timers()
     timers.wrap(ActivationCapture, "_reduce", "hook reductions")
     timers.wrap(ActivationCapture, "pop", "capture pop")

@@ -145,7 +145,7 @@ def _layer_meta(name: str, n: int) -> LayerMeta:
 
 
 def make_meta(layers: list[tuple[str, int]], groups: tuple[str, ...], samples: int) -> StoreMeta:
-    """Store metadata in the shape ``ndstream.ingest`` writes it (see ingest.py)."""
+    """Store metadata in the shape ``ndstream.ingest`` writes it (see ndstream/ingestion/run.py)."""
     return StoreMeta(
         layers=tuple(_layer_meta(name, n) for name, n in layers),
         groups=groups,

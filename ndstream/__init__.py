@@ -6,12 +6,18 @@ Stream a dataset through a PyTorch model, keep a mergeable sketch of every
     import ndstream
     store = ndstream.ingest(model, loader, "run.zarr", layers="type:Conv2d,Linear")
     store.quantile("features.28", [0.25, 0.5, 0.75], group="cat")
+
+The public names are imported on first use (PEP 562), so that ``import ndstream``, the
+command line's ``--help`` and reading a store pay for neither torch nor Numba: only
+:func:`ingest`, :class:`ActivationCapture`, the groupings and the sketches need them.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ._lazy import attach
 from ._version import __version__
-from .capture import ActivationCapture, resolve_layers
 from .errors import (
     CaptureError,
     ConfigError,
@@ -23,11 +29,14 @@ from .errors import (
     StoreDamageWarning,
     StoreError,
 )
-from .groups import Grouping, custom
-from .ingest import ingest
-from .instances import InstanceSpec, InstanceTable
-from .sketch import GridSpec, LayerSketch, RankBounds, SketchSpec, Summary
-from .store import Store, StoreReport, open_store, verify
+
+if TYPE_CHECKING:
+    from .capture.groupings import Grouping, custom
+    from .capture.hooks import ActivationCapture, resolve_layers
+    from .ingestion.run import ingest
+    from .sketch import GridSpec, LayerSketch, RankBounds, SketchSpec, Summary
+    from .store import Store, StoreReport, open_store, verify
+    from .store.instances import InstanceSpec, InstanceTable
 
 __all__ = [
     "ActivationCapture",
@@ -57,3 +66,26 @@ __all__ = [
     "resolve_layers",
     "verify",
 ]
+
+#: Where each lazily imported public name lives (relative to this package).
+_LAZY = {
+    "ActivationCapture": ".capture",
+    "resolve_layers": ".capture",
+    "Grouping": ".capture.groupings",
+    "custom": ".capture.groupings",
+    "ingest": ".ingestion.run",
+    "InstanceSpec": ".store.instances",
+    "InstanceTable": ".store.instances",
+    "GridSpec": ".sketch",
+    "LayerSketch": ".sketch",
+    "RankBounds": ".sketch",
+    "SketchSpec": ".sketch",
+    "Summary": ".sketch",
+    "Store": ".store",
+    "StoreReport": ".store",
+    "open_store": ".store",
+    "verify": ".store",
+}
+
+
+__getattr__, __dir__ = attach(__name__, _LAZY, globals(), __all__)

@@ -4,6 +4,9 @@
 ``ndstream info STORE``, ``ndstream verify STORE`` and
 ``ndstream serve STORE [--port] [--address]``; also ``python -m ndstream ...``.
 
+Each subcommand imports what it needs when it runs: ``--help``, ``info`` and ``verify`` import
+neither torch nor Numba.
+
 Exit status: 0 on success, 2 with a message on any error ndstream can name (a bad config, a
 damaged store, ...), 130 after Ctrl-C; ``verify`` exits 1 when it finds damage.
 """
@@ -108,11 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .distributed import init_from_env
-    from .runner import run_config
+    from .ingestion.from_config import run_config
+    from .ingestion.ranks import init_from_env
+    from .sketch.warmup import warm_up
 
     cfg = load_config(args.config, store=args.store, limit=args.limit)
     ranks = init_from_env(cfg.device)  # under torchrun: join the other ranks
+    # A cold kernel cache costs seconds that would otherwise pass in silence mid-run.
+    warm_up(stream=sys.stderr if ranks.is_main and not args.quiet else None)
     store = run_config(cfg, overwrite=args.overwrite, progress=not args.quiet)
     if ranks.is_main:
         print(describe(store))

@@ -8,15 +8,28 @@ loaded (:func:`check_device`), before anything touches the device.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import torch
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
+from .sketch.grid import GridSpec
 
 __all__ = ["IngestConfig", "check_device", "load_config", "parse_config"]
 
@@ -70,7 +83,7 @@ def check_device(device: str) -> torch.device:
     index, of_rank = parsed.index, ""
     rank = os.environ.get("LOCAL_RANK", "")
     if parsed.type == "cuda" and index is None and rank.isdigit():
-        # Under torchrun each rank takes the GPU of its local rank (ndstream.distributed).
+        # Under torchrun each rank takes the GPU of its local rank (ndstream.ingestion.ranks).
         index = int(rank)
         of_rank = f"this rank's device is cuda:{index} (LOCAL_RANK={rank}), but "
     why = _missing(parsed.type, index)
@@ -218,6 +231,19 @@ class CheckpointConfig(_Strict):
     )
 
 
+def _threads_kind(value: Any) -> str:
+    return "parts" if isinstance(value, dict | BaseModel) else "cores"
+
+
+class ThreadsConfig(_Strict):
+    """Threads of each part of an ingest; a part left out gets the default share (see
+    ``docs/threads.md``)."""
+
+    forward: int | None = Field(default=None, gt=0, description="torch intra-op threads")
+    sketch: int | None = Field(default=None, gt=0, description="Numba threads of the updates")
+    write: int | None = Field(default=None, gt=0, description="threads writing checkpoints")
+
+
 class InstancesConfig(_Strict):
     """Single inputs to record with their activations (the dots of the Instances view)."""
 
@@ -227,13 +253,27 @@ class InstancesConfig(_Strict):
     )
 
 
-class GridConfig(_Strict):
-    """The sketch's log-linear grid (see :class:`ndstream.GridSpec`)."""
+# The grid section has GridSpec's fields, defaults and checks, taken from GridSpec itself.
+if TYPE_CHECKING:
+    _GridFields = _Strict
+else:
+    _GridFields = create_model(
+        "_GridFields",
+        __base__=_Strict,
+        **{
+            f.name: (get_type_hints(GridSpec)[f.name], f.default)
+            for f in dataclasses.fields(GridSpec)
+        },
+    )
 
-    mantissa_bits: int = Field(default=23, ge=1, le=23)
-    min_mantissa_bits: int = Field(default=1, ge=1, le=23)
-    max_bins: int | None = Field(default=None, ge=2)
-    exact_values: int | None = Field(default=None, ge=0, le=2**28)
+
+class GridConfig(_GridFields):
+    """The sketch's log-linear grid: the fields of :class:`ndstream.GridSpec`, checked by it."""
+
+    @model_validator(mode="after")
+    def _a_grid_spec(self) -> GridConfig:
+        GridSpec(**self.model_dump())  # its ConfigError is a ValueError: reported by field
+        return self
 
 
 class CustomGroupingConfig(_Strict):
@@ -270,6 +310,30 @@ class IngestConfig(_Strict):
     )
     checkpoint: CheckpointConfig = CheckpointConfig()
     instances: InstancesConfig = InstancesConfig()
+    threads: (
+        Annotated[
+            Annotated[int, Tag("cores")] | Annotated[ThreadsConfig, Tag("parts")],
+            Discriminator(_threads_kind),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="cores for the run (split between forward, sketch and write as the "
+        "default splits them), or per-part counts; null: picked from the machine",
+    )
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        # One message for every wrong shape, rather than one per member of the union.
+        if isinstance(value, bool) or not isinstance(value, int | dict | ThreadsConfig | None):
+            raise ValueError(
+                "threads must be a positive number of cores, or a mapping of forward, "
+                "sketch and write thread counts"
+            )
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"threads must be a positive number of cores, got {value}")
+        return value
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> IngestConfig:

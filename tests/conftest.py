@@ -1,22 +1,26 @@
 """Shared fixtures: the digits CNN (trained once per session), its data, raw activations taken
-with plain forward hooks (independent of ndstream's capture), and one digits store.
+with plain forward hooks (independent of ndstream's capture), one digits store, the store of an
+uninterrupted CLI run, and torchvision models (each built once per session).
+
+Session stores are shared: a test that changes a store works on a copy (:func:`copy_store`).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from runs import cli, write_config
+from runs import NO_CHECKPOINTS, ingest_cli, write_config
 from torch import nn
 
 import ndstream
 from ndstream.demo import DigitsCNN, DigitsDataset, load_digits_cnn
+from ndstream.ingestion.worker import ThreadBudget
 
 #: Every named submodule of the digits CNN that produces activations (flatten is a reshape).
 DIGITS_LAYERS = ["conv1", "relu1", "conv2", "relu2", "pool", "fc1", "relu3", "fc2"]
@@ -67,8 +71,9 @@ def raw_activations(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Full outputs of ``names`` (plain ``register_forward_hook``) and the model's outputs.
 
-    Run with the batch size of the loader under test: torch's GEMM may change the last bit of
-    a Linear output with the batch size, which is not ndstream's doing.
+    Run with the batch size of the loader under test and with the torch threads of ingest's
+    forward pass (``ThreadBudget.default``): torch's GEMM may change the last bit of a Linear
+    output with either, which is not ndstream's doing.
     """
     modules = dict(model.named_modules())
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -81,12 +86,16 @@ def raw_activations(
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
     outs = []
+    threads = torch.get_num_threads()
+    size = sum(p.numel() for p in model.parameters())
+    torch.set_num_threads(ThreadBudget.default("cpu", parameters=size).forward)
     try:
         model.eval()
         with torch.no_grad():
             for start in range(0, inputs.shape[0], batch_size):
                 outs.append(model(inputs[start : start + batch_size]).cpu().numpy())
     finally:
+        torch.set_num_threads(threads)
         for h in handles:
             h.remove()
     return {n: np.concatenate(c) for n, c in chunks.items()}, np.concatenate(outs)
@@ -153,9 +162,52 @@ def env(ndstream_cache_dir: Path, digits_model: object) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
-    """A store of an uninterrupted CLI run of ``runs.write_config``'s config."""
+    """A store of an uninterrupted CLI run of ``runs.write_config``'s config.
+
+    The command line runs in this process, committing only at the end: a store's arrays do
+    not depend on its checkpoints (what the kill and resume tests compare with it).
+    """
     folder = tmp_path_factory.mktemp("reference")
     store = folder / "ref.zarr"
-    subprocess.run(cli(write_config(folder), store), env=env, check=True, timeout=300)
+    code, _, err = ingest_cli(write_config(folder, checkpoint=NO_CHECKPOINTS), store)
+    assert code == 0, err
     assert ndstream.open_store(store).complete
     return store
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    """A copy of a store (its checkpoint links kept as links), for a test that changes it."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+#: The torchvision architectures under test (random weights, nothing downloaded), with what
+#: each needs for 32 x 32 inputs.
+TORCHVISION = {
+    "resnet18": {},
+    "vgg16": {},
+    "mobilenet_v3_small": {},
+    "vit_b_16": {"image_size": 32},
+}
+
+
+@pytest.fixture(scope="session")
+def torchvision_model() -> Callable[[str], nn.Module]:
+    """``arch -> model``: each of :data:`TORCHVISION` built once per session, in eval mode,
+    with 10 classes and seeded weights. Tests must not change them (hooks they add, they
+    remove)."""
+    import torchvision
+
+    built: dict[str, nn.Module] = {}
+
+    def get(arch: str) -> nn.Module:
+        if arch not in built:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = getattr(torchvision.models, arch)(
+                    weights=None, num_classes=10, **TORCHVISION[arch]
+                )
+            built[arch] = model.eval()
+        return built[arch]
+
+    return get

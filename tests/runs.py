@@ -1,8 +1,11 @@
-"""Helpers for tests that run ingests as real processes and compare the stores they write."""
+"""Helpers for tests that run ingests (as real processes, or the command line in this process)
+and compare the stores they write."""
 
 from __future__ import annotations
 
+import io
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,10 @@ import yaml
 import ndstream
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: Only the final commit: for runs whose checkpoints are not what a test is about (the stores'
+#: arrays are the same whatever the checkpoints, as the resume tests check).
+NO_CHECKPOINTS = {"every_steps": None, "every_seconds": None}
 
 
 def write_config(folder: Path, name: str = "run.yaml", **changes: object) -> Path:
@@ -28,6 +35,28 @@ def write_config(folder: Path, name: str = "run.yaml", **changes: object) -> Pat
 def cli(config: Path, store: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ndstream", "ingest", str(config), "--store", str(store),
             "--quiet", *extra]  # fmt: skip
+
+
+def run_cli(*args: object) -> tuple[int, str, str]:
+    """``ndstream ARGS`` in this process (``ndstream.cli.main``): exit status, stdout, stderr.
+
+    For tests of what the command line does, where no real process is the point: it spares
+    each one an interpreter start and the whole import.
+    """
+    from ndstream.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, --version and usage errors
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    return code, out.getvalue(), err.getvalue()
+
+
+def ingest_cli(config: Path, store: Path, *extra: str) -> tuple[int, str, str]:
+    """What :func:`cli`'s command does, run in this process."""
+    return run_cli("ingest", config, "--store", store, "--quiet", *extra)
 
 
 def arrays(path: Path) -> dict[str, np.ndarray]:
@@ -54,8 +83,10 @@ def arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def assert_identical(a: Path, b: Path) -> None:
-    x, y = arrays(a), arrays(b)
+def assert_identical(a: Path, b: Path | dict[str, np.ndarray]) -> None:
+    """Every array of store ``a`` equals store ``b``'s, or ``b``'s arrays read once before
+    (:func:`arrays`, for a store compared many times)."""
+    x, y = arrays(a), (b if isinstance(b, dict) else arrays(b))
     assert x.keys() == y.keys()
     for key in x:
         assert x[key].dtype == y[key].dtype, key

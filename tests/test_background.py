@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from ndstream.background import SerialWorker
+from ndstream.ingestion.worker import SerialWorker
 
 
 def test_jobs_run_in_submission_order_on_another_thread():

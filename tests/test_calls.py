@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torchvision
 import yaml
 from torch import nn
 
@@ -96,10 +95,11 @@ def assert_layer_matches(store: ndstream.Store, layer: str, values: np.ndarray) 
 
 
 @pytest.fixture(scope="module")
-def resnet() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    x = torch.randn(N_SAMPLES, 3, 32, 32)
+def resnet(
+    torchvision_model: Callable[[str], nn.Module],
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    model = torchvision_model("resnet18")  # built once per session (conftest.TORCHVISION)
+    x = torch.randn(N_SAMPLES, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.arange(N_SAMPLES) % 10
     return model, x, y
 

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ndstream.capture import (
+from ndstream.capture.hooks import (
     REDUCTIONS,
     ActivationCapture,
     LayerInfo,
@@ -628,18 +627,16 @@ def expected_neurons(module: nn.Module, name: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet18", "vgg16", "mobilenet_v3_small", "vit_b_16"])
-def test_torchvision_models(arch: str) -> None:
-    torch.manual_seed(0)
+def test_torchvision_models(arch: str, torchvision_model: Callable[[str], nn.Module]) -> None:
     is_vit = arch == "vit_b_16"
-    kwargs: dict[str, Any] = {"image_size": 32} if is_vit else {}
-    model = getattr(torchvision.models, arch)(weights=None, **kwargs).eval()
+    model = torchvision_model(arch)  # built once per session (conftest.TORCHVISION)
     modules = dict(model.named_modules())
     names = resolve_layers(model, ["type:Conv2d,Linear"] + (["type:GELU"] if is_vit else []))
     # nn.MultiheadAttention uses out_proj's weights without calling it, so its hook never fires.
     skipped = [n for n in names if n.endswith("self_attention.out_proj")]
     assert len(skipped) == (12 if is_vit else 0)
     ran = [n for n in names if n not in skipped]
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with (
         torch.inference_mode(),
         raw_outputs(model, ran) as raw,
@@ -662,11 +659,10 @@ def test_torchvision_models(arch: str) -> None:
 
 
 @pytest.mark.slow
-def test_resnet18_reused_relu() -> None:
+def test_resnet18_reused_relu(torchvision_model: Callable[[str], nn.Module]) -> None:
     # BasicBlock calls its relu after bn1 and again after the residual sum.
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
-    x = torch.randn(2, 3, 32, 32)
+    model = torchvision_model("resnet18")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with (
         torch.inference_mode(),
         raw_outputs(model, ["layer1.0.relu"]) as raw,
@@ -724,7 +720,7 @@ def test_mean_taken_a_slice_of_rows_at_a_time_is_the_same(monkeypatch: pytest.Mo
     model = nn.Sequential(nn.Identity())
     results = []
     for limit in (1 << 30, 1, 3 * 25 * 8 * 2):  # everything at once, row by row, 2 rows
-        monkeypatch.setattr("ndstream.capture._MEAN_SLICE_BYTES", {"cpu": limit})
+        monkeypatch.setattr("ndstream.capture.hooks._MEAN_SLICE_BYTES", {"cpu": limit})
         with ActivationCapture(model, ["0"], reduction="mean") as cap:
             model(x)
             results.append(cap.pop()["0"])

@@ -1,4 +1,5 @@
-"""YAML configs (validation and error messages) and the command line, run as real subprocesses."""
+"""YAML configs (validation and error messages) and the command line (in process, and once as
+real processes)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from runs import run_cli
 
 import ndstream
 from ndstream.config import IngestConfig, load_config
+from ndstream.ingestion.sources import build_dataset, build_model
 from ndstream.sketch import GridSpec
-from ndstream.sources import build_dataset, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -184,6 +186,11 @@ def test_cifar_missing_weights_says_nothing_is_downloaded(tmp_path) -> None:
 
 
 # -- the command line -------------------------------------------------------------------------------
+#
+# ``ndstream.cli.main`` runs in this process (``runs.run_cli``): what the command line does
+# does not need an interpreter of its own. Only test_the_commands_run_as_processes starts real
+# ones, for what only a process shows: the console script, ``python -m ndstream`` and the
+# exit status that main's return value becomes.
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +200,7 @@ def cli_env(ndstream_cache_dir, digits_model) -> dict[str, str]:
     return {**os.environ, "NDSTREAM_CACHE_DIR": str(ndstream_cache_dir)}
 
 
-def run_cli(args: list[str], env: dict[str, str], console_script: bool = False):
+def run_process(args: list[str], env: dict[str, str], console_script: bool = False):
     cmd = [str(CONSOLE_SCRIPT)] if console_script else [sys.executable, "-m", "ndstream"]
     return subprocess.run(
         [*cmd, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
@@ -201,15 +208,15 @@ def run_cli(args: list[str], env: dict[str, str], console_script: bool = False):
 
 
 @pytest.fixture(scope="module")
-def cli_store(tmp_path_factory, cli_env) -> tuple[Path, subprocess.CompletedProcess]:
+def cli_store(tmp_path_factory, cli_env) -> tuple[Path, tuple[int, str, str]]:
     path = tmp_path_factory.mktemp("cli") / "digits.zarr"
-    args = ["ingest", "configs/digits.yaml", "--store", str(path), "--limit", "300", "--quiet"]
-    return path, run_cli(args, cli_env)
+    digits = CONFIGS / "digits.yaml"
+    return path, run_cli("ingest", digits, "--store", path, "--limit", 300, "--quiet")
 
 
 def test_cli_ingest(cli_store, digits_targets) -> None:
-    path, result = cli_store
-    assert result.returncode == 0, result.stderr
+    path, (code, out, err) = cli_store
+    assert code == 0, err
     store = ndstream.open_store(path)
     assert store.meta.samples_done == 300
     assert store.meta.complete
@@ -227,15 +234,13 @@ def test_cli_ingest(cli_store, digits_targets) -> None:
     assert store.meta.config["store"] == str(path)
     assert store.meta.config["limit"] == 300
     assert store.meta.config["layers"] == DIGITS_LAYERS
-    assert str(path) in result.stdout  # it describes the store it wrote
+    assert str(path) in out  # it describes the store it wrote
 
 
-def test_cli_info_via_console_script(cli_store, cli_env) -> None:
+def test_cli_info(cli_store) -> None:
     path, _ = cli_store
-    assert CONSOLE_SCRIPT.is_file()
-    result = run_cli(["info", str(path)], cli_env, console_script=True)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    code, out, err = run_cli("info", path)
+    assert code == 0, err
     store = ndstream.open_store(path)
     lines = out.splitlines()
     forms = []
@@ -278,15 +283,15 @@ def test_cli_info_via_console_script(cli_store, cli_env) -> None:
     assert re.search(rf"^layers\s+{len(store.layers)}$", out, re.MULTILINE)
 
 
-def test_cli_ingest_existing_store_without_overwrite(cli_store, cli_env) -> None:
+def test_cli_ingest_existing_store_without_overwrite(cli_store) -> None:
     path, _ = cli_store
-    args = ["ingest", "configs/digits.yaml", "--store", str(path), "--limit", "10", "--quiet"]
-    result = run_cli(args, cli_env)
-    assert result.returncode == 2
-    assert "complete store of a different run" in result.stderr
-    assert "config 'limit' (300 in the store, 10 now)" in result.stderr
-    assert "--overwrite" in result.stderr
-    assert "Traceback" not in result.stderr
+    args = ["ingest", CONFIGS / "digits.yaml", "--store", path, "--limit", "10", "--quiet"]
+    code, _, err = run_cli(*args)
+    assert code == 2
+    assert "complete store of a different run" in err
+    assert "config 'limit' (300 in the store, 10 now)" in err
+    assert "--overwrite" in err
+    assert "Traceback" not in err
     assert ndstream.open_store(path).meta.samples_done == 300
 
 
@@ -295,61 +300,80 @@ def test_cli_wrong_layer_name(tmp_path, cli_env) -> None:
     raw["layers"] = ["conv1", "relu_2"]
     store = tmp_path / "s.zarr"
     raw["store"] = str(store)
-    result = run_cli(["ingest", str(_write(tmp_path, raw)), "--quiet"], cli_env)
-    assert result.returncode == 2
-    assert "'relu2'" in result.stderr and "relu_2" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = run_cli("ingest", _write(tmp_path, raw), "--quiet")
+    assert code == 2
+    assert "'relu2'" in err and "relu_2" in err
+    assert "Traceback" not in err
     assert not store.exists()
 
 
-def test_cli_bad_config_exits_2(tmp_path, cli_env) -> None:
+def test_cli_bad_config_exits_2(tmp_path) -> None:
     path = _write(tmp_path, _digits_config() | {"reduction": "median"})
-    result = run_cli(["ingest", str(path), "--store", str(tmp_path / "s.zarr")], cli_env)
-    assert result.returncode == 2
-    assert "reduction" in result.stderr and "'mean'" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = run_cli("ingest", path, "--store", tmp_path / "s.zarr")
+    assert code == 2
+    assert "reduction" in err and "'mean'" in err
+    assert "Traceback" not in err
 
 
-def test_cli_cifar_missing_weights(tmp_path, cli_env) -> None:
+def test_cli_cifar_missing_weights(tmp_path) -> None:
     missing = tmp_path / "vgg16.pt"
     # the data folder is checked first (it is cheaper than building a model): with both
     # missing, the CLI names the data root
     config = _cifar_config(tmp_path, weights=str(missing))
-    result = run_cli(["ingest", str(config)], cli_env)
-    assert result.returncode == 2
-    assert "never downloads" in result.stderr and "no-cifar-here" in result.stderr
-    assert "data.root" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = run_cli("ingest", config)
+    assert code == 2
+    assert "never downloads" in err and "no-cifar-here" in err
+    assert "data.root" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "cifar.zarr").exists()
     # with data that exists (the builtin digits), the missing weights are named
     raw = yaml.safe_load(config.read_text())
     raw["data"] = {"kind": "builtin", "name": "digits", "split": "all"}
-    result = run_cli(["ingest", str(_write(tmp_path, raw, "cifar-model.yaml"))], cli_env)
-    assert result.returncode == 2
-    assert "never downloads" in result.stderr and str(missing) in result.stderr
-    assert "model.weights" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = run_cli("ingest", _write(tmp_path, raw, "cifar-model.yaml"))
+    assert code == 2
+    assert "never downloads" in err and str(missing) in err
+    assert "model.weights" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "cifar.zarr").exists()
 
 
-def test_cli_info_missing_path(tmp_path, cli_env) -> None:
+def test_cli_info_missing_path(tmp_path) -> None:
     missing = tmp_path / "nothing.zarr"
-    result = run_cli(["info", str(missing)], cli_env, console_script=True)
+    code, out, err = run_cli("info", missing)
+    assert code == 2
+    assert str(missing) in err and "does not exist" in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_cli_help() -> None:
+    code, out, _ = run_cli("--help")
+    assert code == 0
+    assert "ingest" in out and "info" in out
+    code, out, _ = run_cli("ingest", "--help")
+    assert code == 0
+    for option in ("--store", "--limit", "--overwrite", "config"):
+        assert option in out
+    code, out, _ = run_cli("--version")
+    assert code == 0 and ndstream.__version__ in out
+    code, _, err = run_cli()
+    assert code == 2 and "COMMAND" in err
+
+
+def test_the_commands_run_as_processes(cli_store, cli_env, tmp_path) -> None:
+    """The console script and ``python -m ndstream`` are the command line run in process:
+    the same output, and main's return value as the exit status (0, and 2 on an error)."""
+    path, _ = cli_store
+    assert CONSOLE_SCRIPT.is_file()
+    info = run_process(["info", str(path)], cli_env, console_script=True)
+    assert info.returncode == 0, info.stderr
+    assert info.stdout == run_cli("info", path)[1]
+    missing = tmp_path / "nothing.zarr"
+    result = run_process(["info", str(missing)], cli_env, console_script=True)
     assert result.returncode == 2
     assert str(missing) in result.stderr and "does not exist" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-
-
-def test_cli_help(cli_env) -> None:
-    top = run_cli(["--help"], cli_env)
-    assert top.returncode == 0
-    assert "ingest" in top.stdout and "info" in top.stdout
-    sub = run_cli(["ingest", "--help"], cli_env, console_script=True)
-    assert sub.returncode == 0
-    for option in ("--store", "--limit", "--overwrite", "config"):
-        assert option in sub.stdout
-    version = run_cli(["--version"], cli_env, console_script=True)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    version = run_process(["--version"], cli_env)
     assert version.returncode == 0 and ndstream.__version__ in version.stdout
-    bare = run_cli([], cli_env)
+    bare = run_process([], cli_env)
     assert bare.returncode == 2 and "COMMAND" in bare.stderr

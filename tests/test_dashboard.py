@@ -26,7 +26,7 @@ import numpy as np
 import panel as pn
 import pytest
 from PIL import Image
-from runs import cli, write_config
+from runs import cli, run_cli, write_config
 
 import ndstream
 from ndstream.views.activation import composite, row_of
@@ -479,7 +479,8 @@ def test_a_link_with_a_bad_value_applies_the_rest(
 @pytest.mark.slow
 def test_live_mode_follows_a_running_ingest(tmp_path: Path, env: dict[str, str]) -> None:
     path = tmp_path / "live.zarr"
-    ingest = subprocess.Popen(cli(write_config(tmp_path), path), env=env, stdout=subprocess.DEVNULL)
+    config = write_config(tmp_path, checkpoint={"every_steps": 2, "every_seconds": None})
+    ingest = subprocess.Popen(cli(config, path), env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -772,24 +773,26 @@ def test_dashboard_explains_a_bad_store(tmp_path: Path, kind: str) -> None:
     assert "ndstream serve" in text
 
 
-def test_serve_refuses_a_missing_store(tmp_path: Path) -> None:
+def test_serve_refuses_a_missing_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process: the refusal comes before any server (one that started fails here)."""
     missing = tmp_path / "nonexistent"
     with socket.socket() as s:  # a free port, in case a server did start
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    done = subprocess.run(
-        [sys.executable, "-m", "ndstream", "serve", str(missing), "--port", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2, done
-    assert "ndstream serve" in done.stderr and "does not exist" in done.stderr
-    assert str(missing) in done.stderr
-    assert "Traceback" not in done.stderr
-    assert "dashboard of" not in done.stdout  # the server never started
+
+    def started(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(pn, "serve", started)
+    code, out, err = run_cli("serve", missing, "--port", port)
+    assert code == 2, (out, err)
+    assert "ndstream serve" in err and "does not exist" in err
+    assert str(missing) in err
+    assert "Traceback" not in err
+    assert "dashboard of" not in out  # the server never started
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_port_in_use(reference: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -817,6 +820,7 @@ def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, 
         conn.close()
 
 
+@pytest.mark.slow
 def test_serve_warns_off_loopback_and_keeps_to_its_origins(reference: Path, tmp_path: Path) -> None:
     """On 0.0.0.0 the server says who can reach it, and serves browsers only under the origins
     of the address served and this machine's loopback names: a page opened by another name

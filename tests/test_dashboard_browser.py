@@ -21,7 +21,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, REPO, Page, panel_serve, require_browser
-from runs import cli, write_config
+from runs import cli, ingest_cli, write_config
 
 import ndstream
 
@@ -32,11 +32,11 @@ DEFAULT_LAYERS = ["fc1", "relu3", "fc2"]  # the demo store's last three layers
 
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
-    """The README's demo run (configs/digits.yaml) into a fresh folder."""
+    """The README's demo run (configs/digits.yaml) into a fresh folder (the command line, in
+    this process)."""
     store = tmp_path_factory.mktemp("demo") / "digits.zarr"
-    cmd = [sys.executable, "-m", "ndstream", "ingest", str(REPO / "configs" / "digits.yaml"),
-           "--store", str(store), "--quiet"]  # fmt: skip
-    subprocess.run(cmd, env=env, check=True, timeout=300, cwd=REPO)
+    code, _, err = ingest_cli(REPO / "configs" / "digits.yaml", store)
+    assert code == 0, err
     return store
 
 

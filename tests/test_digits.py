@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,8 +26,10 @@ from ndstream.demo import (
 
 
 @pytest.fixture(scope="module")
-def trained() -> DigitsCNN:
-    return train_digits_cnn(seed=0)
+def trained(digits_model: DigitsCNN) -> DigitsCNN:
+    """``train_digits_cnn(seed=0)``: the session's model, which ``load_digits_cnn`` trained
+    into an empty cache with its default recipe (seed 0). Tests must not change it."""
+    return digits_model
 
 
 @pytest.fixture
@@ -178,8 +182,21 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert default_cache_dir() == Path.home() / ".cache" / "ndstream"
 
 
-def test_cache_round_trip(tmp_path: Path, trained: DigitsCNN) -> None:
+def test_cache_round_trip(
+    tmp_path: Path, trained: DigitsCNN, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # That load_digits_cnn trains as train_digits_cnn(seed=0) does is checked by the session
+    # model (trained by load_digits_cnn) in test_training_is_deterministic_...: here the
+    # training hands back a copy of its result at once.
+    calls: list[dict[str, Any]] = []
+
+    def train(**kwargs: Any) -> DigitsCNN:
+        calls.append(kwargs)
+        return copy.deepcopy(trained)
+
+    monkeypatch.setattr(digits_mod, "train_digits_cnn", train)
     first = load_digits_cnn(tmp_path)
+    assert len(calls) == 1
     path = _cache_file(tmp_path)
     assert path.is_file()
     assert not first.training
@@ -189,6 +206,7 @@ def test_cache_round_trip(tmp_path: Path, trained: DigitsCNN) -> None:
     second = load_digits_cnn(tmp_path)
     assert path.stat().st_mtime_ns == 1_000_000_000
     assert not second.training
+    assert len(calls) == 1  # loaded from the file, not trained
     _assert_same_weights(first, second)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp files left behind
 

@@ -16,9 +16,10 @@ from runs import assert_identical, cli, write_config
 import ndstream
 from ndstream.store import snapshots
 
-pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available(), reason="torch.distributed is missing"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is missing"),
+]
 
 
 def torchrun(config: Path, store: Path, nproc: int = 2) -> list[str]:
@@ -55,8 +56,18 @@ def test_killing_one_rank_then_rerunning_is_identical(
     finally:
         launcher.kill()
         launcher.wait()
+    # What the dead run left is a whole checkpoint of an unfinished run: every rank's
+    # batches of the same steps, counted once in every layer and every grouping.
     partial = ndstream.open_store(store)
-    assert partial.meta.samples_done < 1797 or not partial.complete
+    done = partial.meta.samples_done
+    assert not partial.complete and 0 < done < 1797, done
+    assert done % (2 * 32 * 2) == 0, done  # whole checkpoints: 2 steps of 2 ranks' 32 samples
+    for layer in partial.layers:
+        assert partial.count(layer) == done, layer
+    labels = sum(partial.count("fc2", str(c)) for c in range(10))
+    predicted = sum(partial.count("fc2", f"pred:{c}") for c in range(10))
+    assert labels == predicted == done
+    assert partial.count("fc2", "correct") + partial.count("fc2", "incorrect") == done
     subprocess.run(torchrun(config, store), env=env, check=True, timeout=300)
     assert_identical(store, reference)
 

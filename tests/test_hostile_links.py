@@ -253,6 +253,7 @@ def links(draw: st.DrawFn, store: ndstream.Store, ids: list[str]) -> str:
     return "?" + urlencode(draw(st.permutations(pairs)))
 
 
+@pytest.mark.slow  # 200 documents built
 def test_hostile_links_never_break_or_inject(store_path: Path, store: ndstream.Store) -> None:
     logging.getLogger("ndstream.views").setLevel(logging.CRITICAL)  # hundreds of messages
     checker = NeuralDivergence(store_path)

@@ -495,7 +495,7 @@ def test_batch_size_invariance_bit_identical(reduction, tmp_path, monkeypatch) -
     x = _awkward_values(600, (3, 2, 2), seed=1)
     y = torch.from_numpy(np.random.default_rng(2).integers(0, 6, size=600))
     dataset = torch.utils.data.TensorDataset(x, y)
-    pending = sys.modules["ndstream.ingest"]._PendingBatches
+    pending = sys.modules["ndstream.ingestion.run"]._PendingBatches
     arrays = []
     # Batch sizes, and how many samples ingest gathers before a sketch update: every batch
     # on its own, the default, or all of them in one update at the end.

@@ -12,7 +12,7 @@ from runs import arrays
 
 import ndstream
 from ndstream.errors import DataError
-from ndstream.instances import InstanceSpec
+from ndstream.store.instances import InstanceSpec
 
 LAYERS = ["conv1", "relu2", "fc1", "fc2"]
 

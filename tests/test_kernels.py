@@ -382,7 +382,7 @@ def test_zero_and_nonfinite_have_no_key():
 @pytest.mark.parametrize(
     "grid",
     [
-        GridSpec(),
+        pytest.param(GridSpec(), marks=pytest.mark.slow),  # every pair of 24 resolutions
         GridSpec(mantissa_bits=7, min_mantissa_bits=2),
         GridSpec(mantissa_bits=4),
     ],

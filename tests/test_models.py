@@ -11,7 +11,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 import ndstream
@@ -20,11 +19,11 @@ N_IMAGES, BATCH = 8, 4
 
 CASES = {
     # The ReLU modules of a ResNet block run twice per forward: a layer per call.
-    "resnet18": ({}, "type:Conv2d,Linear,ReLU"),
-    "vgg16": ({}, "type:Conv2d,Linear"),
-    "mobilenet_v3_small": ({}, "type:Conv2d,Linear"),
+    "resnet18": "type:Conv2d,Linear,ReLU",
+    "vgg16": "type:Conv2d,Linear",
+    "mobilenet_v3_small": "type:Conv2d,Linear",
     # MultiheadAttention.out_proj is a Linear whose weights are used without calling it.
-    "vit_b_16": ({"image_size": 32}, "type:Conv2d,Linear,GELU"),
+    "vit_b_16": "type:Conv2d,Linear,GELU",
 }
 
 
@@ -59,10 +58,9 @@ def _expected_neurons(module: nn.Module, shape: tuple) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", list(CASES))
-def test_torchvision_model(arch, tmp_path) -> None:
-    kwargs, selector = CASES[arch]
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=10, **kwargs).eval()
+def test_torchvision_model(arch, tmp_path, torchvision_model) -> None:
+    selector = CASES[arch]
+    model = torchvision_model(arch)  # built once per session (conftest.TORCHVISION)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(N_IMAGES, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (N_IMAGES,), generator=gen)

@@ -19,6 +19,7 @@ from conftest import per_neuron, raw_activations
 from torch import nn
 
 import ndstream
+from ndstream.capture.groupings import custom
 from ndstream.errors import GroupNotFoundError
 from ndstream.explore import (
     SORTS,
@@ -30,8 +31,7 @@ from ndstream.explore import (
     neuron_order,
     sort_key,
 )
-from ndstream.groups import custom
-from ndstream.instances import InstanceTable
+from ndstream.store.instances import InstanceTable
 
 LAYERS = ["conv", "relu", "fc"]
 N_SAMPLES = 150

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runs import arrays, assert_identical, cli, write_config
+from conftest import copy_store
+from runs import NO_CHECKPOINTS, arrays, assert_identical, cli, ingest_cli, write_config
 from torch import nn
 
 import ndstream
@@ -27,10 +28,13 @@ from ndstream.store import snapshots
 # -- kill -9 at random moments, then resume ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_identical(
     tmp_path: Path, env: dict[str, str], reference: Path
 ) -> None:
-    config = write_config(tmp_path)
+    # A checkpoint every third step: 19 in a run, so that kills land between, during and
+    # before checkpoints (one every step cost most of the time of each run).
+    config = write_config(tmp_path, checkpoint={"every_steps": 3, "every_seconds": None})
     store = tmp_path / "killed.zarr"
     rng = random.Random(20261130)
     # Time a whole run: start-up to its first checkpoint, then the rest.
@@ -43,12 +47,24 @@ def test_sigkill_at_random_moments_then_resume_is_identical(
     assert proc.wait(timeout=300) == 0
     rest = time.monotonic() - start - first
 
+    def committed() -> str | None:
+        link = store / snapshots.CURRENT
+        return os.readlink(link) if link.is_symlink() else None
+
     progress = [0]
-    for _ in range(6):
-        # A moment anywhere from start-up to the expected end of what is left to do.
+    for attempt in range(6):
         left = 1 - progress[-1] / 1797
+        before = committed()
         proc = subprocess.Popen(cli(config, store), env=env)
-        time.sleep(rng.uniform(0.1, first + rest * left))
+        if attempt in (0, 3):
+            # In start-up (of a fresh run, then of a resume): mostly before it commits.
+            time.sleep(rng.uniform(0.1, first))
+        else:
+            # While it streams: once it has committed a checkpoint of its own, a moment
+            # anywhere in most of what is left to do (a checkpoint half written, or not).
+            while committed() == before and proc.poll() is None:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.7 * rest * left))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         done = 0
@@ -58,7 +74,8 @@ def test_sigkill_at_random_moments_then_resume_is_identical(
             assert s.count("fc2") == done  # a whole checkpoint, never a mix
         assert done >= progress[-1]
         progress.append(done)
-    subprocess.run(cli(config, store), env=env, check=True, timeout=300)
+    code, _, err = ingest_cli(config, store)  # the resume: no process of its own needed
+    assert code == 0, err
 
     mid_run = [n for n in progress[1:] if 0 < n < 1797]
     assert len(set(mid_run)) >= 2, f"too few kills landed mid-run to test resume: {progress}"
@@ -66,6 +83,7 @@ def test_sigkill_at_random_moments_then_resume_is_identical(
     assert_identical(store, reference)
 
 
+@pytest.mark.slow
 def test_ctrl_c_commits_what_was_counted_then_resume_is_identical(
     tmp_path: Path, env: dict[str, str], reference: Path
 ) -> None:
@@ -83,20 +101,22 @@ def test_ctrl_c_commits_what_was_counted_then_resume_is_identical(
     s = ndstream.open_store(store)
     assert not s.complete and 0 < s.meta.samples_done < 1797
     assert s.meta.samples_done % 32 == 0 and s.count("fc2") == s.meta.samples_done
-    subprocess.run(cli(config, store), env=env, check=True, timeout=300)
+    code, _, err = ingest_cli(config, store)  # the resume, in this process
+    assert code == 0, err
     assert_identical(store, reference)
 
 
 # -- readers during writes ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reader_polling_during_ingest_never_errors_nor_goes_back(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     import xarray as xr
 
     store = tmp_path / "live.zarr"
-    proc = subprocess.Popen(cli(write_config(tmp_path, loader={"batch_size": 16}), store), env=env)
+    proc = subprocess.Popen(cli(write_config(tmp_path), store), env=env)  # 57 checkpoints
     try:
         while not (store / snapshots.CURRENT).is_symlink():
             assert proc.poll() is None, "the ingest ended before its first checkpoint"
@@ -194,10 +214,18 @@ def ingest_digits(model, data, path: Path, **kwargs):
     return ndstream.ingest(model, data, path, **options)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, digits_model, digits_dataset) -> Path:
+    """The store of :func:`ingest_digits`' run, uninterrupted (tests must not change it)."""
+    path = tmp_path_factory.mktemp("uninterrupted") / "ref.zarr"
+    store = ingest_digits(digits_model, digits_dataset, path, checkpoint_every=None)
+    assert store.complete and store.count("fc2") == 1797
+    return path
+
+
 def test_failed_loading_keeps_progress_and_resume_is_identical(
-    tmp_path: Path, digits_model, digits_dataset
+    tmp_path: Path, digits_model, digits_dataset, uninterrupted: Path
 ) -> None:
-    ref = ingest_digits(digits_model, digits_dataset, tmp_path / "ref.zarr")
     path = tmp_path / "broken.zarr"
     # Position 700 of the seeded order fails to load.
     bad = int(np.random.RandomState(0).permutation(len(digits_dataset))[700])
@@ -209,11 +237,11 @@ def test_failed_loading_keeps_progress_and_resume_is_identical(
     assert partial.count("fc2") == 640
     # The same run, with the data fixed, resumes.
     ingest_digits(digits_model, FailingData(digits_dataset, None), path)
-    assert_identical(path, ref.path)
+    assert_identical(path, uninterrupted)
 
 
-def test_dataloader_worker_crash_is_a_clear_error(
-    tmp_path: Path, digits_model, digits_dataset
+def test_dataloader_worker_crash_is_a_clear_error_and_resume_is_identical(
+    tmp_path: Path, digits_model, digits_dataset, uninterrupted: Path
 ) -> None:
     path = tmp_path / "crash.zarr"
     crash_at = int(np.random.RandomState(0).permutation(len(digits_dataset))[900])
@@ -225,6 +253,11 @@ def test_dataloader_worker_crash_is_a_clear_error(
     partial = ndstream.open_store(path)
     assert 0 < partial.meta.samples_done < 1797
     assert partial.count("fc2") == partial.meta.samples_done
+    # What was committed before the crash is what the uninterrupted run had counted by then:
+    # the resume (workers that no longer crash) finishes as if nothing had happened.
+    loader = torch.utils.data.DataLoader(CrashingData(digits_dataset, -1), batch_size=64)
+    ingest_digits(digits_model, loader, path, checkpoint_every=2)
+    assert_identical(path, uninterrupted)
 
 
 class CrashingData(FailingData):
@@ -240,14 +273,21 @@ class CrashingData(FailingData):
         return self.base[i]
 
 
-@pytest.fixture
-def partial_store(tmp_path: Path, digits_model, digits_dataset) -> Path:
-    """An incomplete store: the loading failed after 640 samples."""
-    path = tmp_path / "partial.zarr"
+@pytest.fixture(scope="module")
+def partial_source(tmp_path_factory: pytest.TempPathFactory, digits_model, digits_dataset) -> Path:
+    """An incomplete store: the loading failed after 640 samples (written once; tests get
+    copies)."""
+    path = tmp_path_factory.mktemp("partial") / "partial.zarr"
     bad = int(np.random.RandomState(0).permutation(len(digits_dataset))[700])
     with pytest.raises(DataError):
         ingest_digits(digits_model, FailingData(digits_dataset, bad), path)
     return path
+
+
+@pytest.fixture
+def partial_store(tmp_path: Path, partial_source: Path) -> Path:
+    """A test's own copy of :func:`partial_source`."""
+    return copy_store(partial_source, tmp_path / "partial.zarr")
 
 
 @pytest.mark.parametrize(
@@ -310,20 +350,22 @@ def test_resume_with_changed_model_or_data_is_refused(
 
 def test_cli_resume_refusal_says_what_differs(tmp_path: Path, env: dict[str, str]) -> None:
     store = tmp_path / "s.zarr"
-    subprocess.run(cli(write_config(tmp_path), store, "--limit", "100"), env=env, check=True)
-    changed = write_config(tmp_path, "changed.yaml", reduction="mean")
-    result = subprocess.run(cli(changed, store, "--limit", "100"), env=env,
-                            capture_output=True, text=True)  # fmt: skip
-    assert result.returncode == 2
-    assert "config 'reduction' ('max' in the store, 'mean' now)" in result.stderr
-    assert "--overwrite" in result.stderr
-    overwritten = subprocess.run(cli(changed, store, "--limit", "100", "--overwrite"), env=env)
-    assert overwritten.returncode == 0
+    config = write_config(tmp_path, checkpoint=NO_CHECKPOINTS)
+    assert ingest_cli(config, store, "--limit", "100")[0] == 0
+    before = snapshots.current(store)
+    changed = write_config(tmp_path, "changed.yaml", checkpoint=NO_CHECKPOINTS, reduction="mean")
+    code, _, err = ingest_cli(changed, store, "--limit", "100")
+    assert code == 2
+    assert "config 'reduction' ('max' in the store, 'mean' now)" in err
+    assert "--overwrite" in err
+    assert snapshots.current(store) == before  # refused: untouched
+    code, _, err = ingest_cli(changed, store, "--limit", "100", "--overwrite")
+    assert code == 0, err
     assert ndstream.open_store(store).meta.reduction == "mean"
 
 
 def test_run_killed_before_its_first_checkpoint_starts_afresh(
-    tmp_path: Path, digits_model, digits_dataset
+    tmp_path: Path, digits_model, digits_dataset, uninterrupted: Path
 ) -> None:
     # What a run killed while writing its first checkpoint leaves behind.
     path = tmp_path / "early.zarr"
@@ -333,11 +375,13 @@ def test_run_killed_before_its_first_checkpoint_starts_afresh(
         ndstream.open_store(path)
     with snapshots.StoreLock(path), pytest.raises(StoreError, match="no checkpoint yet"):
         ndstream.open_store(path)  # while an ingest holds the lock, it is still writing
-    store = ingest_digits(digits_model, digits_dataset, path)
+    store = ingest_digits(digits_model, digits_dataset, path, checkpoint_every=None)
     assert store.complete and store.count("fc2") == 1797
     assert not list((path / snapshots.SNAPSHOTS).glob("tmp-*"))
+    assert_identical(path, uninterrupted)  # nothing of the leftovers counted
 
 
+@pytest.mark.slow
 def test_fast_checkpoints_keep_disk_use_bounded(tmp_path: Path, env: dict[str, str]) -> None:
     """A checkpoint every step, then Ctrl-C: at no time more than a few whole snapshots."""
     config = write_config(tmp_path)  # a checkpoint after every one of 57 steps
@@ -361,9 +405,10 @@ def test_fast_checkpoints_keep_disk_use_bounded(tmp_path: Path, env: dict[str, s
     assert most <= snapshots.MOST + 1 and len(left) <= snapshots.MOST, (most, left)
 
 
-def test_complete_store_is_not_ingested_again(tmp_path: Path, digits_model, digits_dataset) -> None:
-    path = tmp_path / "done.zarr"
-    ingest_digits(digits_model, digits_dataset, path)
+def test_complete_store_is_not_ingested_again(
+    tmp_path: Path, digits_model, digits_dataset, uninterrupted: Path
+) -> None:
+    path = copy_store(uninterrupted, tmp_path / "done.zarr")
     committed = snapshots.current(path)
     again = ingest_digits(digits_model, digits_dataset, path)
     assert again.complete and snapshots.current(path) == committed
@@ -395,6 +440,7 @@ def test_unwritable_store_path_is_a_clear_error(
         ingest_digits(digits_model, digits_dataset, blocker / "store.zarr")
 
 
+@pytest.mark.slow
 def test_disk_full_keeps_the_last_checkpoint(tmp_path: Path, env: dict[str, str]) -> None:
     """A file-size limit makes every checkpoint write fail, as a full disk would."""
     config = write_config(tmp_path)

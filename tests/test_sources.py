@@ -18,8 +18,8 @@ import yaml
 import ndstream
 from ndstream.cli import main
 from ndstream.config import FactoryModel, TorchvisionModel, load_config
-from ndstream.fingerprint import model_fingerprint
-from ndstream.sources import build_model
+from ndstream.ingestion.fingerprint import model_fingerprint
+from ndstream.ingestion.sources import build_model
 
 _modules = itertools.count()
 

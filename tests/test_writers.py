@@ -1,9 +1,9 @@
 """One writer, always: real ingest processes racing for one store, at every phase of a run.
 
-A first ingest is frozen (SIGSTOP) before its first checkpoint, in the middle of one, and
-after its last; second and third writers (the same run, another run, ``--overwrite``) start
-meanwhile. They are refused and touch nothing, not even the lock file; the first run then
-finishes with the store an undisturbed run writes. Damage beside a running ingest is tested
+A first ingest, a real process, is frozen (SIGSTOP) before its first checkpoint, in the
+middle of one, and after its last; other writers (the same run, another run, ``--overwrite``)
+start meanwhile, in this process. They are refused and touch nothing, not even the lock file;
+the first run then finishes with the store an undisturbed run writes. Damage beside a running ingest is tested
 here too: readers fall back while the writer goes on.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runs import assert_identical, cli, write_config
+from runs import NO_CHECKPOINTS, assert_identical, cli, ingest_cli, write_config
 
 import ndstream
 from ndstream.errors import StoreDamageWarning
@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 
 # 1,797 digits in steps of 32, so that a run lasts long enough to be caught at each phase.
 SLOW = {"loader": {"batch_size": 32}, "instances": {"per_class": 1}}
+# A checkpoint every fourth step: 14 in a run, each long enough to be caught half written.
+EVERY_4 = {"every_steps": 4, "every_seconds": None}
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +41,24 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def undisturbed(folder: Path, env: dict[str, str]) -> Path:
-    """The store of the run under test, written with nothing else going on."""
-    config = write_config(folder, "undisturbed.yaml", **SLOW)
+    """The store of the run under test, written with nothing else going on (in this process,
+    committed at the end only: its arrays are those of any checkpointing)."""
+    config = write_config(folder, "undisturbed.yaml", **SLOW, checkpoint=NO_CHECKPOINTS)
     store = folder / "undisturbed.zarr"
-    subprocess.run(cli(config, store), env=env, check=True, timeout=300)
+    code, _, err = ingest_cli(config, store)
+    assert code == 0, err
     return store
 
 
-def _others(config: Path, other: Path, store: Path, env: dict[str, str]) -> None:
-    """Start a second and a third writer at once; both must be refused, touching nothing."""
+def _others(config: Path, other: Path, store: Path) -> None:
+    """A second, a third and a fourth writer (the same run, another run, ``--overwrite``)
+    must be refused, touching nothing. They run in this process, one after the other: the
+    first writer is a real process, and its lock is what refuses them."""
     lock = store / snapshots.LOCK
     before = os.stat(lock).st_ino, sorted(os.listdir(store)), _snapshots(store)
-    procs = [
-        subprocess.Popen(cli(config, store), env=env, stderr=subprocess.PIPE, text=True),
-        subprocess.Popen(cli(other, store), env=env, stderr=subprocess.PIPE, text=True),
-        subprocess.Popen(
-            cli(config, store, "--overwrite"), env=env, stderr=subprocess.PIPE, text=True
-        ),
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, err
+    for args in ((config, store), (other, store), (config, store, "--overwrite")):
+        code, _, err = ingest_cli(*args)
+        assert code == 2, err
         assert "another ingest is writing" in err and "Traceback" not in err, err
     after = os.stat(lock).st_ino, sorted(os.listdir(store)), _snapshots(store)
     assert after == before
@@ -95,7 +94,7 @@ def test_writers_before_the_first_checkpoint_are_refused(
     try:
         _freeze_when(first, lambda: snapshots.StoreLock.held(store))
         assert not (store / snapshots.CURRENT).exists()  # no checkpoint yet
-        _others(config, other, store, env)
+        _others(config, other, store)
     finally:
         _finish(first)
     assert_identical(store, undisturbed)
@@ -104,7 +103,7 @@ def test_writers_before_the_first_checkpoint_are_refused(
 def test_writers_during_a_checkpoint_are_refused(
     env: dict[str, str], undisturbed: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, **SLOW)  # a checkpoint after every step
+    config = write_config(tmp_path, **SLOW, checkpoint=EVERY_4)
     other = write_config(tmp_path, "other.yaml", **SLOW, reduction="mean")
     store = tmp_path / "run.zarr"
     first = subprocess.Popen(cli(config, store), env=env)
@@ -112,7 +111,7 @@ def test_writers_during_a_checkpoint_are_refused(
         # Frozen with a checkpoint half written (its folder there, not yet committed).
         _freeze_when(first, lambda: any(n.startswith("tmp-") for n in _snapshots(store)))
         assert any(n.startswith("tmp-") for n in _snapshots(store))
-        _others(config, other, store, env)
+        _others(config, other, store)
     finally:
         _finish(first)
     assert_identical(store, undisturbed)
@@ -121,7 +120,8 @@ def test_writers_during_a_checkpoint_are_refused(
 def test_writers_after_the_last_checkpoint_do_not_change_the_store(
     env: dict[str, str], undisturbed: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, **SLOW)
+    # Only the final commit: the phase under test comes after it.
+    config = write_config(tmp_path, **SLOW, checkpoint=NO_CHECKPOINTS)
     other = write_config(tmp_path, "other.yaml", **SLOW, reduction="mean")
     store = tmp_path / "run.zarr"
     first = subprocess.Popen(cli(config, store), env=env)
@@ -140,15 +140,15 @@ def test_writers_after_the_last_checkpoint_do_not_change_the_store(
     first.send_signal(signal.SIGSTOP)  # ... and, if it has not exited yet, held there
     try:
         if first.poll() is None and snapshots.StoreLock.held(store):
-            _others(config, other, store, env)
+            _others(config, other, store)
     finally:
         _finish(first)
     committed = snapshots.current(store)
     # The same run again finds nothing to do; another run is refused; neither writes.
-    same = subprocess.run(cli(config, store), env=env, capture_output=True, text=True)
-    assert same.returncode == 0, same.stderr
-    again = subprocess.run(cli(other, store), env=env, capture_output=True, text=True)
-    assert again.returncode == 2 and "different run" in again.stderr
+    code, _, err = ingest_cli(config, store)
+    assert code == 0, err
+    code, _, err = ingest_cli(other, store)
+    assert code == 2 and "different run" in err
     assert snapshots.current(store) == committed
     assert_identical(store, undisturbed)
 
@@ -158,7 +158,7 @@ def test_damage_beside_a_running_ingest(
 ) -> None:
     """Readers of a store whose last checkpoint is damaged while an ingest writes it fall
     back; the ingest goes on unharmed; killed, it resumes from an intact checkpoint."""
-    config = write_config(tmp_path, **SLOW)
+    config = write_config(tmp_path, **SLOW, checkpoint=EVERY_4)
     store = tmp_path / "run.zarr"
     first = subprocess.Popen(cli(config, store), env=env)
     try:
@@ -190,8 +190,8 @@ def test_damage_beside_a_running_ingest(
     data = bytearray((current / "fc2" / "min" / "c.0.0").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (current / "fc2" / "min" / "c.0.0").write_bytes(bytes(data))
-    resumed = subprocess.run(cli(config, killed), env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"checkpoint {current.name} is damaged" in resumed.stderr
-    assert "resum" in resumed.stderr or "goes on from sample" in resumed.stderr
+    code, _, err = ingest_cli(config, killed)  # the resume, in this process
+    assert code == 0, err
+    assert f"checkpoint {current.name} is damaged" in err
+    assert "resum" in err or "goes on from sample" in err
     assert_identical(killed, undisturbed)

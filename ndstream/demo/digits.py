@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 __all__ = [
@@ -39,6 +38,9 @@ _SPLIT_SEED = 20240601
 @functools.lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
     """Return read-only ``(images [N, 8, 8] float32 in [0, 1], labels [N] int64)``."""
+    # Imported here: sklearn.datasets pulls in pandas and scipy (a second at start-up).
+    from sklearn.datasets import load_digits
+
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float32) / np.float32(16.0)
     labels = np.asarray(bunch.target, dtype=np.int64)

@@ -19,9 +19,9 @@ from functools import cached_property
 
 import numpy as np
 
-from ..instances import InstanceTable
 from ..sketch import Summary
 from ..store import Store
+from ..store.instances import InstanceTable
 
 __all__ = ["TOOLTIP_QUANTILES", "GroupStats", "LayerFrame", "instance_ids"]
 

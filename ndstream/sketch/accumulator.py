@@ -46,11 +46,10 @@ import numpy as np
 from ..errors import SpecMismatchError
 from . import _kernels as k
 from .grid import GridSpec
-from .summary import Summary
+from .summary import POOLED_GROUP, Summary
 
 __all__ = ["POOLED_GROUP", "LayerSketch", "SketchSpec", "update_threads"]
 
-POOLED_GROUP = "all"  # the one group of a pooled summary: every row once
 
 _COUNTER_DTYPES: tuple[np.dtype[Any], ...] = (
     np.dtype(np.uint16),

@@ -13,20 +13,39 @@ Rank bounds: an estimate stands for a value whose rank the sketch knows only up 
 the bins that may hold it. ``quantile(q, bounds=True)`` and ``cdf(v, bounds=True)`` return
 that interval beside each estimate (:class:`RankBounds`): whatever the data, the exact rank
 lies inside it. Where every value is kept exactly the interval is that of the value's ties.
+
+The queries run on the Numba kernels, imported by the methods that call them: reading a
+store's counts, totals and stored rank bounds needs neither Numba nor its compiled kernels.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal, overload
 
 import numpy as np
 
-from . import _kernels as k
 from .grid import GridSpec
 
-__all__ = ["Pooled", "RankBounds", "Summary"]
+__all__ = ["POOLED_GROUP", "Pooled", "RankBounds", "Summary"]
+
+POOLED_GROUP = "all"  # the one group of a pooled summary: every row once
+
+
+# Up to this many (neuron, group, bin) cells, group_rank_bounds runs in NumPy: 2-3x the
+# kernel's time (about 5 ms a million cells), far less than importing Numba and loading the
+# kernel (0.5 s or more; seconds when it must be compiled), which a reader would pay for one
+# pooled summary. Larger summaries, written at checkpoints, take the kernel.
+_SMALL_CELLS = 1 << 22
+
+
+def _kernels() -> ModuleType:
+    """The Numba kernels, imported by the first query that runs one (not by reading a store)."""
+    from . import _kernels
+
+    return _kernels
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,7 @@ class Pooled:
         if np.any((qs < 0) | (qs > 1)) or np.any(np.isnan(qs)):
             raise ValueError(f"quantiles must lie in [0, 1], got {qs.tolist()}")
         out = np.empty((self.counts.shape[0], qs.size), dtype=np.float64)
-        k.quantiles(
+        _kernels().quantiles(
             self.counts, self.lower, self.upper, self.mins, self.maxs,
             self.neginf, self.posinf, qs, out,
         )  # fmt: skip
@@ -115,7 +134,7 @@ class Pooled:
         n = self.counts.shape[0]
         vals = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)).copy()
         out = np.empty(n, dtype=np.float64)
-        k.ranks(
+        _kernels().ranks(
             self.counts, self.lower, self.upper, self.mins, self.maxs,
             self.neginf, self.posinf, vals, out,
         )  # fmt: skip
@@ -127,7 +146,7 @@ class Pooled:
     def _bounded(self, values: np.ndarray) -> RankBounds:
         """``values[neuron, i]`` with the guaranteed interval of their ranks."""
         lo, hi = np.empty_like(values), np.empty_like(values)
-        k.rank_bounds(
+        _kernels().rank_bounds(
             self.counts, self.lower, self.upper, self.mins, self.maxs,
             self.neginf, self.posinf, values, lo, hi,
         )  # fmt: skip
@@ -141,7 +160,7 @@ class Pooled:
         value is kept exactly; NaN for a neuron without values).
         """
         total = self.counts.sum(axis=1) + self.neginf + self.posinf
-        widest = k.widest_bins(
+        widest = _kernels().widest_bins(
             self.counts[:, None, :], self.lower, self.upper, self.mins[:, None], self.maxs[:, None]
         )[:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -157,7 +176,7 @@ class Pooled:
         if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
             raise ValueError("edges must be a 1-d, strictly increasing array of at least 2 values")
         out = np.zeros((self.counts.shape[0], edges.size - 1), dtype=np.float64)
-        k.rebin(self.counts, self.lower, self.upper, self.mins, self.maxs, edges, out)
+        _kernels().rebin(self.counts, self.lower, self.upper, self.mins, self.maxs, edges, out)
         return out
 
 
@@ -306,9 +325,9 @@ class Summary:
         # where every bin is one float32 wide (resolution 23) no bin spans several values.
         zero_bin = np.argmax((self.lower == 0) & (self.upper == 0), axis=1)
         fine = np.asarray(self.resolution) >= 23
-        widest = k.widest_ranges(
-            self.counts, self.lower, self.upper, zero_bin, fine, self.mins, self.maxs
-        )
+        args = (self.counts, self.lower, self.upper, zero_bin, fine, self.mins, self.maxs)
+        small = self.counts.size <= _SMALL_CELLS  # see _SMALL_CELLS
+        widest = _widest_ranges(*args) if small else _kernels().widest_ranges(*args)
         total = self.totals[None, :] - self.nan  # the non-NaN values
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, widest / total, np.nan).astype(np.float32)
@@ -316,3 +335,26 @@ class Summary:
     def histogram(self, edges: np.ndarray) -> np.ndarray:
         """Re-binned counts with all groups pooled; see :meth:`Pooled.histogram`."""
         return self.pooled().histogram(edges)
+
+
+def _widest_ranges(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    zero_bin: np.ndarray,
+    fine: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+) -> np.ndarray:
+    """NumPy twin of ``_kernels.widest_ranges`` (the same rule; a test checks they agree)."""
+    n_neurons, n_groups, n_bins = counts.shape
+    lo, hi = mins[:, :, None], maxs[:, :, None]
+    # A bin with values spans several unless clipping it to the group's range leaves a point.
+    spans = (lower[:, None, :] < hi) & (upper[:, None, :] > lo)
+    spans &= np.arange(n_bins)[None, None, :] != zero_bin[:, None, None]
+    spans &= ~np.asarray(fine, dtype=bool)[:, None, None]
+    with np.errstate(invalid="ignore"):
+        spans &= lo < hi  # one distinct finite value, or none (NaN)
+    if n_bins == 0:
+        return np.zeros((n_neurons, n_groups), dtype=np.float64)
+    return np.where(spans, counts, 0).max(axis=2).astype(np.float64)

@@ -46,7 +46,9 @@ INSTANCE_DIMS: dict[str, tuple[str, ...]] = {
     "pair": ("instance",),
     "thumbnail": ("instance", "y", "x", "channel"),
 }
-NEURON_CHUNK = 1024  # a chunk holds up to 1,024 neurons (the writer compresses chunks in parallel)...
+NEURON_CHUNK = (
+    1024  # a chunk holds up to 1,024 neurons (the writer compresses chunks in parallel)...
+)
 CHUNK_BYTES = 4 << 20  # ...and as many groups as fit in about 4 MB of counts
 
 

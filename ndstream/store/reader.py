@@ -20,10 +20,10 @@ from ..errors import (
     StoreDamageWarning,
     StoreError,
 )
-from ..instances import InstanceTable
 from ..sketch import POOLED_GROUP, GridSpec, RankBounds, Summary
 from . import format as fmt
 from . import snapshots
+from .instances import InstanceTable
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -414,7 +414,9 @@ class Store:
             if group is None and self._has_pooled(layer):
                 return np.asarray(self._array(layer, f"{fmt.POOLED}/rank_bound")[...])[:, 0]
             if group is None:
-                return self._pooled(layer).rank_bound().astype(np.float32)
+                # The first grouping's groups added up, bounded by the rule the writer applies
+                # to a pooled subgroup (in NumPy at this size: `info` loads no kernel).
+                return self._pooled(layer).group_rank_bounds()[:, 0]
             idx = self.group_index(group)
             out = np.asarray(
                 self._array(layer, "rank_bound").get_orthogonal_selection((slice(None), idx))
@@ -434,7 +436,7 @@ class Store:
 
     def instances(self) -> InstanceTable | None:
         """The recorded instances with their values in every layer, or ``None`` if the run
-        recorded none (see :class:`~ndstream.instances.InstanceSpec`)."""
+        recorded none (see :class:`~ndstream.store.instances.InstanceSpec`)."""
         if fmt.INSTANCES not in self._root:
             return None
         with self._reading():

@@ -15,19 +15,24 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import StoreError
-from ..instances import InstanceTable
 from ..sketch import LayerSketch, Summary
 from . import format as fmt
 from . import snapshots, zarr_v3
+from .instances import InstanceTable
 from .integrity import MANIFEST, Manifest
 
-__all__ = ["check_replaceable", "write_checkpoint", "write_store"]
+__all__ = ["check_replaceable", "write_checkpoint", "write_store", "write_threads"]
+
+#: Threads that compress and write a checkpoint's files; ``None``: one per CPU. Ingest sets
+#: it for its own thread from its thread budget (see ``ndstream.ingestion.worker.ThreadBudget``).
+write_threads: ContextVar[int | None] = ContextVar("write_threads", default=None)
 
 
 def write_store(
@@ -345,7 +350,8 @@ class _Files:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="ndstream-write")
+        threads = write_threads.get() or os.cpu_count() or 2
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ndstream-write")
         self._pending: list[Future[None]] = []
         self._folders: set[str] = set()
         self.written: dict[str, tuple[int, int]] = {}

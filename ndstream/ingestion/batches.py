@@ -1,8 +1,8 @@
 """The batches one rank of an ingest runs, step by step, from where a resumed run starts.
 
 Given a map-style ``Dataset`` (or a ``DataLoader`` over one, whose settings it reuses),
-ndstream loads the data itself, in the seeded :class:`~ndstream.order.SampleOrder`, split
-into steps and ranks by a :class:`~ndstream.order.StepPlan`: a resume starts exactly after
+ndstream loads the data itself, in the seeded :class:`~ndstream.ingestion.sample_order.SampleOrder`, split
+into steps and ranks by a :class:`~ndstream.ingestion.sample_order.StepPlan`: a resume starts exactly after
 the last counted sample, and ``torchrun`` ranks never share one. Any other iterable of
 batches is taken as it comes, on one process; a resume then skips the samples already
 counted, which is right only if the iterable yields the same order every time.
@@ -23,8 +23,8 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from .errors import ConfigError, DataError
-from .order import RankSampler, SampleOrder, StepPlan
+from ..errors import ConfigError, DataError
+from .sample_order import RankSampler, SampleOrder, StepPlan
 
 __all__ = ["Feed"]
 

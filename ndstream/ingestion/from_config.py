@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .config import CustomGroupingConfig, IngestConfig, check_device
-from .distributed import local_device
-from .groups import Grouping, custom
-from .ingest import ingest
-from .instances import InstanceSpec
-from .sketch import GridSpec
+from ..capture.groupings import Grouping, custom
+from ..config import CustomGroupingConfig, IngestConfig, ThreadsConfig, check_device
+from ..sketch import GridSpec
+from ..store import Store
+from ..store.instances import InstanceSpec
+from .ranks import local_device
+from .run import ingest
 from .sources import build_dataset, build_model, import_target
-from .store import Store
 
 __all__ = ["run_config"]
 
@@ -35,8 +35,8 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
     ------
     ConfigError
         If this machine lacks the config's device, or what the config names cannot be
-        built (see :func:`~ndstream.sources.build_model` and
-        :func:`~ndstream.sources.build_dataset`); and as :func:`~ndstream.ingest`.
+        built (see :func:`~ndstream.ingestion.sources.build_model` and
+        :func:`~ndstream.ingestion.sources.build_dataset`); and as :func:`~ndstream.ingest`.
     """
     check_device(cfg.device)  # load_config checked it too; a config built in Python was not
     grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
@@ -70,4 +70,5 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         checkpoint_every=cfg.checkpoint.every_steps,
         checkpoint_seconds=cfg.checkpoint.every_seconds,
         instances=InstanceSpec(tuple(cfg.instances.indices), cfg.instances.per_class),
+        threads=cfg.threads if not isinstance(cfg.threads, ThreadsConfig) else dict(cfg.threads),
     )

@@ -1,7 +1,7 @@
 """Scale-out on ``torch.distributed``: which rank this is, and the few collectives ingest needs.
 
 Under ``torchrun`` every rank runs the same ingest over its own share of the order (see
-:mod:`ndstream.order`); at each checkpoint the ranks' sketches go to rank 0, which merges them
+:mod:`ndstream.ingestion.sample_order`); at each checkpoint the ranks' sketches go to rank 0, which merges them
 (exact: integer addition) and alone writes the store.
 """
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .config import (
+from ..config import (
     BuiltinData,
     BuiltinModel,
     Cifar10Data,
@@ -26,7 +26,7 @@ from .config import (
     ModelConfig,
     TorchvisionModel,
 )
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["build_dataset", "build_model", "import_target"]
 
@@ -94,7 +94,7 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         no ``nn.Module``, or the weights file is missing or does not fit.
     """
     if isinstance(cfg, BuiltinModel):
-        from .demo import load_digits_cnn
+        from ..demo import load_digits_cnn
 
         return load_digits_cnn()
     if isinstance(cfg, TorchvisionModel):
@@ -168,7 +168,7 @@ def _call_factory(section: str, target: str, kwargs: dict[str, Any]) -> Any:
 
 
 def _is_dataset(obj: Any) -> bool:
-    """Whether ingest can load samples from ``obj`` (see :class:`ndstream.feed.Feed`)."""
+    """Whether ingest can load samples from ``obj`` (see :class:`ndstream.ingestion.batches.Feed`)."""
     from torch.utils.data import DataLoader, Dataset
 
     if isinstance(obj, Dataset | DataLoader):
@@ -217,7 +217,7 @@ def build_dataset(cfg: DataConfig) -> Any:
         no dataset.
     """
     if isinstance(cfg, BuiltinData):
-        from .demo import DigitsDataset
+        from ..demo import DigitsDataset
 
         return DigitsDataset(cfg.split)
     if isinstance(cfg, FactoryData):

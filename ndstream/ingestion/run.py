@@ -1,7 +1,7 @@
 """Stream a dataset through a model and write per-(layer, neuron, group) sketches to a store.
 
 The loop is: DataLoader batch -> forward under ``torch.inference_mode()`` with hooks
-(:mod:`ndstream.capture`) -> group ids (:mod:`ndstream.groups`) -> sketch update
+(:mod:`ndstream.capture.hooks`) -> group ids (:mod:`ndstream.capture.groupings`) -> sketch update
 (:mod:`ndstream.sketch`) -> store (:mod:`ndstream.store`). Memory stays bounded by the
 sketches, whatever the dataset size: activations are reduced on the model's device and dropped
 after each batch.
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._version import __version__
-from .background import SerialWorker
-from .capture import (
+from .._version import __version__
+from ..capture.groupings import Grouping, GroupLayout, label_names, resolve_groupings
+from ..capture.hooks import (
     CALLS,
     ActivationCapture,
     Calls,
@@ -36,17 +36,18 @@ from .capture import (
     Reduction,
     resolve_layers,
 )
-from .distributed import Ranks
-from .errors import ConfigError, DataError, IngestInterrupted, NdstreamError, StoreError
-from .feed import Feed
+from ..capture.instances import InstanceRecorder
+from ..errors import ConfigError, DataError, IngestInterrupted, NdstreamError, StoreError
+from ..sketch import GridSpec, LayerSketch, SketchSpec, update_threads
+from ..store import LayerMeta, Store, StoreMeta, open_store
+from ..store.instances import InstanceSpec, InstanceTable
+from ..store.snapshots import StoreLock, remove_unfinished
+from ..store.writer import write_checkpoint
+from .batches import Feed
 from .fingerprint import dataset_fingerprint, model_fingerprint
-from .groups import Grouping, GroupLayout, label_names, resolve_groupings
-from .instances import InstanceRecorder, InstanceSpec, InstanceTable
-from .resume import Prior, RunIdentity, prepare
-from .sketch import GridSpec, LayerSketch, SketchSpec, update_threads
-from .store import LayerMeta, Store, StoreMeta, open_store
-from .store.snapshots import StoreLock, remove_unfinished
-from .store.writer import write_checkpoint
+from .identity import Prior, RunIdentity, prepare
+from .ranks import Ranks
+from .worker import SerialWorker, ThreadBudget, calling_thread_budget
 
 __all__ = ["ingest"]
 
@@ -73,6 +74,7 @@ def ingest(
     checkpoint_seconds: float | None = 120.0,
     instances: InstanceSpec | None = None,
     calls: Calls = "separate",
+    threads: int | Mapping[str, int | None] | ThreadBudget | None = None,
 ) -> Store:
     """Summarise the activations of ``model`` over ``loader`` into a store, and open it.
 
@@ -100,7 +102,7 @@ def ingest(
         Per-neuron reduction of outputs with positions: ``"max"``, ``"mean"`` or ``"none"``.
     group_by
         ``"label"``, ``"predicted"``, ``"correct"``, ``"all"``, a custom
-        :class:`~ndstream.groups.Grouping`, or a list of them.
+        :class:`~ndstream.Grouping`, or a list of them.
     grid
         Binning rule of the sketches; the default suits activations.
     channel_dim
@@ -129,13 +131,23 @@ def ingest(
         time.
     instances
         Single inputs to record in the store with their activations, thumbnails and labels
-        (see :class:`~ndstream.instances.InstanceSpec`); they never change a distribution.
+        (see :class:`~ndstream.store.instances.InstanceSpec`); they never change a distribution.
     calls
         A module that runs k > 1 times per forward pass (torchvision's ``BasicBlock`` calls
         its ``relu`` twice) gives the layers ``<name>@1`` ... ``<name>@k``, one distribution
         per call (``"separate"``), or one layer ``<name>`` whose distribution pools all its
         calls (``"pool"``). The store records it, and a run with the other setting does not
         resume it.
+    threads
+        How many threads the forward pass (torch's intra-op threads), the sketch updates
+        (Numba's) and the store writer get (see :class:`~ndstream.ingestion.worker.ThreadBudget`
+        and ``docs/threads.md``): ``None`` keeps the caller's torch threads for the
+        forward pass and sizes the others from the cores and the device; a number of
+        cores splits them between the sketch and the forward pass, so that no core runs
+        two busy threads (the fastest on a small machine when the model is light); a
+        mapping of ``forward``, ``sketch`` and ``write`` sets those. The caller's torch
+        and Numba settings are restored afterwards. A forward thread count other than the
+        caller's may change activations in their last bits (float sums split otherwise).
 
     Returns
     -------
@@ -163,11 +175,13 @@ def ingest(
         raise ConfigError(f"checkpoint_seconds must be positive, got {checkpoint_seconds}")
     if calls not in CALLS:
         raise ConfigError(f"calls must be one of {list(CALLS)}, got {calls!r}")
+    dev = torch.device(device) if device is not None else _model_device(model)
+    parameters = sum(p.numel() for p in model.parameters())
+    budget = ThreadBudget.resolve(threads, dev.type, parameters)
     grid = grid or GridSpec()
     names = resolve_layers(model, layers)
     by_name = _exact_names(model, layers)
     groupings = resolve_groupings(group_by)
-    dev = torch.device(device) if device is not None else _model_device(model)
     ranks = Ranks.current()
     feed = Feed(
         loader, batch_size=batch_size, num_workers=num_workers, seed=seed, limit=limit,
@@ -199,11 +213,11 @@ def ingest(
             "calls": calls,
         },
     )
-    run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress, instances)
+    run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress, instances, budget)
     # A refused writer raises here, before it could touch the store or its lock.
     lock = StoreLock(path) if ranks.is_main else None
     failed = True
-    with lock or contextlib.nullcontext():
+    with calling_thread_budget(budget), lock or contextlib.nullcontext():
         try:
             if lock is not None:
                 remove_unfinished(path)  # what a writer that died left behind
@@ -281,8 +295,10 @@ class _Run:
         device: torch.device,
         progress: bool,
         instances: InstanceSpec,
+        budget: ThreadBudget,
     ) -> None:
         self.path, self.feed, self.identity, self.ranks = path, feed, identity, ranks
+        self.budget = budget
         self.grid, self.reduction, self.device = grid, reduction, device
         self.progress = progress
         self.created = _now()
@@ -294,10 +310,8 @@ class _Run:
         self.infos: dict[str, LayerInfo] = {}
         self.pending = _PendingBatches()
         self.updates = SerialWorker()  # sketch updates overlap the next forward pass
-        if device.type == "cpu":
-            # The forward passes keep every core busy: the updates beside them get one thread,
-            # not a team whose idle members would spin against torch's own threads.
-            self.updates.submit(update_threads, 1)
+        # Numba's thread count belongs to the thread that launches the kernels: the worker.
+        self.updates.submit(update_threads, budget.sketch)
         self.instance_spec = instances
         self.recorder: InstanceRecorder | None = None
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "BUILTIN_GROUPINGS",
@@ -288,7 +288,7 @@ def resolve_groupings(group_by: str | Grouping | Sequence[str | Grouping]) -> li
         else:
             raise ConfigError(
                 f"unknown grouping {item!r}; use one of {list(BUILTIN_GROUPINGS)} "
-                "or ndstream.groups.custom(fn, names)"
+                "or ndstream.custom(fn, names)"
             )
     seen = [g.name for g in out]
     if len(set(seen)) != len(seen):

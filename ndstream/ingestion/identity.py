@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
-from .sketch import GridSpec, LayerSketch, SketchSpec
-from .store import Store, StoreMeta
-from .store.format import check_version
-from .store.snapshots import never_committed, pin
-from .store.writer import check_replaceable
+from ..errors import StoreError
+from ..sketch import GridSpec, LayerSketch, SketchSpec
+from ..store import Store, StoreMeta
+from ..store.format import check_version
+from ..store.snapshots import never_committed, pin
+from ..store.writer import check_replaceable
 
 __all__ = ["Prior", "RunIdentity", "prepare"]
 
 # Config keys that do not change what a run counts.
-_RUNTIME_KEYS = frozenset({"store", "loader", "checkpoint", "device"})
+_RUNTIME_KEYS = frozenset({"store", "loader", "checkpoint", "device", "threads"})
 
 
 @dataclass(frozen=True)
