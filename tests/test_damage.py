@@ -10,6 +10,7 @@ uninterrupted run. ``test_writers.py`` does the same beside a running ingest.
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from collections.abc import Callable
@@ -280,15 +281,18 @@ def test_legacy_store_is_refused_with_rerun_advice(pristine: Path, tmp_path: Pat
     path = _damaged_copy(pristine, tmp_path)
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
-        text = root.read_text()
-        assert '"format_version": 4' in text
+        doc = json.loads(root.read_text())
+        assert doc["attributes"]["ndstream"]["format_version"] == 4
         # version 3: the previous format, whose grid lumped tiny and huge magnitudes together
-        root.write_text(text.replace('"format_version": 4', '"format_version": 3'))
+        doc["attributes"]["ndstream"]["format_version"] = 3
+        root.write_text(json.dumps(doc))
     with pytest.raises(StoreError, match=r"version 3 is not supported.*re-run the ingest"):
         ndstream.open_store(path)
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
-        root.write_text(root.read_text().replace('"format_version": 3', '"format_version": "4"'))
+        doc = json.loads(root.read_text())
+        doc["attributes"]["ndstream"]["format_version"] = "4"
+        root.write_text(json.dumps(doc))
     with pytest.raises(StoreError, match="'4', not a version number"):
         ndstream.open_store(path)
 

@@ -94,7 +94,11 @@ class Store:
         # commits newer ones (see ndstream.store.snapshots).
         self.snapshot = pinned.folder
         try:
-            self._root = zarr.open_group(self.snapshot, mode="r", zarr_format=3)
+            # Not the root's inline consolidated metadata: parsing every array's document
+            # costs 0.1 s on a 54-layer store; a read opens only the nodes it needs.
+            self._root = zarr.open_group(
+                self.snapshot, mode="r", zarr_format=3, use_consolidated=False
+            )
         except Exception as exc:
             raise StoreError(
                 f"{self.path} is not a Zarr v3 store ({type(exc).__name__}: {exc}); "
@@ -473,11 +477,14 @@ class Store:
                 "any damage, and re-running the ingest resumes from an intact checkpoint"
             ) from exc
         if not (self.snapshot / "zarr.json").is_file():
-            raise StoreError(
-                f"the checkpoint of {self.path} that this Store was reading is gone (the store "
-                "was deleted, replaced, or moved on by a running ingest); open it again with "
-                "ndstream.open_store to read its latest checkpoint"
-            )
+            raise self._vanished()
+
+    def _vanished(self) -> StoreError:
+        return StoreError(
+            f"the checkpoint of {self.path} that this Store was reading is gone (the store "
+            "was deleted, replaced, or moved on by a running ingest); open it again with "
+            "ndstream.open_store to read its latest checkpoint"
+        )
 
     def _has_pooled(self, layer: str) -> bool:
         """Whether ``layer`` kept a pooled sketch of its own (a ``pooled`` subgroup)."""
@@ -488,6 +495,10 @@ class Store:
         try:
             return self._root[f"{node}/{name}"]
         except KeyError as exc:
+            # Arrays are opened on first use, so a checkpoint that vanished since the
+            # Store was opened shows up here as a missing node.
+            if not (self.snapshot / "zarr.json").is_file():
+                raise self._vanished() from exc
             raise StoreError(f"store {self.path} is missing array {node}/{name}") from exc
 
 
