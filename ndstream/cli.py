@@ -1,7 +1,7 @@
 """The ``ndstream`` command line: a thin face over the library.
 
 ``ndstream ingest CONFIG.yaml [--store PATH] [--limit N] [--overwrite]``,
-``ndstream info STORE``, ``ndstream verify STORE`` and
+``ndstream attack CONFIG.yaml [STORE]``, ``ndstream evaluate CONFIG.yaml [--out DIR]``, ``ndstream info STORE``, ``ndstream verify STORE`` and
 ``ndstream serve STORE [--port] [--address]``; also ``python -m ndstream ...``.
 
 Each subcommand imports what it needs when it runs: ``--help``, ``info`` and ``verify`` import
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._version import __version__
-from .errors import IngestInterrupted, NdstreamError
+from .errors import ConfigError, IngestInterrupted, NdstreamError
 
 __all__ = ["main"]
 
@@ -51,6 +51,40 @@ def _parser() -> argparse.ArgumentParser:
         "the same run is resumed)",
     )
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    att = sub.add_parser(
+        "attack",
+        help="add attacked and benign pairs of inputs to a finished store",
+        description="Attack the inputs that `attacks.pairs` of CONFIG selects with each of "
+        "`attacks.methods`, and add each benign input and its attacked versions to STORE as "
+        "instances sharing a pair id. The distributions stay bit for bit as they are; "
+        "pairs made before are replaced.",
+    )
+    att.add_argument("config", help="the YAML config that made STORE, with an attacks section")
+    att.add_argument("store", nargs="?", help="store folder (default: `store:` of the config)")
+    att.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="attack held-out inputs and measure how well divergence detects them",
+        description="Split the sample order of CONFIG: ingest the first part into a reference "
+        "store, attack the held-out rest with the config's attacks (one-pixel, FGSM, PGD by "
+        "default), and report the AUROC and TPR at 5%% FPR of the divergence score, feature "
+        "squeezing and the Mahalanobis detector, as a table, CSV, Markdown and ROC curves.",
+    )
+    ev.add_argument("config", help="YAML config, e.g. configs/digits.yaml")
+    ev.add_argument(
+        "--out", help="output folder (default reports/<config name>); holds the reference store"
+    )
+    ev.add_argument(
+        "--held-out", type=float, default=0.2,
+        help="share of the sample order held out of the reference store (default 0.2)",
+    )  # fmt: skip
+    ev.add_argument("--max-inputs", type=int, help="attack at most N held-out inputs")
+    ev.add_argument(
+        "--overwrite", action="store_true", help="rebuild the reference store from scratch"
+    )
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
 
     info = sub.add_parser("info", help="describe a store", description="Print what a store holds.")
     info.add_argument("store", help="store folder")
@@ -93,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ingest":
             return _ingest(args)
+        if args.command == "attack":
+            return _attack(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "verify":
@@ -122,6 +160,47 @@ def _ingest(args: argparse.Namespace) -> int:
     store = run_config(cfg, overwrite=args.overwrite, progress=not args.quiet)
     if ranks.is_main:
         print(describe(store))
+    return 0
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .ingestion.from_config import build_sources
+    from .ingestion.pairs import add_pairs
+
+    cfg = load_config(args.config, store=args.store)
+    if cfg.attacks is None:
+        raise ConfigError(
+            f"{args.config} has no attacks section: add one with `pairs:` (e.g. "
+            "{per_class: 1}) and `methods:`; see the README's Attacks section"
+        )
+    model, dataset, device = build_sources(cfg)
+    store = add_pairs(cfg.store, cfg, model, dataset, device=device, progress=not args.quiet)
+    print(describe(store).splitlines()[-1])
+    print(f"pairs added to {store.path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import load_config
+    from .evaluation.report import attack_table, table, write_report
+    from .evaluation.run import evaluate
+    from .sketch.warmup import warm_up
+
+    if args.max_inputs is not None and args.max_inputs < 1:
+        raise ConfigError(f"--max-inputs must be at least 1, got {args.max_inputs}")
+    cfg = load_config(args.config)
+    out = Path(args.out or Path("reports") / Path(args.config).stem)
+    warm_up(stream=None if args.quiet else sys.stderr)
+    report = evaluate(
+        cfg, out, held_out=args.held_out, max_inputs=args.max_inputs,
+        overwrite=args.overwrite, progress=not args.quiet, name=Path(args.config).name,
+    )  # fmt: skip
+    paths = write_report(report, out)
+    print(attack_table(report), table(report), sep="\n\n")
+    print("\nwritten: " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -181,6 +260,8 @@ def _worst_bounds(store: Any, layer: str) -> str:
 
 def describe(store: object) -> str:
     """A human-readable description of a store: provenance, progress, layers and groups."""
+    import numpy as np
+
     from .store import Store
 
     assert isinstance(store, Store)
@@ -229,4 +310,14 @@ def describe(store: object) -> str:
     if instances is not None:
         thumbs = "with" if len(instances.thumbnail) else "without"
         lines.append(f"instances  {len(instances)} ({thumbs} thumbnails)")
+        paired = instances.pair >= 0
+        if paired.any():
+            attacks = []
+            for condition in dict.fromkeys(instances.condition[paired].tolist()):
+                rows = instances.condition == condition
+                if condition.startswith("attacked:"):
+                    rate = float(instances.success[rows].mean())
+                    attacks.append(f"{condition.partition(':')[2]} ({rate:.0%} succeeded)")
+            n_pairs = len(np.unique(instances.pair[paired]))
+            lines.append(f"pairs      {n_pairs} inputs, attacked by " + ", ".join(attacks))
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from pydantic import (
 from .errors import ConfigError
 from .sketch.grid import GridSpec
 
-__all__ = ["IngestConfig", "check_device", "load_config", "parse_config"]
+__all__ = ["AttacksConfig", "IngestConfig", "check_device", "load_config", "parse_config"]
 
 _DEVICE_HINT = "e.g. cpu, cuda, cuda:N or mps"
 
@@ -251,6 +251,94 @@ class InstancesConfig(_Strict):
     per_class: int = Field(
         default=0, ge=0, description="also the first N of each true label in the sample order"
     )
+    misclassified: int = Field(
+        default=0, ge=0, description="also the first N the model gets wrong, in the sample order"
+    )
+
+
+class OnePixelAttackConfig(_Strict):
+    """The one-pixel attack (Su et al.): differential evolution over ``pixels`` pixels."""
+
+    kind: Literal["one_pixel"]
+    name: str | None = Field(default=None, description="defaults to the kind")
+    pixels: int = Field(default=1, ge=1, le=64, description="pixels it may change")
+    target: int | None = Field(default=None, ge=0, description="a target class; null: untargeted")
+    population: int = Field(default=400, ge=4, description="candidates per input (paper: 400)")
+    iterations: int = Field(default=100, ge=0, description="generations at most (paper: 100)")
+
+
+class FgsmAttackConfig(_Strict):
+    """FGSM: one signed-gradient step of size ``eps``, a fraction of the valid range."""
+
+    kind: Literal["fgsm"]
+    name: str | None = None
+    eps: float = Field(default=8 / 255, gt=0, le=1)
+
+
+class PgdAttackConfig(_Strict):
+    """PGD under an L∞ budget ``eps`` (a fraction of the valid range)."""
+
+    kind: Literal["pgd"]
+    name: str | None = None
+    eps: float = Field(default=8 / 255, gt=0, le=1)
+    steps: int = Field(default=10, ge=1)
+    step_size: float | None = Field(default=None, gt=0, description="null: 2.5 eps / steps")
+    random_start: bool = True
+
+
+AttackConfig = Annotated[
+    OnePixelAttackConfig | FgsmAttackConfig | PgdAttackConfig, Field(discriminator="kind")
+]
+
+
+class InputRangeConfig(_Strict):
+    """The valid range of the raw inputs, and the normalisation the data applies after it."""
+
+    range: tuple[float, float] = (0.0, 1.0)
+    mean: list[float] | None = Field(
+        default=None,
+        description="per channel; empty: no normalisation; null: the built-in dataset's own "
+        "(CIFAR-10's, ImageNet's for image folders, none for digits and factories)",
+    )
+    std: list[float] | None = None
+
+
+class PairsConfig(_Strict):
+    """Which inputs get attacked and kept as benign and attacked pairs of instances."""
+
+    indices: list[int] = Field(default=[], description="dataset indices to attack")
+    per_class: int = Field(
+        default=0, ge=0, description="the first N correctly classified inputs of each label"
+    )
+    misclassified: int = Field(
+        default=0, ge=0, description="the first N misclassified inputs (attacked all the same)"
+    )
+
+
+def _default_attacks() -> list[AttackConfig]:
+    return [
+        OnePixelAttackConfig(kind="one_pixel"),
+        FgsmAttackConfig(kind="fgsm"),
+        PgdAttackConfig(kind="pgd"),
+    ]
+
+
+class AttacksConfig(_Strict):
+    """Adversarial attacks: the pairs an ingest records and what ``ndstream evaluate`` runs."""
+
+    input: InputRangeConfig = InputRangeConfig()
+    methods: list[AttackConfig] = Field(default_factory=_default_attacks, min_length=1)
+    pairs: PairsConfig = PairsConfig()
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AttacksConfig:
+        names = [m.name or m.kind for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"attack names must be unique, got {names}; give repeated kinds a `name:`"
+            )
+        return self
 
 
 # The grid section has GridSpec's fields, defaults and checks, taken from GridSpec itself.
@@ -310,6 +398,11 @@ class IngestConfig(_Strict):
     )
     checkpoint: CheckpointConfig = CheckpointConfig()
     instances: InstancesConfig = InstancesConfig()
+    attacks: AttacksConfig | None = Field(
+        default=None,
+        description="attacks: the pairs an ingest records, and what `ndstream evaluate` runs "
+        "(null: no pairs, and evaluate's defaults)",
+    )
     threads: (
         Annotated[
             Annotated[int, Tag("cores")] | Annotated[ThreadsConfig, Tag("parts")],

@@ -21,11 +21,13 @@ NO_CHECKPOINTS = {"every_steps": None, "every_seconds": None}
 
 
 def write_config(folder: Path, name: str = "run.yaml", **changes: object) -> Path:
-    """configs/digits.yaml with small batches, a checkpoint after every step, and instances."""
+    """configs/digits.yaml with small batches, a checkpoint after every step, instances and no
+    attacked pairs."""
     cfg = yaml.safe_load((REPO / "configs" / "digits.yaml").read_text())
     cfg["loader"] = {"batch_size": 32}
     cfg["checkpoint"] = {"every_steps": 1, "every_seconds": None}
     cfg["instances"] = {"indices": [5, 1000], "per_class": 2}
+    cfg.pop("attacks", None)  # no pairs unless asked: they are tests/test_pairs.py's
     cfg.update(changes)
     path = folder / name
     path.write_text(yaml.safe_dump(cfg))
@@ -76,7 +78,7 @@ def arrays(path: Path) -> dict[str, np.ndarray]:
     instances = store.instances()
     if instances is not None:
         for field in ("index", "position", "label", "predicted", "condition", "pair",
-                      "thumbnail"):  # fmt: skip
+                      "thumbnail", "success"):  # fmt: skip
             out[f"instances/{field}"] = np.asarray(getattr(instances, field))
         for layer, values in instances.values.items():
             out[f"instances/{layer}"] = values

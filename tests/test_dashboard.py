@@ -92,7 +92,8 @@ def expected_key(store: ndstream.Store, layer: str, sort: str, a: str, b: str) -
         return q[:, 1] - q[:, 0]
     assert sort == "divergence"
     values = item_values(store, layer, a)
-    return np.abs(2.0 * store.cdf(layer, values, b.partition(":")[2]) - 1.0)
+    scored = store.divergence({layer: values[None]}, group=b.partition(":")[2], layers=[layer])
+    return scored.contribution(layer)[0]
 
 
 def first_grouping(store: ndstream.Store) -> list[str]:
@@ -672,7 +673,10 @@ def test_instance_colours() -> None:
     assert len(set(colours.values())) == len(selected)
     others = instance_colours([("c", ""), ("d", ""), ("e", ""), ("f", "")])
     assert len(set(others.values())) == 4
-    for cond, colour in (("ADVERSARIAL", ATTACKED), ("Clean", BENIGN), ("original", BENIGN)):
+    for cond, colour in (
+        ("ADVERSARIAL", ATTACKED), ("Clean", BENIGN), ("original", BENIGN),
+        ("attacked:one_pixel", ATTACKED), ("attacked:fgsm", ATTACKED),
+    ):  # fmt: skip
         assert instance_colours([("x", cond)]) == {"x": colour}
     # Red and black mean attacked and benign: instances without a condition get neither.
     assert not {ATTACKED, BENIGN} & set(others.values())

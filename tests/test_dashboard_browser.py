@@ -24,6 +24,8 @@ from browser import CHROMIUM, CHROMIUM_ARGS, REPO, Page, panel_serve, require_br
 from runs import cli, ingest_cli, write_config
 
 import ndstream
+from ndstream.explore import instance_ids
+from ndstream.views.palette import ATTACKED, BENIGN
 
 pytestmark = pytest.mark.slow
 
@@ -441,3 +443,55 @@ def _listening_addresses(port: int) -> list[str]:
                 else:
                     out.append("::" if int(addr, 16) == 0 else addr)
     return out
+
+
+def test_the_papers_scenario_an_attacked_and_benign_pair(
+    page: Page, server: str, demo_store: Path
+) -> None:
+    """Select a pair (one click), with the two classes; sort by the attacked instance's
+    activations, then by its divergence from its true class: both as the API says."""
+    store = ndstream.open_store(demo_store)
+    table = store.instances()
+    assert table is not None
+    is_attack = np.array([c.startswith("attacked:") for c in table.condition.tolist()])
+    attacked = np.flatnonzero(is_attack & table.success)
+    assert attacked.size, "the demo store holds no successful attack"
+    row = int(attacked[0])
+    pair = int(table.pair[row])
+    members = np.flatnonzero(table.pair == pair)
+    ids = instance_ids(table)
+    page.open(server, DEFAULT_LAYERS)
+    label = page.page.locator(".nd-pair select option", has_text=f"pair {pair}:").first
+    page.select("nd-pair", label.text_content())
+    want = sorted(ids[m] for m in members)
+    deadline = time.monotonic() + 20
+    while sorted(selected_instances(page)) != want and time.monotonic() < deadline:
+        page.page.wait_for_timeout(200)
+    assert sorted(selected_instances(page)) == want
+    true, pred = str(table.label[row]), str(table.predicted[row])
+    groups = page.page.locator(".nd-group").evaluate_all("es => es.map(e => e.dataset.group)")
+    assert sorted(groups) == sorted({true, pred}) and true != pred
+    # Red for the attacked inputs, black for the benign one.
+    colours = page.page.locator(".nd-instance").evaluate_all(
+        "es => Object.fromEntries(es.map(e => [e.dataset.instance, e.dataset.colour]))"
+    )
+    benign = ids[int(members[table.condition[members] == "benign"][0])]
+    assert (colours[benign], colours[ids[row]]) == (BENIGN, ATTACKED)
+
+    page.select("nd-sort", "an instance's activation")
+    page.select("nd-sort-a", f"instance {ids[row]}")
+    for layer in DEFAULT_LAYERS:
+        values = table.values[layer][row, 0].astype(np.float64)
+        page.wait_for_order(layer, expected_order(values, descending=True)[:64])
+    page.select("nd-sort", "divergence of an instance from a group")
+    page.select("nd-sort-a", f"instance {ids[row]}")
+    page.select("nd-sort-b", f"median of {true}")
+    for layer in DEFAULT_LAYERS:
+        scored = store.divergence(
+            {layer: table.values[layer][row : row + 1]}, group=true, layers=[layer]
+        )
+        page.wait_for_order(
+            layer, expected_order(scored.contribution(layer)[0], descending=True)[:64]
+        )
+    page.screenshot("paper-scenario-pair")
+    assert page.errors == []

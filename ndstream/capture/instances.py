@@ -38,6 +38,13 @@ class InstanceRecorder:
         self.per_label: dict[int, int] = {}
         for label in prior.label.tolist() if prior is not None else []:
             self.per_label[label] = self.per_label.get(label, 0) + 1
+        self.misclassified = 0
+        if prior is not None:
+            self.misclassified = int(
+                (
+                    (prior.label >= 0) & (prior.predicted >= 0) & (prior.label != prior.predicted)
+                ).sum()
+            )
 
     def add(
         self,
@@ -50,9 +57,19 @@ class InstanceRecorder:
     ) -> None:
         """Keep the rows of a batch that the spec selects (``acts[layer]``: [batch, v, n])."""
         labels = _labels(targets, len(indices))
+        predicted = _predicted(outputs, len(indices))
         rows = []
-        for row, (index, label) in enumerate(zip(indices.tolist(), labels.tolist(), strict=True)):
+        pairs = zip(indices.tolist(), labels.tolist(), predicted.tolist(), strict=True)
+        for row, (index, label, pred) in enumerate(pairs):
             take = index in self.wanted
+            if (
+                self.misclassified < self.spec.misclassified
+                and label >= 0
+                and pred >= 0
+                and pred != label
+            ):
+                self.misclassified += 1
+                take = True
             if (
                 self.spec.per_class
                 and label >= 0
@@ -71,7 +88,7 @@ class InstanceRecorder:
                 index=indices[sel].astype(np.int64),
                 position=positions[sel].astype(np.int64),
                 label=labels[sel],
-                predicted=_predicted(outputs, len(indices))[sel],
+                predicted=predicted[sel],
                 condition=np.full(n, "", dtype=str),
                 pair=np.full(n, -1, dtype=np.int64),
                 thumbnail=_thumbnails(inputs, sel),

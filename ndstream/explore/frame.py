@@ -179,6 +179,18 @@ class LayerFrame:
             )
         return self._groups[name]
 
+    def divergence(self, instance: str, group: str) -> np.ndarray:
+        """``[neuron]`` each neuron's contribution ``|z|`` to an instance's divergence from a
+        group (:func:`ndstream.divergence.neuron_scores`); NaN for a group without values."""
+        key = ("divergence", instance, group)
+        if key not in self.memo:
+            from ..divergence import neuron_scores
+
+            values = self.instance_values[self.instance_row(instance)]
+            z, _, _ = neuron_scores(self.summary(group), values[None, :])
+            self.memo[key] = np.abs(z[0])
+        return self.memo[key]
+
     def ranks(self, instance: str, group: str) -> np.ndarray:
         """``[neuron]`` quantile rank of an instance's values within a group (0 to 1)."""
         if (instance, group) not in self._ranks:

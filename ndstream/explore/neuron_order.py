@@ -8,8 +8,9 @@ strings, so that they fit in a URL:
 - ``"group:<name>"``: the group's median (or, for ``iqr``, its interquartile range);
 - ``"instance:<id>"``: the instance's activation (ids as in :func:`ndstream.explore.instance_ids`).
 
-Divergence of an instance from a group is ``|2 F(x) - 1|``, with ``F(x)`` the quantile rank of
-its value within the group: 0 at the group's median, 1 beyond all of the group's values.
+Divergence of an instance from a group is each neuron's contribution to the divergence score,
+``|z|`` (:mod:`ndstream.divergence`): 0 at the group's median, growing past the group's edges
+in units of its spread, so that neurons beyond the group's range do not tie.
 Neurons whose key is NaN (a group without values, a NaN activation) come last either way.
 """
 
@@ -100,8 +101,7 @@ def sort_key(frame: LayerFrame, spec: SortSpec) -> np.ndarray:
     if spec.by == "iqr":
         return frame.group(_split(spec.a)[1]).iqr
     # divergence
-    ranks = frame.ranks(_split(spec.a)[1], _split(spec.b)[1])
-    return np.abs(2.0 * ranks - 1.0)
+    return frame.divergence(_split(spec.a)[1], _split(spec.b)[1])
 
 
 def neuron_order(

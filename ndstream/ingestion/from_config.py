@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from ..capture.groupings import Grouping, custom
 from ..config import CustomGroupingConfig, IngestConfig, ThreadsConfig, check_device
 from ..sketch import GridSpec
@@ -11,7 +15,31 @@ from .ranks import local_device
 from .run import ingest
 from .sources import build_dataset, build_model, import_target
 
-__all__ = ["run_config"]
+__all__ = ["build_sources", "run_config"]
+
+
+def build_sources(cfg: IngestConfig) -> tuple[torch.nn.Module, Any, str]:
+    """The model (on its device), the dataset and the device a config names.
+
+    Parameters
+    ----------
+    cfg
+        A validated config.
+
+    Returns
+    -------
+    tuple
+        ``(model, dataset, device)``.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`run_config`.
+    """
+    check_device(cfg.device)  # load_config checked it too; a config built in Python was not
+    dataset = build_dataset(cfg.data)  # first: checking a data folder is cheaper than a model
+    device = local_device(cfg.device)
+    return build_model(cfg.model).to(device), dataset, device
 
 
 def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = True) -> Store:
@@ -38,18 +66,15 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         built (see :func:`~ndstream.ingestion.sources.build_model` and
         :func:`~ndstream.ingestion.sources.build_dataset`); and as :func:`~ndstream.ingest`.
     """
-    check_device(cfg.device)  # load_config checked it too; a config built in Python was not
     grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
-    dataset = build_dataset(cfg.data)  # first: checking a data folder is cheaper than a model
-    device = local_device(cfg.device)
-    model = build_model(cfg.model).to(device)
+    model, dataset, device = build_sources(cfg)
     group_by: list[str | Grouping] = [
         custom(import_target(g.target), g.names, g.name)
         if isinstance(g, CustomGroupingConfig)
         else g
         for g in cfg.group_by
     ]
-    return ingest(
+    store = ingest(
         model,
         dataset,
         cfg.store,
@@ -69,6 +94,35 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         seed=cfg.seed,
         checkpoint_every=cfg.checkpoint.every_steps,
         checkpoint_seconds=cfg.checkpoint.every_seconds,
-        instances=InstanceSpec(tuple(cfg.instances.indices), cfg.instances.per_class),
+        instances=InstanceSpec(
+            tuple(cfg.instances.indices), cfg.instances.per_class, cfg.instances.misclassified
+        ),
         threads=cfg.threads if not isinstance(cfg.threads, ThreadsConfig) else dict(cfg.threads),
     )
+    if cfg.attacks is not None and _wants_pairs(cfg) and _is_main() and not _has_pairs(store, cfg):
+        from .pairs import add_pairs
+
+        store = add_pairs(store.path, cfg, model, dataset, device=device, progress=progress)
+    return store
+
+
+def _wants_pairs(cfg: IngestConfig) -> bool:
+    pairs = cfg.attacks.pairs if cfg.attacks is not None else None
+    return pairs is not None and bool(pairs.indices or pairs.per_class or pairs.misclassified)
+
+
+def _is_main() -> bool:
+    """Rank 0, or not under torchrun: the rank that writes the store."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _has_pairs(store: Store, cfg: IngestConfig) -> bool:
+    """Whether the store holds the pairs of exactly these attacks (a re-run makes none)."""
+    from .pairs import attack_record
+
+    table = store.instances()
+    if table is None or not (table.pair >= 0).any() or cfg.attacks is None:
+        return False
+    return table.attacks == attack_record(cfg.attacks)

@@ -25,10 +25,14 @@ from ..store.format import check_version
 from ..store.snapshots import never_committed, pin
 from ..store.writer import check_replaceable
 
-__all__ = ["Prior", "RunIdentity", "prepare"]
+__all__ = ["Prior", "RunIdentity", "prepare", "rebuild_sketches"]
 
-# Config keys that do not change what a run counts.
-_RUNTIME_KEYS = frozenset({"store", "loader", "checkpoint", "device", "threads"})
+# Config keys that do not change what a run counts. Attacked pairs are added once the
+# distributions are complete, and replaced whenever they are made again (ingestion/pairs.py).
+_RUNTIME_KEYS = frozenset({"store", "loader", "checkpoint", "device", "threads", "attacks"})
+# Settings added after stores were written, at the default that changes nothing: a store
+# written before them resumes under a config that leaves them there.
+_LATER_DEFAULTS: dict[tuple[str, str], Any] = {("instances", "misclassified"): 0}
 
 
 @dataclass(frozen=True)
@@ -81,17 +85,33 @@ class Prior:
 
     def sketches(self) -> dict[str, LayerSketch]:
         """Each layer's sketch, rebuilt bit for bit from the store's last checkpoint."""
-        store, grid = self.store, GridSpec.from_dict(self.store.meta.grid)
-        everything = range(len(store.groups))
-        groupings = tuple(store.groupings)
-        return {
-            name: LayerSketch.from_summary(
-                store.summary(name, group=everything),
-                SketchSpec(store.n_neurons(name), tuple(store.groups), grid, groupings),
-                pooled=store.summary(name),
-            )
-            for name in store.layers
-        }
+        return rebuild_sketches(self.store)
+
+
+def rebuild_sketches(store: Store) -> dict[str, LayerSketch]:
+    """Each layer's sketch, rebuilt bit for bit from a store's pinned checkpoint.
+
+    Parameters
+    ----------
+    store
+        An open store.
+
+    Returns
+    -------
+    dict of str to LayerSketch
+        By layer; finalizing one gives the store's summary back, bit for bit.
+    """
+    grid = GridSpec.from_dict(store.meta.grid)
+    everything = range(len(store.groups))
+    groupings = tuple(store.groupings)
+    return {
+        name: LayerSketch.from_summary(
+            store.summary(name, group=everything),
+            SketchSpec(store.n_neurons(name), tuple(store.groups), grid, groupings),
+            pooled=store.summary(name),
+        )
+        for name in store.layers
+    }
 
 
 def prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> Prior | Store | None:
@@ -134,4 +154,9 @@ def prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> Prior | St
 
 
 def _result_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in _RUNTIME_KEYS}
+    out = {k: v for k, v in config.items() if k not in _RUNTIME_KEYS}
+    for (section, key), default in _LATER_DEFAULTS.items():
+        part = out.get(section)
+        if isinstance(part, Mapping) and part.get(key, default) == default:
+            out[section] = {k: v for k, v in part.items() if k != key}
+    return out

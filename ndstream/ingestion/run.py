@@ -196,6 +196,7 @@ def ingest(
             recorded["instances"] = {
                 "indices": list(instances.indices),
                 "per_class": instances.per_class,
+                "misclassified": instances.misclassified,
             }
     identity = RunIdentity(
         config=recorded,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..config import (
@@ -23,12 +24,16 @@ from ..config import (
     DataConfig,
     FactoryData,
     ImageFolderData,
+    IngestConfig,
     ModelConfig,
     TorchvisionModel,
 )
 from ..errors import ConfigError
 
-__all__ = ["build_dataset", "build_model", "import_target"]
+if TYPE_CHECKING:
+    from ..attacks import InputSpace
+
+__all__ = ["build_dataset", "build_model", "import_target", "input_space", "load_batch"]
 
 # Statistics the paper's CIFAR-10 VGG16 and torchvision's ImageNet models were trained with.
 _CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -258,3 +263,79 @@ def build_dataset(cfg: DataConfig) -> Any:
         ]
     )
     return datasets.ImageFolder(str(root), transform=tf)
+
+
+def load_batch(
+    dataset: Any, indices: Sequence[int] | np.ndarray, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples of a map-style dataset at ``indices`` as one ``(images, labels)`` batch.
+
+    Parameters
+    ----------
+    dataset
+        Samples ``(input, label, ...)`` with image inputs ``[C, H, W]``.
+    indices
+        Which samples, in order.
+    device
+        Where the tensors go.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``[n, C, H, W]`` inputs and ``[n]`` int64 labels.
+
+    Raises
+    ------
+    ConfigError
+        If the samples are not (image, label) pairs: attacks and detectors need both.
+    """
+    from torch.utils.data import default_collate
+
+    items = [dataset[int(i)] for i in indices]
+    if not items:
+        raise ConfigError("no samples to load: select at least one input")
+    batch = default_collate(items)
+    if not isinstance(batch, list | tuple) or len(batch) < 2:
+        raise ConfigError(
+            f"attacks need a dataset of (image, label) samples; its samples are "
+            f"{type(items[0]).__name__}"
+        )
+    x, y = batch[0], batch[1]
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ConfigError(
+            f"attacks need images [batch, C, H, W]; the inputs are {type(x).__name__}"
+            f"{list(getattr(x, 'shape', []))}"
+        )
+    return x.to(device), torch.as_tensor(y, dtype=torch.long).to(device)
+
+
+def input_space(cfg: IngestConfig) -> InputSpace:
+    """The valid range and normalisation of a config's inputs, as its attacks see them.
+
+    ``attacks.input`` sets them; where it leaves ``mean`` and ``std`` out, the built-in
+    datasets' own normalisation applies (CIFAR-10's, ImageNet's for image folders), and none
+    for the digits and for factories.
+
+    Parameters
+    ----------
+    cfg
+        A validated config.
+
+    Returns
+    -------
+    InputSpace
+        For :func:`ndstream.attacks.attack`.
+    """
+    from ..attacks import InputSpace
+
+    spec = cfg.attacks.input if cfg.attacks is not None else None
+    low, high = spec.range if spec is not None else (0.0, 1.0)
+    if spec is not None and spec.mean is not None and spec.std is not None:
+        mean, std = tuple(spec.mean), tuple(spec.std)
+    else:
+        own: dict[type, tuple[tuple[float, ...], tuple[float, ...]]] = {
+            Cifar10Data: (_CIFAR10_MEAN, _CIFAR10_STD),
+            ImageFolderData: (_IMAGENET_MEAN, _IMAGENET_STD),
+        }
+        mean, std = own.get(type(cfg.data), ((), ()))
+    return InputSpace.from_lists((low, high), mean, std)

@@ -45,7 +45,13 @@ INSTANCE_DIMS: dict[str, tuple[str, ...]] = {
     "condition": ("instance",),
     "pair": ("instance",),
     "thumbnail": ("instance", "y", "x", "channel"),
+    "success": ("instance",),
 }
+# The instance arrays every store with instances has; the others came later (``success``
+# with attacked pairs) and read as their defaults where missing.
+INSTANCE_REQUIRED = frozenset(
+    {"index", "position", "label", "predicted", "condition", "pair", "thumbnail"}
+)
 NEURON_CHUNK = (
     1024  # a chunk holds up to 1,024 neurons (the writer compresses chunks in parallel)...
 )

@@ -3,11 +3,13 @@
 An ingest records the inputs a :class:`InstanceSpec` selects, from the same forward passes
 that feed the sketches (so recording them never changes a distribution): each one's dataset
 index, its position in the visiting order, true and predicted labels, a thumbnail, and its
-reduced activations in every layer. ``condition`` and ``pair`` are there for inputs that
-come in pairs (an attacked image and its benign original); ingest leaves them ``""`` and -1.
+reduced activations in every layer. ``condition``, ``pair`` and ``success`` describe inputs
+that come in pairs (an attacked image and its benign original, see
+:mod:`ndstream.ingestion.pairs`); ingest leaves them ``""``, -1 and False.
 
-Selection is a function of the visiting order alone: the listed dataset indices, and the
-first ``per_class`` samples of each true label in that order. Ranks and resumed runs each
+Selection is a function of the visiting order alone: the listed dataset indices, the first
+``per_class`` samples of each true label in that order, and the first ``misclassified``
+samples the model gets wrong. Ranks and resumed runs each
 keep their own earliest candidates; :meth:`InstanceTable.merge` keeps the earliest overall,
 so the result does not depend on how the run was split.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,19 +40,25 @@ class InstanceSpec:
     per_class
         Also record the first ``per_class`` samples of each true label in the visiting order
         (a seeded random order, so a random choice per class).
+    misclassified
+        Also record the first ``misclassified`` samples whose prediction is not their label.
     """
 
     indices: tuple[int, ...] = ()
     per_class: int = 0
+    misclassified: int = 0
 
     def __post_init__(self) -> None:
-        if self.per_class < 0:
-            raise ValueError(f"per_class must be >= 0, got {self.per_class}")
+        if self.per_class < 0 or self.misclassified < 0:
+            raise ValueError(
+                f"per_class and misclassified must be >= 0, got {self.per_class} and "
+                f"{self.misclassified}"
+            )
         if any(i < 0 for i in self.indices):
             raise ValueError(f"instance indices must be >= 0, got {list(self.indices)}")
 
     def __bool__(self) -> bool:
-        return bool(self.indices) or self.per_class > 0
+        return bool(self.indices) or self.per_class > 0 or self.misclassified > 0
 
 
 @dataclass
@@ -64,6 +73,14 @@ class InstanceTable:
     pair: np.ndarray
     thumbnail: np.ndarray
     values: dict[str, np.ndarray] = field(default_factory=dict)
+    success: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # bool per row
+    #: The attacks behind the pairs: ``{"methods": {name: parameters}, "pairs": ..., ...}``;
+    #: rows whose condition is ``attacked:<name>`` came from ``methods[name]``.
+    attacks: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.success) != len(self.index) and not len(self.success):
+            self.success = np.zeros(len(self.index), dtype=bool)  # not given: no attack
 
     @classmethod
     def empty(cls, shapes: Mapping[str, tuple[int, int]]) -> InstanceTable:
@@ -73,6 +90,7 @@ class InstanceTable:
             none, none, none, none, np.zeros(0, dtype=str), none,
             np.zeros((0, 0, 0, 0), dtype=np.uint8),
             {name: np.zeros((0, *shape), dtype=np.float32) for name, shape in shapes.items()},
+            np.zeros(0, dtype=bool),
         )  # fmt: skip
 
     def __len__(self) -> int:
@@ -85,6 +103,7 @@ class InstanceTable:
             self.condition[rows], self.pair[rows],
             self.thumbnail[rows] if len(self.thumbnail) else self.thumbnail,
             {name: v[rows] for name, v in self.values.items()},
+            self.success[rows], dict(self.attacks),
         )  # fmt: skip
 
     @staticmethod
@@ -98,6 +117,7 @@ class InstanceTable:
             **rows,
             thumbnail=np.concatenate(thumbs) if same else np.zeros((0, 0, 0, 0), np.uint8),
             values={n: np.concatenate([t.values[n] for t in tables]) for n in first.values},
+            attacks={k: v for t in tables for k, v in t.attacks.items()},
         )
 
     def merge(self, others: Sequence[InstanceTable], spec: InstanceSpec) -> InstanceTable:
@@ -106,6 +126,10 @@ class InstanceTable:
         _, unique = np.unique(every.position, return_index=True)  # sorted by position
         every = every.take(unique)
         keep = np.isin(every.index, np.asarray(spec.indices, dtype=np.int64))
+        wrong = np.flatnonzero(
+            (every.label >= 0) & (every.predicted >= 0) & (every.label != every.predicted)
+        )
+        keep[wrong[: spec.misclassified]] = True
         if spec.per_class:
             seen: dict[int, int] = {}
             for row, label in enumerate(every.label.tolist()):
@@ -115,4 +139,4 @@ class InstanceTable:
         return every.take(np.flatnonzero(keep))
 
 
-_ROW_FIELDS = ("index", "position", "label", "predicted", "condition", "pair")
+_ROW_FIELDS = ("index", "position", "label", "predicted", "condition", "pair", "success")

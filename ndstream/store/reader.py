@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -27,6 +27,8 @@ from .instances import InstanceTable
 
 if TYPE_CHECKING:
     import xarray as xr
+
+    from ..divergence import Divergence
 
 __all__ = ["GroupSelector", "Store", "open_store"]
 
@@ -445,9 +447,15 @@ class Store:
             return None
         with self._reading():
             group: Any = self._root[fmt.INSTANCES]
-            fields = {name: np.asarray(group[name][...]) for name in fmt.INSTANCE_DIMS}
+            # Arrays added to the format later are optional: older stores read as defaults.
+            fields = {
+                name: np.asarray(group[name][...])
+                for name in fmt.INSTANCE_DIMS
+                if name in fmt.INSTANCE_REQUIRED or name in group
+            }
+            attacks = dict(group.attrs.get("attacks", {}))
         values = {layer: self.instance_values(layer) for layer in self.layers}
-        return InstanceTable(**fields, values=values)
+        return InstanceTable(**fields, values=values, attacks=attacks)
 
     def instance_values(self, layer: str) -> np.ndarray:
         """``[instance, value, neuron]`` activations of the recorded instances in ``layer``
@@ -456,6 +464,43 @@ class Store:
             return np.zeros((0, 1, self.n_neurons(layer)), dtype=np.float32)
         with self._reading():
             return np.asarray(self._array(layer, "instance_values")[...])
+
+    def divergence(
+        self,
+        inputs: InstanceTable | Mapping[str, np.ndarray] | None = None,
+        group: str | Sequence[str] | None = None,
+        layers: Sequence[str] | None = None,
+        *,
+        predicted: np.ndarray | None = None,
+    ) -> Divergence:
+        """Neural divergence of inputs from groups: per neuron, per layer and overall.
+
+        Parameters
+        ----------
+        inputs
+            Recorded instances (``None``: this store's), or new activations by layer, each
+            ``[input, neuron]`` or ``[input, position, neuron]`` (as
+            :class:`~ndstream.ActivationCapture` gives them with the store's reduction).
+        group
+            One group for every input, one per input, or ``None``: each input's predicted
+            class (the true-label group of that class, else its ``predicted`` group).
+        layers
+            Layers to score; ``None``: all.
+        predicted
+            ``[input]`` predicted classes, for ``group=None`` with new activations.
+
+        Returns
+        -------
+        Divergence
+            Signed per-neuron normal scores with their bounds, per-layer and overall scores
+            (definition and evidence: ``docs/divergence.md``).
+        """
+        from ..divergence import divergence
+
+        table = self.instances() if inputs is None else inputs
+        if table is None:
+            raise StoreError(f"{self.path} recorded no instances; pass activations to score")
+        return divergence(self, table, group, layers, predicted=predicted)
 
     @property
     def checkpoint_time(self) -> str:

@@ -233,7 +233,8 @@ def _prepared(
 
 def _write_instances(files: _Files, table: InstanceTable) -> dict[str, dict[str, Any]]:
     """Write the instances group's arrays (one chunk each); returns its documents."""
-    documents = {fmt.INSTANCES: zarr_v3.group_document({})}
+    attrs = {"attacks": table.attacks} if table.attacks else {}
+    documents = {fmt.INSTANCES: zarr_v3.group_document(attrs)}
     for name, dims in fmt.INSTANCE_DIMS.items():
         data = np.asarray(getattr(table, name))
         documents[f"{fmt.INSTANCES}/{name}"] = files.array(

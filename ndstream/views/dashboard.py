@@ -184,9 +184,14 @@ class NeuralDivergence(param.Parameterized):
         frame = self.frame(store.layers[0])
         table = frame.instances
         ids = frame.instance_ids
+        scores = _divergence_scores(store, table)
         self._instance_info = {
-            iid: _instance_label(table, row, iid) for row, iid in enumerate(ids)
+            iid: _instance_label(table, row, iid, scores) for row, iid in enumerate(ids)
         } if table is not None else {}  # fmt: skip
+        self._pairs = _pairs(table, ids)
+        if hasattr(self, "_w_pair"):  # widgets exist: a live update may have brought pairs
+            self._w_pair.options = self._pair_options()
+            self._w_pair.visible = bool(self._pairs)
         self.param.instances.objects = {
             escape(label): iid for iid, label in self._instance_info.items()
         }
@@ -226,6 +231,11 @@ class NeuralDivergence(param.Parameterized):
         self._w_instances = w.MultiChoice.from_param(
             self.param.instances, label="Instances", css_classes=["nd-instances"]
         )
+        self._w_pair = w.Select(
+            label="Select a pair", options=self._pair_options(), value="",
+            visible=len(self._pairs) > 0, css_classes=["nd-pair"],
+        )  # fmt: skip
+        self._w_pair.param.watch(self._guard("selecting a pair", self._select_pair), "value")
         self._w_sort = w.Select(
             label="Sort neurons by", options=SORT_LABELS, value=self.sort, css_classes=["nd-sort"]
         )
@@ -277,6 +287,44 @@ class NeuralDivergence(param.Parameterized):
         )
         self._w_show.on_click(self._guard("showing hidden neurons", lambda _: self.show_hidden()))
         self._w_unmark.on_click(self._guard("clearing marks", lambda _: self.clear_marks()))
+
+    def _pair_options(self) -> dict[str, str]:
+        """``pair 3: #182, true 7 · 1 of 3 attacks succeeded`` -> ``"3"``, for each pair."""
+        options = {"(choose a pair)": ""}
+        frame = self.frame(self.store.layers[0])
+        table = frame.instances
+        for pair, members in self._pairs.items():
+            assert table is not None  # there are pairs
+            rows = [frame.instance_row(m) for m in members]
+            won = int(table.success[rows[1:]].sum())
+            text = (
+                f"pair {pair}: #{int(table.index[rows[0]])}, true {int(table.label[rows[0]])}"
+                f" · {won} of {len(rows) - 1} attacks succeeded"
+            )
+            options[text] = str(pair)  # a Select shows its labels as text
+        return options
+
+    def _select_pair(self, event: Any) -> None:
+        """Show a benign input and its attacked versions: their instances, and the classes
+        the benign one is and the first attacked one is predicted as (when they are groups)."""
+        if not event.new:
+            return
+        members = self._pairs.get(int(event.new), [])
+        frame = self.frame(self.store.layers[0])
+        table = frame.instances
+        if not members or table is None:
+            return
+        rows = [frame.instance_row(m) for m in members]
+        classes = [
+            g for g, k in zip(self.store.groups, self.store.groupings, strict=True) if k == "label"
+        ]
+        wanted = [int(table.label[rows[0]])] + [int(table.predicted[r]) for r in rows[1:]]
+        groups = [classes[c] for c in dict.fromkeys(wanted) if 0 <= c < len(classes)]
+        with param.parameterized.batch_call_watchers(self):
+            self.instances = members
+            if groups:
+                self.groups = groups
+        self._w_pair.value = ""  # ready for the next pair (this watcher ignores "")
 
     def _from_widget(self, name: str) -> Callable[[Any], None]:
         """A watcher that copies a widget's value into parameter ``name``, unless the change
@@ -713,7 +761,7 @@ class NeuralDivergence(param.Parameterized):
         views = {
             "layers": pn.Column(md("**Layers**"), self._w_layers),
             "groups": pn.Column(md("**Groups**"), self._w_groups),
-            "instances": pn.Column(self._w_instances, self._thumbs),
+            "instances": pn.Column(self._w_instances, self._w_pair, self._thumbs),
             "sort": pn.Column(self._w_sort, self._w_a, self._w_b, self._w_desc),
             "neurons": pn.Column(
                 md("**Neurons**"), self._w_click, pn.Row(self._w_show, self._w_unmark),
@@ -743,10 +791,38 @@ def _fits(item: str, want: str) -> bool:
     return kind == want or (want == "any" and kind in ("group", "instance"))
 
 
-def _instance_label(table: Any, row: int, iid: str) -> str:
+def _instance_label(table: Any, row: int, iid: str, scores: np.ndarray | None) -> str:
     label, pred = int(table.label[row]), int(table.predicted[row])
     cond = str(table.condition[row])
-    return f"#{iid} · true {label} → pred {pred}" + (f" · {cond}" if cond else "")
+    text = f"#{iid} · true {label} → pred {pred}" + (f" · {cond}" if cond else "")
+    if scores is not None and np.isfinite(scores[row]):
+        text += f" · divergence {scores[row]:.2f}"
+    return text
+
+
+def _divergence_scores(store: Store, table: Any) -> np.ndarray | None:
+    """Each instance's overall divergence from its predicted class; ``None`` while an ingest
+    still writes the store (the distributions move), or where the store has no group for a
+    prediction (grouped neither by label nor by predicted class, or fewer classes)."""
+    from ..divergence import class_groups
+
+    if table is None or not len(table) or not store.complete:
+        return None
+    n_classes = len(class_groups(store))
+    if not n_classes or table.predicted.min() < 0 or table.predicted.max() >= n_classes:
+        return None
+    return store.divergence(table).overall
+
+
+def _pairs(table: Any, ids: list[str]) -> dict[int, list[str]]:
+    """Instance ids by pair id, the benign one first."""
+    out: dict[int, list[str]] = {}
+    if table is None:
+        return out
+    for row in np.argsort(table.condition != "benign", kind="stable"):
+        if table.pair[row] >= 0:
+            out.setdefault(int(table.pair[row]), []).append(ids[row])
+    return dict(sorted(out.items()))
 
 
 # The dashboard of each Bokeh document, for errors Panel reports without saying whose.

@@ -41,7 +41,8 @@ def legend_html(
         for g, (colour, count) in groups.items()
     ]
     parts += [
-        f'<span class="nd-instance" data-instance="{escape(i)}"><span style="display:'
+        f'<span class="nd-instance" data-instance="{escape(i)}" data-colour="{colour}">'
+        '<span style="display:'
         f"inline-block;width:10px;height:10px;border-radius:5px;background:{colour};"
         f'margin-right:4px"></span>{escape(label)}</span>'
         for i, (colour, label) in instances.items()

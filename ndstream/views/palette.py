@@ -46,7 +46,8 @@ def instance_colours(selected: Sequence[tuple[str, str]]) -> dict[str, str]:
     and the others dark colours, different from each other while there are enough."""
     out: dict[str, str] = {}
     for iid, condition in selected:
-        cond = condition.lower()
+        # ``attacked:<attack>`` is what attacked pairs record (ingestion/pairs.py).
+        cond = condition.lower().partition(":")[0]
         if cond in ("attacked", "adversarial", "attack"):
             out[iid] = ATTACKED
         elif cond in ("benign", "clean", "original"):
