@@ -167,3 +167,21 @@ def test_the_attack_space_follows_the_built_in_data() -> None:
     assert input_space(own) == InputSpace(-1.0, 1.0)
     x = torch.rand(2, 3, 4, 4)
     torch.testing.assert_close(space.from_unit(space.to_unit(x)), x)
+
+
+class OnePixelSwitch(nn.Module):
+    """Class 0 when the top-left pixel is above 0.5, else class 1: any candidate that writes
+    a bright top-left pixel succeeds."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[:, 0, 0, 0]
+        return torch.stack([10 * v, torch.full_like(v, 5.0)], dim=1)
+
+
+def test_one_pixel_stops_when_every_input_succeeded() -> None:
+    x = torch.zeros(6, 1, 2, 2)
+    y = torch.ones(6, dtype=torch.long)
+    result = one_pixel(OnePixelSwitch(), x, y, population=20, iterations=50, seed=1)
+    assert bool(result.success.all())
+    assert (result.adversarial[:, 0, 0, 0] > 0.5).all()
+    assert int(result.queries.max()) < 20 * 51  # every input stopped early

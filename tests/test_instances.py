@@ -75,6 +75,21 @@ def test_per_class_follows_the_seeded_order(tmp_path, digits_model, digits_datas
     assert np.bincount(table.label, minlength=10).tolist() == [3] * 10
 
 
+def test_misclassified_follows_the_seeded_order(
+    tmp_path, digits_model, digits_dataset, digits_predicted
+):
+    store = ingest(digits_model, digits_dataset, tmp_path / "s.zarr", seed=3,
+                   instances=InstanceSpec(misclassified=4))  # fmt: skip
+    table = store.instances()
+    assert table is not None
+    order = np.random.RandomState(3).permutation(len(digits_dataset))
+    wrong = np.asarray(digits_dataset.targets)[order] != digits_predicted[order]
+    expected = np.flatnonzero(wrong)[:4].tolist()
+    assert len(expected) == 4  # the demo CNN gets 17 of 1,797 wrong
+    assert table.position.tolist() == expected
+    assert (table.label != table.predicted).all()
+
+
 def test_no_reduction_keeps_every_position(tmp_path, digits_model, digits_dataset, digits_raw):
     raw, _ = digits_raw
     store = ingest(digits_model, digits_dataset, tmp_path / "s.zarr", layers=["conv1", "fc2"],
@@ -88,7 +103,7 @@ def test_no_reduction_keeps_every_position(tmp_path, digits_model, digits_datase
 def test_instances_survive_a_resume(tmp_path, digits_model, digits_dataset):
     from test_resume import FailingData
 
-    spec = InstanceSpec(indices=(5, 1500), per_class=2)
+    spec = InstanceSpec(indices=(5, 1500), per_class=2, misclassified=6)
     opts = dict(seed=0, checkpoint_every=2, instances=spec)
     ref = ingest(digits_model, FailingData(digits_dataset, None), tmp_path / "ref.zarr", **opts)
     path = tmp_path / "resumed.zarr"
@@ -98,6 +113,8 @@ def test_instances_survive_a_resume(tmp_path, digits_model, digits_dataset):
     partial = ndstream.open_store(path).instances()
     assert partial is not None and len(partial) > 0
     ingest(digits_model, FailingData(digits_dataset, None), path, **opts)
+    table = ndstream.open_store(path).instances()
+    assert table is not None and (table.label != table.predicted).sum() >= 6
     a, b = arrays(ref.path), arrays(path)
     assert a.keys() == b.keys()
     for key in a:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import copy_store, per_neuron, raw_activations
 from runs import NO_CHECKPOINTS, arrays, cli, ingest_cli, run_cli, write_config
+from torch import nn
 
 import ndstream
 from ndstream.attacks import attack
@@ -209,3 +210,41 @@ def test_an_incomplete_store_is_refused(
     with pytest.raises(ndstream.StoreError, match=r"not complete.*Re-run `ndstream ingest`"):
         add_pairs(store, cfg, digits_model, digits_dataset, progress=False)
     _same(_distributions(store), before)
+
+
+class TwiceRelu(nn.Module):
+    """One ReLU module called twice per forward pass: the layers ``relu@1`` and ``relu@2``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.conv(x))
+        return self.fc(self.relu(h - 0.1).mean(dim=(2, 3)))
+
+
+def test_new_inputs_are_captured_as_the_store_was(
+    tmp_path: Path, digits_dataset: DigitsDataset
+) -> None:
+    """Per-call layers and the ``none`` reduction, repeated from the store's metadata."""
+    from ndstream.ingestion.recapture import activations_like
+
+    model = TwiceRelu().eval()
+    store = ndstream.ingest(
+        model, digits_dataset, tmp_path / "s.zarr", layers=["relu", "fc"], reduction="none",
+        limit=128, progress=False,
+    )  # fmt: skip
+    assert store.layers == ["relu@1", "relu@2", "fc"]
+    x = digits_dataset.images[:5]
+    got = activations_like(store, model, x)
+    h1 = torch.relu(model.conv(x))
+    h2 = torch.relu(h1 - 0.1)
+    for name, h in (("relu@1", h1), ("relu@2", h2)):
+        want = h.detach().numpy().transpose(0, 2, 3, 1).reshape(5, -1, 4)
+        np.testing.assert_array_equal(got[name], want)
+    div = store.divergence(got, group="0")
+    assert div.per_layer.shape == (5, 3) and np.isfinite(div.overall).all()

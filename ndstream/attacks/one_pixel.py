@@ -127,7 +127,7 @@ def _evolve(
     for _ in range(iterations):
         _record_wins(won, fit, pop, active, best, done)
         going = ~won.any(1)
-        active, pop, fit = active[going], pop[going], fit[going]
+        active, pop, fit, won = active[going], pop[going], fit[going], won[going]
         if active.numel() == 0:
             break
         trial = _mutate(pop, gen)

@@ -30,6 +30,7 @@ the edges for the ends of the spread's interval (quartiles moved by the rank bou
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -136,31 +137,27 @@ def neuron_scores(
     return z, lower, upper
 
 
-_STEPS = 256  # quantile levels the spread's bounds are read at, rounded outwards
-
-
 def _spreads(pooled: Pooled, range_spread: np.ndarray, fallback_spread: float | None) -> np.ndarray:
     """``[3, neuron]``: the spread's estimate, and the smallest and largest it may be.
 
-    The bounds take the quartiles at levels moved by each neuron's rank bound ``w``
-    (``Q(0.75 - w) - Q(0.25 + w)`` and ``Q(0.75 + w) - Q(0.25 - w)``, levels rounded outwards
-    to multiples of 1/256). Where the smallest may be 0, the exact IQR may be 0 (then the
-    range fallback applies) or tiny: the smallest spread is then 0, and the bound of ``z``
-    past an edge infinite, as it should be.
+    The bounds take the quartiles at levels moved by each neuron's rank bound ``w``, rounded
+    up to a power of two so that a layer needs few levels (``Q(0.75 - w) - Q(0.25 + w)`` and
+    ``Q(0.75 + w) - Q(0.25 - w)``). Where the smallest may be 0, the exact IQR may be 0 (then
+    the range fallback applies) or tiny: the smallest spread is then 0, and the bound of
+    ``z`` past an edge infinite, as it should be.
     """
-    n = pooled.counts.shape[0]
-    grid = pooled.quantile(np.linspace(0.0, 1.0, _STEPS + 1))  # [neuron, level]
     w = np.nan_to_num(pooled.rank_bound(), nan=0.0)
-    rows = np.arange(n)
-
-    def at(level: np.ndarray, up: bool) -> np.ndarray:
-        step = np.ceil(level * _STEPS) if up else np.floor(level * _STEPS)
-        return grid[rows, np.clip(step, 0, _STEPS).astype(np.intp)]
-
-    quarter, three = _STEPS // 4, 3 * _STEPS // 4
-    estimate = (grid[:, three] - grid[:, quarter]) / _IQR_TO_SIGMA
-    smallest = (at(0.75 - w, False) - at(0.25 + w, True)) / _IQR_TO_SIGMA
-    largest = (at(0.75 + w, True) - at(0.25 - w, False)) / _IQR_TO_SIGMA
+    with np.errstate(divide="ignore"):
+        w = np.where(w > 0, 2.0 ** np.ceil(np.log2(np.where(w > 0, w, 1.0))), 0.0)
+    menu = np.unique(w)
+    moved = np.stack([0.25 - menu, 0.25 + menu, 0.75 - menu, 0.75 + menu], axis=1).ravel()
+    q = pooled.quantile(np.clip(np.r_[0.25, 0.75, moved], 0.0, 1.0))  # [neuron, level]
+    rows = np.arange(q.shape[0])
+    first = 2 + 4 * np.searchsorted(menu, w)  # each neuron's four moved levels
+    low25, high25, low75, high75 = (q[rows, first + k] for k in range(4))
+    estimate = (q[:, 1] - q[:, 0]) / _IQR_TO_SIGMA
+    smallest = (low75 - high25) / _IQR_TO_SIGMA
+    largest = (high75 - low25) / _IQR_TO_SIGMA
     with np.errstate(invalid="ignore"):
         estimate = np.where(estimate > 0, estimate, range_spread)
         positive = estimate[estimate > 0]
@@ -219,7 +216,9 @@ def divergence(
         nan_neurons[:, j] = missing.sum(axis=1)
         largest = np.where(missing, -np.inf, np.abs(neurons[layer])).max(axis=1, initial=-np.inf)
         per_layer[:, j] = np.where(np.isneginf(largest), np.nan, largest)
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        # An input whose group has no values in any layer scores NaN (counted in nan_neurons).
+        warnings.simplefilter("ignore", RuntimeWarning)
         overall = np.nanmean(per_layer, axis=1) if layers else np.zeros(n)
     return Divergence(tuple(layers), groups, neurons, lower, upper, per_layer, overall, nan_neurons)
 

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from ..attacks import AttackResult, attack, attack_name
-from ..capture import ActivationCapture
 from ..config import AttacksConfig, IngestConfig, InstancesConfig
 from ..errors import ConfigError
 from ..ingestion.from_config import build_sources, run_config
+from ..ingestion.recapture import activations_like
 from ..ingestion.sample_order import SampleOrder
 from ..ingestion.sources import input_space, load_batch
 from ..store import Store
@@ -135,17 +135,17 @@ def evaluate(
         bar.set_postfix_str(f"Mahalanobis fit on {layer}")
         fit_idx = order[:n_ref][:_MAX_FIT]
         fx, fy = load_batch(dataset, fit_idx, device)
-        maha = Mahalanobis(_mean_features(model, fx, layer, cfg), fy.cpu().numpy())
+        maha = Mahalanobis(_mean_features(model, fx, layer, store), fy.cpu().numpy())
         bar.update(1)
 
         def detect(inputs: torch.Tensor) -> dict[str, np.ndarray]:
             pred = _predict(model, inputs)
-            acts = _activations(model, inputs, store, cfg)
+            acts = activations_like(store, model, inputs)
             div = store.divergence(acts, predicted=pred.cpu().numpy())
             return {
                 "divergence": div.overall,
                 "feature_squeezing": feature_squeezing(model, inputs, space),
-                "mahalanobis": maha.score(_mean_features(model, inputs, layer, cfg)),
+                "mahalanobis": maha.score(_mean_features(model, inputs, layer, store)),
             }
 
         bar.set_postfix_str("scoring benign inputs")
@@ -227,38 +227,9 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.
         )
 
 
-def _activations(
-    model: nn.Module, x: torch.Tensor, store: Store, cfg: IngestConfig, batch_size: int = 256
-) -> dict[str, np.ndarray]:
-    """Activations of the store's layers, reduced as the store's were."""
-    with (
-        ActivationCapture(
-            model,
-            store.layers,
-            reduction=cfg.reduction,
-            channel_dim=cfg.channel_dim,
-            calls=cfg.calls,
-        ) as cap,
-        torch.no_grad(),
-    ):
-        for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size])
-        return cap.pop()
-
-
-def _mean_features(
-    model: nn.Module, x: torch.Tensor, layer: str, cfg: IngestConfig, batch_size: int = 256
-) -> np.ndarray:
+def _mean_features(model: nn.Module, x: torch.Tensor, layer: str, store: Store) -> np.ndarray:
     """``[n, channels]`` spatially averaged outputs of ``layer``."""
-    with (
-        ActivationCapture(
-            model, [layer], reduction="mean", channel_dim=cfg.channel_dim, calls=cfg.calls
-        ) as cap,
-        torch.no_grad(),
-    ):
-        for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size])
-        values = cap.pop()[layer]
+    values = activations_like(store, model, x, layers=[layer], reduction="mean")[layer]
     return values.mean(axis=1)
 
 

@@ -18,15 +18,13 @@ an interruption came in between.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..attacks import attack, attack_name
-from ..capture import ActivationCapture
-from ..capture.hooks import Reduction
 from ..capture.instances import _thumbnails
 from ..config import AttacksConfig, IngestConfig
 from ..errors import StoreError
@@ -36,6 +34,7 @@ from ..store.snapshots import StoreLock
 from ..store.writer import write_checkpoint
 from .fingerprint import model_fingerprint
 from .identity import rebuild_sketches
+from .recapture import activations_like
 from .sample_order import SampleOrder
 from .sources import input_space, load_batch
 
@@ -202,13 +201,9 @@ def _rows(
 ) -> InstanceTable:
     """One instance row per input of ``x``, with its activations in every layer."""
     n = len(indices)
-    made = store.meta.config  # capture exactly as the run that made the store did
-    with ActivationCapture(
-        model, store.layers, reduction=cast(Reduction, store.meta.reduction),
-        channel_dim=made.get("channel_dim") or {}, calls=made.get("calls") or "separate",
-    ) as cap, torch.no_grad():  # fmt: skip
+    acts = activations_like(store, model, x)
+    with torch.no_grad():
         logits = [model(x[i : i + 256]) for i in range(0, n, 256)]
-        acts = cap.pop()
     pred = torch.cat(logits).argmax(-1).cpu().numpy() if n else np.zeros(0, np.int64)
     return InstanceTable(
         index=indices.astype(np.int64),
@@ -218,7 +213,7 @@ def _rows(
         condition=np.full(n, condition),
         pair=np.arange(n, dtype=np.int64),
         thumbnail=_thumbnails(x, np.arange(n)),
-        values={layer: np.asarray(acts[layer], dtype=np.float32) for layer in store.layers},
+        values=acts,
         success=np.zeros(n, bool) if success is None else success.astype(bool),
     )
 

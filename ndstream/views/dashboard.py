@@ -38,6 +38,7 @@ from ..errors import StoreError
 from ..explore import SORTS, LayerFrame, SortedLayers, SortSpec, page_of, page_start
 from ..explore.pages import shared_frame
 from ..store import Store, open_store, snapshots
+from ..store.integrity import MANIFEST
 from .activation import Axes, activation_layers, composite, panel_height, row_of
 from .export import PanelImage, csv_text, png_bytes
 from .fragments import (
@@ -811,7 +812,18 @@ def _divergence_scores(store: Store, table: Any) -> np.ndarray | None:
     n_classes = len(class_groups(store))
     if not n_classes or table.predicted.min() < 0 or table.predicted.max() >= n_classes:
         return None
-    return store.divergence(table).overall
+    # A checkpoint never changes once committed, so every session on it shares its scores;
+    # its manifest's inode and time tell it from a later store's checkpoint of the same name.
+    manifest = (Path(store.snapshot) / MANIFEST).stat()
+    key = f"{store.snapshot}:{manifest.st_ino}:{manifest.st_mtime_ns}"
+    if key not in _SCORES:
+        if len(_SCORES) >= 8:
+            _SCORES.pop(next(iter(_SCORES)))
+        _SCORES[key] = store.divergence(table).overall
+    return _SCORES[key]
+
+
+_SCORES: dict[str, np.ndarray] = {}  # instance scores by checkpoint folder, the last 8
 
 
 def _pairs(table: Any, ids: list[str]) -> dict[int, list[str]]:

@@ -1,0 +1,69 @@
+"""Activations of new inputs, captured and reduced exactly as a store's own run did.
+
+Attacked inputs, held-out inputs and any input scored against a store must be seen through
+the same layers, reduction, neuron axes and per-call split as the store's distributions; this
+reads them from the store's metadata, not from whatever config is at hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..capture import ActivationCapture
+from ..capture.hooks import Calls, Reduction
+from ..store import Store
+
+__all__ = ["activations_like"]
+
+_CALL = re.compile(r"@\d+$")  # the suffix of one call's layer (``relu@2``)
+
+
+def activations_like(
+    store: Store,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    batch_size: int = 256,
+    *,
+    layers: Sequence[str] | None = None,
+    reduction: Reduction | None = None,
+) -> dict[str, np.ndarray]:
+    """``{layer: [input, value, neuron]}`` for the layers of ``store``, from ``model``.
+
+    Parameters
+    ----------
+    store
+        The store whose capture to repeat.
+    model
+        The model that made it (in ``eval()`` mode).
+    inputs
+        A batch of inputs, run ``batch_size`` at a time.
+    batch_size
+        Inputs per forward pass.
+    layers
+        Some of the store's layers; ``None``: all.
+    reduction
+        Another reduction than the store's (the Mahalanobis detector averages positions).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Float32 activations, reduced as the store's were (or by ``reduction``).
+    """
+    made = store.meta.config
+    wanted = list(store.layers if layers is None else layers)
+    modules = list(dict.fromkeys(_CALL.sub("", layer) for layer in wanted))
+    with ActivationCapture(
+        model, modules, reduction=reduction or cast(Reduction, store.meta.reduction),
+        channel_dim=made.get("channel_dim") or {},
+        calls=cast(Calls, made.get("calls") or "separate"),
+    ) as cap, torch.no_grad():  # fmt: skip
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start : start + batch_size])
+        acts = cap.pop()
+    return {layer: np.asarray(acts[layer], dtype=np.float32) for layer in wanted}
