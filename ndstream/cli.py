@@ -316,8 +316,11 @@ def describe(store: object) -> str:
             for condition in dict.fromkeys(instances.condition[paired].tolist()):
                 rows = instances.condition == condition
                 if condition.startswith("attacked:"):
+                    name = condition.partition(":")[2]
                     rate = float(instances.success[rows].mean())
-                    attacks.append(f"{condition.partition(':')[2]} ({rate:.0%} succeeded)")
+                    queries = instances.attacks.get("results", {}).get(name, {})
+                    spent = f", {queries['mean_queries']:.0f} queries" if queries else ""
+                    attacks.append(f"{name} ({rate:.0%} succeeded{spent})")
             n_pairs = len(np.unique(instances.pair[paired]))
             lines.append(f"pairs      {n_pairs} inputs, attacked by " + ", ".join(attacks))
     return "\n".join(lines)

@@ -72,6 +72,11 @@ def check_explore_store(
     # one axis over the finite range of the two digits' values
     of_both = store.summary(layer, group=["3", "8"])
     assert (edges[0], edges[-1]) == (of_both.mins.min(), of_both.maxs.max())
+    # The most divergent instance, and its neurons furthest from its predicted class.
+    scored = store.divergence(store.instances())
+    assert ns["worst"] == int(np.nanargmax(scored.overall))
+    furthest = expected_order(np.abs(scored.neurons[layer][ns["worst"]]))[:5]
+    assert ns["top"].tolist() == furthest
     # The same layer through xarray alone: every digit-3 sample once per neuron.
     digit3 = ns["digit3"]
     np.testing.assert_array_equal(digit3.sum("bin").values, (targets == 3).sum())

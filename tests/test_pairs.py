@@ -86,6 +86,9 @@ def test_pairs_round_trip_exactly(
         np.testing.assert_array_equal(table.index[rows], table.index[benign])
         np.testing.assert_array_equal(table.success[rows], table.predicted[rows] != labels)
         assert table.success[rows].any()
+        reported = table.attacks["results"][name]
+        assert reported["success_rate"] == pytest.approx(table.success[rows].mean())
+        assert reported["mean_queries"] >= 1
         # Seeded: attacking again gives the stored inputs; their activations, from plain
         # hooks, are the stored ones.
         again = attack(method, digits_model, x, y, seed=4)

@@ -102,7 +102,8 @@ def attack_record(spec: AttacksConfig) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"methods": {name: parameters}, "pairs": ..., "input": ..., "seed": ...}``, as JSON.
+        ``{"methods": {name: parameters}, "pairs": ..., "input": ..., "seed": ...}``, as JSON;
+        a store adds ``"results": {name: {"success_rate": ..., "mean_queries": ...}}``.
     """
     record = spec.model_dump(mode="json")
     record["methods"] = {attack_name(m): m.model_dump(mode="json") for m in spec.methods}
@@ -167,10 +168,11 @@ def add_pairs(
     space = input_space(cfg)
     x, y = load_batch(dataset, indices, device)
     parts = [_rows(model, store, x, y, indices, positions, BENIGN, None)]
-    methods = _bar(spec.methods, progress)
-    for method in methods:
+    results: dict[str, dict[str, float]] = {}
+    for method in _bar(spec.methods, progress):
         name = attack_name(method)
         result = attack(method, model, x, y, space=space, seed=spec.seed)
+        results[name] = {"success_rate": result.success_rate, "mean_queries": result.mean_queries}
         parts.append(
             _rows(model, store, result.adversarial, y, indices, positions,
                   f"attacked:{name}", result.success.cpu().numpy())
@@ -182,7 +184,7 @@ def add_pairs(
     tables = [t for t in (kept, pairs) if t is not None and len(t)]
     combined = InstanceTable.concat(tables) if tables else None
     if combined is not None:
-        combined.attacks = attack_record(spec)
+        combined.attacks = {**attack_record(spec), "results": results}
     with StoreLock(store.path):
         current = open_store(store.path)  # what is on disk now, under the lock
         write_checkpoint(current.path, current.meta, rebuild_sketches(current), combined)
