@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
         "--held-out", type=float, default=0.2,
         help="share of the sample order held out of the reference store (default 0.2)",
     )  # fmt: skip
-    ev.add_argument("--max-inputs", type=int, help="attack at most N held-out inputs")
+    ev.add_argument(
+        "--max-inputs", type=int, default=2000,
+        help="attack at most N held-out inputs (default 2,000; they are held in memory)",
+    )  # fmt: skip
     ev.add_argument(
         "--overwrite", action="store_true", help="rebuild the reference store from scratch"
     )

@@ -60,7 +60,7 @@ def evaluate(
     out: str | Path,
     *,
     held_out: float = 0.2,
-    max_inputs: int | None = None,
+    max_inputs: int | None = 2000,
     overwrite: bool = False,
     progress: bool = True,
     name: str = "config",
@@ -76,7 +76,8 @@ def evaluate(
     held_out
         Share of the sample order held out from the reference store.
     max_inputs
-        Attack at most this many held-out inputs.
+        Attack at most this many held-out inputs (they are held in memory at once);
+        ``None``: all.
     overwrite
         Rebuild the reference store from scratch.
     progress
@@ -129,13 +130,16 @@ def evaluate(
     if len(y) == 0:
         raise ConfigError("the model classifies none of the held-out inputs correctly")
 
-    layer = _mahalanobis_layer(store, cfg)
+    layer = _mahalanobis_layer(store)
     chunks = sum(-(-len(y) // _CHUNK) for _ in spec.methods)
     with _bar(progress, chunks + 2 + len(spec.methods), "evaluate") as bar:
         bar.set_postfix_str(f"Mahalanobis fit on {layer}")
-        fit_idx = order[:n_ref][:_MAX_FIT]
-        fx, fy = load_batch(dataset, fit_idx, device)
-        maha = Mahalanobis(_mean_features(model, fx, layer, store), fy.cpu().numpy())
+        features, labels = [], []
+        for first in range(0, min(n_ref, _MAX_FIT), 256):  # a batch at a time: images are big
+            fx, fy = load_batch(dataset, order[first : min(first + 256, n_ref, _MAX_FIT)], device)
+            features.append(_mean_features(model, fx, layer, store))
+            labels.append(fy.cpu().numpy())
+        maha = Mahalanobis(np.concatenate(features), np.concatenate(labels))
         bar.update(1)
 
         def detect(inputs: torch.Tensor) -> dict[str, np.ndarray]:
@@ -233,7 +237,7 @@ def _mean_features(model: nn.Module, x: torch.Tensor, layer: str, store: Store) 
     return values.mean(axis=1)
 
 
-def _mahalanobis_layer(store: Store, cfg: IngestConfig) -> str:
+def _mahalanobis_layer(store: Store) -> str:
     """The penultimate layer: the last one whose width is not the number of classes."""
     classes = sum(1 for k in store.groupings if k == "label") or None
     for layer in reversed(store.layers):
