@@ -27,7 +27,7 @@ from torch import nn
 from ..attacks import attack, attack_name
 from ..capture.instances import _thumbnails
 from ..config import AttacksConfig, IngestConfig
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..store import Store, open_store
 from ..store.instances import InstanceTable
 from ..store.snapshots import StoreLock
@@ -54,13 +54,39 @@ def select_pairs(
     """Dataset indices to attack and their positions in the visiting order (-1 if not in it).
 
     The listed indices, then the first ``per_class`` correctly classified inputs of each
-    label and the first ``misclassified`` others, in the visiting order.
+    label and the first ``misclassified`` others, in the visiting order; the model runs on
+    the order a batch at a time until every quota is full.
+
+    Parameters
+    ----------
+    model
+        The store's model.
+    dataset
+        Its dataset of ``(image, label)`` samples.
+    order
+        The visiting order (dataset indices).
+    cfg
+        The ``attacks`` section; its ``pairs`` says what to select.
+    n_classes
+        Labels there are, to know when every class is full.
+    device
+        The model's device.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(indices, positions)``, int64.
+
+    Raises
+    ------
+    ConfigError
+        If a listed index is not one of the dataset's.
     """
     spec = cfg.pairs
     wanted = list(dict.fromkeys(spec.indices))
     bad = [i for i in wanted if not 0 <= i < len(dataset)]
     if bad:
-        raise StoreError(
+        raise ConfigError(
             f"attacks.pairs.indices {bad[:5]} are not indices of the dataset (0..{len(dataset) - 1})"
         )
     per_label: dict[int, int] = {}
@@ -164,7 +190,9 @@ def add_pairs(
     n_classes = sum(1 for g in store.groupings if g == "label") or len(store.groups)
     indices, positions = select_pairs(model, dataset, order, spec, n_classes, device)
     if not len(indices):
-        raise StoreError("attacks.pairs selects no input: give indices, per_class or misclassified")
+        raise ConfigError(
+            "attacks.pairs selects no input: give indices, per_class or misclassified"
+        )
     space = input_space(cfg)
     x, y = load_batch(dataset, indices, device)
     parts = [_rows(model, store, x, y, indices, positions, BENIGN, None)]
