@@ -181,7 +181,8 @@ class LayerFrame:
 
     def divergence(self, instance: str, group: str) -> np.ndarray:
         """``[neuron]`` each neuron's contribution ``|z|`` to an instance's divergence from a
-        group (:func:`ndstream.divergence.neuron_scores`); NaN for a group without values."""
+        group (:func:`ndstream.divergence.neuron_scores`) at the value the frame shows (with
+        the ``none`` reduction, its largest); NaN for a group without values."""
         key = ("divergence", instance, group)
         if key not in self.memo:
             from ..divergence import neuron_scores
