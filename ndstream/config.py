@@ -110,10 +110,20 @@ def _missing(kind: str, index: int | None) -> str:
         has_mps = torch.backends.mps.is_available()
         return "" if has_mps else "torch.backends.mps.is_available() is False"
     # xpu, mtia, ...: torch's modules for other accelerators share this interface.
-    module = getattr(torch, kind, None)
+    try:
+        module = getattr(torch, kind, None)
+    except ImportError:  # torch names some backends it was not built with (hpu)
+        module = None
     available = getattr(module, "is_available", None)
     if callable(available) and not available():
         return f"torch.{kind}.is_available() is False"
+    if not callable(available):
+        # A device type torch can name but has no module for (xla, meta, ...): the only
+        # test left is to put something on it.
+        try:
+            torch.empty(0, device=torch.device(kind, index) if index is not None else kind)
+        except (RuntimeError, NotImplementedError, ImportError) as exc:
+            return f"torch cannot place a tensor there: {str(exc).splitlines()[0][:120]}"
     device_count = getattr(module, "device_count", None)
     if index is not None and callable(device_count) and index >= device_count():
         return f"it has {device_count()} {kind} device(s)"

@@ -215,6 +215,9 @@ def test_device_that_torch_does_not_know(
         ("cuda:0", 0, "torch.cuda.is_available() is False"),
         ("cuda:3", 1, "1 CUDA device"),
         ("mps", 0, "torch.backends.mps.is_available() is False"),
+        # Types torch names but has no module for, or was built without.
+        ("xla", 0, "torch cannot place a tensor there"),
+        ("hpu", 0, "torch cannot place a tensor there"),
     ],
 )
 def test_device_this_machine_does_not_have(
