@@ -179,7 +179,7 @@ def _attack(args: argparse.Namespace) -> int:
         )
     model, dataset, device = build_sources(cfg)
     store = add_pairs(cfg.store, cfg, model, dataset, device=device, progress=not args.quiet)
-    print(describe(store).splitlines()[-1])
+    print(_pairs_line(store.instances()))
     print(f"pairs added to {store.path}")
     return 0
 
@@ -263,8 +263,6 @@ def _worst_bounds(store: Any, layer: str) -> str:
 
 def describe(store: object) -> str:
     """A human-readable description of a store: provenance, progress, layers and groups."""
-    import numpy as np
-
     from .store import Store
 
     assert isinstance(store, Store)
@@ -313,17 +311,23 @@ def describe(store: object) -> str:
     if instances is not None:
         thumbs = "with" if len(instances.thumbnail) else "without"
         lines.append(f"instances  {len(instances)} ({thumbs} thumbnails)")
-        paired = instances.pair >= 0
-        if paired.any():
-            attacks = []
-            for condition in dict.fromkeys(instances.condition[paired].tolist()):
-                rows = instances.condition == condition
-                if condition.startswith("attacked:"):
-                    name = condition.partition(":")[2]
-                    rate = float(instances.success[rows].mean())
-                    queries = instances.attacks.get("results", {}).get(name, {})
-                    spent = f", {queries['mean_queries']:.0f} queries" if queries else ""
-                    attacks.append(f"{name} ({rate:.0%} succeeded{spent})")
-            n_pairs = len(np.unique(instances.pair[paired]))
-            lines.append(f"pairs      {n_pairs} inputs, attacked by " + ", ".join(attacks))
+        if (instances.pair >= 0).any():
+            lines.append(_pairs_line(instances))
     return "\n".join(lines)
+
+
+def _pairs_line(instances: Any) -> str:
+    """``pairs  10 inputs, attacked by fgsm (20% succeeded, 1 queries), ...``."""
+    import numpy as np
+
+    paired = instances.pair >= 0
+    attacks = []
+    for condition in dict.fromkeys(instances.condition[paired].tolist()):
+        if condition.startswith("attacked:"):
+            name = condition.partition(":")[2]
+            rate = float(instances.success[instances.condition == condition].mean())
+            queries = instances.attacks.get("results", {}).get(name, {})
+            spent = f", {queries['mean_queries']:.0f} queries" if queries else ""
+            attacks.append(f"{name} ({rate:.0%} succeeded{spent})")
+    n_pairs = len(np.unique(instances.pair[paired]))
+    return f"pairs      {n_pairs} inputs, attacked by " + ", ".join(attacks)

@@ -234,7 +234,7 @@ def test_new_inputs_are_captured_as_the_store_was(
     tmp_path: Path, digits_dataset: DigitsDataset
 ) -> None:
     """Per-call layers and the ``none`` reduction, repeated from the store's metadata."""
-    from ndstream.ingestion.recapture import activations_like
+    from ndstream.ingestion.recapture import recapture
 
     model = TwiceRelu().eval()
     store = ndstream.ingest(
@@ -243,7 +243,9 @@ def test_new_inputs_are_captured_as_the_store_was(
     )  # fmt: skip
     assert store.layers == ["relu@1", "relu@2", "fc"]
     x = digits_dataset.images[:5]
-    got = activations_like(store, model, x)
+    got, predicted = recapture(store, model, x)
+    with torch.no_grad():
+        np.testing.assert_array_equal(predicted, model(x).argmax(1).numpy())
     h1 = torch.relu(model.conv(x))
     h2 = torch.relu(h1 - 0.1)
     for name, h in (("relu@1", h1), ("relu@2", h2)):

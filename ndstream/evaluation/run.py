@@ -25,9 +25,10 @@ from torch import nn
 
 from ..attacks import AttackResult, attack, attack_name
 from ..config import AttacksConfig, IngestConfig, InstancesConfig
+from ..divergence import class_groups
 from ..errors import ConfigError
 from ..ingestion.from_config import build_sources, run_config
-from ..ingestion.recapture import activations_like
+from ..ingestion.recapture import recapture
 from ..ingestion.sample_order import SampleOrder
 from ..ingestion.sources import input_space, load_batch
 from ..store import Store
@@ -121,7 +122,9 @@ def evaluate(
             "attacks": None,
         }
     )
-    store = run_config(reference, overwrite=overwrite, progress=progress)
+    store = run_config(
+        reference, overwrite=overwrite, progress=progress, sources=(model, dataset, device_name)
+    )
     test_idx = order[n_ref:][:max_inputs]
     x, y = load_batch(dataset, test_idx, device)
     benign_pred = _predict(model, x)
@@ -143,9 +146,8 @@ def evaluate(
         bar.update(1)
 
         def detect(inputs: torch.Tensor) -> dict[str, np.ndarray]:
-            pred = _predict(model, inputs)
-            acts = activations_like(store, model, inputs)
-            div = store.divergence(acts, predicted=pred.cpu().numpy())
+            seen = recapture(store, model, inputs)
+            div = store.divergence(seen.values, predicted=seen.predicted)
             return {
                 "divergence": div.overall,
                 "feature_squeezing": feature_squeezing(model, inputs, space),
@@ -233,13 +235,13 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.
 
 def _mean_features(model: nn.Module, x: torch.Tensor, layer: str, store: Store) -> np.ndarray:
     """``[n, channels]`` spatially averaged outputs of ``layer``."""
-    values = activations_like(store, model, x, layers=[layer], reduction="mean")[layer]
+    values = recapture(store, model, x, layers=[layer], reduction="mean").values[layer]
     return values.mean(axis=1)
 
 
 def _mahalanobis_layer(store: Store) -> str:
     """The penultimate layer: the last one whose width is not the number of classes."""
-    classes = sum(1 for k in store.groupings if k == "label") or None
+    classes = len(class_groups(store)) or None
     for layer in reversed(store.layers):
         if store.n_neurons(layer) != classes:
             return layer

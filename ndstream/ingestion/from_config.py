@@ -42,7 +42,13 @@ def build_sources(cfg: IngestConfig) -> tuple[torch.nn.Module, Any, str]:
     return build_model(cfg.model).to(device), dataset, device
 
 
-def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = True) -> Store:
+def run_config(
+    cfg: IngestConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    sources: tuple[torch.nn.Module, Any, str] | None = None,
+) -> Store:
     """Build the model, dataset and loader a config names, and ingest into its store.
 
     Parameters
@@ -53,6 +59,9 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         Start over, replacing an existing store.
     progress
         Show a progress bar.
+    sources
+        The config's ``(model, dataset, device)`` if the caller built them already
+        (:func:`build_sources`).
 
     Returns
     -------
@@ -67,7 +76,7 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         :func:`~ndstream.ingestion.sources.build_dataset`); and as :func:`~ndstream.ingest`.
     """
     grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
-    model, dataset, device = build_sources(cfg)
+    model, dataset, device = sources if sources is not None else build_sources(cfg)
     group_by: list[str | Grouping] = [
         custom(import_target(g.target), g.names, g.name)
         if isinstance(g, CustomGroupingConfig)
@@ -99,7 +108,7 @@ def run_config(cfg: IngestConfig, *, overwrite: bool = False, progress: bool = T
         ),
         threads=cfg.threads if not isinstance(cfg.threads, ThreadsConfig) else dict(cfg.threads),
     )
-    if cfg.attacks is not None and _wants_pairs(cfg) and _is_main() and not _has_pairs(store, cfg):
+    if _wants_pairs(cfg) and _is_main() and not _has_pairs(store, cfg):
         from .pairs import add_pairs
 
         store = add_pairs(store.path, cfg, model, dataset, device=device, progress=progress)

@@ -27,6 +27,7 @@ from torch import nn
 from ..attacks import attack, attack_name
 from ..capture.instances import _thumbnails
 from ..config import AttacksConfig, IngestConfig
+from ..divergence import class_groups
 from ..errors import ConfigError, StoreError
 from ..store import Store, open_store
 from ..store.instances import InstanceTable
@@ -34,7 +35,7 @@ from ..store.snapshots import StoreLock
 from ..store.writer import write_checkpoint
 from .fingerprint import model_fingerprint
 from .identity import rebuild_sketches
-from .recapture import activations_like
+from .recapture import recapture
 from .sample_order import SampleOrder
 from .sources import input_space, load_batch
 
@@ -187,7 +188,7 @@ def add_pairs(
         )
     model.eval()
     order = SampleOrder(len(dataset), cfg.seed, cfg.limit).indices()
-    n_classes = sum(1 for g in store.groupings if g == "label") or len(store.groups)
+    n_classes = len(class_groups(store)) or len(store.groups)
     indices, positions = select_pairs(model, dataset, order, spec, n_classes, device)
     if not len(indices):
         raise ConfigError(
@@ -231,19 +232,16 @@ def _rows(
 ) -> InstanceTable:
     """One instance row per input of ``x``, with its activations in every layer."""
     n = len(indices)
-    acts = activations_like(store, model, x)
-    with torch.no_grad():
-        logits = [model(x[i : i + 256]) for i in range(0, n, 256)]
-    pred = torch.cat(logits).argmax(-1).cpu().numpy() if n else np.zeros(0, np.int64)
+    seen = recapture(store, model, x)
     return InstanceTable(
         index=indices.astype(np.int64),
         position=positions.astype(np.int64),
         label=y.cpu().numpy().astype(np.int64),
-        predicted=pred.astype(np.int64),
+        predicted=seen.predicted,
         condition=np.full(n, condition),
         pair=np.arange(n, dtype=np.int64),
         thumbnail=_thumbnails(x, np.arange(n)),
-        values=acts,
+        values=seen.values,
         success=np.zeros(n, bool) if success is None else success.astype(bool),
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -19,12 +19,21 @@ from ..capture import ActivationCapture
 from ..capture.hooks import Calls, Reduction
 from ..store import Store
 
-__all__ = ["activations_like"]
+__all__ = ["Recaptured", "recapture"]
 
 _CALL = re.compile(r"@\d+$")  # the suffix of one call's layer (``relu@2``)
 
 
-def activations_like(
+class Recaptured(NamedTuple):
+    """What :func:`recapture` saw of a batch of inputs."""
+
+    values: dict[str, np.ndarray]
+    """``{layer: [input, value, neuron]}`` float32 activations."""
+    predicted: np.ndarray
+    """``[input]`` int64 argmax of the model's outputs (-1 where they are not logits)."""
+
+
+def recapture(
     store: Store,
     model: nn.Module,
     inputs: torch.Tensor,
@@ -32,8 +41,8 @@ def activations_like(
     *,
     layers: Sequence[str] | None = None,
     reduction: Reduction | None = None,
-) -> dict[str, np.ndarray]:
-    """``{layer: [input, value, neuron]}`` for the layers of ``store``, from ``model``.
+) -> Recaptured:
+    """The activations of ``store``'s layers and the predictions, from one pass of ``model``.
 
     Parameters
     ----------
@@ -52,8 +61,8 @@ def activations_like(
 
     Returns
     -------
-    dict of str to numpy.ndarray
-        Float32 activations, reduced as the store's were (or by ``reduction``).
+    Recaptured
+        Activations reduced as the store's were (or by ``reduction``), and predictions.
     """
     made = store.meta.config
     wanted = list(store.layers if layers is None else layers)
@@ -63,7 +72,15 @@ def activations_like(
         channel_dim=made.get("channel_dim") or {},
         calls=cast(Calls, made.get("calls") or "separate"),
     ) as cap, torch.no_grad():  # fmt: skip
-        for start in range(0, len(inputs), batch_size):
-            model(inputs[start : start + batch_size])
+        outputs = [model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
         acts = cap.pop()
-    return {layer: np.asarray(acts[layer], dtype=np.float32) for layer in wanted}
+    return Recaptured(
+        {layer: np.asarray(acts[layer], dtype=np.float32) for layer in wanted},
+        _predicted(outputs, len(inputs)),
+    )
+
+
+def _predicted(outputs: list[object], n: int) -> np.ndarray:
+    if outputs and all(isinstance(o, torch.Tensor) and o.ndim == 2 for o in outputs):
+        return torch.cat(outputs).argmax(-1).cpu().numpy().astype(np.int64)  # type: ignore[arg-type]
+    return np.full(n, -1, dtype=np.int64)

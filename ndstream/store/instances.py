@@ -79,7 +79,7 @@ class InstanceTable:
     attacks: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.success) != len(self.index) and not len(self.success):
+        if not len(self.success) and len(self.index):
             self.success = np.zeros(len(self.index), dtype=bool)  # not given: no attack
 
     @classmethod

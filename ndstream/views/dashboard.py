@@ -316,9 +316,9 @@ class NeuralDivergence(param.Parameterized):
         if not members or table is None:
             return
         rows = [frame.instance_row(m) for m in members]
-        classes = [
-            g for g, k in zip(self.store.groups, self.store.groupings, strict=True) if k == "label"
-        ]
+        from ..divergence import class_groups  # here: the score module loads SciPy
+
+        classes = class_groups(self.store)
         wanted = [int(table.label[rows[0]])] + [int(table.predicted[r]) for r in rows[1:]]
         groups = [classes[c] for c in dict.fromkeys(wanted) if 0 <= c < len(classes)]
         with param.parameterized.batch_call_watchers(self):
