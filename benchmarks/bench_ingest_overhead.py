@@ -143,7 +143,7 @@ def instrument() -> Timers:
     """Wrap the phases of ``ndstream.ingest`` with timers."""
     ingest_module = sys.modules["ndstream.ingestion.run"]
     timers = Timers()
-    timers.wrap(ActivationCapture, "_reduce", "hook reductions")
+    timers.wrap(sys.modules["ndstream.capture.hooks"], "reduce_output", "hook reductions")
     timers.wrap(ActivationCapture, "pop", "capture pop")
     timers.wrap(LayerSketch, "update", "sketch update")
     timers.wrap(ingest_module, "model_fingerprint", "model fingerprint")

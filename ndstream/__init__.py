@@ -32,7 +32,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .capture.groupings import Grouping, custom
-    from .capture.hooks import ActivationCapture, resolve_layers
+    from .capture.hooks import ActivationCapture
+    from .capture.selection import resolve_layers
     from .ingestion.run import ingest
     from .sketch import GridSpec, LayerSketch, RankBounds, SketchSpec, Summary
     from .store import Store, StoreReport, open_store, verify

@@ -284,7 +284,13 @@ def describe(store: object) -> str:
     ]
     width = max(len(layer.name) for layer in m.layers)
     for layer in m.layers:
-        shape = "x".join(str(s) for s in layer.output_shape) or "scalar"
+        # Token axes (-1) vary from batch to batch: their length is not the layer's.
+        shape = "x".join("tokens" if s < 0 else str(s) for s in layer.output_shape) or "scalar"
+        axis = f"axis {layer.channel_dim}" + (f" ({layer.axis_rule})" if layer.axis_rule else "")
+        per_sample = (
+            "a value per token" if layer.values_per_sample == 0
+            else f"{layer.values_per_sample} value(s)/sample"
+        )  # fmt: skip
         per_group = store.counts(layer.name)
         active = sum(1 for c in per_group.values() if c)  # budgets count groups with data
         if sum(per_group.values()) <= store.grid.exact_budget(layer.n_neurons, max(1, active)):
@@ -293,7 +299,7 @@ def describe(store: object) -> str:
             form = _bins_per_octave(store.resolution(layer.name), store.grid.mantissa_bits)
         lines.append(
             f"  {layer.name:<{width}}  {layer.module_type:<14} {layer.n_neurons:>6} neurons"
-            f"  output {shape}  {layer.values_per_sample} value(s)/sample  {form}"
+            f"  output {shape}, neurons on {axis}  {per_sample}  {form}"
             f"  {_worst_bounds(store, layer.name)}"
         )
     counts = list(store.counts(m.layers[0].name).values())  # one read, however many groups
@@ -309,8 +315,11 @@ def describe(store: object) -> str:
         lines.append(f"  {grouping}: {shown}{more}")
     instances = store.instances()
     if instances is not None:
-        thumbs = "with" if len(instances.thumbnail) else "without"
-        lines.append(f"instances  {len(instances)} ({thumbs} thumbnails)")
+        if (instances.text != "").any():
+            kept = "with their texts"
+        else:
+            kept = f"{'with' if len(instances.thumbnail) else 'without'} thumbnails"
+        lines.append(f"instances  {len(instances)} ({kept})")
         if (instances.pair >= 0).any():
             lines.append(_pairs_line(instances))
     return "\n".join(lines)

@@ -182,7 +182,55 @@ class FactoryModel(_Strict):
     seed: int = _seed_field()
 
 
-ModelConfig = Annotated[BuiltinModel | TorchvisionModel | FactoryModel, Field(discriminator="kind")]
+class _LocalFolder(_Strict):
+    """A local folder, given as a path or by a Python function that returns one."""
+
+    path: str | None = Field(default=None, description="a local folder")
+    path_from: str | None = Field(
+        default=None,
+        pattern=r"^[\w.]+:[\w.]+$",
+        description="package.module:function returning the folder (a model a package ships)",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _LocalFolder:
+        if (self.path is None) == (self.path_from is None):
+            raise ValueError("give exactly one of `path` (a local folder) and `path_from`")
+        return self
+
+
+class HuggingFaceModel(_LocalFolder):
+    """A Hugging Face ``transformers`` model saved in a local folder; never downloaded.
+
+    ``auto_class`` is the ``transformers`` class that loads it (``AutoModel`` for the bare
+    encoder, ``AutoModelForSequenceClassification`` for one with a classifier head).
+    """
+
+    kind: Literal["huggingface"]
+    auto_class: str = Field(default="AutoModel", pattern=r"^Auto\w+$")
+    kwargs: dict[str, Any] = {}
+    seed: int = _seed_field()
+
+
+ModelConfig = Annotated[
+    BuiltinModel | TorchvisionModel | FactoryModel | HuggingFaceModel, Field(discriminator="kind")
+]
+
+
+class TokenizerConfig(_LocalFolder):
+    """A Hugging Face tokenizer from a local folder, and how it pads and truncates.
+
+    Samples are strings, ``(text, label)`` pairs or mappings with a ``text`` key; batches
+    become the tokenizer's tensors plus ``labels`` and the texts themselves (``text``), which
+    instances keep.
+    """
+
+    max_length: int = Field(default=128, gt=0)
+    padding: Literal["longest", "max_length"] = "longest"
+    truncation: bool = True
+    padding_side: Literal["right", "left"] | None = Field(
+        default=None, description="null: the tokenizer's own"
+    )
 
 
 class BuiltinData(_Strict):
@@ -210,7 +258,33 @@ class ImageFolderData(_Strict):
     crop: int = Field(default=224, gt=0)
 
 
-class FactoryData(_Strict):
+class _Batching(_Strict):
+    """How samples become batches, and where a mapping batch keeps its labels and mask."""
+
+    tokenizer: TokenizerConfig | None = Field(
+        default=None, description="tokenize text samples into padded batches with a mask"
+    )
+    collate: str | None = Field(
+        default=None,
+        pattern=r"^[\w.]+:[\w.]+$",
+        description="package.module:function, the DataLoader's collate_fn (not with tokenizer)",
+    )
+    label_key: str | None = Field(
+        default=None, description="entry of mapping batches with the labels (labels, label)"
+    )
+    token_mask: str | None = Field(
+        default="attention_mask",
+        description="entry of mapping batches with the [batch, tokens] mask; null: none",
+    )
+
+    @model_validator(mode="after")
+    def _one_collate(self) -> _Batching:
+        if self.tokenizer is not None and self.collate is not None:
+            raise ValueError("give `tokenizer` or `collate`, not both: a tokenizer collates")
+        return self
+
+
+class FactoryData(_Batching):
     """User code: ``package.module:function`` returning a ``Dataset``."""
 
     kind: Literal["factory"]
@@ -218,8 +292,19 @@ class FactoryData(_Strict):
     kwargs: dict[str, Any] = {}
 
 
+class HuggingFaceData(_Batching):
+    """A Hugging Face ``datasets`` dataset saved with ``save_to_disk``; never downloaded."""
+
+    kind: Literal["huggingface"]
+    path: str
+    split: str | None = Field(default=None, description="for a saved DatasetDict")
+    text_field: str = "text"
+    label_field: str = "label"
+
+
 DataConfig = Annotated[
-    BuiltinData | Cifar10Data | ImageFolderData | FactoryData, Field(discriminator="kind")
+    BuiltinData | Cifar10Data | ImageFolderData | FactoryData | HuggingFaceData,
+    Field(discriminator="kind"),
 ]
 
 
@@ -400,6 +485,11 @@ class IngestConfig(_Strict):
         "label"
     ]
     channel_dim: dict[str, int] = {}
+    output_field: dict[str, str | int] = Field(
+        default={},
+        description="per layer (name or glob): the field or index of a module output that is "
+        "not a tensor (a ModelOutput, dict or tuple)",
+    )
     grid: GridConfig = GridConfig()
     device: Annotated[str, AfterValidator(_device_syntax)] = "cpu"
     limit: int | None = Field(default=None, gt=0)

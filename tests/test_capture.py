@@ -22,9 +22,9 @@ from ndstream.capture.hooks import (
     REDUCTIONS,
     ActivationCapture,
     LayerInfo,
-    channel_dim_for,
     resolve_layers,
 )
+from ndstream.capture.neuron_axis import convention_axis
 from ndstream.errors import CaptureError, LayerNotFoundError
 
 # --------------------------------------------------------------------------- helpers
@@ -158,8 +158,8 @@ def test_layer_info() -> None:
         assert cap.layers == {}
         model(x)
     assert cap.layers == {
-        "conv": LayerInfo("conv", "Conv2d", 1, 2, (2, 2, 2), 1),
-        "fc": LayerInfo("fc", "Linear", 1, 3, (3,), 1),
+        "conv": LayerInfo("conv", "Conv2d", 1, 2, (2, 2, 2), 1, axis_rule="type"),
+        "fc": LayerInfo("fc", "Linear", 1, 3, (3,), 1, axis_rule="only"),
     }
 
 
@@ -352,8 +352,8 @@ def test_tuple_output_uses_first_element(inner: nn.Module, call: Any) -> None:
 @pytest.mark.parametrize(
     ("call", "type_name"),
     [
-        (lambda m, x: {"out": m(x)}, "dict"),
-        (lambda m, x: (None, m(x)), "tuple"),
+        (lambda m, x: {"out": None}, "dict"),
+        (lambda m, x: (None, "text"), "tuple"),
         (lambda m, x: None, "NoneType"),
         (lambda m, x: (), "tuple"),
     ],
@@ -453,13 +453,13 @@ def test_output_requiring_grad_is_captured_and_graph_survives() -> None:
         (nn.Identity(), 4, 1),
     ],
 )
-def test_channel_dim_for(module: nn.Module, ndim: int, expected: int) -> None:
-    assert channel_dim_for(module, ndim) == expected
+def test_convention_axis(module: nn.Module, ndim: int, expected: int) -> None:
+    assert convention_axis(module, ndim) == expected
 
 
 def test_channel_dim_for_rejects_zero_dim() -> None:
     with pytest.raises(ValueError):
-        channel_dim_for(nn.Identity(), 0)
+        convention_axis(nn.Identity(), 0)
 
 
 class TokenNet(nn.Module):
@@ -531,7 +531,7 @@ def test_batch_only_output_is_one_neuron() -> None:
         with ActivationCapture(model, ["total"], reduction=reduction) as cap:
             model(x)
             np.testing.assert_array_equal(cap.pop()["total"], [[[3.0]], [[-4.0]]])
-    assert cap.layers["total"] == LayerInfo("total", "Wrap", 1, 1, (), 1)
+    assert cap.layers["total"] == LayerInfo("total", "Wrap", 1, 1, (), 1, axis_rule="only")
 
 
 # --------------------------------------------------------------------------- calls and passes
@@ -720,7 +720,7 @@ def test_mean_taken_a_slice_of_rows_at_a_time_is_the_same(monkeypatch: pytest.Mo
     model = nn.Sequential(nn.Identity())
     results = []
     for limit in (1 << 30, 1, 3 * 25 * 8 * 2):  # everything at once, row by row, 2 rows
-        monkeypatch.setattr("ndstream.capture.hooks._MEAN_SLICE_BYTES", {"cpu": limit})
+        monkeypatch.setattr("ndstream.capture.reduce._MEAN_SLICE_BYTES", {"cpu": limit})
         with ActivationCapture(model, ["0"], reduction="mean") as cap:
             model(x)
             results.append(cap.pop()["0"])

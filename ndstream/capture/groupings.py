@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .structure import batch_len, model_scores
 
 __all__ = [
     "BUILTIN_GROUPINGS",
@@ -147,9 +148,9 @@ class Grouping:
 
 
 def _logits(outputs: Any) -> torch.Tensor:
-    """The class scores of a model output: a tensor, or the first element of a tuple."""
-    if isinstance(outputs, tuple | list) and outputs:
-        outputs = outputs[0]
+    """The class scores of a model output: a tensor, the first element of a tuple, or the
+    ``logits`` of a mapping (a Hugging Face ``ModelOutput``)."""
+    outputs = model_scores(outputs)
     if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
         raise ConfigError(
             "grouping by prediction needs model outputs of shape [batch, classes], got "
@@ -198,8 +199,7 @@ def label_names(dataset: Any) -> list[str] | None:
 
 
 def _output_classes(outputs: Any) -> list[str]:
-    if isinstance(outputs, tuple | list) and outputs:
-        outputs = outputs[0]
+    outputs = model_scores(outputs)
     if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
         raise ConfigError(
             f"cannot infer class names from model outputs {type(outputs).__name__}"
@@ -232,8 +232,7 @@ def _correct(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
 
 
 def _all(inputs: Any, targets: Any, outputs: Any) -> torch.Tensor:
-    batch = inputs[0] if isinstance(inputs, tuple | list) else inputs
-    return torch.zeros(len(batch), dtype=torch.long)
+    return torch.zeros(batch_len(inputs), dtype=torch.long)
 
 
 def custom(fn: GroupFn, names: Sequence[str], name: str = "custom") -> Grouping:

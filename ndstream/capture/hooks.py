@@ -2,26 +2,30 @@
 
 Rules
 -----
-Channel dim (which output axis holds the neurons; :func:`channel_dim_for`, overridable per
-layer). Axis 0 is the batch axis and never holds neurons.
+Neuron axis: chosen from the module itself (:mod:`.neuron_axis`: its type, the layout of the
+tensors around it, its parameters), overridable per layer with ``channel_dim``. Axis 0 is
+the batch axis and never holds neurons; a ``[B]`` output is viewed as ``[B, 1]``, one neuron
+on axis 1, and every ``channel_dim`` (chosen, overridden or in :class:`LayerInfo`) indexes
+the output as viewed.
 
-* ``[B]``: viewed as ``[B, 1]``, one neuron on axis 1. Every ``channel_dim`` (returned,
-  overridden or in :class:`LayerInfo`) indexes the output as viewed.
-* ``[B, C]`` and ``[B, C, H, W, ...]``: axis 1.
-* ndim 3: axis 1 for 1-d conv / pool / norm modules (``[B, C, L]``); else the last axis, as
-  transformer outputs are ``[batch, tokens, dim]`` and tokens play the role of positions.
+Outputs: a Tensor is used as is. A tuple or list gives its first element (``nn.LSTM``
+returns ``(output, (h, c))``), a mapping or a Hugging Face ``ModelOutput`` its
+``last_hidden_state``, else its first tensor; ``output`` picks another field or element per
+layer. Anything else raises :class:`CaptureError`.
 
-Tuple outputs: a Tensor output is used as is; a tuple or list whose *first* element is a
-Tensor uses that element (``nn.LSTM`` returns ``(output, (h, c))``, ``nn.MultiheadAttention``
-``(output, weights)``); anything else (dict, None, ...) raises :class:`CaptureError`.
+Token masks: :meth:`ActivationCapture.mask_next` gives the next forward pass a ``[batch,
+tokens]`` mask (a tokenizer's ``attention_mask``). Every non-batch, non-neuron axis of an
+output whose length is the mask's is a token axis, and a position that is not a real token
+on every token axis never enters a value: ``max`` and ``mean`` reduce over the real
+positions only, and ``none`` keeps one row per real position (:class:`TokenRows`), so the
+result does not depend on padding or on how samples are batched.
 
-Reductions run in torch on the output's device; only the result goes to host. ``pop()``
-gives, per layer, a float32 array ``[batch, values_per_sample, neurons]``: ``"max"`` and
-``"mean"`` reduce every axis but batch and channel (``values_per_sample == 1``); ``"none"``
-keeps every position as one more value of its neuron (channel axis moved last, positions in
-row-major order). ``"mean"`` accumulates in float64, so the mean of finite values is finite
-even where their float32 sum would overflow. NaN and Inf propagate; integer and bool outputs
-become float32; complex outputs raise :class:`CaptureError`.
+Reductions (:mod:`.reduce`) run in torch on the output's device; only the result goes to
+host. ``pop()`` gives, per layer, a float32 array ``[batch, values_per_sample, neurons]``:
+``"max"`` and ``"mean"`` (accumulated in float64) reduce every axis but batch and neurons;
+``"none"`` keeps every position as one more value of its neuron, or one row per real token
+under a mask. NaN and Inf propagate; integer and bool outputs become float32; complex
+outputs raise :class:`CaptureError`.
 
 Repeated calls: a module that runs k > 1 times in one forward pass (torchvision's
 ``BasicBlock`` calls its ``relu`` after ``bn1`` and again after the residual sum) gives k
@@ -37,9 +41,6 @@ forward raised contributes nothing.
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -50,139 +51,17 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ndstream.errors import CaptureError, LayerNotFoundError
+from ndstream.errors import CaptureError
+
+from .neuron_axis import AxisChoice, LayoutTracker, choose_axis
+from .reduce import Reduced, TokenMask, TokenRows, reduce_output, token_axes
+from .selection import per_layer, resolve_layers
+from .structure import OutputField, pick_output
 
 Reduction = Literal["max", "mean", "none"]
 REDUCTIONS: tuple[str, ...] = ("max", "mean", "none")
 Calls = Literal["separate", "pool"]
 CALLS: tuple[str, ...] = ("separate", "pool")
-
-LayerSelector = str | type[nn.Module]
-
-# Modules whose 3-d outputs are [B, C, L]; any other 3-d output is taken as [batch, tokens,
-# dim]. Lazy variants are listed because they only become their eager class after a forward.
-# fmt: off
-_CHANNEL_FIRST_1D = frozenset({
-    "Conv1d", "ConvTranspose1d", "LazyConv1d", "LazyConvTranspose1d", "MaxPool1d", "AvgPool1d",
-    "LPPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d", "BatchNorm1d", "LazyBatchNorm1d",
-    "InstanceNorm1d", "LazyInstanceNorm1d",
-})
-# fmt: on
-_HINT = (
-    "List all names with [n for n, _ in model.named_modules()]; globs such as 'features.*' "
-    "and type selectors such as 'type:Conv2d' (or 'type:Conv2d,Linear') are also accepted."
-)
-
-_Named = list[tuple[str, nn.Module]]
-
-# The float64 copy a mean is taken of, at most this many bytes at a time: a copy of a whole
-# large output would double its memory, and on CPU a fresh large buffer costs more in page
-# faults than the reduction itself. The CUDA caching allocator reuses blocks, so there larger
-# slices only save kernel launches.
-_MEAN_SLICE_BYTES = {"cpu": 16 << 20}
-_MEAN_SLICE_BYTES_DEFAULT = 256 << 20
-
-
-def _mro_names(module: nn.Module) -> set[str]:
-    return {cls.__name__ for cls in type(module).__mro__}
-
-
-def _closest(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=5)
-    if close:
-        return "Closest names: " + ", ".join(map(repr, close)) + "."
-    return "Some valid names: " + ", ".join(map(repr, names[:5])) + "."
-
-
-def _typed(label: str, hits: set[str], named: _Named, where: str) -> set[str]:
-    if not hits:
-        types = ", ".join(sorted({type(m).__name__ for _, m in named}))
-        raise LayerNotFoundError(f"No module of type {label} in {where}. Types present: {types}.")
-    return hits
-
-
-def _match(model: nn.Module, selector: object, named: _Named) -> set[str]:
-    names = [n for n, _ in named]
-    where = type(model).__name__
-    if isinstance(selector, type) and issubclass(selector, nn.Module):
-        hits = {n for n, m in named if isinstance(m, selector)}
-        return _typed(selector.__name__, hits, named, where)
-    if not isinstance(selector, str):
-        raise TypeError(f"a layer selector is a str or nn.Module subclass, got {selector!r}")
-    if selector.startswith("type:"):
-        wanted = [t.strip() for t in selector[5:].split(",") if t.strip()]
-        if not wanted:
-            raise ValueError(f"{selector!r} names no type; write e.g. 'type:Conv2d,Linear'")
-        found: set[str] = set()
-        for t in wanted:  # each listed type must match, so a typo in one is not dropped
-            found |= _typed(repr(t), {n for n, m in named if t in _mro_names(m)}, named, where)
-        return found
-    is_glob = bool(set("*?[") & set(selector))
-    found = {n for n in names if fnmatch.fnmatchcase(n, selector)} if is_glob else {selector}
-    if not found & set(names):
-        what = "Glob {!r} matches no module" if is_glob else "No layer named {!r}"
-        raise LayerNotFoundError(
-            f"{what.format(selector)} in {where}. {_closest(selector, names)} {_HINT}"
-        )
-    return found
-
-
-def resolve_layers(model: nn.Module, layers: LayerSelector | Sequence[LayerSelector]) -> list[str]:
-    """Turn layer selectors into module names.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model whose submodules are selected; the root (name ``""``) never is.
-    layers : str, nn.Module subclass, or a sequence of them
-        Each selector is an exact name from ``model.named_modules()``, a glob (contains one
-        of ``*?[``, matched with :func:`fnmatch.fnmatchcase`), ``"type:Name[,Name...]"``
-        or an ``nn.Module`` subclass. A type name matches a module when any class in the
-        module's MRO has that ``__name__``, so subclasses match too.
-
-    Returns
-    -------
-    list of str
-        Unique names, in ``model.named_modules()`` order.
-
-    Raises
-    ------
-    LayerNotFoundError
-        A name does not exist (the message lists the closest), or a glob or type matches nothing.
-    ValueError
-        The selection is empty.
-    """
-    selectors = [layers] if isinstance(layers, str | type) else list(layers)
-    if not selectors:
-        raise ValueError(f"no layers selected; {_HINT}")
-    named = [(n, m) for n, m in model.named_modules() if n]
-    chosen: set[str] = set()
-    for selector in selectors:
-        chosen |= _match(model, selector, named)
-    return [n for n, _ in named if n in chosen]
-
-
-def channel_dim_for(module: nn.Module, ndim: int) -> int:
-    """Return the output axis that holds ``module``'s neurons (rules in the module docstring).
-
-    Parameters
-    ----------
-    module : nn.Module
-        The module that produced the output; its type matters only for ``ndim == 3``.
-    ndim : int
-        Number of dimensions of the output, batch axis included; at least 1 (else ValueError).
-
-    Returns
-    -------
-    int
-        ``1``, or ``-1`` (the last axis) for ndim-3 outputs of modules other than 1-d
-        conv/pool/norm; a ``[B]`` output is viewed as ``[B, 1]`` and gets ``1``.
-    """
-    if ndim < 1:
-        raise ValueError(f"an output needs a batch axis; got ndim={ndim}")
-    if ndim == 3 and not (_mro_names(module) & _CHANNEL_FIRST_1D):
-        return -1
-    return 1
 
 
 def call_layer_name(module: str, call: int) -> str:
@@ -217,7 +96,12 @@ class LayerInfo:
         Which call of its module the layer is (1-based), or 0 when it holds every call.
     values_per_sample : int
         Values per sample and neuron: 1 for ``max`` and ``mean`` (times the calls pooled);
-        for ``none`` the positions of every call the layer holds.
+        for ``none`` the positions of every call the layer holds, or 0 where a token mask
+        applies (one value per real token, however many a sample has).
+    axis_rule : str
+        The rule that chose ``channel_dim`` (see :mod:`.neuron_axis`).
+    token_axes : tuple of int
+        Axes of the output (as viewed) that a token mask covered; their lengths vary.
     """
 
     name: str
@@ -228,6 +112,8 @@ class LayerInfo:
     calls_per_forward: int
     call: int = 0
     values_per_sample: int = 1
+    axis_rule: str = ""
+    token_axes: tuple[int, ...] = ()
 
     @property
     def module(self) -> str:
@@ -258,6 +144,10 @@ class ActivationCapture:
         A module that runs k > 1 times per forward pass gives the layers ``<name>@1`` ...
         ``<name>@k``, one per call (``"separate"``), or one layer ``<name>`` with k times the
         values per sample (``"pool"``). Other values raise ValueError.
+    output_field : mapping of str to str or int, optional
+        Per-layer (name or glob) field or element of a module output that is not a tensor:
+        a key or attribute of a mapping or ``ModelOutput``, or a tuple index (see the
+        module docstring for the default).
     """
 
     def __init__(
@@ -269,6 +159,7 @@ class ActivationCapture:
         channel_dim: Mapping[str, int] | None = None,
         optional: Collection[str] = (),
         calls: Calls = "separate",
+        output_field: Mapping[str, OutputField] | None = None,
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -278,30 +169,21 @@ class ActivationCapture:
         self._reduction = reduction
         self._pool = calls == "pool"
         self._names = resolve_layers(model, layers)
-        self._overrides = self._resolve_overrides(channel_dim or {})
+        self._overrides = per_layer(self._names, channel_dim or {}, "channel_dim", int)
+        self._fields = per_layer(self._names, output_field or {}, "output_field", (str, int))
+        # The axis of each (module, call) is chosen in the first pass it ran in, then kept.
+        self._axes: dict[tuple[str, int], AxisChoice] = {}
+        self._tracker: LayoutTracker | None = None
+        self._mask: TokenMask | None = None
+        self._mask_next: TokenMask | None = None
         self._handles: list[RemovableHandle] = []
         # One dict per forward pass: module name -> (reduced array, its info) of each call.
-        self._passes: list[dict[str, list[tuple[np.ndarray, LayerInfo]]]] = []
-        self._current: dict[str, list[tuple[np.ndarray, LayerInfo]]] | None = None
+        self._passes: list[dict[str, list[tuple[Reduced, LayerInfo]]]] = []
+        self._current: dict[str, list[tuple[Reduced, LayerInfo]]] | None = None
         # Module name -> its layers (one, or one per call), from the first pass it ran in.
         self._info: dict[str, tuple[LayerInfo, ...]] = {}
         self._optional = set(optional)
         self.skipped: list[str] = []
-
-    def _resolve_overrides(self, mapping: Mapping[str, int]) -> dict[str, int]:
-        for key, axis in mapping.items():
-            if not isinstance(axis, int) or isinstance(axis, bool):
-                raise ValueError(f"channel_dim[{key!r}] must be an int axis, got {axis!r}")
-            if not any(fnmatch.fnmatchcase(n, key) for n in self._names):
-                raise ValueError(f"channel_dim key {key!r} matches no selected layer {self._names}")
-        resolved: dict[str, int] = {}
-        for name in self._names:
-            axes = {axis for key, axis in mapping.items() if fnmatch.fnmatchcase(name, key)}
-            if name not in mapping and len(axes) > 1:
-                raise ValueError(f"channel_dim globs give layer {name!r} different axes {axes}")
-            if axes:  # an exact name is also a glob matching itself, so it is in `axes`
-                resolved[name] = mapping.get(name, axes.pop())
-        return resolved
 
     @property
     def layers(self) -> dict[str, LayerInfo]:
@@ -320,6 +202,9 @@ class ActivationCapture:
                 self._handles.append(
                     modules[name].register_forward_hook(partial(self._record, name))
                 )
+            if not self._axes:
+                # After the layers' own hooks, so that a layer's choice is made first.
+                self._tracker = LayoutTracker(self._model)
         except BaseException:
             self._remove_hooks()
             raise
@@ -336,15 +221,40 @@ class ActivationCapture:
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.remove()
+        self._close_tracker()
+
+    def _close_tracker(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+
+    def mask_next(self, mask: torch.Tensor | None) -> None:
+        """Give the next forward pass a token mask (``None``: no mask).
+
+        Parameters
+        ----------
+        mask : torch.Tensor or None
+            ``[batch, tokens]``, nonzero on real tokens (a tokenizer's ``attention_mask``),
+            on the device the model runs on.
+        """
+        if mask is not None and mask.ndim != 2:
+            raise CaptureError(
+                f"a token mask is [batch, tokens], got shape {tuple(mask.shape)}; pass the "
+                "tokenizer's attention_mask, or a function that returns one"
+            )
+        self._mask_next = None if mask is None else TokenMask.of(mask)
 
     def _on_model_start(self, module: nn.Module, args: Any) -> None:
         # Replacing an unfinished pass drops the partial data of a forward that raised.
         self._current = {}
+        self._mask, self._mask_next = self._mask_next, None
 
     def _on_model_end(self, module: nn.Module, args: Any, output: Any) -> None:
         current, self._current = self._current, None
+        self._mask = None
         if current is None:
             return
+        self._close_tracker()  # every layer of a finished pass has chosen its axis
         for name, calls in current.items():
             if name not in self._info:
                 self._info[name] = self._layer_infos(name, calls)
@@ -369,12 +279,13 @@ class ActivationCapture:
         self._passes.append(current)
 
     def _layer_infos(
-        self, name: str, calls: list[tuple[np.ndarray, LayerInfo]]
+        self, name: str, calls: list[tuple[Reduced, LayerInfo]]
     ) -> tuple[LayerInfo, ...]:
         """The layers of a module, from its calls in the first pass it ran in."""
         first = calls[0][1]
         if self._pool or len(calls) == 1:
-            per_sample = sum(info.values_per_sample for _, info in calls)
+            ragged = any(info.values_per_sample == 0 for _, info in calls)
+            per_sample = 0 if ragged else sum(info.values_per_sample for _, info in calls)
             return (replace(first, calls_per_forward=len(calls), values_per_sample=per_sample),)
         infos = tuple(
             replace(info, name=call_layer_name(name, k), call=k)
@@ -395,82 +306,94 @@ class ActivationCapture:
                 f"layer {name!r} ran outside a call of the captured "
                 f"{type(self._model).__name__}; call the model itself (not .forward or a submodule)"
             )
-        tensor = output[0] if isinstance(output, tuple | list) and output else output
-        if not isinstance(tensor, torch.Tensor):
-            raise CaptureError(
-                f"layer {name!r} returned {type(output).__name__}, not a Tensor or a tuple/list "
-                "whose first element is a Tensor; select a submodule that returns a tensor."
-            )
-        shape = tuple(tensor.shape[1:])
-        reduced, axis = self._reduce(name, module, tensor)
-        calls = self._current.setdefault(name, [])
-        if calls:
-            first = calls[0][0]
-            if first.shape[0] != reduced.shape[0]:
-                raise CaptureError(
-                    f"layer {name!r} ran several times in one forward pass with different "
-                    f"batch sizes, {first.shape[0]} then {reduced.shape[0]}; every call must "
-                    "give one row per sample of the batch"
-                )
-            if self._pool and first.shape[2] != reduced.shape[2]:
-                raise CaptureError(
-                    f"layer {name!r} ran several times in one forward pass with different "
-                    f"[batch, neurons], {first.shape[0::2]} then {reduced.shape[0::2]}, so "
-                    "its calls cannot be pooled into one layer; keep them apart with "
-                    "calls='separate' (`calls: separate` in the config)"
-                )
-        n_neurons, per_sample = reduced.shape[2], reduced.shape[1]
-        info = LayerInfo(name, type(module).__name__, axis, n_neurons, shape, 1, 0, per_sample)
-        calls.append((reduced, info))
-
-    def _reduce(self, name: str, module: nn.Module, tensor: torch.Tensor) -> tuple[np.ndarray, int]:
+        tensor = pick_output(output, self._fields.get(name), name)
         if tensor.is_complex() or tensor.ndim == 0:
             raise CaptureError(
                 f"layer {name!r} returned a {tensor.dtype} tensor of shape {tuple(tensor.shape)}; "
                 "complex and 0-d (no batch axis) outputs have no neuron activations"
             )
+        calls = self._current.setdefault(name, [])
+        choice = self._axis(name, len(calls), module, tensor, args)
         with torch.no_grad():
             x = tensor.detach()
             x = x.unsqueeze(1) if x.ndim == 1 else x
-            axis = self._overrides.get(name, channel_dim_for(module, x.ndim))
-            if not -x.ndim <= axis < x.ndim or axis % x.ndim == 0:
+            mask = self._mask
+            if mask is not None and mask.rows != x.shape[0]:
                 raise CaptureError(
-                    f"channel_dim {axis} of layer {name!r} is not a non-batch axis of its "
-                    f"output of shape {tuple(x.shape)}"
+                    f"the token mask has {mask.rows} rows but layer {name!r} gave "
+                    f"{x.shape[0]}; a mask needs one row per sample of the batch"
                 )
-            axis %= x.ndim
-            # Not every backend reduces bool/integer tensors, and their means are fractional.
-            x = x if x.is_floating_point() else x.to(torch.float32)
-            batch, n_neurons = x.shape[0], x.shape[axis]
-            spatial = tuple(i for i in range(1, x.ndim) if i != axis)
-            if self._reduction == "none" or not spatial:
-                # [batch, positions, neurons], positions in row-major order of the other axes.
-                positions = math.prod(x.shape[i] for i in spatial)
-                x = x.movedim(axis, -1).reshape(batch, positions, n_neurons)
-            elif self._reduction == "max":
-                # Reduced over the other axes where they lie: moving the neuron axis last
-                # would copy the whole output. amax propagates NaN (nanmax-like ops would not).
-                x = x.amax(dim=spatial).unsqueeze(1)
-            else:
-                x = _mean(x, spatial).unsqueeze(1)
-            x = x.to(torch.float32).cpu()
-            if x.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
-                # Still a view of the output (CPU, "none"): a later in-place op such as
-                # ReLU(inplace=True) would rewrite it, and it would keep the whole output alive.
-                x = x.clone()
-        return np.ascontiguousarray(x.numpy()), axis
+            tokens = token_axes(tuple(x.shape), choice.axis, mask)
+            reduced = reduce_output(x, choice.axis, self._reduction, mask)
+        shape = tuple(-1 if i + 1 in tokens else s for i, s in enumerate(tensor.shape[1:]))
+        n_neurons = int(x.shape[choice.axis])
+        if isinstance(reduced, TokenRows):
+            per_sample, rows = 0, reduced.n_samples
+        else:
+            per_sample, rows = reduced.shape[1], reduced.shape[0]
+        if calls:
+            first, info0 = calls[0]
+            rows0 = first.n_samples if isinstance(first, TokenRows) else first.shape[0]
+            if rows0 != rows:
+                raise CaptureError(
+                    f"layer {name!r} ran several times in one forward pass with different "
+                    f"batch sizes, {rows0} then {rows}; every call must "
+                    "give one row per sample of the batch"
+                )
+            if self._pool and info0.n_neurons != n_neurons:
+                raise CaptureError(
+                    f"layer {name!r} ran several times in one forward pass with different "
+                    f"numbers of neurons, {info0.n_neurons} then {n_neurons}, so "
+                    "its calls cannot be pooled into one layer; keep them apart with "
+                    "calls='separate' (`calls: separate` in the config)"
+                )
+        info = LayerInfo(
+            name, type(module).__name__, choice.axis, n_neurons, shape, 1, 0, per_sample,
+            choice.rule, tokens,
+        )  # fmt: skip
+        calls.append((reduced, info))
 
-    def pop(self) -> dict[str, np.ndarray]:
+    def _axis(
+        self, name: str, call: int, module: nn.Module, tensor: torch.Tensor, args: Any
+    ) -> AxisChoice:
+        """The neuron axis of one call's output: chosen in the first pass, then kept."""
+        key = (name, call)
+        choice = self._axes.get(key)
+        ndim = max(2, tensor.ndim)
+        if choice is None:
+            if name in self._overrides:
+                axis = self._overrides[name]
+                if not -ndim <= axis < ndim or axis % ndim == 0:
+                    raise CaptureError(
+                        f"channel_dim {axis} of layer {name!r} is not a non-batch axis of its "
+                        f"output of shape {tuple(tensor.shape)}"
+                    )
+                choice = AxisChoice(axis % ndim, "override")
+            else:
+                choice = choose_axis(module, tensor, args, self._tracker, name=name)
+                assert choice is not None  # strict: an undecided axis raised
+            self._axes[key] = choice
+        elif choice.axis >= ndim:
+            raise CaptureError(
+                f"layer {name!r} gave an output of shape {tuple(tensor.shape)}, with fewer "
+                f"axes than its neuron axis {choice.axis} chosen on the first batch"
+            )
+        if self._tracker is not None:
+            self._tracker.remember(tensor, choice.axis)
+        return choice
+
+    def pop(self) -> dict[str, Reduced]:
         """Return the reduced activations of the forward passes since the last ``pop()``.
 
         Returns
         -------
-        dict of str to np.ndarray
+        dict of str to np.ndarray or TokenRows
             Per layer (keys as in :attr:`layers`: module names, and ``<module>@<call>`` for
             the calls of a module that runs several times, unless pooled) a float32
-            C-contiguous ``[batch, values_per_sample, neurons]`` array (passes concatenated
-            along batch); ``{}`` when no forward pass ran since the last pop. The stored
-            activations are cleared, also when this raises.
+            C-contiguous ``[batch, values_per_sample, neurons]`` array, or
+            :class:`~ndstream.capture.reduce.TokenRows` for ``none`` under a token mask
+            (passes concatenated along batch); ``{}`` when no forward pass ran since the
+            last pop. The stored activations are cleared, also when this raises.
 
         Raises
         ------
@@ -494,7 +417,7 @@ class ActivationCapture:
                 "taken, or a module whose weights are used without calling it "
                 "(such as nn.MultiheadAttention.out_proj)"
             )
-        result: dict[str, np.ndarray] = {}
+        result: dict[str, Reduced] = {}
         for name in self._names:
             infos = self._info[name]
             if len(infos) == 1:  # one layer holds every call of the module
@@ -506,39 +429,35 @@ class ActivationCapture:
         return result
 
 
-def _along_values(calls: list[np.ndarray]) -> np.ndarray:
-    """The calls of one pass as one ``[batch, values, neurons]`` array, in call order."""
-    return calls[0] if len(calls) == 1 else np.concatenate(calls, axis=1)
+def _along_values(calls: list[Reduced]) -> Reduced:
+    """The calls of one pass as one layer's values, in call order."""
+    if len(calls) == 1:
+        return calls[0]
+    if any(isinstance(c, TokenRows) for c in calls):
+        return TokenRows.pool([_as_rows(c) for c in calls])
+    return np.concatenate(calls, axis=1)  # type: ignore[arg-type]
 
 
-def _stack(name: str, per_pass: list[np.ndarray]) -> np.ndarray:
+def _as_rows(values: Reduced) -> TokenRows:
+    """Values as :class:`TokenRows` (one row per position), to pool with masked calls."""
+    if isinstance(values, TokenRows):
+        return values
+    b, v, n = values.shape
+    sample = np.repeat(np.arange(b, dtype=np.int64), v)
+    return TokenRows(np.ascontiguousarray(values.reshape(b * v, n)), sample, b)
+
+
+def _stack(name: str, per_pass: list[Reduced]) -> Reduced:
     """The passes of one layer stacked along the batch axis."""
-    if len({a.shape[1:] for a in per_pass}) > 1:
+    if len(per_pass) == 1:
+        return per_pass[0]  # already float32 and C-contiguous, from reduce_output
+    if any(isinstance(a, TokenRows) for a in per_pass):
+        return TokenRows.stack([_as_rows(a) for a in per_pass])
+    arrays = [a for a in per_pass if isinstance(a, np.ndarray)]
+    if len({a.shape[1:] for a in arrays}) > 1:
         raise CaptureError(
             f"layer {name!r} gave [values_per_sample, neurons] of "
-            f"{sorted({a.shape[1:] for a in per_pass})} in different forward passes; "
+            f"{sorted({a.shape[1:] for a in arrays})} in different forward passes; "
             "call pop() after every forward"
         )
-    if len(per_pass) == 1:
-        return per_pass[0]  # already float32 and C-contiguous, from _reduce
-    return np.ascontiguousarray(np.concatenate(per_pass, axis=0), np.float32)
-
-
-def _mean(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """The mean over ``dims``, accumulated in float64, of a floating-point tensor.
-
-    A float32 sum overflows where the mean does not (a map of values near 3e38 would give
-    +Inf); no sum of float32 values leaves the float64 range, and the mean of finite float32
-    values is a finite float32 again. The float64 copy is made a slice of rows at a time.
-    """
-    if x.device.type == "mps":
-        # MPS has no float64: scaling each value first keeps the float32 sum in range.
-        return (x.to(torch.float32) / math.prod(x.shape[d] for d in dims)).sum(dim=dims)
-    row_bytes = max(1, math.prod(x.shape[1:])) * 8
-    limit = _MEAN_SLICE_BYTES.get(x.device.type, _MEAN_SLICE_BYTES_DEFAULT)
-    rows = max(1, limit // row_bytes)
-    if rows >= x.shape[0]:
-        return x.mean(dim=dims, dtype=torch.float64)
-    return torch.cat(
-        [x[i : i + rows].mean(dim=dims, dtype=torch.float64) for i in range(0, x.shape[0], rows)]
-    )
+    return np.ascontiguousarray(np.concatenate(arrays, axis=0), np.float32)

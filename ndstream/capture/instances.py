@@ -3,17 +3,21 @@
 The spec (:class:`~ndstream.store.instances.InstanceSpec`) and the stored table
 (:class:`~ndstream.store.instances.InstanceTable`) live in :mod:`ndstream.store.instances`, which imports
 no torch, so that reading a store does not either; this module holds the part that reads the
-batches of an ingest (labels, predictions and thumbnails from tensors).
+batches of an ingest (labels, predictions, thumbnails of image tensors, the text of text
+batches).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..store.instances import InstanceSpec, InstanceTable
+from ..store.instances import TEXT_CHARS, InstanceSpec, InstanceTable
+from .reduce import Reduced, per_sample
+from .structure import model_scores
 
 __all__ = ["THUMBNAIL_SIDE", "InstanceRecorder"]
 
@@ -53,9 +57,10 @@ class InstanceRecorder:
         inputs: object,
         targets: object,
         outputs: object,
-        acts: Mapping[str, np.ndarray],
+        acts: Mapping[str, Reduced],
     ) -> None:
-        """Keep the rows of a batch that the spec selects (``acts[layer]``: [batch, v, n])."""
+        """Keep the rows of a batch that the spec selects (``acts`` as ``pop()`` gives them;
+        an instance keeps each neuron's largest value over its tokens where they vary)."""
         labels = _labels(targets, len(indices))
         predicted = _predicted(outputs, len(indices))
         rows = []
@@ -92,7 +97,10 @@ class InstanceRecorder:
                 condition=np.full(n, "", dtype=str),
                 pair=np.full(n, -1, dtype=np.int64),
                 thumbnail=_thumbnails(inputs, sel),
-                values={name: np.array(a[sel], dtype=np.float32) for name, a in acts.items()},
+                values={
+                    name: np.array(per_sample(a, sel), dtype=np.float32) for name, a in acts.items()
+                },
+                text=_texts(inputs, sel),
             )
         )
 
@@ -117,9 +125,26 @@ def _labels(targets: object, n: int) -> np.ndarray:
 
 
 def _predicted(outputs: object, n: int) -> np.ndarray:
+    outputs = model_scores(outputs)
     if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[0] == n:
         return outputs.detach().argmax(dim=1).cpu().numpy().astype(np.int64)
     return np.full(n, -1, dtype=np.int64)
+
+
+def text_of(inputs: Any) -> list[str] | None:
+    """The texts of a batch: its ``text`` entry (a mapping batch), or the batch itself when
+    it is a list of strings; ``None`` for other inputs."""
+    texts = inputs.get("text") if isinstance(inputs, Mapping) else inputs
+    if isinstance(texts, list | tuple) and texts and all(isinstance(t, str) for t in texts):
+        return list(texts)
+    return None
+
+
+def _texts(inputs: object, rows: np.ndarray) -> np.ndarray:
+    texts = text_of(inputs)
+    if texts is None:
+        return np.full(rows.size, "", dtype=str)
+    return np.array([texts[i][:TEXT_CHARS] for i in rows.tolist()], dtype=str)
 
 
 def _thumbnails(inputs: object, rows: np.ndarray) -> np.ndarray:

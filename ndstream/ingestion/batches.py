@@ -10,7 +10,7 @@ counted, which is right only if the iterable yields the same order every time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from ..capture.structure import batch_len, take_rows
 from ..errors import ConfigError, DataError
 from .sample_order import RankSampler, SampleOrder, StepPlan
 
@@ -46,6 +47,9 @@ class Feed:
         Visit only the first ``limit`` samples of the order.
     rank, world
         This process's rank and the number of ranks.
+    label_key
+        The entry of mapping batches that holds the labels (default ``labels``, else
+        ``label``).
     """
 
     def __init__(
@@ -58,8 +62,10 @@ class Feed:
         limit: int | None = None,
         rank: int = 0,
         world: int = 1,
+        label_key: str | None = None,
     ) -> None:
         self.source = source
+        self.label_key = label_key
         self.rank, self.world = rank, world
         self.limit = limit
         self._loader_kwargs: dict[str, Any] = {"num_workers": num_workers}
@@ -119,7 +125,7 @@ class Feed:
             batch = _next(it) if hi > lo else None
             positions = np.arange(lo, hi, dtype=np.int64)
             yield Step(
-                split_batch(batch) if batch is not None else None,
+                split_batch(batch, self.label_key) if batch is not None else None,
                 plan.done_after(step + 1),
                 positions,
                 order[lo:hi],
@@ -132,7 +138,7 @@ class Feed:
             batch = _next(it)
             if batch is None:
                 return
-            inputs, targets = split_batch(batch)
+            inputs, targets = split_batch(batch, self.label_key)
             n = batch_len(inputs)
             lo = max(0, start - seen)  # rows counted before a resume
             hi = n if self.limit is None else min(n, self.limit - seen)
@@ -140,7 +146,7 @@ class Feed:
             if lo < hi:
                 # Positions in the stream stand in for dataset indices.
                 positions = np.arange(seen - n + lo, seen - n + hi, dtype=np.int64)
-                rows = (_rows(inputs, lo, hi), _rows(targets, lo, hi))
+                rows = (take_rows(inputs, lo, hi), take_rows(targets, lo, hi))
                 yield Step(rows, seen - n + hi, positions, positions)
 
 
@@ -197,8 +203,26 @@ def _loader_settings(loader: DataLoader[Any]) -> dict[str, Any]:
     return out
 
 
-def split_batch(batch: Any) -> Batch:
-    """``(inputs, targets)`` of a batch: a tuple or list, or a bare input tensor."""
+LABEL_KEYS = ("labels", "label")  # where a mapping batch holds its labels, by default
+
+
+def split_batch(batch: Any, label_key: str | None = None) -> Batch:
+    """``(inputs, targets)`` of a batch: a tuple or list, a bare input tensor, or a mapping.
+
+    A mapping batch (a ``dict`` or a tokenizer's ``BatchEncoding``) holds its targets under
+    ``label_key`` (by default ``labels``, else ``label``, else none), and its inputs are the
+    other entries: the model gets them as keyword arguments.
+    """
+    if isinstance(batch, Mapping):
+        keys = (label_key,) if label_key else LABEL_KEYS
+        found = next((k for k in keys if k in batch), None)
+        if label_key and found is None:
+            raise ConfigError(
+                f"the batches have no {label_key!r} entry to read labels from; their keys are "
+                f"{sorted(map(str, batch))}. Name one of them as the label key"
+            )
+        inputs = {k: v for k, v in batch.items() if k != found}
+        return inputs, batch[found] if found is not None else None
     if isinstance(batch, tuple | list):
         if not batch:
             raise ConfigError("the loader yielded an empty batch")
@@ -207,22 +231,6 @@ def split_batch(batch: Any) -> Batch:
         return batch, None
     raise ConfigError(
         f"the loader yielded a {type(batch).__name__}; ndstream expects (inputs, targets) "
-        "tuples or bare input tensors. Wrap the dataset so it yields those."
+        "tuples, bare input tensors or mappings (dicts, a tokenizer's BatchEncoding). Wrap "
+        "the dataset or give the loader a collate function that yields those."
     )
-
-
-def batch_len(inputs: Any) -> int:
-    """Number of samples in a batch of inputs."""
-    if isinstance(inputs, torch.Tensor):
-        return int(inputs.shape[0])
-    if isinstance(inputs, tuple | list) and inputs:
-        return batch_len(inputs[0])
-    raise ConfigError(f"cannot tell the batch size of inputs of type {type(inputs).__name__}")
-
-
-def _rows(x: Any, lo: int, hi: int) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, tuple | list):
-        return type(x)(_rows(v, lo, hi) for v in x)
-    return x[lo:hi]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -77,6 +78,7 @@ def run_config(
     """
     grid = GridSpec(**cfg.grid.model_dump())  # validates the exponent window too
     model, dataset, device = sources if sources is not None else build_sources(cfg)
+    loader = batched(cfg, dataset)
     group_by: list[str | Grouping] = [
         custom(import_target(g.target), g.names, g.name)
         if isinstance(g, CustomGroupingConfig)
@@ -85,7 +87,7 @@ def run_config(
     ]
     store = ingest(
         model,
-        dataset,
+        loader,
         cfg.store,
         layers=cfg.layers,
         reduction=cfg.reduction,
@@ -93,6 +95,9 @@ def run_config(
         group_by=group_by,
         grid=grid,
         channel_dim=cfg.channel_dim,
+        output_field=cfg.output_field,
+        label_key=getattr(cfg.data, "label_key", None),
+        token_mask=getattr(cfg.data, "token_mask", "attention_mask"),
         limit=cfg.limit,
         device=device,
         overwrite=overwrite,
@@ -113,6 +118,45 @@ def run_config(
 
         store = add_pairs(store.path, cfg, model, dataset, device=device, progress=progress)
     return store
+
+
+def batched(cfg: IngestConfig, dataset: Any) -> Any:
+    """The dataset, or a DataLoader over it with the config's tokenizer or collate function.
+
+    ndstream still picks the samples of each batch (and resumes, and splits ranks) from the
+    loader's dataset; the loader gives the batch size and the collate function.
+    """
+    from torch.utils.data import DataLoader
+
+    data = cfg.data
+    if isinstance(dataset, DataLoader):
+        if dataset.batch_size is not None and dataset.batch_size != cfg.loader.batch_size:
+            warnings.warn(
+                f"data.target returned a DataLoader of batch size {dataset.batch_size}, which "
+                f"ingest keeps; loader.batch_size ({cfg.loader.batch_size}) is not used. "
+                "Return the dataset instead to batch it by the config",
+                stacklevel=2,
+            )
+        return dataset
+    tokenizer = getattr(data, "tokenizer", None)
+    collate_target = getattr(data, "collate", None)
+    if tokenizer is None and collate_target is None:
+        return dataset
+    if tokenizer is not None:
+        from .text import TextCollate, load_tokenizer
+
+        collate: Any = TextCollate(
+            load_tokenizer(tokenizer), max_length=tokenizer.max_length,
+            padding=tokenizer.padding, truncation=tokenizer.truncation,
+        )  # fmt: skip
+    else:
+        collate = import_target(str(collate_target))
+    return DataLoader(
+        dataset,
+        batch_size=cfg.loader.batch_size,
+        num_workers=cfg.loader.num_workers,
+        collate_fn=collate,
+    )
 
 
 def _wants_pairs(cfg: IngestConfig) -> bool:

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..capture import ActivationCapture
 from ..capture.hooks import Calls, Reduction
+from ..capture.reduce import per_sample
 from ..store import Store
 
 __all__ = ["Recaptured", "recapture"]
@@ -71,11 +72,12 @@ def recapture(
         model, modules, reduction=reduction or cast(Reduction, store.meta.reduction),
         channel_dim=made.get("channel_dim") or {},
         calls=cast(Calls, made.get("calls") or "separate"),
+        output_field=made.get("output_field") or {},
     ) as cap, torch.no_grad():  # fmt: skip
         outputs = [model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
         acts = cap.pop()
     return Recaptured(
-        {layer: np.asarray(acts[layer], dtype=np.float32) for layer in wanted},
+        {layer: np.asarray(per_sample(acts[layer]), dtype=np.float32) for layer in wanted},
         _predicted(outputs, len(inputs)),
     )
 

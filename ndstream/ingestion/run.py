@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,13 @@ from ..capture.hooks import (
     ActivationCapture,
     Calls,
     LayerInfo,
-    LayerSelector,
     Reduction,
-    resolve_layers,
 )
 from ..capture.instances import InstanceRecorder
+from ..capture.reduce import Reduced, sketch_rows
+from ..capture.selection import LayerSelector, resolve_layers
+from ..capture.structure import OutputField, call_model, move_to
+from ..config import check_device
 from ..errors import ConfigError, DataError, IngestInterrupted, NdstreamError, StoreError
 from ..sketch import GridSpec, LayerSketch, SketchSpec, update_threads
 from ..store import LayerMeta, Store, StoreMeta, open_store
@@ -46,6 +48,7 @@ from ..store.writer import write_checkpoint
 from .batches import Feed
 from .fingerprint import dataset_fingerprint, model_fingerprint
 from .identity import Prior, RunIdentity, prepare
+from .mask_source import MaskSource
 from .ranks import Ranks
 from .worker import SerialWorker, ThreadBudget, calling_thread_budget
 
@@ -75,6 +78,9 @@ def ingest(
     instances: InstanceSpec | None = None,
     calls: Calls = "separate",
     threads: int | Mapping[str, int | None] | ThreadBudget | None = None,
+    label_key: str | None = None,
+    token_mask: str | Callable[[Any], Any] | None = "attention_mask",
+    output_field: Mapping[str, OutputField] | None = None,
 ) -> Store:
     """Summarise the activations of ``model`` over ``loader`` into a store, and open it.
 
@@ -110,7 +116,8 @@ def ingest(
     limit
         Visit only the first ``limit`` samples of the order.
     device
-        Device for the inputs; defaults to the model's.
+        Device to run on: the model and every tensor of each batch are moved there;
+        defaults to the model's.
     overwrite
         Start over, replacing an existing store at ``store``.
     progress
@@ -148,6 +155,20 @@ def ingest(
         mapping of ``forward``, ``sketch`` and ``write`` sets those. The caller's torch
         and Numba settings are restored afterwards. A forward thread count other than the
         caller's may change activations in their last bits (float sums split otherwise).
+    label_key
+        The entry of mapping batches (dicts, a tokenizer's ``BatchEncoding``) that holds the
+        labels; default ``labels``, else ``label``. The other tensors of a mapping batch go
+        to the model as keyword arguments.
+    token_mask
+        Which positions are real tokens: the key of a ``[batch, tokens]`` mask in mapping
+        batches (default ``attention_mask``), or a function ``fn(inputs) -> mask`` for
+        other layouts, or ``None`` for no mask. Masked positions never enter a distribution
+        or an instance's values (see :mod:`ndstream.capture.reduce`). Integer token ids
+        without a mask give a warning, since padding would then be counted.
+    output_field
+        Per-layer (name or glob) field or index of a module output that is not a tensor
+        (a ``ModelOutput``, dict or tuple); by default ``last_hidden_state`` or the first
+        tensor.
 
     Returns
     -------
@@ -175,7 +196,13 @@ def ingest(
         raise ConfigError(f"checkpoint_seconds must be positive, got {checkpoint_seconds}")
     if calls not in CALLS:
         raise ConfigError(f"calls must be one of {list(CALLS)}, got {calls!r}")
-    dev = torch.device(device) if device is not None else _model_device(model)
+    if device is not None:
+        # A device this machine lacks is a config error that lists the ones it has.
+        dev = check_device(str(device))
+        model.to(dev)
+    else:
+        dev = _model_device(model)
+    mask = MaskSource(token_mask)
     parameters = sum(p.numel() for p in model.parameters())
     budget = ThreadBudget.resolve(threads, dev.type, parameters)
     grid = grid or GridSpec()
@@ -185,7 +212,7 @@ def ingest(
     ranks = Ranks.current()
     feed = Feed(
         loader, batch_size=batch_size, num_workers=num_workers, seed=seed, limit=limit,
-        rank=ranks.rank, world=ranks.world,
+        rank=ranks.rank, world=ranks.world, label_key=label_key,
     )  # fmt: skip
     model.eval()
     recorded = dict(config) if config is not None else _call_config(names, reduction, groupings)
@@ -212,9 +239,13 @@ def ingest(
             "group_by": [g.name for g in groupings],
             "grid": grid.to_dict(),
             "calls": calls,
+            # Settings added later are recorded only when set, so older stores resume.
+            **({"output_field": dict(output_field)} if output_field else {}),
+            **({"token_mask": mask.describe()} if not mask.is_default else {}),
+            **({"label_key": label_key} if label_key else {}),
         },
     )
-    run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress, instances, budget)
+    run = _Run(path, feed, identity, ranks, grid, reduction, dev, progress, instances, budget, mask)
     # A refused writer raises here, before it could touch the store or its lock.
     lock = StoreLock(path) if ranks.is_main else None
     failed = True
@@ -235,6 +266,7 @@ def ingest(
                 channel_dim=channel_dim,
                 optional=[n for n in names if n not in by_name],
                 calls=calls,
+                output_field=output_field,
             ) as capture:
                 run.stream(
                     model, capture, groupings, CheckpointClock(checkpoint_every, checkpoint_seconds)
@@ -297,6 +329,7 @@ class _Run:
         progress: bool,
         instances: InstanceSpec,
         budget: ThreadBudget,
+        mask: MaskSource,
     ) -> None:
         self.path, self.feed, self.identity, self.ranks = path, feed, identity, ranks
         self.budget = budget
@@ -315,6 +348,7 @@ class _Run:
         self.updates.submit(update_threads, budget.sketch)
         self.instance_spec = instances
         self.recorder: InstanceRecorder | None = None
+        self.mask = mask
 
     # -- before the first step ---------------------------------------------------------------
 
@@ -397,7 +431,9 @@ class _Run:
                     for batch, done_after, positions, indices in self.feed.batches(self.start_at):
                         if batch is not None:
                             inputs, targets = batch
-                            outputs = model(_to(inputs, self.device))
+                            moved = move_to(inputs, self.device)
+                            capture.mask_next(self.mask.of(moved))
+                            outputs = call_model(model, moved)
                             acts = capture.pop()
                             if self.layout is None:
                                 self._begin(capture, groupings, outputs)
@@ -479,7 +515,8 @@ class _Run:
 
     def _value_shapes(self) -> dict[str, tuple[int, int]]:
         """Each layer's (values per sample, neurons), as instance values hold them."""
-        return {m.name: (m.values_per_sample, m.n_neurons) for m in self._layers() or ()}
+        # Where tokens vary (0 values per sample) an instance keeps its largest value.
+        return {m.name: (max(1, m.values_per_sample), m.n_neurons) for m in self._layers() or ()}
 
     def _meta(self, complete: bool) -> StoreMeta | None:
         layers = self._layers()
@@ -568,11 +605,11 @@ class _PendingBatches:
     max_bytes = 32 << 20
 
     def __init__(self) -> None:
-        self.batches: list[tuple[Mapping[str, np.ndarray], np.ndarray]] = []
+        self.batches: list[tuple[Mapping[str, Reduced], np.ndarray]] = []
         self.rows = 0
         self.nbytes = 0
 
-    def add(self, acts: Mapping[str, np.ndarray], gids: np.ndarray) -> None:
+    def add(self, acts: Mapping[str, Reduced], gids: np.ndarray) -> None:
         self.batches.append((acts, gids))
         self.rows += gids.shape[0]
         self.nbytes += sum(a.nbytes for a in acts.values())
@@ -581,22 +618,24 @@ class _PendingBatches:
     def full(self) -> bool:
         return self.rows >= self.rows_per_update or self.nbytes >= self.max_bytes
 
-    def take(self) -> list[tuple[Mapping[str, np.ndarray], np.ndarray]]:
+    def take(self) -> list[tuple[Mapping[str, Reduced], np.ndarray]]:
         batches, self.batches, self.rows, self.nbytes = self.batches, [], 0, 0
         return batches
 
 
 def _update_sketches(
     sketches: Mapping[str, LayerSketch],
-    batches: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]],
+    batches: Sequence[tuple[Mapping[str, Reduced], np.ndarray]],
 ) -> None:
-    """Fold batches of reduced activations ``[batch, values_per_sample, neuron]`` in."""
-    gids = np.concatenate([g for _, g in batches])
+    """Fold batches of reduced activations (as ``ActivationCapture.pop()`` gives them) in."""
     for name in batches[0][0]:
-        values = np.concatenate([acts[name] for acts, _ in batches])
-        b, per_sample, n = values.shape
-        rows = np.repeat(gids, per_sample, axis=0) if per_sample > 1 else gids
-        sketches[name].update(values.reshape(b * per_sample, n), rows)
+        parts = [sketch_rows(acts[name], gids) for acts, gids in batches]
+        if len(parts) == 1:
+            values, rows = parts[0]
+        else:
+            values = np.concatenate([v for v, _ in parts])
+            rows = np.concatenate([r for _, r in parts])
+        sketches[name].update(values, rows)
 
 
 def _exact_names(
@@ -621,20 +660,13 @@ def _layer_meta(info: LayerInfo) -> LayerMeta:
         channel_dim=info.channel_dim,
         output_shape=info.output_shape,
         values_per_sample=info.values_per_sample,
+        axis_rule=info.axis_rule,
     )
 
 
 def _call_config(names: list[str], reduction: str, groupings: list[Grouping]) -> dict[str, Any]:
     """The config a Python-API run records in its store (the CLI records its YAML)."""
     return {"layers": names, "reduction": reduction, "group_by": [g.name for g in groupings]}
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, tuple | list):
-        return type(x)(_to(v, device) for v in x)
-    return x
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

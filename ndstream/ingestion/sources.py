@@ -23,6 +23,8 @@ from ..config import (
     Cifar10Data,
     DataConfig,
     FactoryData,
+    HuggingFaceData,
+    HuggingFaceModel,
     ImageFolderData,
     IngestConfig,
     ModelConfig,
@@ -102,6 +104,10 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         from ..demo import load_digits_cnn
 
         return load_digits_cnn()
+    if isinstance(cfg, HuggingFaceModel):
+        from .text import build_hf_model
+
+        return build_hf_model(cfg)
     if isinstance(cfg, TorchvisionModel):
         import torchvision
 
@@ -225,6 +231,10 @@ def build_dataset(cfg: DataConfig) -> Any:
         from ..demo import DigitsDataset
 
         return DigitsDataset(cfg.split)
+    if isinstance(cfg, HuggingFaceData):
+        from .text import load_hf_dataset
+
+        return load_hf_dataset(cfg)
     if isinstance(cfg, FactoryData):
         dataset = _call_factory("data", cfg.target, cfg.kwargs)
         if not _is_dataset(dataset):

@@ -27,14 +27,14 @@ import numpy as np
 
 __all__ = ["INGEST_KERNELS", "KernelCache", "kernel_cache", "warm_up"]
 
-#: The kernels an ingest calls (their helpers are compiled into them), which :func:`warm_up`
-#: loads or compiles; a test checks that this is what it calls. The query kernels (quantiles,
+#: The kernels an ingest calls (their helpers are compiled into them; the span kernels only
+#: under a token mask), which :func:`warm_up` loads or compiles; a test checks that this is what it calls. The query kernels (quantiles,
 #: ranks, re-binning) are not among them: an ingest never runs a query.
 INGEST_KERNELS = (
     "add_pages", "assign_pages", "batch_key_ranges", "bin_edges", "densify", "exact_axes",
     "exact_codes", "exact_counts", "exact_edges", "fold_min_max", "move_windows",
-    "new_pages_needed", "occupied_key_ranges", "plan_groups", "undensify", "update_counts",
-    "widest_ranges",
+    "new_pages_needed", "occupied_key_ranges", "plan_groups", "span_maxima", "span_sums",
+    "undensify", "update_counts", "widest_ranges",
 )  # fmt: skip
 
 #: Seconds per kernel of a cold compile of the :data:`INGEST_KERNELS` on the 2-core
@@ -188,6 +188,11 @@ def _exercise() -> None:
         )  # fmt: skip
         # A resumed run rebuilds its sketches from the stored summaries.
         LayerSketch.from_summary(summary, sketch.spec, sketch.pooled_summary())
+    # Capture's masked max and mean: [batch, tokens, neurons] float32, each sample's run.
+    tokens = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    starts, stops = np.array([0, 1], dtype=np.int64), np.array([3, 2], dtype=np.int64)
+    _kernels.span_maxima(tokens, starts, stops, np.empty((2, 4), dtype=np.float32))
+    _kernels.span_sums(tokens, starts, stops, np.empty((2, 4), dtype=np.float64))
 
 
 if __name__ == "__main__":  # the child of warm_up: compile, filling the cache, and exit

@@ -46,9 +46,10 @@ INSTANCE_DIMS: dict[str, tuple[str, ...]] = {
     "pair": ("instance",),
     "thumbnail": ("instance", "y", "x", "channel"),
     "success": ("instance",),
+    "text": ("instance",),
 }
 # The instance arrays every store with instances has; the others came later (``success``
-# with attacked pairs) and read as their defaults where missing.
+# with attacked pairs, ``text`` with text inputs) and read as their defaults where missing.
 INSTANCE_REQUIRED = frozenset(
     {"index", "position", "label", "predicted", "condition", "pair", "thumbnail"}
 )
@@ -105,6 +106,7 @@ class LayerMeta:
     output_shape: tuple[int, ...]
     values_per_sample: int
     node: str = ""
+    axis_rule: str = ""
 
     def __post_init__(self) -> None:
         if not self.node:

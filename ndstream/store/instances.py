@@ -2,8 +2,9 @@
 
 An ingest records the inputs a :class:`InstanceSpec` selects, from the same forward passes
 that feed the sketches (so recording them never changes a distribution): each one's dataset
-index, its position in the visiting order, true and predicted labels, a thumbnail, and its
-reduced activations in every layer. ``condition``, ``pair`` and ``success`` describe inputs
+index, its position in the visiting order, true and predicted labels, a thumbnail (images)
+or its text (text inputs, truncated to :data:`TEXT_CHARS` characters), and its reduced
+activations in every layer. ``condition``, ``pair`` and ``success`` describe inputs
 that come in pairs (an attacked image and its benign original, see
 :mod:`ndstream.ingestion.pairs`); ingest leaves them ``""``, -1 and False.
 
@@ -26,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["InstanceSpec", "InstanceTable"]
+__all__ = ["TEXT_CHARS", "InstanceSpec", "InstanceTable"]
+
+TEXT_CHARS = 500  # longest text kept per instance: enough to read, bounded in the store
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class InstanceTable:
     thumbnail: np.ndarray
     values: dict[str, np.ndarray] = field(default_factory=dict)
     success: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # bool per row
+    text: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # str per row
     #: The attacks behind the pairs: ``{"methods": {name: parameters}, "pairs": ..., ...}``;
     #: rows whose condition is ``attacked:<name>`` came from ``methods[name]``.
     attacks: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +85,8 @@ class InstanceTable:
     def __post_init__(self) -> None:
         if not len(self.success) and len(self.index):
             self.success = np.zeros(len(self.index), dtype=bool)  # not given: no attack
+        if not len(self.text) and len(self.index):
+            self.text = np.full(len(self.index), "", dtype=str)  # not given: not text
 
     @classmethod
     def empty(cls, shapes: Mapping[str, tuple[int, int]]) -> InstanceTable:
@@ -103,7 +109,7 @@ class InstanceTable:
             self.condition[rows], self.pair[rows],
             self.thumbnail[rows] if len(self.thumbnail) else self.thumbnail,
             {name: v[rows] for name, v in self.values.items()},
-            self.success[rows], dict(self.attacks),
+            self.success[rows], self.text[rows], dict(self.attacks),
         )  # fmt: skip
 
     @staticmethod
@@ -139,4 +145,4 @@ class InstanceTable:
         return every.take(np.flatnonzero(keep))
 
 
-_ROW_FIELDS = ("index", "position", "label", "predicted", "condition", "pair", "success")
+_ROW_FIELDS = ("index", "position", "label", "predicted", "condition", "pair", "success", "text")

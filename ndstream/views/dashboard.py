@@ -47,6 +47,7 @@ from .fragments import (
     order_table_html,
     png_uri,
     status_html,
+    texts_html,
     thumbnails_html,
     title_html,
 )
@@ -674,6 +675,10 @@ class NeuralDivergence(param.Parameterized):
     def _thumbs_html(self) -> str:
         frame = self.frame(self.store.layers[0])
         table = frame.instances
+        if table is not None and (table.text != "").any():
+            dots = self._dot_colours()
+            texts = [str(table.text[frame.instance_row(i)]) for i in self.instances]
+            return texts_html([(i, t, dots[i]) for i, t in zip(self.instances, texts, strict=True)])
         if table is None or not len(table.thumbnail):
             return ""
         dots = self._dot_colours()
@@ -796,6 +801,9 @@ def _instance_label(table: Any, row: int, iid: str, scores: np.ndarray | None) -
     label, pred = int(table.label[row]), int(table.predicted[row])
     cond = str(table.condition[row])
     text = f"#{iid} · true {label} → pred {pred}" + (f" · {cond}" if cond else "")
+    words = str(table.text[row]) if len(table.text) else ""
+    if words:  # a text input: its first words tell it apart in the menu (escaped there)
+        text += f" · “{words[:40]}{'…' if len(words) > 40 else ''}”"
     if scores is not None and np.isfinite(scores[row]):
         text += f" · divergence {scores[row]:.2f}"
     return text

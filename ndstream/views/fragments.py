@@ -24,6 +24,7 @@ __all__ = [
     "order_table_html",
     "png_uri",
     "status_html",
+    "texts_html",
     "thumbnails_html",
     "title_html",
 ]
@@ -58,6 +59,18 @@ def thumbnails_html(items: Sequence[tuple[str, str, str]]) -> str:
         f'style="image-rendering:pixelated;border:3px solid {colour}">'
         f'<figcaption style="font-size:10px">{escape(iid)}</figcaption></figure>'
         for iid, uri, colour in items
+    )
+
+
+def texts_html(items: Sequence[tuple[str, str, str]]) -> str:
+    """Text instances as ``(instance id, text, colour)``: each text (escaped) in a box framed
+    in the instance's colour, as a thumbnail is for an image."""
+    return "".join(
+        '<figure class="nd-text-instance" style="display:inline-block;vertical-align:top;'
+        f'margin:2px;max-width:260px;border:3px solid {colour};padding:3px">'
+        f'<blockquote style="margin:0;font-size:11px;white-space:normal">{escape(text)}'
+        f'</blockquote><figcaption style="font-size:10px">{escape(iid)}</figcaption></figure>'
+        for iid, text, colour in items
     )
 
 

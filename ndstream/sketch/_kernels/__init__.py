@@ -2,7 +2,8 @@
 
 ``_base`` (flags, slots, the grid's rule compiled), ``update`` (a batch into the pages),
 ``windows`` (key ranges, moving windows, dense bin axes), ``edges``, ``queries`` (quantiles,
-ranks, bounds, rebinning) and ``exact`` (the exact form).
+ranks, bounds, rebinning), ``exact`` (the exact form) and ``spans`` (capture's reductions over
+runs of real tokens).
 
 Kernels see only NumPy arrays and plain numbers: never torch, Zarr or xarray. One alias,
 :data:`jit`, sets the JIT flags for all of them; ``cache=True`` matters because a cold compile
@@ -39,6 +40,7 @@ from .exact import (
     fold_min_max,
 )
 from .queries import quantiles, rank_bounds, ranks, rebin, widest_bins, widest_ranges
+from .spans import span_maxima, span_sums
 from .update import assign_pages, batch_key_ranges, new_pages_needed, plan_groups, update_counts
 from .windows import add_pages, densify, move_windows, occupied_key_ranges, undensify
 
@@ -76,6 +78,8 @@ __all__ = [
     "ranks",
     "rebin",
     "set_threads",
+    "span_maxima",
+    "span_sums",
     "undensify",
     "update_counts",
     "widest_bins",

@@ -1,0 +1,239 @@
+"""Which axis of a module's output holds its neurons, decided from the module itself.
+
+Position 1 is right for ``[B, C, H, W]`` convolutions but wrong wherever a network works
+channels-last: torchvision's ConvNeXt permutes each block to ``[B, H, W, C]`` around a
+LayerNorm and two Linear layers, and Swin keeps that layout throughout. So the axis comes
+from what the module is and does. A ``[batch, n]`` output has one axis to choose (rule
+``only``); any other, by the first of these rules that decides:
+
+1. ``type``: a module whose ``forward`` is torch's own says it by its type. Linear,
+   Bilinear, LayerNorm, RMSNorm, Embedding and MultiheadAttention give the last axis;
+   convolutions, batch, instance and group norms, pooling, padding and upsampling axis 1.
+   A subclass that overrides ``forward`` (torchvision's ``LayerNorm2d`` permutes to
+   channels-last and back) is not taken at its type's word.
+2. ``output``: the output is a tensor that another module of the same forward pass returned
+   with the same shape (a block returning its last LayerNorm's output, an ``eval()``
+   dropout, an in-place ReLU): that module's axis.
+3. ``parameters``: exactly one axis has a size that occurs in the shapes of the module's
+   own parameters and buffers (sizes 1 left out).
+4. ``input``: the output has the shape of the first input, and that input's axis is known:
+   a shape-preserving module (activation, attention, residual block) keeps the layout.
+5. ``convention``: a module without parameters of its own follows torch's layout
+   convention: axis 1, except for ndim-3 outputs of modules other than 1-d conv, pool and
+   norm (``[batch, tokens, dim]``), whose neurons are on the last axis.
+
+A module with parameters that no rule decides raises :class:`~ndstream.errors.CaptureError`
+asking for ``channel_dim``, rather than guessing. Rules 2 and 4 need to see the other
+modules' outputs: :class:`LayoutTracker` hooks every module for the first forward pass.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ..errors import CaptureError
+
+__all__ = ["AxisChoice", "LayoutTracker", "choose_axis", "convention_axis"]
+
+# fmt: off
+_LAST = frozenset({
+    "Linear", "LazyLinear", "Bilinear", "LayerNorm", "RMSNorm", "Embedding",
+    "EmbeddingBag", "MultiheadAttention",
+})
+_FIRST_PREFIXES = (
+    "Conv", "LazyConv", "BatchNorm", "LazyBatchNorm", "SyncBatchNorm", "InstanceNorm",
+    "LazyInstanceNorm", "GroupNorm", "LocalResponseNorm", "MaxPool", "AvgPool",
+    "AdaptiveAvgPool", "AdaptiveMaxPool", "LPPool", "FractionalMaxPool", "MaxUnpool",
+    "Upsample", "PixelShuffle", "PixelUnshuffle", "ReflectionPad", "ReplicationPad",
+    "ZeroPad", "ConstantPad", "CircularPad", "Dropout1d", "Dropout2d", "Dropout3d",
+)
+# Modules whose 3-d outputs are [B, C, L]; any other 3-d output is taken as [batch, tokens,
+# dim]. Lazy variants are listed because they only become their eager class after a forward.
+_CHANNEL_FIRST_1D = frozenset({
+    "Conv1d", "ConvTranspose1d", "LazyConv1d", "LazyConvTranspose1d", "MaxPool1d", "AvgPool1d",
+    "LPPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d", "BatchNorm1d", "LazyBatchNorm1d",
+    "InstanceNorm1d", "LazyInstanceNorm1d",
+})
+# fmt: on
+
+
+@dataclass(frozen=True)
+class AxisChoice:
+    """The neuron axis of one output, and the rule that chose it.
+
+    Attributes
+    ----------
+    axis : int
+        Non-negative axis of the output as viewed (a ``[B]`` output as ``[B, 1]``).
+    rule : str
+        ``"override"``, ``"only"``, ``"type"``, ``"output"``, ``"parameters"``, ``"input"``
+        or ``"convention"`` (see the module docstring).
+    """
+
+    axis: int
+    rule: str
+
+
+def _torch_type(module: nn.Module) -> str | None:
+    """The name of the torch.nn class whose ``forward`` the module runs, if any."""
+    for cls in type(module).__mro__:
+        if "forward" in vars(cls):
+            return cls.__name__ if cls.__module__.startswith("torch.nn") else None
+    return None
+
+
+def _type_axis(module: nn.Module, ndim: int) -> int | None:
+    name = _torch_type(module)
+    if name is None:
+        return None
+    if name in _LAST:
+        return ndim - 1
+    if name.startswith(_FIRST_PREFIXES):
+        return 1
+    return None
+
+
+def convention_axis(module: nn.Module, ndim: int) -> int:
+    """The axis torch's layout convention gives an output of ``ndim`` dimensions.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module that produced the output; its type matters only for ``ndim == 3``.
+    ndim : int
+        Number of dimensions of the output, batch axis included; at least 1 (else ValueError).
+
+    Returns
+    -------
+    int
+        ``1``, or ``-1`` (the last axis) for ndim-3 outputs of modules other than 1-d
+        conv/pool/norm; a ``[B]`` output is viewed as ``[B, 1]`` and gets ``1``.
+    """
+    if ndim < 1:
+        raise ValueError(f"an output needs a batch axis; got ndim={ndim}")
+    names = {cls.__name__ for cls in type(module).__mro__}
+    if ndim == 3 and not (names & _CHANNEL_FIRST_1D):
+        return -1
+    return 1
+
+
+def _own_sizes(module: nn.Module) -> set[int]:
+    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return {int(s) for t in tensors for s in t.shape if s > 1}
+
+
+class LayoutTracker:
+    """The neuron axis of every module's output during one forward pass (rules 2 and 4).
+
+    Hooks every module of ``model`` until :meth:`close`; outputs are held by weak
+    reference, so tracking keeps no activation alive.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._known: dict[int, tuple[weakref.ref[torch.Tensor], tuple[int, ...], int]] = {}
+        self._handles: list[RemovableHandle] = [
+            m.register_forward_hook(self._track) for _, m in model.named_modules()
+        ]
+
+    def close(self) -> None:
+        """Remove the hooks and forget what was seen."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+        self._known.clear()
+
+    def axis_of(self, tensor: Any) -> tuple[tuple[int, ...], int] | None:
+        """``(shape, axis)`` of a tensor a tracked module returned in this pass, if any."""
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        entry = self._known.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:  # ids are reused once a tensor dies
+            return None
+        return entry[1], entry[2]
+
+    def remember(self, tensor: torch.Tensor, axis: int) -> None:
+        """Record the neuron axis of an output (as viewed)."""
+        self._known[id(tensor)] = (weakref.ref(tensor), _viewed_shape(tensor), axis)
+
+    def _track(self, module: nn.Module, args: Any, output: Any) -> None:
+        tensor = output[0] if isinstance(output, tuple | list) and output else output
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0 or tensor.is_complex():
+            return
+        if self.axis_of(tensor) is not None:
+            return  # the module passed on another module's output, whose axis is known
+        choice = choose_axis(module, tensor, args, self, strict=False)
+        if choice is not None:
+            self.remember(tensor, choice.axis)
+
+
+def _viewed_shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return (int(tensor.shape[0]), 1) if tensor.ndim == 1 else tuple(tensor.shape)
+
+
+def choose_axis(
+    module: nn.Module,
+    output: torch.Tensor,
+    args: Any,
+    tracker: LayoutTracker | None,
+    *,
+    strict: bool = True,
+    name: str = "",
+) -> AxisChoice | None:
+    """Choose the neuron axis of ``output`` by the rules of the module docstring.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module that returned ``output``.
+    output : torch.Tensor
+        Its output tensor (a ``[B]`` output is taken as ``[B, 1]``).
+    args : tuple
+        The module's positional inputs (rule 4 looks at the first).
+    tracker : LayoutTracker or None
+        The other modules' axes in this forward pass (rules 2 and 4); ``None`` skips them.
+    strict : bool
+        Raise :class:`~ndstream.errors.CaptureError` when no rule decides (else ``None``).
+    name : str
+        The layer's name, for the error message.
+
+    Returns
+    -------
+    AxisChoice or None
+    """
+    shape = _viewed_shape(output)
+    ndim = len(shape)
+    if ndim == 2:
+        return AxisChoice(1, "only")  # [batch, neurons]: nothing to choose
+    axis = _type_axis(module, ndim)
+    if axis is not None:
+        return AxisChoice(axis, "type")
+    seen = tracker.axis_of(output) if tracker is not None else None
+    if seen is not None and seen[0] == shape:
+        return AxisChoice(seen[1], "output")
+    sizes = _own_sizes(module)
+    matches = [i for i in range(1, ndim) if shape[i] in sizes]
+    if len(matches) == 1:
+        return AxisChoice(matches[0], "parameters")
+    first = args[0] if isinstance(args, tuple) and args else None
+    seen = tracker.axis_of(first) if tracker is not None else None
+    if seen is not None and seen[0] == shape:
+        return AxisChoice(seen[1], "input")
+    if not sizes:
+        return AxisChoice(convention_axis(module, ndim) % ndim, "convention")
+    if not strict:
+        return None
+    own = {n: tuple(p.shape) for n, p in module.named_parameters(recurse=False)}
+    raise CaptureError(
+        f"cannot tell which axis of the output {tuple(output.shape)} of layer {name!r} "
+        f"({type(module).__name__}, own parameters {own}) holds its neurons: "
+        f"{'several axes match' if matches else 'no axis matches'} the parameters' sizes, and its "
+        "input does not show the layout. Say it with channel_dim, e.g. "
+        f"`channel_dim: {{{name!r}: -1}}` in the config (channel_dim={{{name!r}: -1}} in "
+        "the API), counting the batch axis as 0."
+    )
