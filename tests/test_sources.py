@@ -6,6 +6,7 @@ input must give exit 2 and a message that says what to do, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import textwrap
 from pathlib import Path
@@ -48,6 +49,28 @@ def images(n=8):
     return torch.utils.data.TensorDataset(
         torch.randn(n, 3, 16, 16, generator=gen), torch.randint(0, 3, (n,), generator=gen)
     )
+
+
+def loader(batch_size=6):
+    return torch.utils.data.DataLoader(data(), batch_size=batch_size)
+
+
+def pairs_as_dicts(samples):
+    x, y = torch.utils.data.default_collate(samples)
+    return {"pixels": x, "target": y}
+
+
+class Pixels(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.flat, self.fc = nn.Flatten(), nn.Linear(4, 3)
+
+    def forward(self, pixels):
+        return self.fc(self.flat(pixels))
+
+
+def keyword_model():
+    return Pixels()
 
 
 def no_data():
@@ -269,3 +292,42 @@ def test_cuda_on_this_machine_without_it_is_a_clear_error(
     code, err = run_cli(capsys, config)
     assert code == 2 and "Traceback" not in err
     assert "device 'cuda' is not available on this machine" in err and "available: cpu" in err
+
+
+# -- batches from the config: a factory's DataLoader, a collate function, label keys ---------------
+
+
+def test_a_factory_dataloader_keeps_its_batch_size_and_says_so(
+    tmp_path: Path, user_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path, user_module, data={"kind": "factory", "target": f"{user_module}:loader"}
+    )
+    with pytest.warns(UserWarning, match=r"batch size 6.*loader.batch_size \(8\) is not used"):
+        code, err = run_cli(capsys, config)
+    assert code == 0, err
+    store = ndstream.open_store(tmp_path / "s.zarr")
+    assert store.meta.samples_done == 24
+
+
+def test_collate_and_label_key_feed_a_keyword_model(
+    tmp_path: Path, user_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A collate function that yields dicts: the model gets the tensors as keyword arguments
+    and the labels come from the named key."""
+    data = {
+        "kind": "factory", "target": f"{user_module}:data",
+        "collate": f"{user_module}:pairs_as_dicts", "label_key": "target",
+    }  # fmt: skip
+    model = {"kind": "factory", "target": f"{user_module}:keyword_model"}
+    config = write_config(tmp_path, user_module, data=data, model=model, layers=["fc"])
+    code, err = run_cli(capsys, config)
+    assert code == 0, err
+    store = ndstream.open_store(tmp_path / "s.zarr")
+    _, labels = importlib.import_module(user_module).data().tensors
+    assert store.counts("fc") == {str(k): int((labels == k).sum()) for k in range(3)}
+    wrong = write_config(
+        tmp_path, user_module, data={**data, "label_key": "y"}, model=model, layers=["fc"]
+    )
+    code, err = run_cli(capsys, wrong, "--overwrite")
+    assert code == 2 and "no 'y' entry" in err and "'target'" in err
