@@ -44,25 +44,30 @@ def test_convnext_channels_last_blocks_against_plain_hooks() -> None:
     model = torchvision.models.convnext_tiny().eval()
     x = torch.randn(2, 3, 64, 64)
     names = resolve_layers(model, ["features.0.*", "features.1.*", "features.2.*"])
-    # Inside a CNBlock, block.1 permutes to [B, H, W, C] and block.6 back: block.2 to
-    # block.5 (LayerNorm, Linear, GELU, Linear) have their channels last.
-    truth = {n: -1 if n.split(".")[-2:-1] == ["block"] and n[-1] in "2345" else 1 for n in names}
+    # Inside a CNBlock, block.1 permutes to [B, H, W, C] and block.6 back: block.1 to
+    # block.5 (Permute, LayerNorm, Linear, GELU, Linear) have their channels last.
+    truth = {n: -1 if n.split(".")[-2:-1] == ["block"] and n[-1] in "12345" else 1 for n in names}
     rules = _check_against_hooks(model, x, names, truth)
     assert rules["features.1.0.block.3"] == "type"  # Linear(96, 384): 384 neurons, not 16 rows
+    assert rules["features.1.0.block.1"] == "input"  # the Permute: where the channels went
     assert rules["features.1.0.block.4"] in ("input", "output")  # the GELU follows the Linear
-    assert rules["features.0.1"] == "parameters"  # LayerNorm2d overrides LayerNorm.forward
+    assert rules["features.0.1"] != "type"  # LayerNorm2d overrides LayerNorm.forward: axis 1
     assert rules["features.1.0"] in ("output", "parameters")  # CNBlock: layer_scale [C, 1, 1]
     assert {"features.1.0.block.2", "features.1.0.block.5", "features.2.1"} <= set(rules)
 
 
 @pytest.mark.slow
-def test_swin_channels_last_throughout_against_plain_hooks() -> None:
+@pytest.mark.parametrize("size", [(64, 64), (48, 64)])  # 48: stage 3 is 6 high, with 6 heads
+def test_swin_channels_last_throughout_against_plain_hooks(size: tuple[int, int]) -> None:
     torch.manual_seed(0)
     model = torchvision.models.swin_t().eval()
-    x = torch.randn(2, 3, 64, 64)
-    names = resolve_layers(model, ["features.1.*", "features.2.*", "features.3.0.*"])
-    # Swin works in [B, H, W, C] after its stem: every module's neurons are its channels.
-    rules = _check_against_hooks(model, x, names, dict.fromkeys(names, -1))
+    x = torch.randn(2, 3, *size)
+    names = resolve_layers(model, ["features.0.*", "features.1.*", "features.2.*", "features.3.*"])
+    # Swin works in [B, H, W, C] after its stem's convolution (features.0.1 permutes):
+    # every other module's neurons are its channels.
+    truth = {n: 1 if n == "features.0.0" else -1 for n in names}
+    rules = _check_against_hooks(model, x, names, truth)
+    assert rules["features.0.1"] == "input"  # the Permute
     assert rules["features.1.0.mlp.0"] == "type" and rules["features.1.0.norm1"] == "type"
     assert rules["features.1.0.mlp.1"] in ("input", "output")  # GELU
     assert rules["features.1.0"] in ("input", "output")  # the block
@@ -115,7 +120,7 @@ def test_undecidable_axis_asks_for_channel_dim_and_the_override_works() -> None:
     model = ChannelsLast(Square(4)).eval()
     x = torch.randn(2, 4, 4, 4)  # [B, H, W, C] = [2, 4, 4, 4]: every axis matches the [4, 4] weight
     with (
-        pytest.raises(CaptureError, match=r"channel_dim: \{'inner': -1\}"),
+        pytest.raises(CaptureError, match=r"channel_dim: \{'inner': <axis>\}"),
         ActivationCapture(model, ["inner"]),
     ):
         model(x)
@@ -139,3 +144,64 @@ def test_axis_is_kept_after_the_first_pass() -> None:
         model(torch.randn(3, 6, 6, 6))  # now H == W == C
         acts = cap.pop()
     assert cap.layers == first and acts["act"].shape == (5, 1, 6)
+
+
+class Norms(nn.Module):
+    """Channels-first modules fed tensors no module made (so nothing tracks their layout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.pad = nn.BatchNorm2d(8), nn.ReflectionPad1d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(torch.cat([x, x], dim=1))  # [B, 8, 8, 8]: H == W == C
+        return self.pad(y.flatten(2)[:, :, :5]).sum() + y.sum()
+
+
+def test_batch_norm_and_padding_are_channel_first_by_type() -> None:
+    model = Norms().eval()
+    with ActivationCapture(model, ["bn", "pad"]) as cap:
+        model(torch.randn(2, 4, 8, 8))
+    assert (cap.layers["bn"].channel_dim, cap.layers["bn"].axis_rule) == (1, "type")
+    assert (cap.layers["pad"].channel_dim, cap.layers["pad"].axis_rule) == (1, "type")
+
+
+class Permute(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+def test_a_reshape_that_hides_where_the_neurons_went_asks_for_channel_dim() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), Permute()).eval()
+    with ActivationCapture(model, ["1"]) as cap:
+        model(torch.randn(2, 3, 5, 6))  # [B, 5, 6, 4]: the 4 channels went last
+    assert (cap.layers["1"].channel_dim, cap.layers["1"].axis_rule) == (3, "input")
+    with (
+        pytest.raises(CaptureError, match=r"any of the axes \[1, 3\]"),
+        ActivationCapture(model, ["1"]),
+    ):
+        model(torch.randn(2, 3, 4, 5))  # [B, 4, 5, 4]: the channels at axis 1 or 3
+
+
+def test_what_follows_an_undecided_layout_is_undecided_too() -> None:
+    """A ReLU after an ambiguous rearrangement asks too, rather than taking axis 1."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), Permute(), nn.ReLU()).eval()
+    with (
+        pytest.raises(CaptureError, match=r"layer '2'.*could not be told either"),
+        ActivationCapture(model, ["2"]),
+    ):
+        model(torch.randn(2, 3, 4, 5))
+    with ActivationCapture(model, ["1", "2"], channel_dim={"1": 3}) as cap:
+        model(torch.randn(2, 3, 4, 5))
+    assert (cap.layers["2"].channel_dim, cap.layers["2"].axis_rule) == (3, "input")
+
+
+def test_a_neuron_axis_that_changes_length_is_refused() -> None:
+    """Neurons set on an axis of positions (here by a wrong override): the next input of
+    another size says so, instead of a numpy error in the sketches."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1)).eval()
+    with ActivationCapture(model, ["0"], channel_dim={"0": 2}) as cap:
+        model(torch.randn(2, 3, 5, 5))
+        with pytest.raises(CaptureError, match=r"\[6\] neuron\(s\).*\[5\] in the first"):
+            model(torch.randn(2, 3, 6, 6))
+    assert cap.layers["0"].n_neurons == 5

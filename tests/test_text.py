@@ -391,3 +391,68 @@ def test_huggingface_dataset_from_a_local_folder(tmp_path: Path) -> None:
     assert counts == {"sports": 6, "weather": 0, "cooking": 6, "computing": 0}
     with pytest.raises(ConfigError, match=r"splits \['test'\]"):
         run_config(cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": "x"})}))
+
+
+def _padded(lengths: list[int], vocab: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    ids = torch.randint(1, vocab, (len(lengths), t), generator=g)
+    mask = (torch.arange(t)[None] < torch.tensor(lengths)[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "squeezebert"])
+def test_held_out_layouts_against_each_text_alone(arch: str) -> None:
+    """GPT-2's Conv1D layers when the padded length equals a layer's input width (32), and
+    SqueezeBERT's channels-first [batch, hidden, tokens] outputs: right axis, right values."""
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = transformers.GPT2Model(
+            transformers.GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=100)
+        ).eval()
+        layers = ["h.0.attn.c_attn", "h.0.attn.c_proj", "h.0.mlp.c_fc", "h.0.mlp.act"]
+        widths = {"h.0.attn.c_attn": 96, "h.0.attn.c_proj": 32, "h.0.mlp.c_fc": 128}
+    else:
+        config = transformers.SqueezeBertConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+            vocab_size=100, embedding_size=32, q_groups=2, k_groups=2, v_groups=2,
+            post_attention_groups=2, intermediate_groups=2, output_groups=2,
+        )  # fmt: skip
+        model = transformers.SqueezeBertModel(config).eval()
+        layers = ["encoder.layers.0.attention", "encoder.layers.0.output"]
+        widths = dict.fromkeys(layers, 32)
+    lengths = [32, 5, 17, 9] if arch == "gpt2" else [12, 5, 9, 7]
+    batch = _padded(lengths, 100, 1)
+    with torch.no_grad(), ActivationCapture(model, layers, reduction="mean") as cap:
+        cap.mask_next(batch["attention_mask"])
+        model(**batch)
+        got = cap.pop()
+    for name, width in widths.items():
+        assert cap.layers[name].n_neurons == width, (name, cap.layers[name])
+    token_axis = 1 if arch == "gpt2" else 2  # by the models' definitions
+    modules = dict(model.named_modules())
+    for i, n in enumerate(lengths):
+        one = {k: v[i : i + 1, :n] for k, v in batch.items()}
+        seen: dict[str, torch.Tensor] = {}
+        handles = [
+            modules[name].register_forward_hook(
+                lambda m, a, out, name=name, seen=seen: seen.__setitem__(name, _first_tensor(out))
+            )
+            for name in layers
+        ]
+        try:
+            with torch.no_grad():
+                model(**one)
+        finally:
+            for h in handles:
+                h.remove()
+        for name in layers:
+            truth = seen[name][0].to(torch.float64).mean(dim=token_axis - 1).numpy()
+            np.testing.assert_allclose(got[name][i, 0], truth, atol=ATOL, rtol=0, err_msg=name)
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    values = output.values() if isinstance(output, dict) else output
+    return next(v for v in values if isinstance(v, torch.Tensor))

@@ -248,6 +248,8 @@ class ActivationCapture:
         # Replacing an unfinished pass drops the partial data of a forward that raised.
         self._current = {}
         self._mask, self._mask_next = self._mask_next, None
+        if self._tracker is not None:
+            self._tracker.tokens = self._mask.length if self._mask is not None else None
 
     def _on_model_end(self, module: nn.Module, args: Any, output: Any) -> None:
         current, self._current = self._current, None
@@ -275,6 +277,27 @@ class ActivationCapture:
                     f"layer {name!r} ran {len(calls)} time(s) in a forward pass but {before} "
                     f"time(s) in the first one; {hint} the same number of calls in every "
                     "forward pass. Select modules that run a fixed number of times."
+                )
+            infos = self._layer_infos(name, calls)
+            widths = [info.n_neurons for info in infos]
+            if widths != [info.n_neurons for info in self._info[name]]:
+                first_info = self._info[name][0]
+                raise CaptureError(
+                    f"layer {name!r} gave {widths} neuron(s) in a forward pass but "
+                    f"{[info.n_neurons for info in self._info[name]]} in the first one: its "
+                    f"neuron axis {first_info.channel_dim} (rule {first_info.axis_rule!r}) "
+                    "changes length with the inputs, so it holds positions, not neurons. "
+                    f"Set the axis with channel_dim: {{{name!r}: <axis>}}."
+                )
+            now = [info.values_per_sample for info in infos]
+            first = [info.values_per_sample for info in self._info[name]]
+            if now != first and 0 not in now + first:
+                raise CaptureError(
+                    f"layer {name!r} gave {now} value(s) per sample in a forward pass but "
+                    f"{first} in the first one: with reduction 'none' its positions changed "
+                    "(inputs of another length). Give the batches a token mask (the "
+                    "tokenizer's attention_mask, token_mask=...) so that each sample counts "
+                    "its own tokens, or make every input the same size."
                 )
         self._passes.append(current)
 
@@ -320,8 +343,10 @@ class ActivationCapture:
             mask = self._mask
             if mask is not None and mask.rows != x.shape[0]:
                 raise CaptureError(
-                    f"the token mask has {mask.rows} rows but layer {name!r} gave "
-                    f"{x.shape[0]}; a mask needs one row per sample of the batch"
+                    f"layer {name!r} gave {x.shape[0]} row(s) for a batch of {mask.rows} (the "
+                    "token mask's rows): its output is not one row per sample (a position "
+                    "table shared by the batch, or rows flattened with the tokens). Leave "
+                    "it out of the selection, or select the module that consumes it"
                 )
             tokens = token_axes(tuple(x.shape), choice.axis, mask)
             reduced = reduce_output(x, choice.axis, self._reduction, mask)
@@ -370,7 +395,8 @@ class ActivationCapture:
                     )
                 choice = AxisChoice(axis % ndim, "override")
             else:
-                choice = choose_axis(module, tensor, args, self._tracker, name=name)
+                tokens = self._mask.length if self._mask is not None else None
+                choice = choose_axis(module, tensor, args, self._tracker, name=name, tokens=tokens)
                 assert choice is not None  # strict: an undecided axis raised
             self._axes[key] = choice
         elif choice.axis >= ndim:

@@ -6,7 +6,7 @@ LayerNorm and two Linear layers, and Swin keeps that layout throughout. So the a
 from what the module is and does. A ``[batch, n]`` output has one axis to choose (rule
 ``only``); any other, by the first of these rules that decides:
 
-1. ``type``: a module whose ``forward`` is torch's own says it by its type. Linear,
+1. ``type``: a module that runs torch's own ``forward`` says it by its type. Linear,
    Bilinear, LayerNorm, RMSNorm, Embedding and MultiheadAttention give the last axis;
    convolutions, batch, instance and group norms, pooling, padding and upsampling axis 1.
    A subclass that overrides ``forward`` (torchvision's ``LayerNorm2d`` permutes to
@@ -14,21 +14,33 @@ from what the module is and does. A ``[batch, n]`` output has one axis to choose
 2. ``output``: the output is a tensor that another module of the same forward pass returned
    with the same shape (a block returning its last LayerNorm's output, an ``eval()``
    dropout, an in-place ReLU): that module's axis.
-3. ``parameters``: exactly one axis has a size that occurs in the shapes of the module's
+3. ``input``: the output has the shape of the first input, whose axis is known: a
+   shape-preserving module (activation, attention, residual block) keeps the layout. It
+   comes before the parameters, whose sizes (a window attention's head count) may equal a
+   spatial size.
+4. ``parameters``: exactly one axis has a size that occurs in the shapes of the module's
    own parameters and buffers (sizes 1 left out).
-4. ``input``: the output has the shape of the first input, and that input's axis is known:
-   a shape-preserving module (activation, attention, residual block) keeps the layout.
-5. ``convention``: a module without parameters of its own follows torch's layout
+5. ``input`` again, for a module that reshapes its input (a ``Permute``): exactly one axis
+   of the output has the length of the input's neuron axis.
+6. ``convention``: a module without parameters of its own follows torch's layout
    convention: axis 1, except for ndim-3 outputs of modules other than 1-d conv, pool and
    norm (``[batch, tokens, dim]``), whose neurons are on the last axis.
 
-A module with parameters that no rule decides raises :class:`~ndstream.errors.CaptureError`
-asking for ``channel_dim``, rather than guessing. Rules 2 and 4 need to see the other
+``tokens``: with a token mask, an axis as long as the padded texts holds tokens. Where the
+parameters' sizes match it and one other axis, or the convention would pick it on a 3-d
+output (SqueezeBERT's ``[batch, hidden, tokens]``), the other axis holds the neurons; where
+both axes of a 3-d output have that length (GPT-2's Conv1D on texts padded to its width), it
+is ``[batch, tokens, features]``.
+
+A module with parameters that no rule decides, or one that reshapes its input so that
+several axes have its neuron count, raises :class:`~ndstream.errors.CaptureError` asking for
+``channel_dim``, rather than guessing. Rules 2 and 4 need to see the other
 modules' outputs: :class:`LayoutTracker` hooks every module for the first forward pass.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +84,8 @@ class AxisChoice:
     axis : int
         Non-negative axis of the output as viewed (a ``[B]`` output as ``[B, 1]``).
     rule : str
-        ``"override"``, ``"only"``, ``"type"``, ``"output"``, ``"parameters"``, ``"input"``
-        or ``"convention"`` (see the module docstring).
+        ``"override"``, ``"only"``, ``"type"``, ``"output"``, ``"input"``, ``"parameters"``,
+        ``"convention"`` or ``"tokens"`` (see the module docstring).
     """
 
     axis: int
@@ -81,11 +93,16 @@ class AxisChoice:
 
 
 def _torch_type(module: nn.Module) -> str | None:
-    """The name of the torch.nn class whose ``forward`` the module runs, if any."""
-    for cls in type(module).__mro__:
-        if "forward" in vars(cls):
-            return cls.__name__ if cls.__module__.startswith("torch.nn") else None
-    return None
+    """The name of the torch.nn class a module is, if it runs torch's own ``forward``.
+
+    ``BatchNorm2d`` runs ``_BatchNorm.forward``: the class that names the layout is the most
+    derived torch.nn class, the one that runs must be torch's too.
+    """
+    mro = type(module).__mro__
+    runs = next((cls for cls in mro if "forward" in vars(cls)), None)
+    if runs is None or not runs.__module__.startswith("torch.nn"):
+        return None
+    return next(cls.__name__ for cls in mro if cls.__module__.startswith("torch.nn"))
 
 
 def _type_axis(module: nn.Module, ndim: int) -> int | None:
@@ -123,9 +140,14 @@ def convention_axis(module: nn.Module, ndim: int) -> int:
     return 1
 
 
-def _own_sizes(module: nn.Module) -> set[int]:
+def _own_sizes(module: nn.Module) -> tuple[set[int], set[int]]:
+    """Sizes of the module's own floating-point parameters and buffers (integer buffers are
+    index tables, such as position ids), and those of the 1-d ones alone: a bias or a norm's
+    weight has one entry per neuron."""
     tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-    return {int(s) for t in tensors for s in t.shape if s > 1}
+    tensors = [t for t in tensors if t.is_floating_point()]
+    every = {int(s) for t in tensors for s in t.shape if s > 1}
+    return every, {int(t.shape[0]) for t in tensors if t.ndim == 1 and t.shape[0] > 1}
 
 
 class LayoutTracker:
@@ -136,7 +158,9 @@ class LayoutTracker:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self._known: dict[int, tuple[weakref.ref[torch.Tensor], tuple[int, ...], int]] = {}
+        self.tokens: int | None = None  # the token mask's length in this pass, if any
+        # id -> (the tensor, weakly; its shape; its axis, or None where no rule could tell)
+        self._known: dict[int, tuple[weakref.ref[torch.Tensor], tuple[int, ...], int | None]] = {}
         self._handles: list[RemovableHandle] = [
             m.register_forward_hook(self._track) for _, m in model.named_modules()
         ]
@@ -148,8 +172,9 @@ class LayoutTracker:
             handle.remove()
         self._known.clear()
 
-    def axis_of(self, tensor: Any) -> tuple[tuple[int, ...], int] | None:
-        """``(shape, axis)`` of a tensor a tracked module returned in this pass, if any."""
+    def axis_of(self, tensor: Any) -> tuple[tuple[int, ...], int | None] | None:
+        """``(shape, axis)`` of a tensor a tracked module returned in this pass, if any; the
+        axis is ``None`` where no rule could tell it."""
         if not isinstance(tensor, torch.Tensor):
             return None
         entry = self._known.get(id(tensor))
@@ -157,8 +182,8 @@ class LayoutTracker:
             return None
         return entry[1], entry[2]
 
-    def remember(self, tensor: torch.Tensor, axis: int) -> None:
-        """Record the neuron axis of an output (as viewed)."""
+    def remember(self, tensor: torch.Tensor, axis: int | None) -> None:
+        """Record the neuron axis of an output (as viewed); ``None``: no rule could tell."""
         self._known[id(tensor)] = (weakref.ref(tensor), _viewed_shape(tensor), axis)
 
     def _track(self, module: nn.Module, args: Any, output: Any) -> None:
@@ -167,9 +192,9 @@ class LayoutTracker:
             return
         if self.axis_of(tensor) is not None:
             return  # the module passed on another module's output, whose axis is known
-        choice = choose_axis(module, tensor, args, self, strict=False)
-        if choice is not None:
-            self.remember(tensor, choice.axis)
+        choice = choose_axis(module, tensor, args, self, strict=False, tokens=self.tokens)
+        # An undecided axis is remembered too: what follows from it is undecided as well.
+        self.remember(tensor, choice.axis if choice is not None else None)
 
 
 def _viewed_shape(tensor: torch.Tensor) -> tuple[int, ...]:
@@ -184,6 +209,7 @@ def choose_axis(
     *,
     strict: bool = True,
     name: str = "",
+    tokens: int | None = None,
 ) -> AxisChoice | None:
     """Choose the neuron axis of ``output`` by the rules of the module docstring.
 
@@ -201,6 +227,9 @@ def choose_axis(
         Raise :class:`~ndstream.errors.CaptureError` when no rule decides (else ``None``).
     name : str
         The layer's name, for the error message.
+    tokens : int, optional
+        The length of the pass's token mask: an axis of that length holds tokens, so where
+        the rules leave a choice between it and another axis, the other one holds neurons.
 
     Returns
     -------
@@ -214,26 +243,76 @@ def choose_axis(
     if axis is not None:
         return AxisChoice(axis, "type")
     seen = tracker.axis_of(output) if tracker is not None else None
-    if seen is not None and seen[0] == shape:
-        return AxisChoice(seen[1], "output")
-    sizes = _own_sizes(module)
-    matches = [i for i in range(1, ndim) if shape[i] in sizes]
-    if len(matches) == 1:
-        return AxisChoice(matches[0], "parameters")
     first = args[0] if isinstance(args, tuple) and args else None
-    seen = tracker.axis_of(first) if tracker is not None else None
-    if seen is not None and seen[0] == shape:
-        return AxisChoice(seen[1], "input")
-    if not sizes:
-        return AxisChoice(convention_axis(module, ndim) % ndim, "convention")
+    given = tracker.axis_of(first) if tracker is not None else None
+    for rule, found in (("output", seen), ("input", given)):  # the input: shape kept, layout kept
+        if found is not None and found[0] == shape:
+            if found[1] is None:  # it came from a module whose layout no rule could tell
+                return _undecided(
+                    strict,
+                    name,
+                    output,
+                    f"its {rule} is laid out as that of "
+                    "an earlier module whose axis could not be told either",
+                )
+            return AxisChoice(found[1], rule)
+    if given is not None and given[1] is None and not _own_sizes(module)[0]:
+        # Rearranged from a tensor whose layout no rule could tell: nor can any rule here.
+        return _undecided(
+            strict,
+            name,
+            output,
+            "its input is laid out as that of an earlier "
+            "module whose axis could not be told either",
+        )
+    sizes, per_neuron = _own_sizes(module)
+    matches: list[int] = []
+    for known in (per_neuron, sizes):  # a bias or a norm's weight says it best
+        matches = [i for i in range(1, ndim) if shape[i] in known]
+        not_tokens = [i for i in matches if shape[i] != tokens]
+        if len(matches) == 1 or len(not_tokens) == 1:
+            return AxisChoice((matches if len(matches) == 1 else not_tokens)[0], "parameters")
+        if matches == [1, 2] and tokens == shape[1] == shape[2]:
+            # As long as the padded texts: with a token mask, a 3-d output whose two axes
+            # cannot be told apart is [batch, tokens, features] (GPT-2's Conv1D).
+            return AxisChoice(2, "tokens")
+    followed: list[int] = []
+    if given is not None and given[1] is not None and math.prod(given[0]) == math.prod(shape):
+        # Rearranged (a Permute): the one axis as long as the input's neuron axis.
+        width = given[0][given[1]]
+        followed = [i for i in range(1, ndim) if shape[i] == width]
+        if len(followed) == 1:
+            return AxisChoice(followed[0], "input")
+    if not sizes and len(followed) < 2:
+        axis = convention_axis(module, ndim) % ndim
+        if ndim == 3 and tokens is not None and shape[axis] == tokens != shape[3 - axis]:
+            return AxisChoice(3 - axis, "tokens")  # [batch, channels, tokens] (SqueezeBERT)
+        return AxisChoice(axis, "convention")
+    if sizes:
+        own = {n: tuple(p.shape) for n, p in module.named_parameters(recurse=False)}
+        why = (
+            f"({type(module).__name__}, own parameters {own}): "
+            f"{'several axes match' if matches else 'no axis matches'} the parameters' sizes, "
+            "and its input does not show the layout"
+        )
+    else:
+        assert given is not None and given[1] is not None  # else a rule above decided
+        why = (
+            f"({type(module).__name__}, which rearranges its input of shape {given[0]}): the "
+            f"neurons of the input's axis {given[1]} could be on any of the axes {followed}"
+        )
+    return _undecided(strict, name, output, why)
+
+
+def _undecided(strict: bool, name: str, output: torch.Tensor, why: str) -> AxisChoice | None:
+    """``None``, or (``strict``) the error that asks for ``channel_dim``."""
     if not strict:
         return None
-    own = {n: tuple(p.shape) for n, p in module.named_parameters(recurse=False)}
+    shape = _viewed_shape(output)
+    axes = ", ".join(f"{i}: {n}" for i, n in enumerate(shape) if i)
     raise CaptureError(
-        f"cannot tell which axis of the output {tuple(output.shape)} of layer {name!r} "
-        f"({type(module).__name__}, own parameters {own}) holds its neurons: "
-        f"{'several axes match' if matches else 'no axis matches'} the parameters' sizes, and its "
-        "input does not show the layout. Say it with channel_dim, e.g. "
-        f"`channel_dim: {{{name!r}: -1}}` in the config (channel_dim={{{name!r}: -1}} in "
-        "the API), counting the batch axis as 0."
+        f"cannot tell which axis of the output {tuple(output.shape)} of layer {name!r} holds its "
+        f"neurons {why}. Say which with channel_dim, counting the batch axis as 0 (axes "
+        f"{axes}): `channel_dim: {{{name!r}: <axis>}}` in the config, "
+        f"channel_dim={{{name!r}: <axis>}} in the API."
     )
