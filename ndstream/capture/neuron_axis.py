@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import CaptureError
+from .structure import default_tensor
 
 __all__ = ["AxisChoice", "LayoutTracker", "choose_axis", "convention_axis"]
 
@@ -187,8 +188,8 @@ class LayoutTracker:
         self._known[id(tensor)] = (weakref.ref(tensor), _viewed_shape(tensor), axis)
 
     def _track(self, module: nn.Module, args: Any, output: Any) -> None:
-        tensor = output[0] if isinstance(output, tuple | list) and output else output
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0 or tensor.is_complex():
+        tensor = default_tensor(output)  # what a layer of this module would capture
+        if tensor is None or tensor.ndim == 0 or tensor.is_complex():
             return
         if self.axis_of(tensor) is not None:
             return  # the module passed on another module's output, whose axis is known

@@ -14,7 +14,10 @@ import torch
 
 from ..errors import CaptureError, ConfigError
 
-__all__ = ["batch_len", "call_model", "model_scores", "move_to", "pick_output", "take_rows"]
+__all__ = [
+    "batch_len", "call_model", "default_tensor", "model_scores", "move_to", "pick_output",
+    "take_rows",
+]  # fmt: skip
 
 OutputField = str | int
 
@@ -39,17 +42,9 @@ def pick_output(output: Any, field: OutputField | None, name: str) -> torch.Tens
         The field does not exist or is not a tensor, or no tensor is found.
     """
     if field is None:
-        if isinstance(output, torch.Tensor):
-            return output
-        if isinstance(output, Mapping) and isinstance(
-            output.get("last_hidden_state"), torch.Tensor
-        ):
-            return output["last_hidden_state"]
-        values = list(output.values()) if isinstance(output, Mapping) else output
-        if isinstance(values, tuple | list):
-            for value in values:
-                if isinstance(value, torch.Tensor):
-                    return value
+        found = default_tensor(output)
+        if found is not None:
+            return found
         raise CaptureError(
             f"layer {name!r} returned {type(output).__name__} without a tensor in it; select "
             "a submodule that returns a tensor, or name the field with output_field"
@@ -61,6 +56,20 @@ def pick_output(output: Any, field: OutputField | None, name: str) -> torch.Tens
             f"({type(output).__name__}); {_fields(output)}"
         )
     return picked
+
+
+def default_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a layer captures when no field is named: the output itself if a tensor,
+    the ``last_hidden_state`` of a mapping that has one, else the first tensor of a tuple,
+    list or mapping; ``None`` if there is none."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("last_hidden_state"), torch.Tensor):
+        return output["last_hidden_state"]
+    values = list(output.values()) if isinstance(output, Mapping) else output
+    if isinstance(values, tuple | list):
+        return next((v for v in values if isinstance(v, torch.Tensor)), None)
+    return None
 
 
 def _field(output: Any, field: OutputField) -> Any:

@@ -18,6 +18,7 @@ from torch import nn
 from ..capture import ActivationCapture
 from ..capture.hooks import Calls, Reduction
 from ..capture.reduce import per_sample
+from ..capture.structure import model_scores
 from ..store import Store
 
 __all__ = ["Recaptured", "recapture"]
@@ -83,6 +84,7 @@ def recapture(
 
 
 def _predicted(outputs: list[object], n: int) -> np.ndarray:
+    outputs = [model_scores(o) for o in outputs]  # a ModelOutput's logits, as ingest reads them
     if outputs and all(isinstance(o, torch.Tensor) and o.ndim == 2 for o in outputs):
         return torch.cat(outputs).argmax(-1).cpu().numpy().astype(np.int64)  # type: ignore[arg-type]
     return np.full(n, -1, dtype=np.int64)
