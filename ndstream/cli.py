@@ -102,6 +102,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("store", help="store folder")
 
+    cmp = sub.add_parser(
+        "compare",
+        help="which neurons moved between two stores",
+        description="Score every neuron of each layer by how its distribution differs "
+        "between store A and store B (a model before and after fine-tuning, two datasets), "
+        "print the neurons that moved most per layer, and write every score with its "
+        "guaranteed interval to a CSV. Both stores must hold the same layers of the same "
+        "widths, unless --layers says which layer of B goes with which of A.",
+    )
+    cmp.add_argument("store_a", metavar="A", help="store folder")
+    cmp.add_argument("store_b", metavar="B", help="store folder")
+    cmp.add_argument(
+        "--layers", nargs="+", metavar="LAYER[:LAYER_B]",
+        help="layers to compare (default: all); LAYER:LAYER_B names B's layer where it differs",
+    )  # fmt: skip
+    cmp.add_argument(
+        "--groups", nargs="+", metavar="GROUP",
+        help="compare these groups, each present in both stores (default: every sample, pooled)",
+    )  # fmt: skip
+    cmp.add_argument(
+        "--metric", default="effect", choices=["median", "effect", "ks", "wasserstein", "auroc"],
+        help="effect: median difference over the mean IQR (default); median; ks: "
+        "Kolmogorov-Smirnov distance; wasserstein: Wasserstein-1; auroc: P(A > B)",
+    )  # fmt: skip
+    cmp.add_argument("--top", type=int, default=10, help="neurons printed per layer (default 10)")
+    cmp.add_argument(
+        "--csv", metavar="PATH",
+        help="where to write every score (default: A-vs-B.csv in the current folder)",
+    )  # fmt: skip
+
     srv = sub.add_parser(
         "serve",
         help="open the NeuralDivergence dashboard on a store",
@@ -138,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "compare":
+            return _compare(args)
         return _info(args)
     except IngestInterrupted as exc:
         print(f"ndstream {args.command}: {exc}", file=sys.stderr)
@@ -225,6 +257,44 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import csv
+    from pathlib import Path
+
+    from .explore.contrast import compare_stores
+    from .store import open_store
+
+    if args.top < 0:
+        raise ConfigError(f"--top must be 0 or more, got {args.top}")
+    a, b = open_store(args.store_a), open_store(args.store_b)
+    layers = None
+    if args.layers:
+        layers = dict((item.split(":", 1)[0], item.split(":", 1)[-1]) for item in args.layers)
+    results = compare_stores(a, b, layers, args.groups, args.metric)
+    out = Path(args.csv or f"{Path(args.store_a).stem}-vs-{Path(args.store_b).stem}.csv")
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["layer", "group", "rank", "neuron", "score", "lower", "upper"])
+        for layer, group, result in results:
+            rows = zip(
+                result.neuron.values, result.score.values, result.lower.values,
+                result.upper.values, strict=True,
+            )  # fmt: skip
+            for rank, (neuron, score, lo, hi) in enumerate(rows):
+                writer.writerow([layer, group, rank, int(neuron), score, lo, hi])
+    print(f"{args.metric} of each neuron, A = {a.path}, B = {b.path}")
+    for layer, group, result in results:
+        print(f"\nlayer {layer}, group {group}: the {min(args.top, result.sizes['neuron'])} "
+              "neurons that moved most (score, and the interval it is sure to lie in)")  # fmt: skip
+        for neuron, score, lo, hi in list(
+            zip(result.neuron.values, result.score.values, result.lower.values,
+                result.upper.values, strict=True)
+        )[: args.top]:  # fmt: skip
+            print(f"  neuron {int(neuron):>6}  {score:>+10.4g}  [{lo:.4g}, {hi:.4g}]")
+    print(f"\nevery neuron's score: {out}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .views.serve import serve
 
@@ -251,14 +321,8 @@ def _bins_per_octave(res: Any, finest: int) -> str:
 
 def _worst_bounds(store: Any, layer: str) -> str:
     """The layer's widest rank interval of any answer: pooled, and in the worst group."""
-    import numpy as np
-
-    pooled = store.rank_bound(layer)
-    groups = store.rank_bound(layer, list(range(len(store.groups))))
-    worst = [
-        float(np.nanmax(a)) if np.isfinite(a).any() else float("nan") for a in (pooled, groups)
-    ]
-    return f"rank error ≤ {worst[0]:.2%} pooled, ≤ {worst[1]:.2%} per group"
+    pooled, group = store.worst_rank_bound(layer)
+    return f"rank error ≤ {pooled:.2%} pooled, ≤ {group:.2%} per group"
 
 
 def describe(store: object) -> str:
@@ -291,7 +355,7 @@ def describe(store: object) -> str:
             "a value per token" if layer.values_per_sample == 0
             else f"{layer.values_per_sample} value(s)/sample"
         )  # fmt: skip
-        per_group = store.counts(layer.name)
+        per_group = store.group_counts(layer.name)
         active = sum(1 for c in per_group.values() if c)  # budgets count groups with data
         if sum(per_group.values()) <= store.grid.exact_budget(layer.n_neurons, max(1, active)):
             form = "every value kept exactly"
@@ -302,7 +366,7 @@ def describe(store: object) -> str:
             f"  output {shape}, neurons on {axis}  {per_sample}  {form}"
             f"  {_worst_bounds(store, layer.name)}"
         )
-    counts = list(store.counts(m.layers[0].name).values())  # one read, however many groups
+    counts = list(store.group_counts(m.layers[0].name).values())  # one read, however many groups
     lines.append(f"groups     {len(m.groups)}")
     for grouping in dict.fromkeys(m.groupings):
         members = [

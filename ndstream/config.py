@@ -145,10 +145,15 @@ class _Strict(BaseModel):
 
 
 class BuiltinModel(_Strict):
-    """A model that ships with ndstream: ``digits_cnn`` trains in seconds and is cached."""
+    """A model that ships with ndstream: ``digits_cnn`` trains in seconds and is cached.
+
+    ``epochs`` below the demo's 15 gives the model part way through its training (cached
+    apart), to compare with the trained one.
+    """
 
     kind: Literal["builtin"]
     name: Literal["digits_cnn"] = "digits_cnn"
+    epochs: int = Field(15, ge=1, le=100)
 
 
 class TorchvisionModel(_Strict):

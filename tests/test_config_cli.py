@@ -247,7 +247,7 @@ def test_cli_info(cli_store) -> None:
     for layer in store.layers:
         (line,) = [line for line in lines if line.split()[:1] == [layer]]
         res = store.resolution(layer)
-        counts = store.counts(layer)
+        counts = store.group_counts(layer)
         n_values = sum(counts.values())  # per neuron, over all groups
         active = sum(1 for c in counts.values() if c)  # only groups with data set a budget
         if n_values <= store.grid.exact_budget(store.n_neurons(layer), max(1, active)):

@@ -615,7 +615,7 @@ def test_csv_lists_the_sorted_neurons(
     for layer in app.layers:
         mine = [r for r in body if r[0] == layer]
         hidden = app.hidden.get(layer, [])
-        key = store.quantile(layer, 0.5, g0)
+        key = np.asarray(store.quantile(layer, 0.5, g0))
         want = expected_order(key, True, hidden)
         assert len(mine) == store.n_neurons(layer) - len(hidden)
         assert [int(r[col["neuron"]]) for r in mine] == want, layer
@@ -624,8 +624,8 @@ def test_csv_lists_the_sorted_neurons(
         marked = [int(r[col["neuron"]]) for r in mine if r[col["marked"]] == "1"]
         assert marked == ([9] if layer == "fc1" else [])
         for g in app.groups:
-            median = store.quantile(layer, 0.5, g)
-            q = store.quantile(layer, [0.25, 0.75], g)
+            median = store.quantile(layer, 0.5, g).values
+            q = store.quantile(layer, [0.25, 0.75], g).values
             assert [float(r[col[f"median {g}"]]) for r in mine] == median[want].tolist()
             assert [float(r[col[f"iqr {g}"]]) for r in mine] == (q[:, 1] - q[:, 0])[want].tolist()
         for i in app.instances:
@@ -741,7 +741,7 @@ def test_composite_of_a_store_layer(app: NeuralDivergence, store: ndstream.Store
     rows = np.arange(store.n_neurons("fc1"))
     groups = ["0", "1"]
     image = composite(frame, rows, groups, group_colours(groups))
-    counts = sum(store.histogram("fc1", g, bins=frame.edges)[0] for g in groups)
+    counts = sum(np.asarray(store.histogram("fc1", g, bins=frame.edges)) for g in groups)
     assert image.shape == (len(rows), len(frame.edges) - 1, 4)
     assert ((image[..., 3] == 0) == (counts == 0)).all()
     assert (image[..., 3] == 0).any() and (image[..., 3] > 0).any()

@@ -57,7 +57,7 @@ def test_ids_of_the_right_total_but_wrong_batches_are_refused(tmp_path: Path) ->
     store = _ingest(tmp_path / "t.zarr", ndstream.custom(sign, ["neg", "pos"], name="sign"))
     positive = int((_data().tensors[0][:, 0] > 0).sum())
     assert 0 < positive < N
-    assert store.counts("0") == {"neg": N - positive, "pos": positive}
+    assert store.group_counts("0") == {"neg": N - positive, "pos": positive}
 
 
 def test_ids_of_a_consistently_wrong_length_name_the_grouping(tmp_path: Path) -> None:

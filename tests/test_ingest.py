@@ -309,7 +309,7 @@ def test_builtin_grouping_counts(digits_store, digits_targets, digits_predicted)
         # group=None pools the first grouping only: each sample once, not three times.
         assert digits_store.count(layer) == n
         # All groups at once, from one read, agree with numpy too.
-        every = digits_store.counts(layer)
+        every = digits_store.group_counts(layer)
         assert list(every) == digits_store.groups
         np.testing.assert_array_equal(
             [every[str(c)] for c in range(10)], np.bincount(digits_targets, minlength=10)

@@ -1075,7 +1075,7 @@ def test_a_bin_between_neighbours_spreads_by_the_monotone_cubic():
     )
     z, one = np.zeros(1), np.ones(1)
     out = np.empty(1)
-    k.ranks(counts, lower, upper, z, 3 * one, z, z, np.array([1.5]), out)
+    k.ranks(counts, lower, upper, z, 3 * one, z, z, np.array([[1.5]]), out[:, None])
     assert out[0] == pytest.approx((1 + 4 * 0.35) / 21, rel=1e-12)
     # and an order statistic inverts the cubic: q = 0.1 is h = 0.1 * 20 = 2, the second of
     # the bin's 4 values (k - 1 = 1), p = (1 + 0.5) / 4 = 0.375, at 1 + t with H(t) = 0.375
@@ -1086,7 +1086,7 @@ def test_a_bin_between_neighbours_spreads_by_the_monotone_cubic():
     assert 0 < t < 1 and h == pytest.approx(0.375, rel=1e-9)
     # an even spread where the neighbours agree: densities 4, 4, 4
     flat = np.array([[4.0, 4.0, 4.0]])
-    k.ranks(flat, lower, upper, z, 3 * one, z, z, np.array([1.25]), out)
+    k.ranks(flat, lower, upper, z, 3 * one, z, z, np.array([[1.25]]), out[:, None])
     assert out[0] == pytest.approx((4 + 1) / 12, rel=1e-12)
 
 
@@ -1110,7 +1110,7 @@ def test_bins_near_an_exact_extreme_follow_its_power_law(mirror):
         vmin, vmax, probe, want = -vmax, -vmin, -probe, 1.0 - want
     z, out = np.zeros(1), np.empty(1)
     for v, w in zip(probe, want, strict=True):
-        k.ranks(counts, lower, upper, vmin, vmax, z, z, np.array([v]), out)
+        k.ranks(counts, lower, upper, vmin, vmax, z, z, np.array([[v]]), out[:, None])
         assert out[0] == pytest.approx(w, rel=1e-9), v
     qs = np.array([0.05, 0.2, 0.4, 0.6])  # in bins 0 and 1
     # the k-th value (0-based) sits at share (k + 0.5) / N; quantile q interpolates the
@@ -1156,13 +1156,17 @@ def test_quantiles_empty_neuron_is_nan():
 def test_ranks_by_hand(v0, v1, want0, want1):
     # neuron 1's values and edges are neuron 0's doubled: probe it at 2 * v1
     out = np.empty(2)
-    k.ranks(COUNTS, LOWER, UPPER, MINS, MAXS, NEGINF, POSINF, np.array([v0, 2 * v1]), out)
+    k.ranks(
+        COUNTS, LOWER, UPPER, MINS, MAXS, NEGINF, POSINF, np.array([[v0], [2 * v1]]), out[:, None]
+    )
     np.testing.assert_allclose(out, [want0, want1], rtol=1e-12, atol=0)
 
 
 def test_ranks_nan_and_point_mass():
     out = np.empty(2)
-    k.ranks(COUNTS, LOWER, UPPER, MINS, MAXS, NEGINF, POSINF, np.array([np.nan, 1.0]), out)
+    k.ranks(
+        COUNTS, LOWER, UPPER, MINS, MAXS, NEGINF, POSINF, np.array([[np.nan], [1.0]]), out[:, None]
+    )
     assert np.isnan(out[0])
     # point mass: the zero bin [0, 0] with 4 values, one bin [1, 2) with 2 values
     lower, upper = np.array([[0.0, 1.0]]), np.array([[0.0, 2.0]])
@@ -1170,7 +1174,17 @@ def test_ranks_nan_and_point_mass():
     one = np.ones(1)
     for v, want in [(-1.0, 0.0), (0.0, 2 / 6), (0.5, 4 / 6), (1.25, (4 + 2 * 0.25 / 0.5) / 6)]:
         # values in [1, 2) are clipped to [1, max 1.5]: width 0.5
-        k.ranks(counts, lower, upper, 0 * one, 1.5 * one, 0 * one, 0 * one, v * one, out[:1])
+        k.ranks(
+            counts,
+            lower,
+            upper,
+            0 * one,
+            1.5 * one,
+            0 * one,
+            0 * one,
+            (v * one)[:, None],
+            out[:1][:, None],
+        )
         assert out[0] == pytest.approx(want, rel=1e-12, abs=0), v
 
 
@@ -1247,7 +1261,7 @@ def test_queries_ignore_nan_padding_bins():
     # h = q * 3: k = 1 -> 0.25 + 1.5 / 4 * 0.5 = 0.4375; k = 2 -> 0.25 + 2.5 / 4 * 0.5 = 0.5625
     np.testing.assert_allclose(want[0, 2], 0.5 * (0.4375 + 0.5625), rtol=1e-12)
     r = np.empty(2)
-    k.ranks(counts, lower, upper, mins, maxs, z, z, np.array([3.0, 0.5]), r)
+    k.ranks(counts, lower, upper, mins, maxs, z, z, np.array([[3.0], [0.5]]), r[:, None])
     # neuron 0 as test_ranks_by_hand; neuron 1's one bin holds its min and max and has no
     # neighbour: an even spread, 4 * 0.5 below 0.5
     np.testing.assert_allclose(r, [(2 + 2 * (1 - 3**-0.5)) / 4, 0.5], rtol=1e-12)

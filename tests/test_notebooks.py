@@ -1,7 +1,9 @@
-"""The notebooks run top to bottom against a real store, and compute what they say they do.
+"""The notebooks run top to bottom on two different stores, and compute what they say they do.
 
-Each notebook's results are checked against the store's read API (and the digits' labels),
-never against the code the notebook itself calls to get them.
+Each runs on the demo's store (the digits CNN, groups named by digit) and on a store of another
+model whose groups have other names, so that nothing in them hard-codes the demo. What they
+compute is checked against numpy on the raw activations (plain hooks) where the store is the
+demo's, and against the read API otherwise, never against the notebook's own calls alone.
 """
 
 from __future__ import annotations
@@ -12,18 +14,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import holoviews as hv
 import numpy as np
 import pytest
+import torch
+from conftest import per_neuron
+from test_contrast import exact
+from torch import nn
 
 import ndstream
+from ndstream.demo import train_digits_cnn
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+Results = list[tuple[dict[str, Any], Any]]
 
 
-def run_notebook(path: Path) -> list[tuple[dict[str, Any], Any]]:
+def run_notebook(path: Path) -> Results:
     """Run the code cells in order in one namespace, as Jupyter does; after each cell, the
     namespace and the value of its last line (when that is an expression, as Jupyter shows)."""
-    cells = json.loads(path.read_text())["cells"]
+    notebook = json.loads(path.read_text())
+    cells = notebook["cells"]
+    assert all(not c.get("outputs") for c in cells), f"{path.name}: strip its outputs"
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     assert code, f"{path.name} has no code cells"
     namespace: dict[str, Any] = {}
@@ -39,67 +50,181 @@ def run_notebook(path: Path) -> list[tuple[dict[str, Any], Any]]:
     return results
 
 
-def expected_order(key: np.ndarray) -> list[int]:
-    """Neuron ids by ``key``, largest first, ties by id."""
-    return sorted(range(key.shape[0]), key=lambda n: (-float(key[n]), n))
+class Other(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """Three classes with names unlike the digits', for a small MLP."""
+
+    classes = ("alpha", "beta", "gamma")
+
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.y = torch.arange(240) % 3
+        self.x = torch.randn(240, 5, generator=gen) + self.y[:, None].float()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.y[i])
 
 
-def check_explore_store(
-    results: list[tuple[dict[str, Any], Any]], store: ndstream.Store, targets: np.ndarray
-) -> None:
-    ns, panel = results[-1]
-    assert ns["store"].snapshot == store.snapshot  # the store under test
-    layer = ns["layer"]
-    assert layer == "relu3"
-    assert store.count(layer, group="3") == int((targets == 3).sum())
-    # Per-class medians, and the neurons whose medians differ most.
-    med3, med8 = store.quantile(layer, 0.5, group="3"), store.quantile(layer, 0.5, group="8")
-    np.testing.assert_array_equal(ns["med3"], med3)
-    np.testing.assert_array_equal(ns["med8"], med8)
-    difference = med3 - med8
-    assert np.all(np.diff(difference[ns["order"]]) <= 0)  # largest difference first
-    assert sorted(ns["order"].tolist()) == list(range(store.n_neurons(layer)))
-    # Quartiles, ranks and histograms.
-    q = store.quantile(layer, [0.25, 0.5, 0.75])
+@pytest.fixture(scope="module")
+def other_stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two stores of one small MLP, before and after a change of its weights."""
+    folder = tmp_path_factory.mktemp("other")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    paths = []
+    for name in ("before", "after"):
+        path = folder / f"{name}.zarr"
+        ndstream.ingest(
+            model, Other(), path, layers=["0", "1", "2"], group_by=["label", "predicted"],
+            instances=ndstream.InstanceSpec(per_class=1), batch_size=64, progress=False,
+        )  # fmt: skip
+        paths.append(path)
+        with torch.no_grad():
+            model[2].weight.mul_(2)
+    return paths[0], paths[1]
+
+
+@pytest.fixture(scope="module")
+def one_epoch(
+    tmp_path_factory: pytest.TempPathFactory, reference: Path, digits_dataset: Any
+) -> Path:
+    """The digits CNN after one epoch, over the reference store's images and layers."""
+    path = tmp_path_factory.mktemp("one-epoch") / "one.zarr"
+    store = ndstream.open_store(reference)
+    ndstream.ingest(
+        train_digits_cnn(epochs=1), digits_dataset, path, layers=store.layers,
+        group_by=["label", "predicted", "correct"], batch_size=256, progress=False,
+    )  # fmt: skip
+    return path
+
+
+def check_quickstart(results: Results, store: ndstream.Store, raw: Any) -> None:
+    ns = results[-1][0]
+    layer, group = ns["layer"], ns["group"]
+    assert layer == store.layers[-1] and group == store.groups[0]
+    assert dict(ns["counts"].to_series()) == store.group_counts(layer)
+    q = store.summary(layer, group).quantile([0.25, 0.5, 0.75])
     np.testing.assert_array_equal(ns["q"], q)
-    np.testing.assert_array_equal(ns["iqr"], q[:, 2] - q[:, 0])
-    np.testing.assert_array_equal(ns["ranks"], store.cdf(layer, med3, group="8"))
-    counts, edges = ns["counts"], ns["edges"]
-    assert counts.shape == (store.n_neurons(layer), 32) and edges.shape == (33,)
-    # every digit-3 and digit-8 value of every neuron once (relu3 has no NaN nor Inf)
-    both = int(np.isin(targets, [3, 8]).sum())
-    np.testing.assert_allclose(counts.sum(axis=1), both, rtol=1e-9)
-    # one axis over the finite range of the two digits' values
-    of_both = store.summary(layer, group=["3", "8"])
-    assert (edges[0], edges[-1]) == (of_both.mins.min(), of_both.maxs.max())
-    # The most divergent instance, and its neurons furthest from its predicted class.
-    scored = store.divergence(store.instances())
+    iqr = q[:, 2] - q[:, 0]
+    assert ns["widest"].tolist() == np.argsort(-iqr, kind="stable")[:5].tolist()
+    assert ns["medians"].dims == ("neuron", "group") and ns["medians"].sizes["group"] == len(
+        store.groups
+    )
+    hist = ns["hist"]
+    np.testing.assert_allclose(hist.sum("bin"), store.count(layer, group), rtol=1e-9)
+    assert int(ns["first"].isel(neuron=0).sum()) == store.count(layer, group)
+    if raw is not None:  # the demo: quantiles against numpy on the raw activations
+        values = raw[layer][raw["targets"] == int(group)]
+        assert float(np.max(ns["ranks"].upper - ns["ranks"].lower)) < 0.05
+        # The median's exact rank among the raw values lies in the interval it reports.
+        b = store.quantile(layer, 0.5, group=group, bounds=True)
+        est = b.estimate.values
+        below, at = (values < est).mean(axis=0), (values <= est).mean(axis=0)
+        assert np.all(b.lower.values - 1e-12 <= below) and np.all(at <= b.upper.values + 1e-12)
+    view = results[-1][1]
+    assert isinstance(view, hv.Overlay)
+    assert len(set(view.Rectangles.I.dimension_values("neuron"))) == min(32, store.n_neurons(layer))
+
+
+def check_classes(results: Results, store: ndstream.Store, raw: Any) -> None:
+    ns = results[-1][0]
+    first = store.groupings[0]
+    sizes = store.group_counts(store.layers[0])
+    ranked = sorted(
+        (g for g, k in zip(store.groups, store.groupings, strict=True) if k == first),
+        key=lambda g: -sizes[g],
+    )
+    assert [ns["A"], ns["B"]] == ranked[:2]
+    layer, effect = ns["layer"], ns["effect"]
+    assert effect.attrs["metric"] == "effect" and effect.sizes["neuron"] == store.n_neurons(layer)
+    key = np.abs(effect.score.values)
+    assert np.all(np.diff(key) <= 1e-12), "largest effect first"
+    if raw is not None:  # the exact effect of the raw activations lies in every interval
+        a = raw[layer][raw["targets"] == int(ns["A"])]
+        b = raw[layer][raw["targets"] == int(ns["B"])]
+        for metric, result in (("effect", effect), ("auroc", ns["auroc"])):
+            truth = np.array([exact(a[:, j], b[:, j], metric) for j in result.neuron.values])
+            slack = 1e-9 * np.maximum(1, np.abs(truth))
+            assert np.all(result.lower.values <= truth + slack)
+            assert np.all(truth <= result.upper.values + slack)
+    for name, (mid, top) in ns["per_layer"].items():
+        ks = store.contrast(name, ns["A"], ns["B"], metric="ks").score.values
+        assert (mid, top) == (float(np.median(ks)), float(ks.max()))
+    assert ns["png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def check_two_stores(results: Results, before: ndstream.Store, after: ndstream.Store) -> None:
+    ns = results[-1][0]
+    assert set(ns["moved"]) == set(before.layers)
+    for layer, ks in ns["moved"].items():
+        assert ks.attrs["metric"] == "ks" and ks.sizes["neuron"] == before.n_neurons(layer)
+        pooled_a, pooled_b = before.summary(layer).pooled(), after.summary(layer).pooled()
+        from ndstream.sketch.contrast import contrast
+
+        want = contrast(pooled_a, pooled_b, "ks").score[ks.neuron.values]
+        np.testing.assert_array_equal(ks.score.values, want)
+    shift = ns["shift"]
+    med = np.asarray(before.quantile(ns["layer"], 0.5, ns["group"])) - np.asarray(
+        after.quantile(ns["layer"], 0.5, ns["group"])
+    )
+    np.testing.assert_allclose(shift.score.values, med[shift.neuron.values], rtol=1e-12)
+    assert np.all(np.diff(shift.score.values) <= 0)
+
+
+def check_attacks(results: Results, store: ndstream.Store, raw: Any) -> None:
+    ns = results[-1][0]
+    table = store.instances()
+    assert table is not None
+    scored = store.divergence(table)
     assert ns["worst"] == int(np.nanargmax(scored.overall))
-    furthest = expected_order(np.abs(scored.neurons[layer][ns["worst"]]))[:5]
-    assert ns["top"].tolist() == furthest
-    # The same layer through xarray alone: every digit-3 sample once per neuron.
-    digit3 = ns["digit3"]
-    np.testing.assert_array_equal(digit3.sum("bin").values, (targets == 3).sum())
-    # The Activation view: the 32 neurons of largest difference, with the first instance.
-    rows = expected_order(difference)[:32]
-    assert ns["rows"].tolist() == rows
-    (first,) = ns["dots"]
-    assert first == str(int(store.instances().index[0]))
-    points = panel.Points.I
-    assert points.dimension_values("neuron").tolist() == rows
-    assert set(points.dimension_values("instance").tolist()) == {first}
-    assert set(panel.Rectangles.I.dimension_values("neuron").tolist()) == set(rows)
+    assert ns["dots"] and isinstance(results[-1][1], hv.Overlay)
 
 
-#: What each notebook computes, checked: a new notebook needs its own check here.
-CHECKS: dict[str, Callable[..., None]] = {"explore-store.ipynb": check_explore_store}
+CHECKS: dict[str, Callable[..., None]] = {
+    "01-quickstart.ipynb": check_quickstart,
+    "02-classes-and-layers.ipynb": check_classes,
+    "04-attacks-and-divergence.ipynb": check_attacks,
+}
+
+
+def _raw(digits_raw: Any, digits_targets: np.ndarray) -> dict[str, np.ndarray]:
+    raw = {name: per_neuron(values, "max") for name, values in digits_raw[0].items()}
+    return raw | {"targets": digits_targets}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_and_computes_what_it_says(
-    path: Path, reference: Path, digits_targets: np.ndarray, monkeypatch: pytest.MonkeyPatch
+def test_notebook_runs_on_the_demo_store(
+    path: Path,
+    reference: Path,
+    one_epoch: Path,
+    digits_raw: Any,
+    digits_targets: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """On the store of the demo's command (with instances), as the notebooks' text says."""
-    assert path.name in CHECKS, f"{path.name}: say in CHECKS what it computes"
+    assert path.name in CHECKS or path.name == "03-two-stores.ipynb", f"check {path.name}"
+    if path.name == "03-two-stores.ipynb":
+        monkeypatch.setenv("NDSTREAM_STORE", str(one_epoch))
+        monkeypatch.setenv("NDSTREAM_STORE_B", str(reference))
+        check_two_stores(
+            run_notebook(path), ndstream.open_store(one_epoch), ndstream.open_store(reference)
+        )
+        return
     monkeypatch.setenv("NDSTREAM_STORE", str(reference))
-    CHECKS[path.name](run_notebook(path), ndstream.open_store(reference), digits_targets)
+    raw = _raw(digits_raw, digits_targets)
+    CHECKS[path.name](run_notebook(path), ndstream.open_store(reference), raw)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_on_a_store_with_other_groups(
+    path: Path, other_stores: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before, after = other_stores
+    monkeypatch.setenv("NDSTREAM_STORE", str(before))
+    monkeypatch.setenv("NDSTREAM_STORE_B", str(after))
+    results = run_notebook(path)
+    if path.name == "03-two-stores.ipynb":
+        check_two_stores(results, ndstream.open_store(before), ndstream.open_store(after))
+    else:
+        CHECKS[path.name](results, ndstream.open_store(before), None)

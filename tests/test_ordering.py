@@ -338,7 +338,7 @@ def test_frame_density(frames, store, tiny, tiny_raw, layer, group):
     # Every neuron has values here (no NaN in this data), so its densest bin is exactly 1.
     np.testing.assert_array_equal(density.max(axis=1), np.ones(frame.n_neurons))
     # Matches the store's own histogram on the frame's edges, normalised per neuron.
-    hist, _ = store.histogram(layer, group, bins=frame.edges)
+    hist = np.asarray(store.histogram(layer, group, bins=frame.edges))
     np.testing.assert_allclose(density, hist / hist.max(axis=1, keepdims=True), rtol=1e-6)
     # Independent: no density outside the display bins that the neuron's raw values reach,
     # allowing for one sketch bin (relative width 2**-resolution) either side.
@@ -581,7 +581,10 @@ def test_sortspec_accepts_valid_specs_and_lists_items():
         "instance:7-attacked",
         "group:a:b",
     )
-    assert set(SORTS) == {"index", "median", "instance", "difference", "divergence", "iqr"}
+    paper = {"index", "median", "instance", "difference", "divergence", "iqr"}
+    contrasts = {"abs_difference", "effect", "abs_effect", "ks", "wasserstein", "auroc"}
+    assert set(SORTS) == paper | contrasts | {"abs_auroc"}
+    assert all(SORTS[name] == ("any", "any") for name in contrasts | {"abs_auroc"})
 
 
 def test_item():

@@ -325,7 +325,7 @@ def test_collate_and_label_key_feed_a_keyword_model(
     assert code == 0, err
     store = ndstream.open_store(tmp_path / "s.zarr")
     _, labels = importlib.import_module(user_module).data().tensors
-    assert store.counts("fc") == {str(k): int((labels == k).sum()) for k in range(3)}
+    assert store.group_counts("fc") == {str(k): int((labels == k).sum()) for k in range(3)}
     wrong = write_config(
         tmp_path, user_module, data={**data, "label_key": "y"}, model=model, layers=["fc"]
     )

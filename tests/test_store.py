@@ -198,21 +198,25 @@ def test_histogram(digits_store, digits_raw) -> None:
     layer = "relu3"
     values = per_neuron(digits_raw[0][layer], "max")
     finite = np.isfinite(values).sum(axis=0)
-    counts, edges = digits_store.histogram(layer, bins=64)
+    hist = digits_store.histogram(layer, bins=64)
+    counts, edges = np.asarray(hist), np.r_[hist.bin_lower.values, hist.bin_upper.values[-1]]
+    assert hist.dims == ("neuron", "bin") and list(hist.neuron.values) == list(range(64))
+    np.testing.assert_array_equal(hist.bin_lower.values[1:], hist.bin_upper.values[:-1])
     assert counts.shape == (values.shape[1], 64) and edges.shape == (65,)
     assert edges[0] == values.min() and edges[-1] == values.max()  # the layer's finite range
     np.testing.assert_allclose(counts.sum(axis=1), finite, rtol=1e-9)
     assert np.all(counts >= 0)
 
     wide = np.linspace(float(values.min()) - 1.0, float(values.max()) + 1.0, 11)
-    counts_wide, edges_wide = digits_store.histogram(layer, bins=wide)
-    np.testing.assert_array_equal(edges_wide, wide)
+    counts_wide = digits_store.histogram(layer, bins=wide)
+    np.testing.assert_array_equal(counts_wide.bin_lower, wide[:-1])
+    np.testing.assert_array_equal(counts_wide.bin_upper, wide[1:])
     np.testing.assert_allclose(counts_wide.sum(axis=1), finite, rtol=1e-9)
 
     # Edges covering part of the range: never more mass than the data has, nor than lies
     # in the bins the edges touch.
     part = np.linspace(0.5, 2.0, 7)
-    counts_part, _ = digits_store.histogram(layer, bins=part)
+    counts_part = digits_store.histogram(layer, bins=part)
     assert np.all(counts_part.sum(axis=1) <= finite + 1e-9)
     in_range = ((values >= 0.5) & (values <= 2.0)).sum(axis=0)
     summary = digits_store.summary(layer).pooled()
@@ -221,8 +225,9 @@ def test_histogram(digits_store, digits_raw) -> None:
     assert np.all(counts_part.sum(axis=1) <= upper_bound + 1e-9)
     assert np.all(upper_bound >= in_range)
 
-    by_group, _ = digits_store.histogram(layer, group="5", bins=16)
-    np.testing.assert_allclose(by_group.sum(axis=1), digits_store.count(layer, "5"), rtol=1e-9)
+    one = digits_store.histogram(layer, group="5", bins=16)
+    np.testing.assert_allclose(one.sum(axis=1), digits_store.count(layer, "5"), rtol=1e-9)
+    assert one.attrs == {"layer": layer, "group": "5"}
     with pytest.raises(ValueError):
         digits_store.histogram(layer, bins=np.array([1.0, 0.5, 2.0]))
     with pytest.raises(ValueError):

@@ -213,7 +213,7 @@ def test_ingest_of_padded_dict_batches_matches_the_truth(
             want = np.stack([w.max(axis=0) for w in expected(truth, name, reduction)])
             np.testing.assert_allclose(table.values[name][:, 0], want, atol=ATOL, rtol=0)
             per_sample = tokens if reduction == "none" else np.ones(N, dtype=int)
-            counts = store.counts(name)
+            counts = store.group_counts(name)
             assert counts["all"] == per_sample.sum()  # not one padded position counted
             assert counts["long"] == per_sample[long].sum()
             assert counts["short"] == per_sample[~long].sum()
@@ -261,7 +261,9 @@ def test_text_config_runs_and_keeps_texts(tmp_path: Path) -> None:
     assert all(str(t) in texts for t in table.text)
     assert store.meta.layers[0].output_shape == (-1, 384)  # tokens vary, not the first batch's
     assert store.meta.layers[0].channel_dim == 2 and store.meta.layers[0].axis_rule == "type"
-    assert sum(store.counts("encoder.layer.5.output.LayerNorm").values()) == 24  # one a sentence
+    assert (
+        sum(store.group_counts("encoder.layer.5.output.LayerNorm").values()) == 24
+    )  # one a sentence
 
 
 def test_token_ids_without_a_mask_warn_once(
@@ -386,7 +388,7 @@ def test_huggingface_dataset_from_a_local_folder(tmp_path: Path) -> None:
         }
     )
     store = run_config(cfg, progress=False)
-    counts = store.counts("encoder.layer.0.output.LayerNorm")
+    counts = store.group_counts("encoder.layer.0.output.LayerNorm")
     assert list(store.groups) == list(CLASSES)
     assert counts == {"sports": 6, "weather": 0, "cooking": 6, "computing": 0}
     with pytest.raises(ConfigError, match=r"splits \['test'\]"):

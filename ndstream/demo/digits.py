@@ -184,7 +184,7 @@ def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def load_digits_cnn(
-    cache_dir: str | os.PathLike[str] | None = None, *, retrain: bool = False
+    cache_dir: str | os.PathLike[str] | None = None, *, retrain: bool = False, epochs: int = 15
 ) -> DigitsCNN:
     """Return a trained :class:`DigitsCNN`, training and caching it on first use.
 
@@ -194,6 +194,9 @@ def load_digits_cnn(
         Where the weights file lives; defaults to :func:`default_cache_dir`.
     retrain : bool
         Train afresh and overwrite the cached weights even if they exist.
+    epochs : int
+        Training epochs: 15, the demo's, or fewer for a model part way through training
+        (cached apart).
 
     Returns
     -------
@@ -206,7 +209,10 @@ def load_digits_cnn(
         If the cached file cannot be loaded; it is then retrained and replaced.
     """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = directory / f"digits_cnn-{RECIPE_VERSION}.pt"
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    suffix = "" if epochs == 15 else f"-{epochs}ep"
+    path = directory / f"digits_cnn-{RECIPE_VERSION}{suffix}.pt"
     model = DigitsCNN()
     if path.exists() and not retrain:
         try:
@@ -217,7 +223,7 @@ def load_digits_cnn(
         except Exception as exc:  # any unreadable file means "retrain", never a crash
             msg = f"Cached digits CNN weights at {path} could not be loaded ({exc!r}); retraining."
             warnings.warn(msg, UserWarning, stacklevel=2)
-    model = train_digits_cnn()
+    model = train_digits_cnn(epochs=epochs)
     directory.mkdir(parents=True, exist_ok=True)
     _save_atomic(model.state_dict(), path)
     return model

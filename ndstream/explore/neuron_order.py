@@ -2,7 +2,9 @@
 
 NeuralDivergence sorts by the median of a group, by an instance's activation, and by the
 difference of two of these. ndstream adds the divergence of an instance from a group, the
-spread (IQR) of a group, and plain neuron index. A sort is a :class:`SortSpec`; its items are
+spread (IQR) of a group, plain neuron index, and how two items' distributions differ: effect
+size, KS distance, Wasserstein-1 and AUROC (:mod:`ndstream.sketch.contrast`), signed or by
+size (``abs_``). A sort is a :class:`SortSpec`; its items are
 strings, so that they fit in a URL:
 
 - ``"group:<name>"``: the group's median (or, for ``iqr``, its interquartile range);
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..sketch.contrast import METRICS, NEUTRAL, contrast
+from ..sketch.summary import Pooled
 from .frame import LayerFrame
 
 __all__ = ["SORTS", "SortSpec", "item", "neuron_order", "sort_key"]
@@ -33,6 +37,15 @@ SORTS: dict[str, tuple[str, ...]] = {
     "difference": ("any", "any"),
     "divergence": ("instance", "group"),
     "iqr": ("group",),
+    # How two items' distributions differ (ndstream.sketch.contrast); "abs_" sorts by the
+    # size of the difference whatever its sign (for AUROC, the distance from 0.5).
+    "abs_difference": ("any", "any"),
+    "effect": ("any", "any"),
+    "abs_effect": ("any", "any"),
+    "ks": ("any", "any"),
+    "wasserstein": ("any", "any"),
+    "auroc": ("any", "any"),
+    "abs_auroc": ("any", "any"),
 }
 
 
@@ -90,14 +103,29 @@ def _value(frame: LayerFrame, value: str) -> np.ndarray:
     return frame.instance_values[frame.instance_row(name)]
 
 
+def _distribution(frame: LayerFrame, value: str) -> Pooled:
+    """A group's distribution per neuron, or an instance's values kept exactly."""
+    kind, name = _split(value)
+    if kind == "group":
+        return frame.summary(name).pooled()
+    return Pooled.from_values(frame.instance_values[frame.instance_row(name)])
+
+
 def sort_key(frame: LayerFrame, spec: SortSpec) -> np.ndarray:
     """``[neuron]`` float64 key that ``spec`` sorts ``frame``'s neurons by."""
     if spec.by == "index":
         return np.arange(frame.n_neurons, dtype=np.float64)
     if spec.by in ("median", "instance"):
         return np.asarray(_value(frame, spec.a), dtype=np.float64)
-    if spec.by == "difference":
-        return np.asarray(_value(frame, spec.a) - _value(frame, spec.b), dtype=np.float64)
+    if spec.by in ("difference", "abs_difference"):
+        diff = np.asarray(_value(frame, spec.a) - _value(frame, spec.b), dtype=np.float64)
+        return np.abs(diff) if spec.by == "abs_difference" else diff
+    metric = spec.by.removeprefix("abs_")
+    if metric in METRICS:
+        scores = contrast(_distribution(frame, spec.a), _distribution(frame, spec.b), metric)
+        if spec.by.startswith("abs_"):
+            return np.abs(scores.score - NEUTRAL[metric])
+        return scores.score
     if spec.by == "iqr":
         return frame.group(_split(spec.a)[1]).iqr
     # divergence

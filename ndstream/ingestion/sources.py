@@ -103,7 +103,7 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
     if isinstance(cfg, BuiltinModel):
         from ..demo import load_digits_cnn
 
-        return load_digits_cnn()
+        return load_digits_cnn(epochs=cfg.epochs)
     if isinstance(cfg, HuggingFaceModel):
         from .text import build_hf_model
 

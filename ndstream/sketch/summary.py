@@ -125,23 +125,70 @@ class Pooled:
     def cdf(self, values: np.ndarray | float, bounds: Literal[True]) -> RankBounds: ...
 
     def cdf(self, values: np.ndarray | float, bounds: bool = False) -> np.ndarray | RankBounds:
-        """Quantile rank in [0, 1] of ``values[neuron]`` within each neuron's distribution.
+        """Quantile rank in [0, 1] of values within each neuron's distribution.
 
-        The rank counts values below plus half the values equal; NaN gives NaN. With
-        ``bounds=True``, a :class:`RankBounds` of the ranks and the guaranteed interval in
-        which the exact rank of each value lies.
+        ``values`` is a scalar (the same value for every neuron), ``[neuron]`` (one value per
+        neuron; the answer is ``[neuron]``) or ``[neuron, k]`` (``k`` values per neuron; the
+        answer is ``[neuron, k]``). The rank counts values below plus half the values equal;
+        NaN gives NaN. With ``bounds=True``, a :class:`RankBounds` of the ranks and the
+        guaranteed interval in which the exact rank of each value lies.
         """
         n = self.counts.shape[0]
-        vals = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)).copy()
-        out = np.empty(n, dtype=np.float64)
+        vals = np.asarray(values, dtype=np.float64)
+        if vals.ndim > 2 or (vals.ndim >= 1 and vals.shape[0] != n):
+            raise ValueError(
+                f"values must be a scalar, [{n}] or [{n}, k] (one row per neuron), got "
+                f"shape {list(vals.shape)}"
+            )
+        if vals.ndim == 2:
+            grid = np.ascontiguousarray(vals)
+        else:
+            grid = np.broadcast_to(vals, (n,)).reshape(n, 1).copy()
+        out = np.empty_like(grid)
         _kernels().ranks(
             self.counts, self.lower, self.upper, self.mins, self.maxs,
-            self.neginf, self.posinf, vals, out,
+            self.neginf, self.posinf, grid, out,
         )  # fmt: skip
+        shape = vals.shape if vals.ndim else (n,)
         if not bounds:
-            return out
-        interval = self._bounded(vals[:, None])
-        return RankBounds(out, interval.lower[:, 0], interval.upper[:, 0])
+            return out.reshape(shape)
+        interval = self._bounded(grid)
+        return RankBounds(
+            out.reshape(shape), interval.lower.reshape(shape), interval.upper.reshape(shape)
+        )
+
+    @classmethod
+    def from_values(cls, values: np.ndarray) -> Pooled:
+        """Every value kept exactly: ``values[k, neuron]`` (a few inputs' activations, say) as
+        one distribution per neuron, each distinct finite value a bin of its own."""
+        x = np.asarray(values, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise ValueError(f"values must be [k, neuron], got shape {list(x.shape)}")
+        finite = np.isfinite(x)
+        width = max(1, int(finite.sum(axis=0).max(initial=0)))
+        n = x.shape[1]
+        counts = np.zeros((n, width), dtype=np.float64)
+        edges = np.full((n, width), np.nan, dtype=np.float32)
+        for j in range(n):
+            distinct, times = np.unique(x[finite[:, j], j] + np.float32(0), return_counts=True)
+            counts[j, : distinct.size] = times
+            edges[j, : distinct.size] = distinct
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a neuron without finite values
+            mins = np.nanmin(np.where(finite, x, np.nan), axis=0).astype(np.float64)
+            maxs = np.nanmax(np.where(finite, x, np.nan), axis=0).astype(np.float64)
+        return cls(
+            counts=counts,
+            lower=edges,
+            upper=edges.copy(),
+            mins=mins,
+            maxs=maxs,
+            nan=np.isnan(x).sum(axis=0).astype(np.float64),
+            posinf=(x == np.inf).sum(axis=0).astype(np.float64),
+            neginf=(x == -np.inf).sum(axis=0).astype(np.float64),
+        )
 
     def _bounded(self, values: np.ndarray) -> RankBounds:
         """``values[neuron, i]`` with the guaranteed interval of their ranks."""

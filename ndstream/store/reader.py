@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -20,15 +20,19 @@ from ..errors import (
     StoreDamageWarning,
     StoreError,
 )
-from ..sketch import POOLED_GROUP, GridSpec, RankBounds, Summary
+from ..sketch import POOLED_GROUP, GridSpec, Summary
 from . import format as fmt
 from . import snapshots
 from .instances import InstanceTable
+from .labelled import labelled, with_bounds
 
 if TYPE_CHECKING:
+    import holoviews as hv
     import xarray as xr
 
     from ..divergence import Divergence
+    from ..explore import SortSpec
+    from ..explore.contrast import Operand
 
 __all__ = ["GroupSelector", "Store", "open_store"]
 
@@ -187,14 +191,23 @@ class Store:
         With the ``max`` and ``mean`` reductions this is the number of samples.
         """
         idx = self.group_index(group, pool=True)
-        with self._reading():
-            return int(self._array(layer, "count")[...][idx].sum())
+        return int(self._counts(layer)[idx].sum())
 
-    def counts(self, layer: str) -> dict[str, int]:
-        """:meth:`count` of every group of ``layer`` at once, by group name (one read)."""
-        with self._reading():
-            values = np.asarray(self._array(layer, "count")[...]).tolist()
+    def counts(self, layer: str) -> xr.DataArray:
+        """:meth:`count` of every group of ``layer`` at once (one read): ``[group]``, with
+        each group's ``grouping`` as a coordinate. ``dict(store.counts(layer).to_series())``
+        gives them by name."""
+        coords = self._coords(layer, np.arange(len(self.groups)))
+        return labelled(self._counts(layer), ("group",), coords, "count", {"layer": layer})
+
+    def group_counts(self, layer: str) -> dict[str, int]:
+        """:meth:`counts` as a plain ``{group: count}`` dict."""
+        values = self._counts(layer).tolist()
         return dict(zip(self.groups, (int(v) for v in values), strict=True))
+
+    def _counts(self, layer: str) -> np.ndarray:
+        with self._reading():
+            return np.asarray(self._array(layer, "count")[...], dtype=np.int64)
 
     def group_index(self, group: GroupSelector = None, *, pool: bool = False) -> np.ndarray:
         """Indices on the group axis selected by ``group`` (see the class docstring).
@@ -296,8 +309,9 @@ class Store:
         q: float | Sequence[float] | np.ndarray,
         group: GroupSelector = None,
         *,
+        by_group: bool = False,
         bounds: Literal[False] = False,
-    ) -> np.ndarray: ...
+    ) -> xr.DataArray: ...
 
     @overload
     def quantile(
@@ -306,8 +320,9 @@ class Store:
         q: float | Sequence[float] | np.ndarray,
         group: GroupSelector = None,
         *,
+        by_group: bool = False,
         bounds: Literal[True],
-    ) -> RankBounds: ...
+    ) -> xr.Dataset: ...
 
     def quantile(
         self,
@@ -315,82 +330,146 @@ class Store:
         q: float | Sequence[float] | np.ndarray,
         group: GroupSelector = None,
         *,
+        by_group: bool = False,
         bounds: bool = False,
-    ) -> np.ndarray | RankBounds:
-        """Quantiles of each neuron: ``[neuron]`` for a scalar ``q``, else ``[neuron, len(q)]``.
+    ) -> xr.DataArray | xr.Dataset:
+        """Quantiles of each neuron: ``[neuron]`` for a scalar ``q``, else ``[neuron, quantile]``.
 
-        NaN is left out; ±Inf sit at the ends. A neuron with no values gives NaN. With
-        ``bounds=True``, a :class:`~ndstream.sketch.RankBounds`: each estimate with the
-        guaranteed interval of ranks it stands for.
+        NaN is left out; ±Inf sit at the ends. A neuron with no values gives NaN.
+
+        Parameters
+        ----------
+        layer
+            The layer.
+        q
+            Quantile levels in [0, 1]: one, or several (the ``quantile`` dimension).
+        group
+            The groups to read (see the class docstring): pooled into one distribution, or,
+            with ``by_group``, each on its own.
+        by_group
+            One answer per selected group, along a ``group`` dimension after ``neuron``
+            (``group=None``: every group of the store, in one read).
+        bounds
+            Return an :class:`xarray.Dataset` of the ``estimate`` and the ``lower`` and
+            ``upper`` ends of the interval of ranks it is guaranteed to stand for.
         """
-        self.group_index(group, pool=True)
         qs = np.asarray(q, dtype=np.float64)
-        summary = self.summary(layer, group)
-        return summary.quantile(qs, True) if bounds else summary.quantile(qs)
+
+        def answer(s: Summary) -> tuple[np.ndarray, ...]:
+            if bounds:
+                b = s.quantile(qs, True)
+                return b.estimate, b.lower, b.upper
+            return (s.quantile(qs),)
+
+        parts, idx = self._per_group(layer, group, by_group, answer)
+        dims = ["neuron", *(["group"] if idx is not None else []), *(["quantile"] * qs.ndim)]
+        coords = {**self._coords(layer, idx), "quantile": qs}
+        return self._labelled(parts, dims, coords, "quantile", self._attrs(layer, group, idx))
 
     @overload
     def cdf(
         self,
         layer: str,
-        values: np.ndarray | Sequence[float],
+        values: np.ndarray | Sequence[float] | float,
         group: GroupSelector = None,
         *,
+        by_group: bool = False,
         bounds: Literal[False] = False,
-    ) -> np.ndarray: ...
+    ) -> xr.DataArray: ...
 
     @overload
     def cdf(
         self,
         layer: str,
-        values: np.ndarray | Sequence[float],
+        values: np.ndarray | Sequence[float] | float,
         group: GroupSelector = None,
         *,
+        by_group: bool = False,
         bounds: Literal[True],
-    ) -> RankBounds: ...
+    ) -> xr.Dataset: ...
 
     def cdf(
         self,
         layer: str,
-        values: np.ndarray | Sequence[float],
+        values: np.ndarray | Sequence[float] | float,
         group: GroupSelector = None,
         *,
+        by_group: bool = False,
         bounds: bool = False,
-    ) -> np.ndarray | RankBounds:
-        """Quantile rank in [0, 1] of ``values[neuron]`` within each neuron's distribution.
+    ) -> xr.DataArray | xr.Dataset:
+        """Quantile rank in [0, 1] of values within each neuron's distribution.
 
-        With ``bounds=True``, a :class:`~ndstream.sketch.RankBounds` of the ranks and the
-        interval in which each exact rank is guaranteed to lie.
+        Parameters
+        ----------
+        layer
+            The layer.
+        values
+            A scalar (the same value for every neuron), ``[neuron]`` (one value per neuron;
+            the answer is ``[neuron]``) or ``[neuron, k]`` (``k`` values per neuron at once;
+            the answer is ``[neuron, value]``, the values as the ``at`` coordinate).
+        group, by_group, bounds
+            As for :meth:`quantile`; with ``bounds``, the interval in which each exact rank
+            is guaranteed to lie.
         """
         vals = np.asarray(values, dtype=np.float64)
         n = self.n_neurons(layer)
-        if vals.shape not in ((n,), ()):
+        if vals.ndim > 2 or (vals.ndim >= 1 and vals.shape[0] != n):
             raise ValueError(
-                f"values must have shape [{n}] for layer {layer!r}, got {list(vals.shape)}"
+                f"values must be a scalar, [{n}] or [{n}, k] for layer {layer!r} (one row per "
+                f"neuron), got shape {list(vals.shape)}"
             )
-        self.group_index(group, pool=True)
-        summary = self.summary(layer, group)
-        return summary.cdf(vals, True) if bounds else summary.cdf(vals)
+
+        def answer(s: Summary) -> tuple[np.ndarray, ...]:
+            if bounds:
+                b = s.cdf(vals, True)
+                return b.estimate, b.lower, b.upper
+            return (s.cdf(vals),)
+
+        parts, idx = self._per_group(layer, group, by_group, answer)
+        dims = ["neuron", *(["group"] if idx is not None else [])]
+        coords = self._coords(layer, idx)
+        if vals.ndim == 2:
+            dims.append("value")
+            coords["at"] = (("neuron", "value"), vals)
+        return self._labelled(parts, dims, coords, "cdf", self._attrs(layer, group, idx))
 
     def histogram(
-        self, layer: str, group: GroupSelector = None, bins: int | np.ndarray = 64
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Counts ``[neuron, bin]`` on display edges, and the edges.
+        self,
+        layer: str,
+        group: GroupSelector = None,
+        bins: int | np.ndarray = 64,
+        *,
+        by_group: bool = False,
+    ) -> xr.DataArray:
+        """Counts ``[neuron, bin]`` on display bins, the edges as the ``bin_lower`` and
+        ``bin_upper`` coordinates.
 
-        ``bins`` is a number of equal-width bins spanning the layer's finite min to max (one
-        axis shared by all neurons), or explicit ascending edges. Sketch bins are spread over
-        display bins in proportion to overlap; no mass is invented.
+        ``bins`` is a number of equal-width bins spanning the selected groups' finite min to
+        max (one axis shared by all neurons), or explicit ascending edges. Sketch bins are
+        spread over display bins in proportion to overlap; no mass is invented. With
+        ``by_group``, ``[neuron, group, bin]`` on one shared axis.
         """
-        self.group_index(group, pool=True)
-        summary = self.summary(layer, group)
         if np.ndim(bins) == 0:
             n_bins = int(bins)
             if n_bins < 1:
                 raise ValueError(f"bins must be at least 1, got {n_bins}")
-            lo, hi = _finite_range(summary)
+            if by_group:
+                every = list(range(len(self.groups)))
+                lo, hi = self.extent(layer, every if group is None else group)
+            else:
+                self.group_index(group, pool=True)
+                lo, hi = _finite_range(self.summary(layer, group))
             edges = np.linspace(lo, hi, n_bins + 1)
         else:
             edges = np.asarray(bins, dtype=np.float64)
-        return summary.histogram(edges), edges
+        parts, idx = self._per_group(layer, group, by_group, lambda s: (s.histogram(edges),))
+        dims = ["neuron", *(["group"] if idx is not None else []), "bin"]
+        coords = {
+            **self._coords(layer, idx),
+            "bin_lower": ("bin", edges[:-1]),
+            "bin_upper": ("bin", edges[1:]),
+        }
+        return labelled(parts[0], dims, coords, "count", self._attrs(layer, group, idx))
 
     def extent(self, layer: str, group: GroupSelector = None) -> tuple[float, float]:
         """Smallest and largest finite value of ``layer`` in the selected groups.
@@ -408,7 +487,7 @@ class Store:
         hi = float(maxs.max()) if maxs.size else lo
         return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
 
-    def rank_bound(self, layer: str, group: GroupSelector = None) -> np.ndarray:
+    def rank_bound(self, layer: str, group: GroupSelector = None) -> xr.DataArray:
         """``[neuron]`` (``[neuron, group]`` for a list of groups) the widest rank interval an
         answer of each neuron can have: no quantile or rank is off by more.
 
@@ -416,18 +495,35 @@ class Store:
         values counts (0 where every value is kept exactly; NaN for a group without values),
         computed when the store was written. ``group=None`` is the pooled summary's.
         """
+        out, idx = self._rank_bound(layer, group)
+        dims = ["neuron", *(["group"] if idx is not None else [])]
+        attrs = self._attrs(layer, group, idx)
+        return labelled(out, dims, self._coords(layer, idx), "rank_bound", attrs)
+
+    def worst_rank_bound(self, layer: str) -> tuple[float, float]:
+        """The widest :meth:`rank_bound` of ``layer``: pooled, and in its worst group (NaN
+        where no neuron has values)."""
+        pooled = self._rank_bound(layer, None)[0]
+        groups = self._rank_bound(layer, list(range(len(self.groups))))[0]
+        return tuple(  # type: ignore[return-value]
+            float(np.nanmax(a)) if np.isfinite(a).any() else float("nan") for a in (pooled, groups)
+        )
+
+    def _rank_bound(self, layer: str, group: GroupSelector) -> tuple[np.ndarray, np.ndarray | None]:
         with self._reading():
             if group is None and self._has_pooled(layer):
-                return np.asarray(self._array(layer, f"{fmt.POOLED}/rank_bound")[...])[:, 0]
+                return np.asarray(self._array(layer, f"{fmt.POOLED}/rank_bound")[...])[:, 0], None
             if group is None:
                 # The first grouping's groups added up, bounded by the rule the writer applies
                 # to a pooled subgroup (in NumPy at this size: `info` loads no kernel).
-                return self._pooled(layer).group_rank_bounds()[:, 0]
+                return self._pooled(layer).group_rank_bounds()[:, 0], None
             idx = self.group_index(group)
             out = np.asarray(
                 self._array(layer, "rank_bound").get_orthogonal_selection((slice(None), idx))
             )
-        return out[:, 0] if isinstance(group, str | int | np.integer) else out
+        if isinstance(group, str | int | np.integer):
+            return out[:, 0], None
+        return out, idx
 
     def to_xarray(self, layer: str) -> xr.Dataset:
         """The layer as an :class:`xarray.Dataset` with dims ``neuron``, ``group``, ``bin``."""
@@ -502,10 +598,153 @@ class Store:
             raise StoreError(f"{self.path} recorded no instances; pass activations to score")
         return divergence(self, table, group, layers, predicted=predicted)
 
+    def contrast(
+        self,
+        layer: str,
+        a: Operand,
+        b: Operand,
+        metric: str = "effect",
+        *,
+        order: str = "abs",
+        layer_b: str | None = None,
+        align: Sequence[int] | np.ndarray | None = None,
+    ) -> xr.Dataset:
+        """Which neurons of ``layer`` differ between ``a`` and ``b``: every neuron's score,
+        largest first, with the interval the sketches guarantee.
+
+        Parameters
+        ----------
+        layer
+            The layer.
+        a, b
+            Each a group selection of this store (a name, an index, a list pooled, ``None``
+            for every sample), another :class:`Store` (its groups of the same names as the
+            other side, or all of it), ``(store, group)``, or inputs' activations kept
+            exactly: ``[neuron]`` or ``[input, neuron]``, such as
+            ``store.instance_values(layer)[k]``.
+        metric
+            ``"median"`` (median difference), ``"effect"`` (that difference over the mean
+            of the two IQRs), ``"ks"`` (Kolmogorov-Smirnov distance), ``"wasserstein"``
+            (Wasserstein-1) or ``"auroc"`` (``P(A > B) + P(A = B) / 2``); see
+            ``docs/contrast.md``.
+        order
+            ``"abs"``: the largest difference first (for ``auroc``, the farthest from 0.5);
+            ``"signed"``: the largest score first; ``"neuron"``: in neuron order.
+        layer_b
+            The layer's name in the other store, where it differs.
+        align
+            For each neuron of ``layer``, its index on the other side, where the two do not
+            match one to one.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``score``, ``lower`` and ``upper`` over ``neuron`` (in ``order``): the exact score
+            of the values behind the two sides lies in ``[lower, upper]``. Positive
+            ``median`` and ``effect`` (``auroc`` above 0.5) mean larger values in ``a``.
+
+        Raises
+        ------
+        LayerNotFoundError
+            If the other store has no layer of that name (pass ``layer_b``).
+        ValueError
+            If the two sides differ in width (pass ``align``), or an argument is unknown.
+        """
+        from ..explore.contrast import contrast_layer
+
+        return contrast_layer(self, layer, a, b, metric, order=order, layer_b=layer_b, align=align)
+
+    def plot(
+        self,
+        layer: str,
+        group: GroupSelector = None,
+        instances: Sequence[str | int] = (),
+        sort: str | SortSpec | None = None,
+        *,
+        rows: int = 64,
+        width: int = 600,
+        png: bool = False,
+    ) -> hv.Overlay | bytes:
+        """The dashboard's Activation view of ``layer``, to show inline in a notebook.
+
+        Parameters
+        ----------
+        layer
+            The layer.
+        group
+            The groups to draw, each as its own density bar (a name or a list; ``None``: the
+            first two groups of the first grouping).
+        instances
+            Instance ids to draw as dots (see ``store.instances()``; ids are the dataset
+            indices, ``"<index>-<condition>"`` for the inputs of attacked pairs).
+        sort
+            A sort of ``ndstream.explore.SORTS`` by name (its items are the groups drawn,
+            then the instances: ``"effect"`` sorts by the effect size of the first group
+            against the second), or a :class:`~ndstream.explore.SortSpec`; by default the
+            median of the first group, largest first.
+        rows
+            How many neurons, from the top of the order.
+        width
+            Plot width in pixels.
+        png
+            Return the PNG bytes of the dashboard's export instead (no browser needed).
+        """
+        from ..views.plot import layer_plot, layer_png
+
+        if png:
+            return layer_png(self, layer, group, instances, sort, rows=rows)
+        return layer_plot(self, layer, group, instances, sort, rows=rows, width=width)
+
     @property
     def checkpoint_time(self) -> str:
         """When the checkpoint this object reads was committed (ISO 8601, UTC)."""
         return self.meta.updated
+
+    def _per_group(
+        self,
+        layer: str,
+        group: GroupSelector,
+        by_group: bool,
+        answer: Callable[[Summary], tuple[np.ndarray, ...]],
+    ) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+        """``answer`` of the selection pooled, or of each selected group (stacked on axis 1,
+        with the groups' indices); the counts are read once either way."""
+        if not by_group:
+            self.group_index(group, pool=True)
+            return answer(self.summary(layer, group)), None
+        idx = np.arange(len(self.groups)) if group is None else self.group_index(group)
+        with self._reading():
+            summary = self._summary(layer, idx, (slice(None), idx))
+        each = [answer(summary.select([k])) for k in range(idx.size)]
+        return tuple(np.stack(part, axis=1) for part in zip(*each, strict=True)), idx
+
+    def _coords(self, layer: str, idx: np.ndarray | None) -> dict[str, Any]:
+        coords: dict[str, Any] = {"neuron": np.arange(self.n_neurons(layer))}
+        if idx is not None:
+            coords["group"] = [self.groups[i] for i in idx]
+            coords["grouping"] = ("group", [self.groupings[i] for i in idx])
+        return coords
+
+    def _attrs(self, layer: str, group: GroupSelector, idx: np.ndarray | None) -> dict[str, Any]:
+        """The layer, and for a pooled answer the groups it pools."""
+        if idx is not None:
+            return {"layer": layer}
+        if group is None:
+            return {"layer": layer, "group": POOLED_GROUP}
+        names = [self.groups[i] for i in self.group_index(group)]
+        return {"layer": layer, "group": " + ".join(names)}
+
+    @staticmethod
+    def _labelled(
+        parts: tuple[np.ndarray, ...],
+        dims: Sequence[str],
+        coords: dict[str, Any],
+        name: str,
+        attrs: dict[str, Any],
+    ) -> xr.DataArray | xr.Dataset:
+        if len(parts) == 3:
+            return with_bounds(*parts, dims, coords, attrs)
+        return labelled(parts[0], dims, coords, name, attrs)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:

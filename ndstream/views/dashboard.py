@@ -63,6 +63,13 @@ SORT_LABELS = {
     "median of a group": "median",
     "an instance's activation": "instance",
     "difference of two items": "difference",
+    "size of the difference of two items": "abs_difference",
+    "effect size, A against B": "effect",
+    "size of the effect, A against B": "abs_effect",
+    "KS distance, A against B": "ks",
+    "Wasserstein-1, A against B": "wasserstein",
+    "AUROC, A against B": "auroc",
+    "separation (AUROC from 0.5), A against B": "abs_auroc",
     "divergence of an instance from a group": "divergence",
     "spread (IQR) of a group": "iqr",
     "neuron index": "index",
@@ -174,7 +181,7 @@ class NeuralDivergence(param.Parameterized):
     def _sync_choices(self, first: bool) -> None:
         """Offer the store's layers, groups and instances; keep the selections that remain."""
         store = self.store
-        counts = store.counts(store.layers[0])
+        counts = store.group_counts(store.layers[0])
         self._group_counts = counts
         sizes = {name: store.n_neurons(name) for name in store.layers}
         self._sizes = sizes
@@ -505,8 +512,9 @@ class NeuralDivergence(param.Parameterized):
 
     def _sort_items(self) -> None:
         """Offer the items the chosen sort takes, keeping the chosen ones that still fit."""
-        groups = {f"median of {g}" if self.sort != "iqr" else f"IQR of {g}": f"group:{g}"
-                  for g in self.groups}  # fmt: skip
+        word = {"iqr": "IQR of ", "median": "median of ", "difference": "median of ",
+                "abs_difference": "median of ", "divergence": "median of "}.get(self.sort, "group ")  # fmt: skip
+        groups = {f"{word}{g}": f"group:{g}" for g in self.groups}
         insts = {f"instance {i}": f"instance:{i}" for i in self.instances}
         kinds = SORTS[self.sort]
         options = [
@@ -535,10 +543,10 @@ class NeuralDivergence(param.Parameterized):
                 widget.param.update(
                     options=opts, visible=bool(opts), value=chosen[name] if opts else None
                 )
-            self._w_a.label = {"difference": "item", "divergence": "instance"}.get(self.sort, "of")
-            self._w_b.label = {"difference": "minus item", "divergence": "from group"}.get(
-                self.sort, ""
-            )
+            two = {"difference": ("item", "minus item"), "divergence": ("instance", "from group")}
+            pair = two.get(self.sort.removeprefix("abs_"), ("A", "B"))
+            self._w_a.label = pair[0] if SORTS[self.sort] and len(SORTS[self.sort]) > 1 else "of"
+            self._w_b.label = pair[1]
             self._w_sort.value = self.sort
         finally:
             self._quiet = False

@@ -2,7 +2,7 @@
 
 ``_base`` (flags, slots, the grid's rule compiled), ``update`` (a batch into the pages),
 ``windows`` (key ranges, moving windows, dense bin axes), ``edges``, ``queries`` (quantiles,
-ranks, bounds, rebinning), ``exact`` (the exact form) and ``spans`` (capture's reductions over
+ranks, bounds, rebinning), ``contrast`` (two distributions side by side), ``exact`` (the exact form) and ``spans`` (capture's reductions over
 runs of real tokens).
 
 Kernels see only NumPy arrays and plain numbers: never torch, Zarr or xarray. One alias,
@@ -26,6 +26,7 @@ which are counted apart.
 from __future__ import annotations
 
 from ._base import EMPTY_LO, N_SPECIAL, NAN, NEGINF, POSINF, ZERO, key_limits, set_threads
+from .contrast import contrast_curves, quantile_ranges
 from .edges import _magnitude_edges, bin_edges, exact_edges
 from .exact import (
     ENTRY_BITS,
@@ -62,6 +63,7 @@ __all__ = [
     "assign_pages",
     "batch_key_ranges",
     "bin_edges",
+    "contrast_curves",
     "densify",
     "exact_axes",
     "exact_codes",
@@ -73,6 +75,7 @@ __all__ = [
     "new_pages_needed",
     "occupied_key_ranges",
     "plan_groups",
+    "quantile_ranges",
     "quantiles",
     "rank_bounds",
     "ranks",

@@ -352,43 +352,59 @@ def ranks(
     values: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """``out[n]``: the quantile rank of ``values[n]`` in neuron ``n``, (#below + #equal / 2) / N."""
+    """``out[n, i]``: the quantile rank of ``values[n, i]`` in neuron ``n``,
+    (#below + #equal / 2) / N."""
     n_neurons, n_bins = counts.shape
     for n in range(n_neurons):
-        v = values[n]
         total = neginf[n] + posinf[n]
         for j in range(n_bins):
             total += counts[n, j]
-        if total == 0 or np.isnan(v):
-            out[n] = np.nan
+        for i in range(values.shape[1]):
+            out[n, i] = _rank(
+                values[n, i], total, counts[n], lower[n], upper[n], mins[n], maxs[n],
+                neginf[n], posinf[n],
+            )  # fmt: skip
+
+
+@jit
+def _rank(
+    v: float,
+    total: float,
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    vmin: float,
+    vmax: float,
+    neginf: float,
+    posinf: float,
+) -> float:
+    if total == 0 or np.isnan(v):
+        return np.nan
+    if v == -np.inf:
+        return 0.5 * neginf / total
+    if v == np.inf:
+        return (total - 0.5 * posinf) / total
+    below = neginf
+    for j in range(counts.shape[0]):
+        c = counts[j]
+        if c == 0:
             continue
-        if v == -np.inf:
-            out[n] = 0.5 * neginf[n] / total
-            continue
-        if v == np.inf:
-            out[n] = (total - 0.5 * posinf[n]) / total
-            continue
-        below = neginf[n]
-        for j in range(n_bins):
-            c = counts[n, j]
-            if c == 0:
-                continue
-            lo = max(lower[n, j], mins[n])
-            hi = min(upper[n, j], maxs[n])
-            point = _single_value(lower[n, j], upper[n, j])
-            if np.isnan(point) and hi <= lo:  # the zero bin, or all at the min or the max
-                point = lo
-            if not np.isnan(point):
-                if v > point:
-                    below += c
-                elif v == point:
-                    below += 0.5 * c
-            elif v >= hi:
+        lo = max(lower[j], vmin)
+        hi = min(upper[j], vmax)
+        point = _single_value(lower[j], upper[j])
+        if np.isnan(point) and hi <= lo:  # the zero bin, or all at the min or the max
+            point = lo
+        if not np.isnan(point):
+            if v > point:
                 below += c
-            elif v > lo:
-                kind, a, b = _bin_shape(j, counts[n], lower[n], upper[n], mins[n], maxs[n])
-                below += c * _shape_cdf((v - lo) / (hi - lo), kind, a, b)
-        out[n] = below / total
+            elif v == point:
+                below += 0.5 * c
+        elif v >= hi:
+            below += c
+        elif v > lo:
+            kind, a, b = _bin_shape(j, counts, lower, upper, vmin, vmax)
+            below += c * _shape_cdf((v - lo) / (hi - lo), kind, a, b)
+    return below / total
 
 
 @jit
