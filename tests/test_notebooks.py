@@ -194,6 +194,7 @@ def _raw(digits_raw: Any, digits_targets: np.ndarray) -> dict[str, np.ndarray]:
     return raw | {"targets": digits_targets}
 
 
+@pytest.mark.slow  # the demo's reference run, its raw activations, a one-epoch model
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_on_the_demo_store(
     path: Path,
