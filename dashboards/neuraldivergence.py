@@ -1,9 +1,11 @@
 """The NeuralDivergence dashboard over one ndstream store.
 
     panel serve dashboards/neuraldivergence.py --args stores/digits.zarr
+    panel serve dashboards/neuraldivergence.py --args stores/digits.zarr stores/digits-one-epoch.zarr
 
-The store path comes from the command line only (``--args``), never from the browser; it
-defaults to the demo store. ``ndstream serve STORE`` starts the same app.
+The store paths come from the command line only (``--args``), never from the browser; the
+first defaults to the demo store, and a second one is drawn beside it in every neuron's row.
+``ndstream serve STORE [--compare STORE_B]`` starts the same app.
 
 A path that is not a store, or any other failure while the page is built, gives an error page
 of escaped text, with the details in the server log; an error in a callback is logged and
@@ -18,4 +20,5 @@ from ndstream.views.dashboard import dashboard, report_exception
 
 pn.extension(notifications=False, exception_handler=report_exception)
 store = sys.argv[1] if len(sys.argv) > 1 else "stores/digits.zarr"
-dashboard(store).servable(title="ndstream · NeuralDivergence")
+compare = sys.argv[2] if len(sys.argv) > 2 else None
+dashboard(store, compare).servable(title="ndstream · NeuralDivergence")

@@ -2,7 +2,7 @@
 
 ``ndstream ingest CONFIG.yaml [--store PATH] [--limit N] [--overwrite]``,
 ``ndstream attack CONFIG.yaml [STORE]``, ``ndstream evaluate CONFIG.yaml [--out DIR]``, ``ndstream info STORE``, ``ndstream verify STORE`` and
-``ndstream serve STORE [--port] [--address]``; also ``python -m ndstream ...``.
+``ndstream serve STORE [--compare STORE_B] [--port] [--address]``; also ``python -m ndstream ...``.
 
 Each subcommand imports what it needs when it runs: ``--help``, ``info`` and ``verify`` import
 neither torch nor Numba.
@@ -139,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
         "ingest that is still writing the store (live mode).",
     )
     srv.add_argument("store", help="store folder")
+    srv.add_argument(
+        "--compare", metavar="STORE_B",
+        help="a second store of the same model and layers (e.g. before fine-tuning), drawn "
+        "under STORE's distributions in every neuron's row, in the same neuron order",
+    )  # fmt: skip
     srv.add_argument("--port", type=int, default=5006, help="port (default 5006)")
     srv.add_argument(
         "--address", default="127.0.0.1",
@@ -261,46 +266,96 @@ def _compare(args: argparse.Namespace) -> int:
     import csv
     from pathlib import Path
 
+    import numpy as np
+
     from .explore.contrast import compare_stores
     from .store import open_store
 
     if args.top < 0:
         raise ConfigError(f"--top must be 0 or more, got {args.top}")
-    a, b = open_store(args.store_a), open_store(args.store_b)
     layers = None
     if args.layers:
-        layers = dict((item.split(":", 1)[0], item.split(":", 1)[-1]) for item in args.layers)
-    results = compare_stores(a, b, layers, args.groups, args.metric)
+        layers = {}
+        for item in args.layers:
+            name, colon, name_b = item.partition(":")
+            if not name or (colon and not name_b):
+                raise ConfigError(
+                    f"--layers takes LAYER or LAYER:LAYER_B, got {item!r}: name the layer of A, "
+                    "and after a colon the layer of B where its name differs"
+                )
+            layers[name] = name_b or name
     out = Path(args.csv or f"{Path(args.store_a).stem}-vs-{Path(args.store_b).stem}.csv")
-    with out.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["layer", "group", "rank", "neuron", "score", "lower", "upper"])
-        for layer, group, result in results:
-            rows = zip(
-                result.neuron.values, result.score.values, result.lower.values,
-                result.upper.values, strict=True,
-            )  # fmt: skip
-            for rank, (neuron, score, lo, hi) in enumerate(rows):
-                writer.writerow([layer, group, rank, int(neuron), score, lo, hi])
+    _check_writable(out)  # before the stores are read: the scores may take a while
+    a, b = open_store(args.store_a), open_store(args.store_b)
+    results = compare_stores(a, b, layers, args.groups, args.metric)
+    try:
+        with out.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["layer", "group", "rank", "neuron", "score", "lower", "upper"])
+            for layer, group, result in results:
+                rows = zip(
+                    result.neuron.values, result.score.values, result.lower.values,
+                    result.upper.values, strict=True,
+                )  # fmt: skip
+                for rank, (neuron, score, lo, hi) in enumerate(rows):
+                    writer.writerow([layer, group, rank, int(neuron), score, lo, hi])
+    except OSError as exc:
+        raise ConfigError(_unwritable(out, exc)) from exc
     print(f"{args.metric} of each neuron, A = {a.path}, B = {b.path}")
     for layer, group, result in results:
         print(f"\nlayer {layer}, group {group}: the {min(args.top, result.sizes['neuron'])} "
               "neurons that moved most (score, and the interval it is sure to lie in)")  # fmt: skip
-        for neuron, score, lo, hi in list(
+        shown = list(
             zip(result.neuron.values, result.score.values, result.lower.values,
                 result.upper.values, strict=True)
-        )[: args.top]:  # fmt: skip
+        )[: args.top]  # fmt: skip
+        for neuron, score, lo, hi in shown:
             print(f"  neuron {int(neuron):>6}  {score:>+10.4g}  [{lo:.4g}, {hi:.4g}]")
+        if any(np.isnan(score) for _, score, _, _ in shown):
+            layer_b = (layers or {}).get(layer, layer)
+            print("  " + _nan_note(a, b, layer, layer_b, args.groups and group))
     print(f"\nevery neuron's score: {out}")
     return 0
+
+
+def _check_writable(out: Any) -> None:
+    """Refuse a CSV path that cannot be written, leaving no file behind."""
+    existed = out.exists()
+    try:
+        with out.open("a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(_unwritable(out, exc)) from exc
+    if not existed:
+        out.unlink(missing_ok=True)
+
+
+def _unwritable(out: Any, exc: OSError) -> str:
+    reason = exc.strerror or type(exc).__name__
+    return (
+        f"cannot write --csv {out} ({reason}); give a file path in an existing folder you can "
+        "write to"
+    )
+
+
+def _nan_note(a: Any, b: Any, layer: str, layer_b: str, group: str | None) -> str:
+    """Why some scores are ``nan``: a side without values."""
+    for name, store, layer_name in (("A", a, layer), ("B", b, layer_b)):
+        if store.count(layer_name, group) == 0:
+            what = f"group {group}" if group else "the store"
+            return f"nan: {what} of {name} holds no values in layer {layer_name}, so nothing scores"
+    return (
+        "nan: no score for that neuron: a side holds no value but NaN in it, or its values "
+        "at ±Inf leave the difference undefined (Inf - Inf)"
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .views.serve import serve
 
     serve(
-        args.store, port=args.port, address=args.address, show=args.show,
-        origins=args.allow_websocket_origin,
+        args.store, compare=args.compare, port=args.port, address=args.address,
+        show=args.show, origins=args.allow_websocket_origin,
     )  # fmt: skip
     return 0
 

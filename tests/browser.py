@@ -87,13 +87,17 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60)
 
 
 @contextmanager
-def panel_serve(store: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``panel serve dashboards/neuraldivergence.py --args STORE`` on loopback; yields its URL."""
+def panel_serve(
+    store: Path, log: Path, env: dict[str, str] | None = None, compare: Path | None = None
+) -> Iterator[str]:
+    """``panel serve dashboards/neuraldivergence.py --args STORE [COMPARE]`` on loopback;
+    yields its URL."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "panel", "serve", str(REPO / "dashboards" / f"{APP}.py"),
         "--address", "127.0.0.1", "--port", str(port),
         "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", str(store),
+        *([str(compare)] if compare is not None else []),
     ]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)

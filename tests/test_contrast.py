@@ -303,3 +303,145 @@ def test_the_dashboards_contrast_sorts_are_the_stores_scores(tmp_path: Path) -> 
             size = sort_key(frame, SortSpec(name, "group:0", "group:1", descending=True))
             ranked = store.contrast("0", "0", "1", metric)  # by size, largest first
             np.testing.assert_array_equal(neuron_order(size, descending=True), ranked.neuron.values)
+
+
+# -- refusals: each says what went wrong and what to do -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ndstream.Store]:
+    """``wide``: groups 0 and 1; ``other``: groups 0, 1 (empty) and 2; ``narrow``: a layer
+    ``block.0`` four neurons wide."""
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("refusals")
+    x = columns(rng, 200, 0.0)
+    return {
+        "wide": _identity_store(root / "wide.zarr", x, np.arange(200) % 2),
+        "other": _identity_store(root / "other.zarr", x + 1, (np.arange(200) % 2) * 2),
+        "narrow": _identity_store(root / "narrow.zarr", x[:, :4], np.arange(200) % 2, name="block"),
+    }
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    from contextlib import redirect_stderr
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue() + err.getvalue()
+
+
+def test_compare_refuses_a_csv_it_cannot_write_before_computing(
+    stores: dict[str, ndstream.Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ndstream.explore.contrast as module
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("computed before the CSV path was checked")
+
+    monkeypatch.setattr(module, "compare_stores", never)
+    a, b = str(stores["wide"].path), str(stores["other"].path)
+    for csv_path in (tmp_path / "missing" / "x.csv", tmp_path):
+        code, text = _run(["compare", a, b, "--csv", str(csv_path)])
+        assert code == 2, text
+        assert "cannot write --csv" in text and "existing folder" in text
+        assert "Traceback" not in text
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_width_mismatch_names_the_side_and_layer_and_what_applies(
+    stores: dict[str, ndstream.Store],
+) -> None:
+    wide, narrow = stores["wide"], stores["narrow"]
+    with pytest.raises(ndstream.SpecMismatchError) as b_side:
+        wide.contrast("0", "0", (narrow, "0"), layer_b="block.0")
+    text = str(b_side.value)
+    assert text.startswith("b (") and "'block.0'" in text and str(narrow.path) in text
+    assert "align=" in text  # side b: align= maps it
+    with pytest.raises(ndstream.SpecMismatchError) as a_side:
+        wide.contrast("0", (narrow, "0"), "0", layer_b="block.0", align=[0] * WIDTH)
+    text = str(a_side.value)
+    assert text.startswith("a (") and "'block.0'" in text
+    assert "pass that store as b" in text  # align= cannot map side a
+    with pytest.raises(ndstream.SpecMismatchError, match=r"activations of that layer") as inputs:
+        wide.contrast("0", np.zeros(4), "0")
+    assert "align=" not in str(inputs.value)
+    # The command line has no align=: it says what it can do.
+    code, text = _run(["compare", str(wide.path), str(narrow.path), "--layers", "0:block.0"])
+    assert code == 2 and "--layers LAYER:LAYER_B" in text and "'block.0'" in text
+    assert "Traceback" not in text and "pass align" not in text
+
+
+def test_a_missing_group_names_the_store_that_lacks_it_and_its_groups(
+    stores: dict[str, ndstream.Store], tmp_path: Path
+) -> None:
+    wide, other = stores["wide"], stores["other"]
+    with pytest.raises(ndstream.GroupNotFoundError) as missing:
+        other.contrast("0", "2", wide)  # wide has no group "2"
+    text = str(missing.value)
+    assert f"{wide.path} has no group '2'" in text and "its groups: 0, 1" in text
+    assert "(store_b, group)" in text
+    code, text = _run(["compare", str(other.path), str(wide.path), "--groups", "2",
+                       "--csv", str(tmp_path / "c.csv")])  # fmt: skip
+    assert code == 2 and f"{wide.path} has no group '2'" in text and "--groups" in text
+
+
+def test_a_store_takes_the_groups_the_other_side_names_on_either_side(
+    stores: dict[str, ndstream.Store],
+) -> None:
+    wide, other = stores["wide"], stores["other"]
+    forward = wide.contrast("0", "0", other, "median", order="neuron")
+    backward = wide.contrast("0", other, "0", "median", order="neuron")
+    assert forward.attrs["b"] == backward.attrs["a"] == f"0 of {other.path}"
+    np.testing.assert_array_equal(backward.score, -forward.score)
+    # A (store, group) partner names the group for a bare store on either side too.
+    left = wide.contrast("0", other, (wide, "1"), "ks", order="neuron")
+    right = wide.contrast("0", (wide, "1"), other, "ks", order="neuron")
+    assert left.attrs["a"] == right.attrs["b"] == f"1 of {other.path}"
+    np.testing.assert_array_equal(left.score, right.score)
+
+
+def test_what_is_no_side_is_refused_with_what_to_pass(stores: dict[str, ndstream.Store]) -> None:
+    wide = stores["wide"]
+    with pytest.raises(TypeError, match=r"a list names groups.*np\.asarray"):
+        wide.contrast("0", [0.5] * WIDTH, "0")
+    with pytest.raises(TypeError, match=r"tensor\.detach\(\)\.cpu\(\)\.numpy\(\)"):
+        wide.contrast("0", torch.zeros(WIDTH), "0")
+    for group in (1.0, True):  # a bool is no group index
+        with pytest.raises(TypeError, match=r"a is a (float|bool) .*a group \(a name, an index"):
+            wide.contrast("0", group, "0")
+    with pytest.raises(TypeError, match=r"ds\['estimate'\]"):
+        wide.contrast("0", wide.quantile("0", 0.5, "0", bounds=True), "0")
+    with pytest.raises(ValueError, match="neither a nor b is one"):
+        wide.contrast("0", "0", "1", layer_b="0")
+    assert wide.contrast("0", ["0", 1], "0").attrs["a"] == "0 + 1"  # a list: groups, pooled
+
+
+def test_compare_refuses_a_layer_pair_without_a_name(
+    stores: dict[str, ndstream.Store], tmp_path: Path
+) -> None:
+    a, b = str(stores["wide"].path), str(stores["other"].path)
+    for item in ("0:", ":0"):
+        code, text = _run(["compare", a, b, "--layers", item, "--csv", str(tmp_path / "c.csv")])
+        assert code == 2 and "LAYER or LAYER:LAYER_B" in text and "Traceback" not in text
+
+
+def test_compare_explains_the_nan_scores_it_prints(
+    stores: dict[str, ndstream.Store], tmp_path: Path
+) -> None:
+    wide, other = stores["wide"], stores["other"]
+    code, text = _run(["compare", str(wide.path), str(other.path), "--groups", "1",
+                       "--top", "2", "--csv", str(tmp_path / "c.csv")])  # fmt: skip
+    assert code == 0, text
+    assert "nan" in text and "nan: group 1 of B holds no values" in text
+
+
+def test_activations_are_rounded_to_float32_as_documented(
+    stores: dict[str, ndstream.Store],
+) -> None:
+    # 1e8 and 1e8 + 1 are one float32: the sides do not differ.
+    result = stores["wide"].contrast("0", np.full(WIDTH, 1e8 + 1), np.full(WIDTH, 1e8), "median")
+    np.testing.assert_array_equal(result.score, 0.0)
+    assert "float32" in (Pooled.from_values.__doc__ or "")
+    assert "float32" in (ndstream.Store.contrast.__doc__ or "")
+    assert "float32" in (Path(__file__).parents[1] / "docs" / "contrast.md").read_text()

@@ -29,8 +29,9 @@ from PIL import Image
 from runs import cli, run_cli, write_config
 
 import ndstream
-from ndstream.views.activation import composite, row_of
+from ndstream.views.activation import row_of
 from ndstream.views.dashboard import URL_PARAMS, NeuralDivergence, dashboard
+from ndstream.views.layer_page import composite
 from ndstream.views.palette import GROUP_COLOURS, group_colours, instance_colours
 
 ATTACKED, BENIGN = "#D62728", "#000000"
@@ -694,22 +695,11 @@ def test_selecting_more_groups_than_colours_keeps_those_that_can_be_told_apart(
 # -- compositing ----------------------------------------------------------------------------
 
 
-def fake_frame(densities: dict[str, np.ndarray]) -> Any:
-    """A stand-in for a LayerFrame with chosen densities ``[neuron, bin]``."""
-    shapes = {d.shape for d in densities.values()}
-    assert len(shapes) == 1
-    (shape,) = shapes
-    return SimpleNamespace(
-        bins=shape[1], group=lambda g: SimpleNamespace(density=densities[g].astype(np.float32))
-    )
-
-
 def test_composite_of_one_group() -> None:
     density = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.25, 0.5, 1.0], [1.0, 0.0, 0.1, 0.0]])
-    frame = fake_frame({"g": density})
     colour = "#56B4E9"
     rgb = (0x56, 0xB4, 0xE9)
-    image = composite(frame, np.arange(3), ["g"], {"g": colour})
+    image = composite([(density, colour)])
     assert image.shape == (3, 4, 4) and image.dtype == np.uint8
     alpha = image[..., 3].astype(int)
     assert (alpha[density == 0] == 0).all()
@@ -718,21 +708,20 @@ def test_composite_of_one_group() -> None:
     assert alpha[1, 1] < alpha[1, 2] < alpha[1, 3] == 255  # opacity grows with density
     assert alpha[2, 2] < alpha[1, 1]
     # Rows are taken in the order given.
-    flipped = composite(frame, np.array([2, 0, 1]), ["g"], {"g": colour})
+    flipped = composite([(density[[2, 0, 1]], colour)])
     np.testing.assert_array_equal(flipped, image[[2, 0, 1]])
 
 
 def test_composite_layers_groups_in_order() -> None:
     under = np.array([[1.0, 1.0, 0.0, 0.0]])
     over = np.array([[1.0, 0.0, 1.0, 0.0]])
-    frame = fake_frame({"under": under, "over": over})
     colours = {"under": "#E69F00", "over": "#0072B2"}
-    image = composite(frame, np.arange(1), ["under", "over"], colours)
+    image = composite([(under, colours["under"]), (over, colours["over"])])
     assert tuple(image[0, 0]) == (0x00, 0x72, 0xB2, 255)  # the last group is on top
     assert tuple(image[0, 1]) == (0xE6, 0x9F, 0x00, 255)
     assert tuple(image[0, 2]) == (0x00, 0x72, 0xB2, 255)
     assert image[0, 3, 3] == 0
-    swapped = composite(frame, np.arange(1), ["over", "under"], colours)
+    swapped = composite([(over, colours["over"]), (under, colours["under"])])
     assert tuple(swapped[0, 0]) == (0xE6, 0x9F, 0x00, 255)
 
 
@@ -740,7 +729,8 @@ def test_composite_of_a_store_layer(app: NeuralDivergence, store: ndstream.Store
     frame = app.frame("fc1")
     rows = np.arange(store.n_neurons("fc1"))
     groups = ["0", "1"]
-    image = composite(frame, rows, groups, group_colours(groups))
+    colours = group_colours(groups)
+    image = composite([(frame.density(g).bars[rows], colours[g]) for g in groups])
     counts = sum(np.asarray(store.histogram("fc1", g, bins=frame.edges)) for g in groups)
     assert image.shape == (len(rows), len(frame.edges) - 1, 4)
     assert ((image[..., 3] == 0) == (counts == 0)).all()

@@ -87,9 +87,18 @@ def selected_instances(page: Page) -> list[str]:
 def test_page_loads_and_shows_every_view(page: Page, server: str, demo_store: Path) -> None:
     page.open(server, DEFAULT_LAYERS)
     store = ndstream.open_store(demo_store)
+    first = store.groups[0]
     assert page.plot_titles() == sorted(
-        f"{layer} · {store.n_neurons(layer)} neurons" for layer in DEFAULT_LAYERS
+        f"{layer} · {store.n_neurons(layer)} neurons\nsorted by median of {first}, largest first"
+        for layer in DEFAULT_LAYERS
     )
+    # A first-time user sees how to read the view; every group toggle carries its colour.
+    assert "Each row is one neuron" in (page.page.locator(".nd-help li").first.text_content() or "")
+    labels = page.page.locator(".nd-groups label span")
+    swatch = "e => getComputedStyle(e, '::before').backgroundColor"
+    assert labels.nth(0).evaluate(swatch) == "rgb(230, 159, 0)"  # the first group's colour
+    assert labels.nth(1).evaluate(swatch) == "rgb(86, 180, 233)"
+    assert labels.nth(2).evaluate(swatch) == "rgba(0, 0, 0, 0)"  # not drawn: an empty box
     # Two label groups and one instance are selected by default, with their counts.
     groups = page.page.locator(".nd-group").evaluate_all("es => es.map(e => e.textContent)")
     assert groups == [f"{g} (n={store.count('fc1', g)})" for g in store.groups[:2]]
@@ -173,6 +182,18 @@ def test_clicking_a_neuron_hides_it_and_show_hidden_brings_it_back(page: Page, s
     page.screenshot("hidden-neuron")
     page.page.locator(".nd-show-hidden button").click()
     page.wait_for_order("fc2", before)
+    # Hide two; the list above the plots names both, and its x brings back one of them.
+    page.click_row("fc2", 2, len(before))
+    page.wait_for_order("fc2", expected)
+    page.click_row("fc2", 0, len(expected))
+    page.wait_for_order("fc2", expected[1:])
+    items = page.page.locator(".nd-hidden .choices__item.choices__item--selectable")
+    names = sorted(items.evaluate_all("es => es.map(e => e.dataset.value)"))
+    assert names == sorted([f"fc2 #{before[2]}", f"fc2 #{before[0]}"])
+    page.screenshot("hidden-list")
+    items.filter(has_text=f"fc2 #{before[2]}").locator("button").click()
+    page.wait_for_order("fc2", [n for n in before if n != before[0]])
+    page.wait_for_title("fc2", "1 hidden")
     assert page.errors == []
 
 
@@ -515,4 +536,101 @@ def test_the_papers_scenario_an_attacked_and_benign_pair(
             layer, expected_order(scored.contribution(layer)[0], descending=True)[:64]
         )
     page.screenshot("paper-scenario-pair")
+    assert page.errors == []
+
+
+# -- a wide layer, and two stores side by side -----------------------------------------------
+
+_Y_AXIS_JS = """(title) => {
+  let out = null;
+  const visit = (v) => {
+    const text = v.model && v.model.title && v.model.title.text;
+    if (typeof text === "string" && text.startsWith(title) && v.frame) {
+      const axis = v.model.left[0];
+      const labels = axis.major_label_overrides;
+      out = {ticks: Array.from(axis.ticker.ticks), height: v.frame.bbox.height,
+             labels: labels instanceof Map ? Object.fromEntries(labels) : labels,
+             start: v.model.y_range.start, end: v.model.y_range.end};
+    }
+    for (const c of (v.child_views || [])) visit(c);
+  };
+  for (const root of Object.values(window.Bokeh ? Bokeh.index : {})) visit(root);
+  return out;
+}"""
+
+
+def _wide_store(path: Path, seed: int, env: dict[str, str]) -> Path:
+    """A 600-neuron layer (and three label groups) written by ndstream.ingest in a
+    subprocess, so that torch's threads stay out of this one."""
+    code = f"""
+import torch, ndstream
+from torch import nn
+torch.manual_seed({seed})
+model = nn.Sequential(nn.Linear(8, 600), nn.ReLU()).eval()
+data = torch.utils.data.TensorDataset(torch.randn(300, 8), torch.arange(300) % 3)
+data.classes = ["red", "green", "blue"]
+ndstream.ingest(model, torch.utils.data.DataLoader(data, batch_size=100), {str(path)!r},
+                layers=["0"], progress=False)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=REPO, timeout=300)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wide_pair(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("wide")
+    return _wide_store(folder / "before.zarr", 0, env), _wide_store(folder / "after.zarr", 1, env)
+
+
+@pytest.fixture(scope="module")
+def compare_server(
+    wide_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]
+) -> Iterator[str]:
+    """``ndstream serve BEFORE --compare AFTER``, the command a user types."""
+    from browser import ndstream_serve
+
+    log = tmp_path_factory.mktemp("compare") / "serve.log"
+    with ndstream_serve(wide_pair[0], log, "--compare", str(wide_pair[1]), env=env) as (port, _):
+        yield f"http://127.0.0.1:{port}/"
+
+
+def test_serve_compare_draws_both_stores_in_one_order(
+    page: Page, compare_server: str, wide_pair: tuple[Path, Path]
+) -> None:
+    before, after = (ndstream.open_store(p) for p in wide_pair)
+    query = (
+        '?layers=["0"]&groups=["red","green"]&sort=wasserstein&a=group:red&b=compared:red'
+        "&rows=32&layout=rows"
+    )
+    page.open(compare_server + query, ["0"])
+    page.wait_for_title("0", "sorted by Wasserstein-1 of red vs B: red, largest first")
+    score = np.asarray(before.contrast("0", "red", (after, "red"), "wasserstein",
+                                       order="neuron")["score"])  # fmt: skip
+    page.wait_for_order("0", expected_order(score, descending=True)[:32])
+    legend = page.page.locator(".nd-stores").inner_text()
+    assert "A = before.zarr" in legend and "B = after.zarr" in legend
+    # Four sub-rows a neuron (two groups, two stores): the plot is at least 16 px a row.
+    axis = page.page.evaluate(_Y_AXIS_JS, "0 ·")
+    assert axis["height"] / 32 >= 16
+    page.screenshot("serve-compare")
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("jump", [333])
+def test_labels_stay_readable_at_512_rows(page: Page, compare_server: str, jump: int) -> None:
+    page.open(compare_server + '?layers=["0"]&rows=512&sort=index&desc=false', ["0"])
+    page.page.locator(".nd-find input").fill(str(jump))
+    page.page.locator(".nd-find input").press("Enter")
+    deadline = time.monotonic() + 30
+    axis = page.page.evaluate(_Y_AXIS_JS, "0 ·")
+    while time.monotonic() < deadline and str(jump) not in (axis["labels"] or {}).values():
+        page.page.wait_for_timeout(200)
+        axis = page.page.evaluate(_Y_AXIS_JS, "0 ·")
+    px_per_row = axis["height"] / (axis["end"] - axis["start"])
+    ticks = sorted(axis["ticks"])
+    assert px_per_row >= 4
+    assert min(np.diff(ticks)) * px_per_row >= 10, "labels closer than 10 px"
+    assert str(jump) in axis["labels"].values(), "the row jumped to has no label"
+    assert len(ticks) >= 150  # most rows are labelled, not every sixth
+    page.screenshot("labels-at-512-rows")
     assert page.errors == []

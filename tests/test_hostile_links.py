@@ -59,7 +59,7 @@ ROWS = [32, 64, 128, 256, 512]
 
 # What the dashboard's own fragments write; anything else came from data.
 TAGS = {"h3", "code", "span", "div", "i", "b", "p", "strong", "table", "tr", "td", "th",
-        "figure", "img", "figcaption"}  # fmt: skip
+        "figure", "img", "figcaption", "ul", "li"}  # fmt: skip
 ATTRIBUTES = {"class", "style", "src", "width", "height", "role"}
 
 
@@ -228,7 +228,9 @@ def field_value(key: str, store: ndstream.Store, ids: list[str]) -> st.SearchStr
         return st.sampled_from(["index", "median", "instance", "difference", "divergence",
                                 "iqr"]) | hostile_text  # fmt: skip
     if key in ("a", "b"):
-        return item
+        return item | st.builds("compared:{}".format, groups)
+    if key in ("axis", "layout"):
+        return st.sampled_from(["robust", "full", "symlog", "overlay", "rows"]) | hostile_text
     encoded = st.one_of(plausible[key], json_value).map(lambda v: json.dumps(v))
     return st.one_of(encoded, broken, hostile_text)
 

@@ -85,3 +85,45 @@ def test_histogram_counts_and_bounds_are_labelled(digits_store: ndstream.Store) 
     assert pooled == float(np.nanmax(s.rank_bound(LAYER)))
     every = s.rank_bound(LAYER, list(range(len(s.groups))))
     assert worst == float(np.nanmax(every))
+
+
+def test_a_bad_argument_is_the_callers_error_not_damage(digits_store: ndstream.Store) -> None:
+    s = digits_store
+    # Each was once raised inside a read and reported as a damaged store.
+    with pytest.raises(IndexError, match=rf"pass 0\.\.{len(s.groups) - 1}"):
+        s.rank_bound(LAYER, 99)
+    with pytest.raises(ValueError, match="group=None for every sample"):
+        s.rank_bound(LAYER, [])
+    for layer in (None, 0):
+        with pytest.raises(ndstream.LayerNotFoundError, match=r"named by a str.*'relu3'"):
+            s.quantile(layer, 0.5)  # type: ignore[arg-type]
+    for group in (2.0, True, ["3", 2.0]):
+        with pytest.raises(TypeError, match=r"by name \(a str.*by index \(an int\)"):
+            s.rank_bound(LAYER, group)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="by index"):
+            s.quantile(LAYER, 0.5, group)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="by index"):
+        s.count(LAYER, True)  # type: ignore[arg-type]
+
+
+def test_q_is_one_level_or_a_list(digits_store: ndstream.Store) -> None:
+    with pytest.raises(ValueError, match="1-D list of levels"):
+        digits_store.quantile(LAYER, [[0.1, 0.5]])
+    with pytest.raises(ValueError, match="1-D list of levels"):
+        digits_store.quantile(LAYER, [[0.5]], by_group=True, bounds=True)
+    with pytest.raises(ValueError, match="1-D list of levels"):
+        digits_store.summary(LAYER, "3").quantile(np.array([[0.5]]))
+
+
+def test_histogram_edges_are_finite_and_increasing(digits_store: ndstream.Store) -> None:
+    s = digits_store
+    for edges in ([0.0, np.nan, 2.0], [-np.inf, 0.0, np.inf]):
+        with pytest.raises(ValueError, match="finite"):
+            s.histogram(LAYER, "3", bins=np.array(edges))
+        with pytest.raises(ValueError, match="finite"):
+            s.summary(LAYER, "3").histogram(np.array(edges))
+    with pytest.raises(ValueError, match=r"strictly increasing.*sort them"):
+        s.histogram(LAYER, "3", bins=[0.0, 2.0, 1.0])
+    for bins in (1.7, np.nan, True, "ten"):
+        with pytest.raises(ValueError, match="whole number of bins"):
+            s.histogram(LAYER, "3", bins=bins)  # type: ignore[arg-type]

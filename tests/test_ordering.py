@@ -327,7 +327,7 @@ def test_frame_quantiles_near_numpy_of_hooked_activations(frames, store, tiny, t
 @pytest.mark.parametrize("group", POPULATED + EMPTY)
 def test_frame_density(frames, store, tiny, tiny_raw, layer, group):
     frame = frames[layer]
-    density = frame.group(group).density
+    density = frame.density(group).bars
     assert density.shape == (frame.n_neurons, frame.bins)
     assert density.dtype == np.float32
     assert (density >= 0).all() and (density <= 1).all()
@@ -359,7 +359,7 @@ def test_frame_density_of_a_constant_neuron(frames, tiny_raw):
     edges = frame.edges
     holding_zero = np.flatnonzero((edges[:-1] <= 0) & (edges[1:] >= 0))
     for neuron in (0, 4):
-        density = frame.group("0").density[neuron]
+        density = frame.density("0").bars[neuron]
         assert density.max() == 1
         assert set(np.flatnonzero(density > 0).tolist()) <= set(holding_zero.tolist())
 
@@ -561,8 +561,14 @@ def test_sortspec_rejects_wrong_item_kinds(by, a, b, message):
 @pytest.mark.parametrize("bad", ["", "group", "group:", "neuron:3", "instance", ":7", "Group:0"])
 @pytest.mark.parametrize("by", ["median", "instance", "difference", "iqr"])
 def test_sortspec_rejects_malformed_items(by, bad):
-    with pytest.raises(ValueError, match="an item is 'group:<name>' or 'instance:<id>'"):
+    with pytest.raises(ValueError, match="an item is 'group:<name>', 'instance:<id>' or "):
         SortSpec(by, a=bad, b="group:0")
+
+
+@pytest.mark.parametrize("by", ["median", "iqr", "divergence", "instance"])
+def test_a_compared_item_only_fills_a_slot_that_takes_any_item(by):
+    with pytest.raises(ValueError, match="takes a"):
+        SortSpec(by, a="compared:0", b="group:0")
 
 
 def test_sortspec_difference_needs_both_items():
@@ -590,5 +596,6 @@ def test_sortspec_accepts_valid_specs_and_lists_items():
 def test_item():
     assert item("group", "cat") == "group:cat"
     assert item("instance", "12-benign") == "instance:12-benign"
-    with pytest.raises(ValueError, match="'group' or an 'instance'"):
+    assert item("compared", "cat") == "compared:cat"
+    with pytest.raises(ValueError, match="a 'group', an 'instance' or a 'compared' group"):
         item("neuron", "3")

@@ -9,7 +9,7 @@ cuts the order into pages. Nothing here imports Panel or HoloViews.
 from __future__ import annotations
 
 from .frame import TOOLTIP_QUANTILES, GroupStats, LayerFrame, instance_ids
-from .neuron_order import SORTS, SortSpec, item, neuron_order, sort_key
+from .neuron_order import SORTS, SortSpec, describe, item, neuron_order, sort_key
 from .pages import SortedLayers, page_of, page_start, shared_frame
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "LayerFrame",
     "SortSpec",
     "SortedLayers",
+    "describe",
     "instance_ids",
     "item",
     "neuron_order",

@@ -9,11 +9,11 @@ can be compared, and labels the answer (:meth:`ndstream.Store.contrast` calls it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
 
-from ..errors import LayerNotFoundError, SpecMismatchError
+from ..errors import GroupNotFoundError, LayerNotFoundError, SpecMismatchError
 from ..sketch.contrast import METRICS, contrast
 from ..sketch.summary import Pooled
 from ..store.labelled import labelled
@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ORDERS", "Operand", "compare_stores", "contrast_layer"]
 
-#: One side of a contrast: groups of the store itself, another store (its groups of the same
-#: names, or all of it), ``(store, groups)``, or inputs' activations ``[neuron]`` or
-#: ``[input, neuron]`` (such as ``store.instance_values(layer)[k]``), kept exactly.
+#: One side of a contrast: groups of the store itself (a name, an index, a list of them
+#: pooled, ``None``), another store (the groups of the same names as the other side selects,
+#: or all of it), ``(store, groups)``, or inputs' activations, a NumPy array ``[neuron]`` or
+#: ``[input, neuron]`` (such as ``store.instance_values(layer)[k]``), kept exactly at float32.
 Operand: TypeAlias = "GroupSelector | Store | tuple[Store, GroupSelector] | np.ndarray"
 
 ORDERS = ("abs", "signed", "neuron")
@@ -53,23 +54,36 @@ def contrast_layer(
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     n = store.n_neurons(layer)
-    side_a, name_a = _side(store, layer, a, None, layer_b)
-    side_b, name_b = _side(store, layer, b, a, layer_b)
+    _check_operand(a, "a")
+    _check_operand(b, "b")
+    if layer_b is not None and not (_other_store(a) or _other_store(b)):
+        raise ValueError(
+            f"layer_b={layer_b!r} names the layer in another store, but neither a nor b is "
+            "one: pass that store as a side (store_b, or (store_b, group)), or leave layer_b "
+            "out"
+        )
+    side_a = _side(store, layer, a, b, layer_b)
+    side_b = _side(store, layer, b, a, layer_b)
+    width_a = side_a.pooled.counts.shape[0]
+    if width_a != n:
+        raise SpecMismatchError(
+            f"a ({side_a.name}) has {width_a} neurons{side_a.where}, but layer "
+            f"{layer!r} of {store.path} has {n}: {side_a.advice(n, aligned=False)}"
+        )
     if align is not None:
-        side_b = _aligned(side_b, np.asarray(align), n)
-    for side, name in ((side_a, name_a), (side_b, name_b)):
-        if side.counts.shape[0] != n:
-            raise SpecMismatchError(
-                f"{name} has {side.counts.shape[0]} neurons in layer {layer!r}, this store "
-                f"{n}: compare layers of one width, or pass align= (for each neuron of "
-                f"{layer!r}, its index on the other side)"
-            )
-    result = contrast(side_a, side_b, metric)
+        side_b = side_b._replace(pooled=_aligned(side_b.pooled, np.asarray(align), n))
+    width_b = side_b.pooled.counts.shape[0]
+    if width_b != n:
+        raise SpecMismatchError(
+            f"b ({side_b.name}) has {width_b} neurons{side_b.where}, but layer "
+            f"{layer!r} of {store.path} has {n}: {side_b.advice(n, aligned=True)}"
+        )
+    result = contrast(side_a.pooled, side_b.pooled, metric)
     keep = (
         np.arange(n) if order == "neuron" else result.order("abs" if order == "abs" else "signed")
     )
     coords = {"neuron": keep}
-    attrs = {"layer": layer, "metric": metric, "a": name_a, "b": name_b, "order": order}
+    attrs = {"layer": layer, "metric": metric, "a": side_a.name, "b": side_b.name, "order": order}
     import xarray as xr
 
     return xr.Dataset(
@@ -93,8 +107,11 @@ def compare_stores(
 
     ``layers`` names the layers (default: all, which must be the same in both), or maps a
     layer of ``a`` to its name in ``b``; ``groups`` names groups present in both (default:
-    the pooled summary, every sample once).
+    the pooled summary, every sample once). Every layer and group is checked in both stores
+    before any score is computed.
     """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if layers is None:
         if a.layers != b.layers:
             only_a = [x for x in a.layers if x not in b.layers]
@@ -106,6 +123,30 @@ def compare_stores(
             )
         layers = list(a.layers)
     pairs = dict(layers) if isinstance(layers, dict) else {x: x for x in layers}
+    for layer, other in pairs.items():
+        for store, name in ((a, layer), (b, other)):
+            if name not in store.layers:
+                raise LayerNotFoundError(
+                    f"{store.path} has no layer {name!r} (closest: "
+                    f"{_closest(name, store.layers)}); name the layers to compare, LAYER:LAYER_B "
+                    "where B's name differs (--layers, or layers= with a mapping such as "
+                    "{'fc1': 'model.fc1'})"
+                )
+        if a.n_neurons(layer) != b.n_neurons(other):
+            raise SpecMismatchError(
+                f"layer {layer!r} of {a.path} has {a.n_neurons(layer)} neurons, but layer "
+                f"{other!r} of {b.path} has {b.n_neurons(other)}: compare layers of one width "
+                "(--layers LAYER:LAYER_B, or layers= with a mapping); to map neurons of "
+                "layers of different widths, use Store.contrast in Python with layer_b= and "
+                "align="
+            )
+    for name in groups or ():
+        for store in (a, b):
+            _select(
+                store, name,
+                "compare groups present in both stores (--groups, or groups=), or leave them "
+                "out to compare every sample",
+            )  # fmt: skip
     out = []
     selections: list[str | None] = list(groups) if groups else [None]
     for layer, other in pairs.items():
@@ -115,41 +156,156 @@ def compare_stores(
     return out
 
 
+class _Side(NamedTuple):
+    """One side: its distribution per neuron, words for it, and where it was read."""
+
+    pooled: Pooled
+    name: str
+    where: str  # " in layer 'fc1' of PATH", or "" for activations
+    kind: str  # "store" (this one), "other" (another store) or "values"
+
+    def advice(self, n: int, *, aligned: bool) -> str:
+        """What to do when this side is not ``n`` neurons wide (``aligned``: it is side b,
+        which ``align=`` maps)."""
+        if self.kind == "values":
+            fix = f"pass activations of that layer, [{n}] or [input, {n}]"
+            return fix + (", or align= (for each neuron, its index among them)" if aligned else "")
+        if aligned:
+            return (
+                "name the layer of that width with layer_b=, or pass align= (for each neuron "
+                "of the layer, its index on side b)"
+            )
+        return (
+            "name the layer of that width with layer_b=, or, to map the neurons with align=, "
+            "pass that store as b instead (align= maps side b only)"
+        )
+
+
 def _side(
     store: Store,
     layer: str,
     operand: Any,
     partner: Any,
     layer_b: str | None,
-) -> tuple[Pooled, str]:
+) -> _Side:
     """One side as a distribution per neuron, and words for it."""
     from ..store.reader import Store
 
-    if isinstance(operand, np.ndarray) or _is_labelled(operand):
+    if _is_values(operand):
         values = np.asarray(operand, dtype=np.float32)
         if values.ndim not in (1, 2):
             raise ValueError(
                 f"activations must be [neuron] or [input, neuron], got shape {list(values.shape)}"
             )
-        return Pooled.from_values(
-            values
-        ), f"{values.reshape(-1, values.shape[-1]).shape[0]} input(s)"
+        k = values.reshape(-1, values.shape[-1]).shape[0]
+        return _Side(Pooled.from_values(values), f"{k} input(s)", "", "values")
     if isinstance(operand, Store):
-        # Another store: the groups the partner names, or all of it (pooled).
-        group = None if isinstance(partner, np.ndarray | Store | tuple) else partner
-        operand = (operand, group)
+        # Another store: the groups the other side names (by name), or all of it (pooled).
+        operand = (operand, _partner_groups(store, partner))
     if isinstance(operand, tuple) and len(operand) == 2 and isinstance(operand[0], Store):
         other, group = operand
         name = layer_b or layer
         if name not in other.layers:
             raise LayerNotFoundError(
-                f"{other.path} has no layer {name!r}; pass layer_b= (--layers A:B) to name "
-                "the layer that corresponds to it"
+                f"{other.path} has no layer {name!r} (closest: {_closest(name, other.layers)}); "
+                "pass layer_b= (--layers A:B) to name the layer that corresponds to it"
             )
-        other.group_index(group, pool=True)  # refuses groups of several groupings
-        return other.summary(name, group).pooled(), f"{_group_words(other, group)} of {other.path}"
-    store.group_index(operand, pool=True)
-    return store.summary(layer, operand).pooled(), _group_words(store, operand)
+        _select(
+            other, group,
+            "name its groups with (store_b, group), or pass (store_b, None) for all of it",
+        )  # fmt: skip
+        words = f"{_group_words(other, group)} of {other.path}"
+        where = f" in layer {name!r} of {other.path}"
+        return _Side(other.summary(name, group).pooled(), words, where, "other")
+    _select(store, operand, "name one of its groups, or pass None for every sample")
+    where = f" in layer {layer!r} of {store.path}"
+    return _Side(store.summary(layer, operand).pooled(), _group_words(store, operand), where,
+                 "store")  # fmt: skip
+
+
+def _check_operand(operand: Any, side: str) -> None:
+    """Refuse what is no side, before anything is read; a list must name groups."""
+    from ..store.reader import Store
+
+    if operand is None or isinstance(operand, str | Store | np.ndarray):
+        return
+    if isinstance(operand, int | np.integer) and not isinstance(operand, bool):
+        return
+    if _is_labelled(operand):
+        if type(operand).__name__ == "Dataset":
+            raise TypeError(
+                f"{side} is an xarray.Dataset: pass one of its arrays as activations, such "
+                "as ds['estimate']"
+            )
+        return
+    if isinstance(operand, tuple) and len(operand) == 2 and isinstance(operand[0], Store):
+        return
+    if isinstance(operand, list | tuple) and all(
+        isinstance(x, str | int | np.integer) and not isinstance(x, bool) for x in operand
+    ):
+        return  # groups, pooled
+    if isinstance(operand, list | tuple):
+        raise TypeError(
+            f"{side} is a {type(operand).__name__} of {_types(operand)}: a list names groups to "
+            "pool (names or indices); pass activations as a NumPy array, np.asarray(values)"
+        )
+    if hasattr(operand, "__array__") or hasattr(operand, "__array_interface__"):
+        raise TypeError(
+            f"{side} is a {type(operand).__module__}.{type(operand).__name__}: pass activations "
+            "as a NumPy array (a torch tensor: tensor.detach().cpu().numpy())"
+        )
+    raise TypeError(
+        f"{side} is a {type(operand).__name__} ({operand!r}): a side is a group (a name, an "
+        "index, a list pooled, None for every sample), another Store, (store, group), or "
+        "activations as a NumPy array"
+    )
+
+
+def _is_values(operand: Any) -> bool:
+    return isinstance(operand, np.ndarray) or _is_labelled(operand)
+
+
+def _other_store(operand: Any) -> bool:
+    """Whether a side is read from a store by name (where ``layer_b`` applies)."""
+    from ..store.reader import Store
+
+    return isinstance(operand, Store) or (
+        isinstance(operand, tuple) and len(operand) == 2 and isinstance(operand[0], Store)
+    )
+
+
+def _partner_groups(store: Store, partner: Any) -> Any:
+    """The groups a bare :class:`Store` side takes from the other side, by name: those it
+    names (``None``: all of it, where the other side names none)."""
+    from ..store.reader import Store
+
+    if isinstance(partner, tuple) and len(partner) == 2 and isinstance(partner[0], Store):
+        owner, group = partner
+    elif partner is None or isinstance(partner, Store) or _is_values(partner):
+        return None
+    else:
+        owner, group = store, partner
+    if group is None:
+        return None
+    idx = _select(owner, group, "name one of its groups, or pass None for every sample")
+    names = [owner.groups[i] for i in idx]
+    return names[0] if isinstance(group, str | int | np.integer) else names
+
+
+def _select(store: Store, group: Any, fix: str) -> np.ndarray:
+    """``store.group_index(group, pool=True)``, a missing group named with the store's path
+    and groups, and ``fix``: what to do."""
+    if group is not None:
+        items = [group] if isinstance(group, str) else group
+        if isinstance(items, list | tuple):
+            missing = [g for g in items if isinstance(g, str) and g not in store.groups]
+            if missing:
+                raise GroupNotFoundError(
+                    f"{store.path} has no group {missing[0]!r} (closest: "
+                    f"{_closest(missing[0], store.groups)}; its groups: "
+                    f"{_listed(store.groups)}); {fix}"
+                )
+    return store.group_index(group, pool=True)
 
 
 def _group_words(store: Store, group: Any) -> str:
@@ -157,6 +313,21 @@ def _group_words(store: Store, group: Any) -> str:
         return "all"
     idx = store.group_index(group)
     return " + ".join(store.groups[i] for i in idx)
+
+
+def _closest(name: str, valid: Sequence[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(name, list(valid), n=3)
+
+
+def _listed(names: Sequence[str], most: int = 20) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", ... {len(names) - most} more" if len(names) > most else "")
+
+
+def _types(items: Sequence[Any]) -> str:
+    return " and ".join(dict.fromkeys(type(x).__name__ for x in items)) or "nothing"
 
 
 def _is_labelled(x: Any) -> bool:

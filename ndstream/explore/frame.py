@@ -2,9 +2,10 @@
 
 A :class:`LayerFrame` reads a layer of a :class:`~ndstream.store.Store` on demand and keeps
 what the views need: for each group asked for, its count, the quantiles of the tooltips
-(p5, p25, p50, p75, p95) and its density on the layer's display axis; and the recorded
-instances' values. The display axis is shared by every group of the layer, so density bars of
-different groups line up, and spans the finite values of all groups and instances.
+(p5, p25, p50, p75, p95) and its density on a display axis
+(:class:`~ndstream.explore.display_axis.DisplayAxis`); and the recorded instances' values.
+Every group of a view is drawn on one axis, so density bars of different groups (and of two
+stores) line up.
 
 Densities are each neuron's counts on the display bins divided by that neuron's densest bin
 (so every bar uses the full opacity range, whatever its count), computed with
@@ -14,6 +15,7 @@ A frame reads one pinned checkpoint: open a new one for a newer checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,8 +24,9 @@ import numpy as np
 from ..sketch import Summary
 from ..store import Store
 from ..store.instances import InstanceTable
+from .display_axis import DisplayAxis
 
-__all__ = ["TOOLTIP_QUANTILES", "GroupStats", "LayerFrame", "instance_ids"]
+__all__ = ["TOOLTIP_QUANTILES", "Density", "GroupStats", "LayerFrame", "instance_ids"]
 
 TOOLTIP_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -38,9 +41,6 @@ class GroupStats:
         Values each neuron received in this group.
     quantiles
         ``[neuron, 5]`` at :data:`TOOLTIP_QUANTILES` (NaN for a neuron without values).
-    density
-        ``[neuron, bin]`` float32 in [0, 1]: counts on the display bins over the neuron's
-        largest one (0 where the group has no values).
     rank_bound
         ``[neuron]`` the widest rank interval of any of the neuron's answers (see
         :meth:`ndstream.sketch.Pooled.rank_bound`): the quantiles are off by no more.
@@ -48,7 +48,6 @@ class GroupStats:
 
     count: int
     quantiles: np.ndarray
-    density: np.ndarray
     rank_bound: np.ndarray
 
     @property
@@ -60,6 +59,24 @@ class GroupStats:
     def iqr(self) -> np.ndarray:
         """``[neuron]`` interquartile ranges (p75 - p25)."""
         return self.quantiles[:, 3] - self.quantiles[:, 1]
+
+
+@dataclass(frozen=True)
+class Density:
+    """One group of one layer on a display axis.
+
+    Attributes
+    ----------
+    bars
+        ``[neuron, bin]`` float32 in [0, 1]: counts on the axis's display bins over the
+        neuron's largest one (0 where the group has no values).
+    below, above
+        ``[neuron]`` values beyond the axis's ends (the views mark them at the edges).
+    """
+
+    bars: np.ndarray
+    below: np.ndarray
+    above: np.ndarray
 
 
 def instance_ids(table: InstanceTable | None) -> list[str]:
@@ -103,6 +120,7 @@ class LayerFrame:
         self._instances = instances
         self._summaries: dict[str, Summary] = {}
         self._groups: dict[str, GroupStats] = {}
+        self._densities: dict[tuple[str, str, str], Density] = {}
         self._ranks: dict[tuple[str, str], np.ndarray] = {}
         #: Per-neuron arrays that views derive from this frame (e.g. tooltip texts), kept
         #: with it: a frame reads one checkpoint, so they never go stale.
@@ -132,15 +150,31 @@ class LayerFrame:
             return np.max(values, axis=1)
 
     @cached_property
+    def extent(self) -> tuple[float, float]:
+        """The smallest and largest finite value of the layer, all groups."""
+        return self.store.extent(self.layer)
+
+    @cached_property
+    def robust_range(self) -> tuple[float, float]:
+        """The smallest 1st and the largest 99th percentile of any neuron, groups pooled."""
+        q = np.asarray(self.store.summary(self.layer).quantile(np.array([0.01, 0.99])))
+        lo, hi = q[:, 0][np.isfinite(q[:, 0])], q[:, 1][np.isfinite(q[:, 1])]
+        if not (lo.size and hi.size):
+            return self.extent
+        return float(lo.min()), float(hi.max())
+
+    def axis(self, kind: str = "full", instances: Sequence[str] = ()) -> DisplayAxis:
+        """The display axis ``kind`` (see :data:`~ndstream.explore.display_axis.AXES`) of
+        this layer, taking in the values of ``instances``."""
+        rows = [self.instance_row(i) for i in instances]
+        return DisplayAxis.choose(
+            kind, self.extent, self.robust_range, self.instance_values[rows].ravel(), self.bins
+        )
+
+    @cached_property
     def edges(self) -> np.ndarray:
-        """The display axis: ``bins + 1`` equal-width edges over every finite value."""
-        lo, hi = self.store.extent(self.layer)
-        finite = self.instance_values[np.isfinite(self.instance_values)]
-        if finite.size:
-            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
-        if not hi > lo:
-            lo, hi = lo - 0.5, lo + 0.5
-        return np.linspace(lo, hi, self.bins + 1)
+        """The ``full`` axis's edges over every finite value, the instances' included."""
+        return self.axis("full", self.instance_ids).edges
 
     def instance_row(self, instance: str) -> int:
         """Row of an instance id in :attr:`instance_values`.
@@ -167,17 +201,34 @@ class LayerFrame:
         """Statistics of one group (computed on first use)."""
         if name not in self._groups:
             summary = self.summary(name)
-            counts = summary.histogram(self.edges)
-            peak = counts.max(axis=1, keepdims=True)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                density = np.where(peak > 0, counts / peak, 0.0).astype(np.float32)
             self._groups[name] = GroupStats(
                 count=int(summary.totals.sum()),
                 quantiles=summary.quantile(np.asarray(TOOLTIP_QUANTILES)),
-                density=density,
                 rank_bound=summary.rank_bound(),
             )
         return self._groups[name]
+
+    def density(self, name: str, axis: DisplayAxis | None = None) -> Density:
+        """Group ``name`` on ``axis`` (the ``full`` one by default), computed on first use."""
+        axis = axis if axis is not None else self.axis("full", self.instance_ids)
+        key = ("density", name, repr(axis))
+        if key not in self._densities:
+            # Two outer bins catch what lies beyond the axis, to be marked at its edges.
+            lo, hi = self.extent
+            outer = [*([lo] if lo < axis.lo else []), *axis.edges, *([hi] if hi > axis.hi else [])]
+            counts = self.summary(name).histogram(np.asarray(outer))
+            first = 1 if lo < axis.lo else 0
+            inner = counts[:, first : first + axis.bins]
+            peak = inner.max(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                bars = np.where(peak > 0, inner / peak, 0.0).astype(np.float32)
+            zero = np.zeros(counts.shape[0])
+            self._densities[key] = Density(
+                bars=bars,
+                below=counts[:, 0] if first else zero,
+                above=counts[:, -1] if hi > axis.hi else zero,
+            )
+        return self._densities[key]
 
     def divergence(self, instance: str, group: str) -> np.ndarray:
         """``[neuron]`` each neuron's contribution ``|z|`` to an instance's divergence from a

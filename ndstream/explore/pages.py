@@ -43,16 +43,21 @@ class SortedLayers:
         self._kept: dict[str, tuple[tuple[object, ...], np.ndarray, np.ndarray]] = {}
 
     def get(
-        self, frame: LayerFrame, spec: SortSpec, hidden: Sequence[int]
+        self,
+        frame: LayerFrame,
+        spec: SortSpec,
+        hidden: Sequence[int],
+        other: LayerFrame | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(key, order)`` of ``frame``'s layer: every neuron's sort key, and the neuron ids in
-        display order with ``hidden`` left out. A sort item that this checkpoint does not have
-        (a group or instance of another store) falls back to neuron index."""
-        state = (spec, tuple(hidden), id(frame))
+        display order with ``hidden`` left out. ``other`` is the same layer of a second store,
+        for ``compared:`` items. A sort item that this checkpoint does not have (a group or
+        instance of another store) falls back to neuron index."""
+        state = (spec, tuple(hidden), id(frame), id(other))
         kept = self._kept.get(frame.layer)
         if kept is None or kept[0] != state:
             try:
-                key = sort_key(frame, spec)
+                key = sort_key(frame, spec, other)
             except KeyError:
                 key = sort_key(frame, SortSpec("index"))
             kept = self._kept[frame.layer] = (

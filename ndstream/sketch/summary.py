@@ -23,13 +23,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
 from .grid import GridSpec
 
-__all__ = ["POOLED_GROUP", "Pooled", "RankBounds", "Summary"]
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+__all__ = ["POOLED_GROUP", "Pooled", "RankBounds", "Summary", "display_edges", "quantile_levels"]
 
 POOLED_GROUP = "all"  # the one group of a pooled summary: every row once
 
@@ -46,6 +49,45 @@ def _kernels() -> ModuleType:
     from . import _kernels
 
     return _kernels
+
+
+def quantile_levels(q: ArrayLike) -> np.ndarray:
+    """``q`` as float64 quantile levels, checked: a scalar or a 1-D list, each in [0, 1]."""
+    try:
+        qs = np.asarray(q, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"quantiles must be numbers in [0, 1], got {q!r}") from None
+    if qs.ndim > 1:
+        raise ValueError(
+            f"q must be one level or a 1-D list of levels, got shape {list(qs.shape)}; "
+            "flatten it (np.ravel) and reshape the answer"
+        )
+    if np.any((qs < 0) | (qs > 1)) or np.any(np.isnan(qs)):
+        raise ValueError(f"quantiles must lie in [0, 1], got {np.atleast_1d(qs).tolist()}")
+    return qs
+
+
+def display_edges(edges: ArrayLike) -> np.ndarray:
+    """``edges`` as float64 display bin edges, checked: 1-D, at least 2, finite, ascending."""
+    try:
+        out = np.asarray(edges, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"edges must be numbers, got {edges!r}") from None
+    if out.ndim != 1 or out.size < 2:
+        raise ValueError(
+            f"edges must be a 1-D array of at least 2 values, got shape {list(out.shape)}"
+        )
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"edges must be finite numbers, got {out.tolist()[:8]}: NaN and ±Inf are no bin "
+            "edge (a histogram leaves ±Inf out; count them with the store's nan/posinf/neginf)"
+        )
+    if not np.all(np.diff(out) > 0):
+        raise ValueError(
+            f"edges must be strictly increasing, got {out.tolist()[:8]}; sort them "
+            "(np.unique) or pass a number of bins"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -103,9 +145,7 @@ class Pooled:
         With ``bounds=True``, a :class:`RankBounds` of the estimates and the guaranteed
         interval of ranks each stands for.
         """
-        qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
-        if np.any((qs < 0) | (qs > 1)) or np.any(np.isnan(qs)):
-            raise ValueError(f"quantiles must lie in [0, 1], got {qs.tolist()}")
+        qs = np.atleast_1d(quantile_levels(q))
         out = np.empty((self.counts.shape[0], qs.size), dtype=np.float64)
         _kernels().quantiles(
             self.counts, self.lower, self.upper, self.mins, self.maxs,
@@ -160,7 +200,12 @@ class Pooled:
     @classmethod
     def from_values(cls, values: np.ndarray) -> Pooled:
         """Every value kept exactly: ``values[k, neuron]`` (a few inputs' activations, say) as
-        one distribution per neuron, each distinct finite value a bin of its own."""
+        one distribution per neuron, each distinct finite value a bin of its own.
+
+        Values are rounded to float32 first, the precision a store keeps and its bin edges
+        are made of: float64 values that differ only past float32's 24 bits (``1e8`` and
+        ``1e8 + 1``) become one value, and their scores are those of the rounded values.
+        """
         x = np.asarray(values, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
@@ -219,9 +264,7 @@ class Pooled:
         Each sketch bin's count is spread over the display bins in proportion to overlap, so
         no mass is invented; mass outside the edges (and ±Inf, NaN) is left out.
         """
-        edges = np.asarray(edges, dtype=np.float64)
-        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
-            raise ValueError("edges must be a 1-d, strictly increasing array of at least 2 values")
+        edges = display_edges(edges)
         out = np.zeros((self.counts.shape[0], edges.size - 1), dtype=np.float64)
         _kernels().rebin(self.counts, self.lower, self.upper, self.mins, self.maxs, edges, out)
         return out

@@ -21,6 +21,7 @@ from ..errors import (
     StoreError,
 )
 from ..sketch import POOLED_GROUP, GridSpec, Summary
+from ..sketch.summary import display_edges, quantile_levels
 from . import format as fmt
 from . import snapshots
 from .instances import InstanceTable
@@ -170,6 +171,11 @@ class Store:
 
     def layer_meta(self, layer: str) -> fmt.LayerMeta:
         """Module type, channel axis, output shape and values per sample of a layer."""
+        if not isinstance(layer, str):
+            raise LayerNotFoundError(
+                f"a layer is named by a str, got {layer!r} ({type(layer).__name__}); name one "
+                f"of the store's layers: {_listed(self.layers)}"
+            )
         for meta in self.meta.layers:
             if meta.name == layer:
                 return meta
@@ -206,6 +212,7 @@ class Store:
         return dict(zip(self.groups, (int(v) for v in values), strict=True))
 
     def _counts(self, layer: str) -> np.ndarray:
+        self.layer_meta(layer)
         with self._reading():
             return np.asarray(self._array(layer, "count")[...], dtype=np.int64)
 
@@ -224,14 +231,19 @@ class Store:
         if group is None:
             first = self.meta.groupings[0]
             return np.array([i for i, g in enumerate(self.meta.groupings) if g == first])
-        items = [group] if isinstance(group, str | int | np.integer) else list(group)
+        items = _group_items(group, groups)
         if not items:
-            raise ValueError("select at least one group")
+            raise ValueError(
+                "group=[] selects no group: name at least one, or pass group=None for every sample"
+            )
         out = []
         for item in items:
             if isinstance(item, int | np.integer):
                 if not -len(groups) <= item < len(groups):
-                    raise IndexError(f"group index {item} out of range for {len(groups)} groups")
+                    raise IndexError(
+                        f"group index {item} out of range for {len(groups)} groups; pass "
+                        f"0..{len(groups) - 1} (or -{len(groups)}..-1), or the group's name"
+                    )
                 out.append(int(item) % len(groups))
             elif item in groups:
                 out.append(groups.index(item))
@@ -257,6 +269,7 @@ class Store:
         layer's ``pooled`` subgroup where it kept a pooled sketch, else the groups of the first
         grouping added up (see ``docs/store-format.md``).
         """
+        self.layer_meta(layer)  # a bad argument is the caller's error, not damage
         if group is None:
             with self._reading():
                 return self._pooled(layer)
@@ -342,7 +355,8 @@ class Store:
         layer
             The layer.
         q
-            Quantile levels in [0, 1]: one, or several (the ``quantile`` dimension).
+            Quantile levels in [0, 1]: one, or a 1-D list of several (the ``quantile``
+            dimension).
         group
             The groups to read (see the class docstring): pooled into one distribution, or,
             with ``by_group``, each on its own.
@@ -353,7 +367,7 @@ class Store:
             Return an :class:`xarray.Dataset` of the ``estimate`` and the ``lower`` and
             ``upper`` ends of the interval of ranks it is guaranteed to stand for.
         """
-        qs = np.asarray(q, dtype=np.float64)
+        qs = quantile_levels(q)  # before any read: a bad q is the caller's error
 
         def answer(s: Summary) -> tuple[np.ndarray, ...]:
             if bounds:
@@ -445,11 +459,18 @@ class Store:
         ``bin_upper`` coordinates.
 
         ``bins`` is a number of equal-width bins spanning the selected groups' finite min to
-        max (one axis shared by all neurons), or explicit ascending edges. Sketch bins are
+        max (one axis shared by all neurons), or explicit edges (finite, strictly ascending;
+        ±Inf values are never in a display bin). Sketch bins are
         spread over display bins in proportion to overlap; no mass is invented. With
         ``by_group``, ``[neuron, group, bin]`` on one shared axis.
         """
+        self.layer_meta(layer)
         if np.ndim(bins) == 0:
+            if isinstance(bins, bool | np.bool_) or not isinstance(bins, int | np.integer):
+                raise ValueError(
+                    f"bins must be a whole number of bins (an int, at least 1) or the edges "
+                    f"(a 1-D array, ascending), got {bins!r}"
+                )
             n_bins = int(bins)
             if n_bins < 1:
                 raise ValueError(f"bins must be at least 1, got {n_bins}")
@@ -461,7 +482,7 @@ class Store:
                 lo, hi = _finite_range(self.summary(layer, group))
             edges = np.linspace(lo, hi, n_bins + 1)
         else:
-            edges = np.asarray(bins, dtype=np.float64)
+            edges = display_edges(bins)
         parts, idx = self._per_group(layer, group, by_group, lambda s: (s.histogram(edges),))
         dims = ["neuron", *(["group"] if idx is not None else []), "bin"]
         coords = {
@@ -477,6 +498,7 @@ class Store:
         Reads only the min and max arrays. A layer without finite values gives ``(-0.5, 0.5)``
         around 0; one with a single distinct value, ``(v - 0.5, v + 0.5)``.
         """
+        self.layer_meta(layer)
         idx = self.group_index(group)
         sel = (slice(None), idx)
         with self._reading():
@@ -510,14 +532,17 @@ class Store:
         )
 
     def _rank_bound(self, layer: str, group: GroupSelector) -> tuple[np.ndarray, np.ndarray | None]:
+        # The arguments are checked before the read: an error in them is the caller's, which
+        # a read would report as damage.
+        self.layer_meta(layer)
+        idx = None if group is None else self.group_index(group)
         with self._reading():
-            if group is None and self._has_pooled(layer):
+            if idx is None and self._has_pooled(layer):
                 return np.asarray(self._array(layer, f"{fmt.POOLED}/rank_bound")[...])[:, 0], None
-            if group is None:
+            if idx is None:
                 # The first grouping's groups added up, bounded by the rule the writer applies
                 # to a pooled subgroup (in NumPy at this size: `info` loads no kernel).
                 return self._pooled(layer).group_rank_bounds()[:, 0], None
-            idx = self.group_index(group)
             out = np.asarray(
                 self._array(layer, "rank_bound").get_orthogonal_selection((slice(None), idx))
             )
@@ -533,6 +558,7 @@ class Store:
 
     def resolution(self, layer: str) -> np.ndarray:
         """``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave."""
+        self.layer_meta(layer)
         with self._reading():
             return np.asarray(self._array(layer, "resolution")[...], dtype=np.int32)
 
@@ -556,8 +582,9 @@ class Store:
     def instance_values(self, layer: str) -> np.ndarray:
         """``[instance, value, neuron]`` activations of the recorded instances in ``layer``
         (``value`` is 1 for the ``max`` and ``mean`` reductions, the positions for ``none``)."""
+        n = self.n_neurons(layer)  # checks the name before the read
         if fmt.INSTANCES not in self._root:
-            return np.zeros((0, 1, self.n_neurons(layer)), dtype=np.float32)
+            return np.zeros((0, 1, n), dtype=np.float32)
         with self._reading():
             return np.asarray(self._array(layer, "instance_values")[...])
 
@@ -617,11 +644,14 @@ class Store:
         layer
             The layer.
         a, b
-            Each a group selection of this store (a name, an index, a list pooled, ``None``
-            for every sample), another :class:`Store` (its groups of the same names as the
-            other side, or all of it), ``(store, group)``, or inputs' activations kept
-            exactly: ``[neuron]`` or ``[input, neuron]``, such as
-            ``store.instance_values(layer)[k]``.
+            Each a group selection of this store (a name, an index, a list of names or
+            indices pooled, ``None`` for every sample), another :class:`Store` (the groups of
+            the same names as the other side selects, whichever side it is on, or all of it
+            where the other side selects none: ``None``, a store, activations),
+            ``(store, group)``, or inputs' activations kept exactly, as a NumPy array or
+            xarray DataArray: ``[neuron]`` or ``[input, neuron]``, such as
+            ``store.instance_values(layer)[k]``. Activations are rounded to float32, the
+            precision a store keeps. A list is always groups: pass activations as an array.
         metric
             ``"median"`` (median difference), ``"effect"`` (that difference over the mean
             of the two IQRs), ``"ks"`` (Kolmogorov-Smirnov distance), ``"wasserstein"``
@@ -631,9 +661,9 @@ class Store:
             ``"abs"``: the largest difference first (for ``auroc``, the farthest from 0.5);
             ``"signed"``: the largest score first; ``"neuron"``: in neuron order.
         layer_b
-            The layer's name in the other store, where it differs.
+            The layer's name in the other store (a side given as a store), where it differs.
         align
-            For each neuron of ``layer``, its index on the other side, where the two do not
+            For each neuron of ``layer``, its index on side ``b``, where the two do not
             match one to one.
 
         Returns
@@ -647,8 +677,15 @@ class Store:
         ------
         LayerNotFoundError
             If the other store has no layer of that name (pass ``layer_b``).
+        GroupNotFoundError
+            If a store has no group of a name; the message names the store and its groups.
+        SpecMismatchError
+            If a side differs in width from ``layer`` (name the layer with ``layer_b``, or,
+            for side ``b``, pass ``align``).
         ValueError
-            If the two sides differ in width (pass ``align``), or an argument is unknown.
+            If an argument is unknown, or ``layer_b`` is given with no other store.
+        TypeError
+            If a side is none of the above (a list of numbers, a tensor: pass an array).
         """
         from ..explore.contrast import contrast_layer
 
@@ -662,7 +699,9 @@ class Store:
         sort: str | SortSpec | None = None,
         *,
         rows: int = 64,
-        width: int = 600,
+        width: int | None = 600,
+        axis: str = "robust",
+        layout: str = "overlay",
         png: bool = False,
     ) -> hv.Overlay | bytes:
         """The dashboard's Activation view of ``layer``, to show inline in a notebook.
@@ -685,15 +724,24 @@ class Store:
         rows
             How many neurons, from the top of the order.
         width
-            Plot width in pixels.
+            Plot width in pixels; ``None`` fills the cell.
+        axis
+            The activation axis: ``"robust"`` (1st to 99th percentile, rows with values
+            beyond marked at the edges), ``"full"`` or ``"symlog"`` (see
+            ``ndstream.explore.display_axis``).
+        layout
+            ``"overlay"`` (groups overlaid in each neuron's row) or ``"rows"`` (a sub-row per
+            group).
         png
             Return the PNG bytes of the dashboard's export instead (no browser needed).
         """
         from ..views.plot import layer_plot, layer_png
 
         if png:
-            return layer_png(self, layer, group, instances, sort, rows=rows)
-        return layer_plot(self, layer, group, instances, sort, rows=rows, width=width)
+            return layer_png(self, layer, group, instances, sort, rows=rows, axis=axis,
+                             layout=layout)  # fmt: skip
+        return layer_plot(self, layer, group, instances, sort, rows=rows, width=width,
+                          axis=axis, layout=layout)  # fmt: skip
 
     @property
     def checkpoint_time(self) -> str:
@@ -709,6 +757,7 @@ class Store:
     ) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
         """``answer`` of the selection pooled, or of each selected group (stacked on axis 1,
         with the groups' indices); the counts are read once either way."""
+        self.layer_meta(layer)
         if not by_group:
             self.group_index(group, pool=True)
             return answer(self.summary(layer, group)), None
@@ -804,6 +853,32 @@ def _finite_range(summary: Summary) -> tuple[float, float]:
     lo = float(mins.min()) if mins.size else 0.0
     hi = float(maxs.max()) if maxs.size else 1.0
     return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def _group_items(group: Any, groups: Sequence[str]) -> list[str | int]:
+    """The groups a selection names, each a name or an index; any other type is refused."""
+    items: list[Any]
+    if isinstance(group, str):
+        items = [group]
+    else:
+        try:
+            items = list(group)
+        except TypeError:  # one item (an index), or something refused below
+            items = [group]
+    for item in items:
+        if isinstance(item, bool | np.bool_) or not isinstance(item, str | int | np.integer):
+            raise TypeError(
+                f"group {item!r} ({type(item).__name__}) is no group: select groups by name "
+                f"(a str, such as {groups[0]!r}), by index (an int), a list of them, or None "
+                "for every sample"
+            )
+    return items
+
+
+def _listed(names: Sequence[str], most: int = 20) -> str:
+    """``a, b, c`` (and ``... N more`` past ``most``)."""
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", ... {len(names) - most} more" if len(names) > most else "")
 
 
 def _not_found(kind: str, name: str, valid: Sequence[str]) -> str:

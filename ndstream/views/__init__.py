@@ -1,7 +1,7 @@
 """The view layer: HoloViews elements and the Panel dashboard, shared with notebooks.
 
 This package is the only part of ndstream that imports Panel or HoloViews. Notebooks call
-:func:`activation_panel` on a :class:`~ndstream.explore.LayerFrame` to draw what the
+``Store.plot`` (or :func:`activation_panel` on a :func:`layer_page` plan) to draw what the
 dashboard draws; :class:`NeuralDivergence` is the dashboard itself.
 """
 
@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import holoviews as hv
 
-from .activation import activation_panel, composite
+from .activation import activation_panel
+from .layer_page import LayerPage, composite, layer_page
 from .palette import group_colours, instance_colours
 
 # HoloViews 1.23 draws with WebGL by default; where WebGL runs in software (headless or
 # remote browsers) that is many times slower than canvas for these few glyphs.
 hv.renderer("bokeh").webgl = False
 
-__all__ = ["activation_panel", "composite", "group_colours", "instance_colours"]
+__all__ = [
+    "LayerPage",
+    "activation_panel",
+    "composite",
+    "group_colours",
+    "instance_colours",
+    "layer_page",
+]

@@ -35,14 +35,16 @@ import panel as pn
 import param
 
 from ..errors import StoreError
-from ..explore import SORTS, LayerFrame, SortedLayers, SortSpec, page_of, page_start
+from ..explore import SORTS, LayerFrame, SortedLayers, SortSpec, describe, page_of, page_start
+from ..explore.display_axis import AXES
 from ..explore.pages import shared_frame
 from ..store import Store, open_store, snapshots
 from ..store.integrity import MANIFEST
-from .activation import Axes, activation_layers, composite, panel_height, row_of
-from .export import PanelImage, csv_text, png_bytes
+from .activation import Axes, activation_layers, panel_height, row_of
+from .export import csv_text, png_bytes
 from .fragments import (
     error_html,
+    how_to_read_html,
     legend_html,
     order_table_html,
     png_uri,
@@ -51,14 +53,28 @@ from .fragments import (
     thumbnails_html,
     title_html,
 )
+from .layer_page import LAYOUTS, LayerPage, layer_page
 from .links import URL_PARAMS, LinkChoices, link_query, parse_link, problems_text, shown
-from .palette import GROUP_COLOURS, group_colours, instance_colours
+from .palette import GROUP_COLOURS, group_colours, instance_colours, swatch_css
 from .reporting import log, public_message
 
-__all__ = ["URL_PARAMS", "NeuralDivergence", "dashboard", "error_page", "report_exception"]
+__all__ = [
+    "URL_PARAMS",
+    "NeuralDivergence",
+    "check_comparable",
+    "dashboard",
+    "error_page",
+    "report_exception",
+]
 
 T = TypeVar("T")
 
+# Short names of the sort keys, for the strip beside the rows and its tooltip.
+SORT_NAMES = {
+    "median": "median", "instance": "value", "difference": "diff", "abs_difference": "|diff|",
+    "effect": "effect", "abs_effect": "|effect|", "ks": "KS", "wasserstein": "W1",
+    "auroc": "AUROC", "abs_auroc": "|AUROC-.5|", "divergence": "|z|", "iqr": "IQR",
+}  # fmt: skip
 SORT_LABELS = {
     "median of a group": "median",
     "an instance's activation": "instance",
@@ -85,6 +101,10 @@ class NeuralDivergence(param.Parameterized):
     ----------
     store
         Path of the store; it comes from the command line, never from the browser.
+    compare
+        Path of a second store with the same layers (the same model before and after
+        fine-tuning, say), also from the command line: each neuron's row then holds both
+        stores' distributions, the second under the first, in the first's neuron order.
     live
         Follow an ingest that is writing the store.
     poll_seconds
@@ -109,14 +129,32 @@ class NeuralDivergence(param.Parameterized):
     page = param.Integer(default=0, bounds=(0, None), doc="Page of rows shown.")
     rows: Any = param.Selector(default=64, objects=[32, 64, 128, 256, 512], doc="Rows per page.")
     click: Any = param.Selector(default="hide", objects=["hide", "mark"], doc="What a click does.")
+    axis: Any = param.Selector(default="robust", objects=list(AXES), doc="The activation axis.")
+    layout: Any = param.Selector(
+        default="overlay", objects=list(LAYOUTS), doc="Groups overlaid, or a sub-row each."
+    )
     live = param.Boolean(default=True, doc="Follow an ingest that writes the store.")
 
-    def __init__(self, store: str | os.PathLike[str], *, poll_seconds: float = 1.0, **params: Any):
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        *,
+        compare: str | os.PathLike[str] | None = None,
+        poll_seconds: float = 1.0,
+        **params: Any,
+    ):
         self._ready = False  # parameter watchers wait until the widgets exist
         super().__init__(**params)
         self.path = Path(store)
         self.poll_seconds = poll_seconds
         self.store: Store = open_store(self.path)  # raises a clear StoreError on a bad path
+        self.other: Store | None = None
+        if compare is not None:
+            self.other = open_store(compare)
+            check_comparable(self.store, self.other)
+        # Short names in titles, sort items and tooltips; the legend says which store is which.
+        self.names = ("A", "B")
+        self._compared_name = Path(compare).name if compare is not None else ""
         # Checkboxes read best for a few groups; ImageNet's thousands need a search.
         self._search_groups = len(self.store.groups) > _CHECKBOX_GROUPS
         self._poll_failure = ""
@@ -126,7 +164,7 @@ class NeuralDivergence(param.Parameterized):
         self._shown: dict[str, np.ndarray] = {}
         self._located: int | None = None
         self._redraw = hv.streams.Stream.define("Redraw", version=0)()
-        self._layer_views: dict[tuple[str, int], pn.Column] = {}
+        self._layer_views: dict[tuple[str, int, int], pn.Column] = {}
         self._axes: dict[str, Axes] = {}
         self._tables: dict[str, pn.pane.HTML] = {}
         self._sorted = SortedLayers()
@@ -145,6 +183,10 @@ class NeuralDivergence(param.Parameterized):
         if layer not in self._frames:
             self._frames[layer] = shared_frame(self.store, layer)
         return self._frames[layer]
+
+    def other_frame(self, layer: str) -> LayerFrame | None:
+        """The statistics of ``layer`` in the compared store, if there is one."""
+        return shared_frame(self.other, layer) if self.other is not None else None
 
     def reload(self) -> bool:
         """Open the store's latest checkpoint if it moved on; returns whether it did."""
@@ -265,7 +307,19 @@ class NeuralDivergence(param.Parameterized):
         self._w_find = w.TextInput(
             label="jump to neuron id", placeholder="e.g. 17", css_classes=["nd-find"]
         )
-        self._w_show = w.Button(label="Show hidden", css_classes=["nd-show-hidden"])
+        self._w_show = w.Button(label="Show all hidden", css_classes=["nd-show-hidden"])
+        self._w_hidden = w.MultiChoice(
+            label="Hidden neurons (x brings one back)", options={}, value=[],
+            placeholder="none hidden", css_classes=["nd-hidden"],
+        )  # fmt: skip
+        self._w_axis = w.Select(
+            label="activation axis", options={v: k for k, v in AXES.items()}, value=self.axis,
+            css_classes=["nd-axis"],
+        )  # fmt: skip
+        self._w_layout = w.RadioButtonGroup(
+            options={v: k for k, v in LAYOUTS.items()}, value=self.layout,
+            css_classes=["nd-layout"],
+        )  # fmt: skip
         self._w_unmark = w.Button(label="Clear marks", css_classes=["nd-clear-marks"])
         self._w_live = w.Checkbox.from_param(
             self.param.live, label="live: follow the ingest", css_classes=["nd-live"]
@@ -286,8 +340,14 @@ class NeuralDivergence(param.Parameterized):
         self._legend = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["nd-legend"])
         self._thumbs = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["nd-thumbs"])
         self._main = pn.Row(sizing_mode="stretch_width")
+        for widget in (self._w_find, self._w_rows, self._w_page):
+            widget.width = 150
+        self._w_hidden.width = 300
 
         self._w_sort.param.watch(self._from_widget("sort"), "value")
+        self._w_axis.param.watch(self._from_widget("axis"), "value")
+        self._w_layout.param.watch(self._from_widget("layout"), "value")
+        self._w_hidden.param.watch(self._guard("bringing a neuron back", self._unhide), "value")
         self._w_a.param.watch(self._from_widget("sort_a"), "value")
         self._w_b.param.watch(self._from_widget("sort_b"), "value")
         self._w_page.param.watch(self._from_widget("page"), "value")
@@ -393,6 +453,17 @@ class NeuralDivergence(param.Parameterized):
             marks ^= {neuron}
             self.marked = {**self.marked, layer: sorted(marks)}
 
+    def _unhide(self, event: Any) -> None:
+        """The hidden list lost items (the x of one was clicked): show those neurons again."""
+        if self._quiet:
+            return
+        kept = set(event.new)
+        hidden = {
+            layer: [n for n in ids if layer not in self.layers or f"{layer}:{n}" in kept]
+            for layer, ids in self.hidden.items()
+        }
+        self.hidden = {layer: ids for layer, ids in hidden.items() if ids}
+
     def show_hidden(self) -> None:
         """Bring back every hidden neuron of the layers shown."""
         self.hidden = {k: v for k, v in self.hidden.items() if k not in self.layers}
@@ -436,7 +507,9 @@ class NeuralDivergence(param.Parameterized):
         display order with the hidden ones left out. Kept until the sort, the hidden neurons
         or the checkpoint change (see :class:`~ndstream.explore.SortedLayers`)."""
         spec = self.sort_spec() or SortSpec("index")
-        return self._sorted.get(self.frame(layer), spec, self.hidden.get(layer, []))
+        return self._sorted.get(
+            self.frame(layer), spec, self.hidden.get(layer, []), self.other_frame(layer)
+        )
 
     def order(self, layer: str) -> np.ndarray:
         """Neuron ids of ``layer`` in display order, hidden ones left out."""
@@ -455,7 +528,7 @@ class NeuralDivergence(param.Parameterized):
 
     @param.depends(
         "layers", "groups", "instances", "sort", "sort_a", "sort_b", "descending", "hidden",
-        "marked", "page", "rows", watch=True,
+        "marked", "page", "rows", "axis", "layout", watch=True,
     )  # fmt: skip
     def _refresh(self) -> None:
         """Bring widgets, legend, tables and plots up to date with the state, once.
@@ -501,6 +574,20 @@ class NeuralDivergence(param.Parameterized):
             )
         finally:
             self._quiet = False
+        self._quiet = True
+        try:
+            self._w_axis.value, self._w_layout.value = self.axis, self.layout
+            hidden = {
+                escape(f"{layer} #{n}"): f"{layer}:{n}"
+                for layer in self.layers for n in self.hidden.get(layer, [])
+            }  # fmt: skip
+            self._w_hidden.param.update(options=hidden, value=list(hidden.values()))
+        finally:
+            self._quiet = False
+        if not self._search_groups:
+            colours = group_colours(self.groups)
+            order = list(self.param.groups.objects.values())
+            self._w_groups.stylesheets = [swatch_css([colours.get(g) for g in order])]
         self._legend.object = self._legend_html()
         self._thumbs.object = self._thumbs_html()
         self._status.object = self._status_html(message)
@@ -516,9 +603,17 @@ class NeuralDivergence(param.Parameterized):
                 "abs_difference": "median of ", "divergence": "median of "}.get(self.sort, "group ")  # fmt: skip
         groups = {f"{word}{g}": f"group:{g}" for g in self.groups}
         insts = {f"instance {i}": f"instance:{i}" for i in self.instances}
+        theirs = {}
+        if self.other is not None:
+            groups = {f"{self.names[0]}: {k}": v for k, v in groups.items()}
+            theirs = {
+                f"{self.names[1]}: {word}{g}": f"compared:{g}"
+                for g in self.groups if g in self.other.groups
+            }  # fmt: skip
         kinds = SORTS[self.sort]
         options = [
-            {"group": groups, "instance": insts, "any": {**groups, **insts}}[k] for k in kinds
+            {"group": groups, "instance": insts, "any": {**groups, **theirs, **insts}}[k]
+            for k in kinds
         ]
         chosen: dict[str, str | None] = {}
         for opts, want, name in zip(
@@ -569,6 +664,8 @@ class NeuralDivergence(param.Parameterized):
             layers=dict(self._sizes), groups=list(self.store.groups),
             instances=list(self._instance_info), sorts=SORTS,
             rows=list(self.param.rows.objects or []), max_groups=len(GROUP_COLOURS),
+            axes=list(AXES), layouts=list(LAYOUTS),
+            compared=list(self.other.groups) if self.other is not None else [],
         )  # fmt: skip
 
     def apply_link(self, search: str) -> list[str]:
@@ -608,9 +705,14 @@ class NeuralDivergence(param.Parameterized):
 
     # -- drawing ------------------------------------------------------------------------
 
+    def _tracks(self) -> int:
+        """Sub-rows of each neuron's row (:mod:`.layer_page`)."""
+        stores = 2 if self.other is not None else 1
+        return stores * (max(1, len(self.groups)) if self.layout == "rows" else 1)
+
     def _layer_view(self, layer: str) -> pn.Column:
         n_rows = min(self.rows, self.store.n_neurons(layer))
-        key = (layer, n_rows)
+        key = (layer, n_rows, self._tracks())
         if key not in self._layer_views:
             dmap = hv.DynamicMap(self._drawer(layer), streams=[self._redraw])
             # A Tap on the DynamicMap's own overlay never fires; one on an empty element
@@ -623,8 +725,9 @@ class NeuralDivergence(param.Parameterized):
             )
             plot = (dmap * anchor).opts(
                 hv.opts.Overlay(
-                    width=380, height=panel_height(n_rows), xlabel="activation",
-                    ylabel="neuron", show_legend=False, toolbar="above",
+                    responsive=True, min_width=360, height=panel_height(n_rows, key[2]),
+                    xlabel="activation", ylabel="neuron", show_legend=False,
+                    toolbar="below",
                     hooks=[lambda p, e, layer=layer: self._axes[layer].apply(p, e)],
                 )
             )  # fmt: skip
@@ -632,10 +735,30 @@ class NeuralDivergence(param.Parameterized):
                 layer, pn.pane.HTML(max_height=240, styles={"overflow-y": "auto"})
             )
             self._layer_views[key] = pn.Column(
-                pn.pane.HoloViews(plot, linked_axes=False), self._tables[layer],
-                css_classes=["nd-layer"],
+                pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width"),
+                self._tables[layer], css_classes=["nd-layer"], sizing_mode="stretch_width",
+                min_width=360,
             )  # fmt: skip
         return self._layer_views[key]
+
+    def layer_page(self, layer: str) -> LayerPage:
+        """The plan of ``layer``'s panel as the view stands (:mod:`.layer_page`)."""
+        rows = self.page_rows(layer)
+        n_neurons = self.store.n_neurons(layer)
+        # The neurons left out of the order: ids that are not the layer's hide nothing.
+        n_hidden = n_neurons - len(self.order(layer))
+        spec = self.sort_spec() or SortSpec("index")
+        title = f"{layer} · {n_neurons} neurons" + (f" · {n_hidden} hidden" if n_hidden else "")
+        title += f"\n{describe(spec, self.names[1])}"
+        dots = self._dot_colours()
+        return layer_page(
+            self.frame(layer), rows, self.groups, group_colours(self.groups), title=title,
+            axis=self.axis, layout=self.layout, other=self.other_frame(layer),
+            names=self.names, dots=[(i, dots[i]) for i in self.instances],
+            key=self.sorted_layer(layer)[0] if spec.by != "index" else None,
+            key_name=SORT_NAMES.get(spec.by, spec.by), marked=self.marked.get(layer, []),
+            located=self._located,
+        )  # fmt: skip
 
     def _drawer(self, layer: str) -> Callable[..., hv.Overlay]:
         def draw(version: int = 0) -> hv.Overlay:
@@ -647,17 +770,9 @@ class NeuralDivergence(param.Parameterized):
                 return draw_once()
 
         def draw_once() -> hv.Overlay:
-            rows = self.page_rows(layer)
-            self._shown[layer] = rows
-            n_neurons = self.store.n_neurons(layer)
-            # The neurons left out of the order: ids that are not the layer's hide nothing.
-            n_hidden = n_neurons - len(self.order(layer))
-            title = f"{layer} · {n_neurons} neurons" + (f" · {n_hidden} hidden" if n_hidden else "")
-            overlay, self._axes[layer] = activation_layers(
-                self.frame(layer), rows, self.groups, group_colours(self.groups),
-                self.instances, self._dot_colours(), self.marked.get(layer, []),
-                self._located, title=title,
-            )  # fmt: skip
+            page = self.layer_page(layer)
+            self._shown[layer] = page.rows
+            overlay, self._axes[layer] = activation_layers(page)
             return overlay
 
         return draw
@@ -678,6 +793,7 @@ class NeuralDivergence(param.Parameterized):
         return legend_html(
             {g: (colours[g], self._group_counts[g]) for g in self.groups},
             {i: (dots[i], self._instance_info[i]) for i in self.instances},
+            (self.path.name, self._compared_name) if self.other is not None else None,
         )
 
     def _thumbs_html(self) -> str:
@@ -707,25 +823,27 @@ class NeuralDivergence(param.Parameterized):
     # -- export -------------------------------------------------------------------------
 
     def _png(self) -> io.BytesIO:
-        colours = group_colours(self.groups)
-        panels = []
-        for layer in self.layers:
-            frame, rows = self.frame(layer), self.page_rows(layer)
-            dots = []
-            for iid in self.instances:
-                values = frame.instance_values[frame.instance_row(iid), rows]
-                dots += [(i, float(v), self._dot_colours()[iid])
-                         for i, v in enumerate(values) if np.isfinite(v)]  # fmt: skip
-            panels.append(
-                PanelImage(
-                    title=layer, image=composite(frame, rows, self.groups, colours),
-                    labels=[str(n) for n in rows.tolist()],
-                    x_range=(float(frame.edges[0]), float(frame.edges[-1])), dots=dots,
-                )
-            )  # fmt: skip
+        colours, dots = group_colours(self.groups), self._dot_colours()
+        pages = [self.layer_page(layer) for layer in self.layers]
         legend = {f"{g} (n={self._group_counts[g]})": colours[g] for g in self.groups}
-        legend |= {self._instance_info[i]: self._dot_colours()[i] for i in self.instances}
-        return io.BytesIO(png_bytes(panels, legend))
+        legend |= {self._instance_info[i]: dots[i] for i in self.instances}
+        return io.BytesIO(png_bytes(pages, legend, self._png_caption()))
+
+    def _png_caption(self) -> str:
+        """What the exported view is: the stores, the sort, the page and the axis."""
+        spec = self.sort_spec() or SortSpec("index")
+        n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
+        stores = (
+            f"A: {self.path.name} (upper sub-row) vs B: {self._compared_name} (lower)"
+            if self.other is not None
+            else self.path.name
+        )
+        return "\n".join([
+            stores,
+            describe(spec, self.names[1]),
+            f"page {self.page + 1} of {(n_max - 1) // self.rows + 1}, {self.rows} rows a page",
+            f"activation axis: {AXES[self.axis]}",
+        ])  # fmt: skip
 
     def _csv(self) -> io.StringIO:
         header = ["layer", "rank", "neuron", "key", "marked"]
@@ -774,26 +892,67 @@ class NeuralDivergence(param.Parameterized):
         md = pn.pane.Markdown
         views = {
             "layers": pn.Column(md("**Layers**"), self._w_layers),
-            "groups": pn.Column(md("**Groups**"), self._w_groups),
+            "groups": pn.Column(md("**Groups**"), self._w_groups, self._w_layout),
             "instances": pn.Column(self._w_instances, self._w_pair, self._thumbs),
             "sort": pn.Column(self._w_sort, self._w_a, self._w_b, self._w_desc),
-            "neurons": pn.Column(
-                md("**Neurons**"), self._w_click, pn.Row(self._w_show, self._w_unmark),
-                self._w_find, self._w_rows, self._w_page,
-            ),
+            "axis": pn.Column(self._w_axis),
             "export": pn.Column(self._w_png, self._w_csv),
         }  # fmt: skip
         for name, view in views.items():
             view.css_classes = [f"nd-view-{name}"]
+        help_card = pn.Card(
+            pn.pane.HTML(how_to_read_html(compare=self.other is not None)),
+            title="How to read this", collapsed=self._link_present,
+            css_classes=["nd-help"], sizing_mode="stretch_width",
+        )  # fmt: skip
         sidebar = pn.Column(
-            pn.pane.HTML(title_html(self.path.name), css_classes=["nd-title"]),
+            pn.pane.HTML(title_html(self.path.name, self._compared_name), css_classes=["nd-title"]),
             self._status,
             self._w_live,
+            help_card,
             *views.values(),
             width=300,
         )
-        main = pn.Column(self._legend, self._main, css_classes=["nd-view-activation"])
-        return pn.Row(sidebar, main)
+        # What acts on the rows stays in view above them while the page scrolls.
+        neurons = pn.FlexBox(
+            self._w_click, self._w_find, self._w_rows, self._w_page, self._w_show,
+            self._w_unmark, self._w_hidden, css_classes=["nd-view-neurons"],
+            align_items="end", sizing_mode="stretch_width",
+            styles={"position": "sticky", "top": "0", "z-index": "10", "background": "white",
+                    "border-bottom": "1px solid #ddd"},
+        )  # fmt: skip
+        main = pn.Column(
+            neurons, self._legend, self._main, css_classes=["nd-view-activation"],
+            sizing_mode="stretch_width",
+        )  # fmt: skip
+        return pn.Row(sidebar, main, sizing_mode="stretch_width")
+
+
+def check_comparable(store: Store, other: Store) -> None:
+    """Refuse a second store whose layers or neuron counts differ from the first's.
+
+    Raises
+    ------
+    StoreError
+        Naming the layers that differ, and what to do.
+    """
+    problems = []
+    for layer in store.layers:
+        if layer not in other.layers:
+            problems.append(f"{other.path.name} has no layer {layer!r}")
+        elif other.n_neurons(layer) != store.n_neurons(layer):
+            problems.append(
+                f"layer {layer!r} has {store.n_neurons(layer)} neurons in {store.path.name} "
+                f"and {other.n_neurons(layer)} in {other.path.name}"
+            )
+    if problems:
+        listed = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5
+                                           else "")  # fmt: skip
+        raise StoreError(
+            f"cannot draw {other.path.name} beside {store.path.name}: {listed}. Compare stores "
+            "of the same model and layers, or align them in Python with Store.contrast(..., "
+            "layer_b=..., align=...)"
+        )
 
 
 # Browser sessions of one server share the frames of a checkpoint: what one session read and
@@ -917,8 +1076,11 @@ class _Guarded(pn.Row):
             return error_page(self._store, exc).get_root(doc, comm, preprocess)
 
 
-def dashboard(store: str | os.PathLike[str]) -> pn.viewable.Viewable:
-    """The dashboard for ``store``, or a page that says clearly why it cannot be shown.
+def dashboard(
+    store: str | os.PathLike[str], compare: str | os.PathLike[str] | None = None
+) -> pn.viewable.Viewable:
+    """The dashboard for ``store`` (beside ``compare``, if given), or a page that says
+    clearly why it cannot be shown.
 
     Nothing raises from here: a store that cannot be read, a link that does not fit, or a
     bug give an escaped error page or message, with the details in the server log (logger
@@ -926,13 +1088,13 @@ def dashboard(store: str | os.PathLike[str]) -> pn.viewable.Viewable:
     """
     try:
         try:
-            app = NeuralDivergence(store)
+            app = NeuralDivergence(store, compare=compare)
         except StoreError:
             # A running ingest may have deleted the checkpoint between opening and reading
             # it; the latest one is there. (A store that is not one fails again, and shows.)
-            app = NeuralDivergence(store)
+            app = NeuralDivergence(store, compare=compare)
         layout = app.panel()
-        return _Guarded(*layout.objects, store=store)
+        return _Guarded(*layout.objects, store=store, sizing_mode="stretch_width")
     except Exception as exc:
         log.error("ndstream dashboard of %s: building the page failed", store, exc_info=exc)
         return error_page(store, exc)

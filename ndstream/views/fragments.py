@@ -20,6 +20,7 @@ from ..store.format import StoreMeta
 
 __all__ = [
     "error_html",
+    "how_to_read_html",
     "legend_html",
     "order_table_html",
     "png_uri",
@@ -31,10 +32,13 @@ __all__ = [
 
 
 def legend_html(
-    groups: Mapping[str, tuple[str, int]], instances: Mapping[str, tuple[str, str]]
+    groups: Mapping[str, tuple[str, int]],
+    instances: Mapping[str, tuple[str, str]],
+    stores: tuple[str, str] | None = None,
 ) -> str:
     """Swatches of the selected groups (name -> (colour, count)) and instances
-    (id -> (colour, label)), in order."""
+    (id -> (colour, label)), in order; with ``stores``, the names of the two stores drawn
+    (A in each row's upper sub-row, B in the lower)."""
     parts = [
         f'<span class="nd-group" data-group="{escape(g)}"><span style="display:inline-block;'
         f'width:12px;height:12px;background:{colour};margin-right:4px"></span>'
@@ -48,6 +52,9 @@ def legend_html(
         f'margin-right:4px"></span>{escape(label)}</span>'
         for i, (colour, label) in instances.items()
     ]
+    if stores is not None:
+        parts.insert(0, f'<span class="nd-stores"><b>A</b> = {escape(stores[0])} (upper '
+                        f"sub-row), <b>B</b> = {escape(stores[1])} (lower)</span>")  # fmt: skip
     return "&nbsp;&nbsp; ".join(parts) or "<i>select groups or instances</i>"
 
 
@@ -117,15 +124,54 @@ def png_uri(thumbnail: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-def title_html(store_name: str) -> str:
+def title_html(store_name: str, compared: str = "") -> str:
     """The sidebar's heading: ndstream and the name of the store's folder.
 
     Parameters
     ----------
     store_name
         The last part of the store's path (never the whole path: it is the server's).
+    compared
+        The last part of the compared store's path, if there is one.
     """
-    return f"<h3>ndstream</h3><code>{escape(store_name)}</code>"
+    other = f' vs <code class="nd-compared">{escape(compared)}</code>' if compared else ""
+    return f"<h3>ndstream</h3><code>{escape(store_name)}</code>{other}"
+
+
+def how_to_read_html(compare: bool = False) -> str:
+    """The "how to read this" panel: the encoding, in a few lines, for a first-time user.
+
+    Parameters
+    ----------
+    compare
+        Whether a second store is drawn under the first (``serve A --compare B``).
+    """
+    items = [
+        "Each <b>row</b> is one neuron (its id on the left); each <b>panel</b> one layer.",
+        "A <b>bar</b> is the neuron's distribution of activations in a group: the darker a "
+        "stretch of the bar, the more of the group's values lie there. Each group has its "
+        "colour (the swatches beside the group names).",
+        "<b>Groups</b>: overlaid in one row, or each in its own sub-row (the buttons under "
+        "the groups), which stays readable with many groups.",
+        "<b>Dots</b> are single inputs (instances): red attacked, black benign. The row's "
+        "tooltip gives each one's value and its rank within each group.",
+        "The grey <b>strip</b> right of the bars is the key the rows are sorted by, scaled "
+        "over the whole layer; the title says which sort.",
+        "The <b>axis</b> spans the 1st to 99th percentile by default: a grey triangle at an "
+        "edge marks a row with values beyond it. Switch to every value, or a symmetric log "
+        "axis for heavy tails, under <i>activation axis</i>.",
+        "<b>Click</b> a row to hide (or mark) its neuron; the hidden ones are listed above "
+        "the plots, each with an x to bring it back.",
+    ]
+    if compare:
+        items.insert(2, "Two stores: in every row, the first store's bars are on top and the "
+                        "compared store's under them, in the first store's neuron order; the "
+                        "sorts can contrast a group of one with a group of the other.")  # fmt: skip
+    return (
+        "<ul style='padding-left:18px;margin:0'>"
+        + "".join(f"<li>{i}</li>" for i in items)
+        + "</ul>"
+    )
 
 
 def error_html(headline: str, detail: str, advice: str = "") -> str:

@@ -1,7 +1,7 @@
 """Shareable links: the dashboard's state as a URL query, and the query checked field by field.
 
 A link holds ``layers``, ``groups``, ``instances``, ``sort``, ``a``, ``b``, ``desc``,
-``hidden``, ``marked``, ``page`` and ``rows``: strings as they are, everything else as JSON
+``hidden``, ``marked``, ``page``, ``rows``, ``axis`` and ``layout``: strings as they are, everything else as JSON
 (:func:`link_query`). A link comes from anyone, so :func:`parse_link` trusts none of it: every
 field is decoded and checked against the store (:class:`LinkChoices`), the parts that fit are
 kept and each part that does not is named in :attr:`Link.problems`, as plain text (the page
@@ -31,10 +31,10 @@ __all__ = [
 URL_PARAMS = {
     "layers": "layers", "groups": "groups", "instances": "instances", "sort": "sort",
     "sort_a": "a", "sort_b": "b", "descending": "desc", "hidden": "hidden",
-    "marked": "marked", "page": "page", "rows": "rows",
+    "marked": "marked", "page": "page", "rows": "rows", "axis": "axis", "layout": "layout",
 }  # fmt: skip
-_STRINGS = ("sort", "sort_a", "sort_b")  # written as they are; the rest as JSON
-_MAX_FIELDS = 64  # a link of ours has 11; parse_qsl refuses more than this many
+_STRINGS = ("sort", "sort_a", "sort_b", "axis", "layout")  # written as they are; the rest as JSON
+_MAX_FIELDS = 64  # a link of ours has 13; parse_qsl refuses more than this many
 _MAX_VALUE = 200_000  # characters; a layer of 100,000 hidden neurons fits
 _SHOWN = 60  # characters of a bad value quoted in a message
 _MAX_PROBLEMS = 12  # problems named one by one; the rest are counted
@@ -56,6 +56,10 @@ class LinkChoices:
         The page sizes offered.
     max_groups
         How many groups can be drawn at once (one colour each).
+    axes, layouts
+        The activation axes and group layouts offered.
+    compared
+        Group names of the store drawn beside this one, if any (``compared:`` sort items).
     """
 
     layers: Mapping[str, int]
@@ -64,6 +68,9 @@ class LinkChoices:
     sorts: Mapping[str, tuple[str, ...]]
     rows: Sequence[int]
     max_groups: int
+    axes: Sequence[str] = ()
+    layouts: Sequence[str] = ()
+    compared: Sequence[str] = ()
 
 
 @dataclass
@@ -156,7 +163,16 @@ class _Parser:
             except (ValueError, RecursionError):  # broken JSON, a number past int's limit
                 self.bad(key, f"{shown(text)} is not valid JSON; left out")
         # In an order where each field is checked against those it depends on.
-        for name in ("layers", "groups", "instances", "sort", "descending", "rows"):
+        for name in (
+            "layers",
+            "groups",
+            "instances",
+            "sort",
+            "descending",
+            "rows",
+            "axis",
+            "layout",
+        ):
             if name in decoded:
                 getattr(self, f"check_{name}")(decoded[name])
         for name in ("hidden", "marked"):
@@ -249,6 +265,18 @@ class _Parser:
             offered = ", ".join(str(r) for r in self.choices.rows)
             self.bad("rows", f"{shown(value)} is not one of {offered}; left out")
 
+    def check_axis(self, value: str) -> None:
+        self.choose("axis", value, self.choices.axes)
+
+    def check_layout(self, value: str) -> None:
+        self.choose("layout", value, self.choices.layouts)
+
+    def choose(self, name: str, value: str, offered: Sequence[str]) -> None:
+        if value in offered:
+            self.link.values[name] = value
+        else:
+            self.bad(name, f"{shown(value)} is not one of {', '.join(offered)}; left out")
+
     def check_neurons(self, name: str, value: Any) -> None:
         """``{layer: [neuron id, ...]}``: ids are integers within the layer's neurons."""
         key = URL_PARAMS[name]
@@ -282,25 +310,31 @@ class _Parser:
             self.link.values[name] = value
             return
         kind, _, item = value.partition(":")
-        exists = (kind == "group" and item in self.choices.groups) or (
-            kind == "instance" and item in self.choices.instances
+        exists = (
+            (kind == "group" and item in self.choices.groups)
+            or (kind == "instance" and item in self.choices.instances)
+            or (kind == "compared" and item in self.choices.compared)
         )
         if not exists:
             self.bad(key, f"{shown(value)} is not group:<a group> or instance:<an instance> "
-                          "of this store; left out")  # fmt: skip
+                          "of this store (or compared:<a group> of the store beside it); "
+                          "left out")  # fmt: skip
             return
         sort = self.state("sort")
         takes = self.choices.sorts.get(sort, ())
         slot = 0 if name == "sort_a" else 1
         if slot < len(takes):
             want = takes[slot]
-            if want not in ("any", kind):
+            if want not in ("any", kind) or (kind == "compared" and want != "any"):
                 self.bad(key, f"sort {shown(sort)} takes a {want} here, not {shown(value)}; "
                               "left out")  # fmt: skip
                 return
             # The sort offers the selected items of the kind it takes; with none selected it
             # keeps the item it has (and the dashboard does the same).
             offered = [f"group:{g}" for g in self.state("groups")] if want != "instance" else []
+            if want == "any":
+                offered += [f"compared:{g}" for g in self.state("groups")
+                            if g in self.choices.compared]  # fmt: skip
             if want != "group":
                 offered += [f"instance:{i}" for i in self.state("instances")]
             if offered and value not in offered:

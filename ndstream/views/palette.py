@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["GROUP_COLOURS", "group_colours", "instance_colours", "rgb"]
+__all__ = ["GROUP_COLOURS", "group_colours", "instance_colours", "rgb", "swatch_css"]
 
 # Okabe & Ito (2008), without black (benign instances) and vermillion (attacked ones), then
 # Tol's muted set: 13 colours that stay distinct for the common colour-vision deficiencies.
@@ -62,3 +62,24 @@ def rgb(colour: str) -> tuple[int, int, int]:
     """``"#RRGGBB"`` as three integers 0-255."""
     c = colour.lstrip("#")
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def swatch_css(colours: Sequence[str | None]) -> str:
+    """A stylesheet for a checkbox group that puts a swatch before each box's label: the
+    colour of the option in its place (``None``: not drawn, an empty swatch).
+
+    The colours come from :data:`GROUP_COLOURS` (never from the data), and options are
+    picked by position, so no name from the store reaches the stylesheet.
+    """
+    rules = [
+        "label span::before { content: ''; display: inline-block; width: 11px; height: 11px;"
+        " margin-right: 5px; vertical-align: -1px; border: 1px solid #999;"
+        " background: transparent; }"
+    ]
+    for i, colour in enumerate(colours, start=1):
+        if colour is not None:
+            rules.append(
+                f"label:nth-of-type({i}) span::before {{ background: {colour};"
+                f" border-color: {colour}; }}"
+            )
+    return "\n".join(rules)

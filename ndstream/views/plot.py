@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import holoviews as hv
-import numpy as np
 
-from ..explore import SORTS, LayerFrame, SortSpec, neuron_order, sort_key
+from ..explore import SORTS, LayerFrame, SortSpec, describe, neuron_order, sort_key
+from ..explore.display_axis import AXES
 from ..store.reader import GroupSelector
-from .activation import activation_panel, composite
-from .export import PanelImage, png_bytes
+from .activation import activation_panel
+from .export import png_bytes
+from .layer_page import LayerPage, layer_page
 from .palette import GROUP_COLOURS, group_colours, instance_colours
 
 if TYPE_CHECKING:
@@ -34,15 +35,13 @@ def layer_plot(
     sort: str | SortSpec | None = None,
     *,
     rows: int = 64,
-    width: int = 600,
+    width: int | None = 600,
+    axis: str = "robust",
+    layout: str = "overlay",
 ) -> hv.Overlay:
     """The Activation view of ``layer``: see :meth:`ndstream.Store.plot`."""
-    frame, page, groups, dots, spec = _page(store, layer, group, instances, sort, rows)
-    return activation_panel(
-        frame, page, groups, group_colours(groups), dots,
-        instance_colours([(i, "") for i in dots]), title=f"{layer}: {_describe(spec)}",
-        width=width,
-    )  # fmt: skip
+    return activation_panel(_plan(store, layer, group, instances, sort, rows, axis, layout)[0],
+                            width=width)  # fmt: skip
 
 
 def layer_png(
@@ -53,35 +52,26 @@ def layer_png(
     sort: str | SortSpec | None = None,
     *,
     rows: int = 64,
+    axis: str = "robust",
+    layout: str = "overlay",
 ) -> bytes:
     """The same page as :func:`layer_plot`, drawn as the dashboard's PNG export draws it."""
-    frame, page, groups, dots, spec = _page(store, layer, group, instances, sort, rows)
-    colours = group_colours(groups)
-    dot_colours = instance_colours([(i, "") for i in dots])
-    points = []
-    for iid in dots:
-        values = frame.instance_values[frame.instance_row(iid), page]
-        points += [(k, float(v), dot_colours[iid]) for k, v in enumerate(values) if np.isfinite(v)]
-    image = PanelImage(
-        title=f"{layer}: {_describe(spec)}", image=composite(frame, page, groups, colours),
-        labels=[str(n) for n in page.tolist()],
-        x_range=(float(frame.edges[0]), float(frame.edges[-1])), dots=points,
-    )  # fmt: skip
-    counts = store.group_counts(layer)
-    legend = {f"{g} (n={counts[g]})": colours[g] for g in groups}
-    legend |= {f"instance {i}": dot_colours[i] for i in dots}
-    return png_bytes([image], legend)
+    page, legend = _plan(store, layer, group, instances, sort, rows, axis, layout)
+    caption = f"{store.path.name} - first {page.n_rows} neurons - axis: {AXES[axis]}"
+    return png_bytes([page], legend, caption)
 
 
-def _page(
+def _plan(
     store: Store,
     layer: str,
     group: GroupSelector,
     instances: Sequence[str | int],
     sort: str | SortSpec | None,
     rows: int,
-) -> tuple[LayerFrame, np.ndarray, list[str], list[str], SortSpec]:
-    """The frame, the first ``rows`` neurons in order, the groups, the dots and the sort."""
+    axis: str,
+    layout: str,
+) -> tuple[LayerPage, dict[str, str]]:
+    """The plan of the first ``rows`` neurons in order, and its legend (label -> colour)."""
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
     if group is None:
@@ -100,7 +90,18 @@ def _page(
         raise ValueError(f"no instances {missing} in this store; it has {known[:10]}")
     spec = _spec(sort, groups, dots)
     key = sort_key(frame, spec)
-    return frame, neuron_order(key, spec.descending)[:rows], groups, dots, spec
+    colours = group_colours(groups)
+    dot_colours = instance_colours([(i, "") for i in dots])
+    page = layer_page(
+        frame, neuron_order(key, spec.descending)[:rows], groups, colours,
+        title=f"{layer}: {describe(spec)}", axis=axis, layout=layout,
+        dots=[(i, dot_colours[i]) for i in dots], key=key if spec.by != "index" else None,
+        key_name=spec.by,
+    )  # fmt: skip
+    counts = store.group_counts(layer)
+    legend = {f"{g} (n={counts[g]})": colours[g] for g in groups}
+    legend |= {f"instance {i}": dot_colours[i] for i in dots}
+    return page, legend
 
 
 def _spec(sort: str | SortSpec | None, groups: list[str], dots: list[str]) -> SortSpec:
@@ -126,12 +127,3 @@ def _spec(sort: str | SortSpec | None, groups: list[str], dots: list[str]) -> So
         chosen.append(left[0])
     a, b = [*chosen, "", ""][:2]
     return SortSpec(by, a, b, descending=by != "index")
-
-
-def _describe(spec: SortSpec) -> str:
-    """The sort in words, for titles."""
-    names = [x.split(":", 1)[1] for x in spec.items]
-    if not names:
-        return "neurons in index order"
-    order = "largest first" if spec.descending else "smallest first"
-    return f"sorted by {spec.by} of {' vs '.join(names)}, {order}"

@@ -33,7 +33,7 @@ from tornado.web import RequestHandler
 
 from ..errors import NdstreamError
 from ..store import open_store
-from .dashboard import dashboard, report_exception
+from .dashboard import check_comparable, dashboard, report_exception
 
 __all__ = ["OriginGuard", "allowed_origins", "exposure_warning", "serve"]
 
@@ -202,6 +202,7 @@ def exposure_warning(address: str, port: int, origins: Sequence[str] = ()) -> st
 def serve(
     store: str | os.PathLike[str],
     *,
+    compare: str | os.PathLike[str] | None = None,
     port: int = 5006,
     address: str = "127.0.0.1",
     show: bool = False,
@@ -214,6 +215,8 @@ def serve(
     ----------
     store
         The store to show; the browser cannot choose another.
+    compare
+        A second store of the same layers, drawn under the first in every row.
     port, address
         Where to listen: localhost by default, so only this machine can connect. Any other
         address prints a warning naming who can reach the page.
@@ -233,7 +236,11 @@ def serve(
     NdstreamError
         If the server cannot listen on ``address:port``.
     """
-    open_store(store)  # a bad path fails here, with a clear message, not in the browser
+    # A bad path, or stores that cannot be drawn together, fail here with a clear message,
+    # not in the browser.
+    first = open_store(store)
+    if compare is not None:
+        check_comparable(first, open_store(compare))
     # Errors in callbacks are logged and shown escaped, not sent to the browser by Bokeh.
     pn.extension(notifications=False, exception_handler=report_exception)
     allowed = allowed_origins(address, port, origins)
@@ -247,9 +254,10 @@ def serve(
     except ValueError:
         host = address
     url = f"http://{_host_port(host, port)}/"
-    print(f"ndstream: dashboard of {store} at {url} (Ctrl-C to stop)", flush=True)
+    what = f"{store} beside {compare}" if compare is not None else f"{store}"
+    print(f"ndstream: dashboard of {what} at {url} (Ctrl-C to stop)", flush=True)
     pn.serve(
-        lambda: dashboard(store),
+        lambda: dashboard(store, compare),
         port=port,
         address=address,
         show=show,
