@@ -30,7 +30,16 @@ from ..sketch.contrast import METRICS, NEUTRAL, contrast
 from ..sketch.summary import Pooled
 from .frame import LayerFrame
 
-__all__ = ["ITEM_KINDS", "SORTS", "SortSpec", "describe", "item", "neuron_order", "sort_key"]
+__all__ = [
+    "ITEM_KINDS",
+    "KEY_NAMES",
+    "SORTS",
+    "SortSpec",
+    "describe",
+    "item",
+    "neuron_order",
+    "sort_key",
+]
 
 # What each sort takes: its items, in order.
 SORTS: dict[str, tuple[str, ...]] = {
@@ -160,6 +169,14 @@ def sort_key(frame: LayerFrame, spec: SortSpec, other: LayerFrame | None = None)
     # divergence
     return frame.divergence(_split(spec.a)[1], _split(spec.b)[1])
 
+
+# Short names of the sort keys, for the strip beside the rows and its tooltip.
+KEY_NAMES = {
+    "index": "id",
+    "median": "median", "instance": "value", "difference": "diff", "abs_difference": "|diff|",
+    "effect": "effect", "abs_effect": "|effect|", "ks": "KS", "wasserstein": "W1",
+    "auroc": "AUROC", "abs_auroc": "|AUROC-.5|", "divergence": "|z|", "iqr": "IQR",
+}  # fmt: skip
 
 _SORT_WORDS = {
     "index": "neuron index", "median": "median", "instance": "activation",

@@ -37,6 +37,7 @@ import param
 from ..errors import StoreError
 from ..explore import SORTS, LayerFrame, SortedLayers, SortSpec, describe, page_of, page_start
 from ..explore.display_axis import AXES
+from ..explore.neuron_order import KEY_NAMES
 from ..explore.pages import shared_frame
 from ..store import Store, open_store, snapshots
 from ..store.integrity import MANIFEST
@@ -69,12 +70,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Short names of the sort keys, for the strip beside the rows and its tooltip.
-SORT_NAMES = {
-    "median": "median", "instance": "value", "difference": "diff", "abs_difference": "|diff|",
-    "effect": "effect", "abs_effect": "|effect|", "ks": "KS", "wasserstein": "W1",
-    "auroc": "AUROC", "abs_auroc": "|AUROC-.5|", "divergence": "|z|", "iqr": "IQR",
-}  # fmt: skip
 SORT_LABELS = {
     "median of a group": "median",
     "an instance's activation": "instance",
@@ -756,7 +751,7 @@ class NeuralDivergence(param.Parameterized):
             axis=self.axis, layout=self.layout, other=self.other_frame(layer),
             names=self.names, dots=[(i, dots[i]) for i in self.instances],
             key=self.sorted_layer(layer)[0] if spec.by != "index" else None,
-            key_name=SORT_NAMES.get(spec.by, spec.by), marked=self.marked.get(layer, []),
+            key_name=KEY_NAMES[spec.by], marked=self.marked.get(layer, []),
             located=self._located,
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ import holoviews as hv
 
 from ..explore import SORTS, LayerFrame, SortSpec, describe, neuron_order, sort_key
 from ..explore.display_axis import AXES
+from ..explore.neuron_order import KEY_NAMES
 from ..store.reader import GroupSelector
 from .activation import activation_panel
 from .export import png_bytes
@@ -96,7 +97,7 @@ def _plan(
         frame, neuron_order(key, spec.descending)[:rows], groups, colours,
         title=f"{layer}: {describe(spec)}", axis=axis, layout=layout,
         dots=[(i, dot_colours[i]) for i in dots], key=key if spec.by != "index" else None,
-        key_name=spec.by,
+        key_name=KEY_NAMES[spec.by],
     )  # fmt: skip
     counts = store.group_counts(layer)
     legend = {f"{g} (n={counts[g]})": colours[g] for g in groups}
