@@ -51,19 +51,23 @@ Part 1: synthetic matrix
     * shapes: ``relu`` (max(0, N(mu, sigma)), about half exact zeros), ``gaussian``,
       ``lognormal``, ``cauchy``, ``gelu`` (x * Phi(x) of a normal: values pile up near its
       minimum, -0.17), ``const`` (a near-constant neuron, 1 + 1e-6 * N(0, 1), a handful of
-      distinct float32 values at every scale);
+      distinct float32 values at every scale), ``atom`` (one exact value holding 0.5-5 % of
+      the rows inside a Gaussian spread: a bias reached whenever a unit's input is dead);
     * values per neuron 256, 4,096, 65,536 (over all groups).
     Each neuron draws its own location and scale. One layer of 512 neurons per (values,
-    groups) holds all 24 (shape, scale) cells side by side, 21 neurons each (and 8 fillers):
+    groups) holds all 28 (shape, scale) cells side by side, 18 neurons each (and 8 fillers):
     512 neurons and the group count set the layer's bin budget as in a real layer, and a
     neuron's resolution depends on its own values only, so cells do not interact. The first
     16 neurons of each cell are scored.
 
 Part 2: real activations
-    Random-init torchvision ``resnet18``, ``mobilenet_v3_small`` (1,024 random normal 96x96
-    images each) and ``vit_b_16`` (32 random normal 224x224 images), all ``weights=None``
-    and seeded. Plain ``register_forward_hook`` hooks on every Conv2d, BatchNorm2d, ReLU,
-    ReLU6, Hardswish, Linear and GELU copy the output at once (ResNet reuses one inplace
+    Random-init torchvision ``resnet18``, ``mobilenet_v3_small``, ``regnet_y_400mf`` (6,000
+    random normal 48x48 images each: more values per neuron than the exact phase keeps, so
+    every layer is read from the grid) and ``vit_b_16`` (32 random normal 224x224 images),
+    all ``weights=None`` and seeded. RegNet's squeeze-and-excitation gates give atoms (a
+    bias, whenever the gate's ReLU gives all zeros). Plain ``register_forward_hook`` hooks on
+    every Conv2d, BatchNorm2d, ReLU, ReLU6, Hardswish, Linear, GELU and Sigmoid copy the
+    output at once (ResNet reuses one inplace
     ReLU twice per block, and inplace activations overwrite BatchNorm outputs): a module
     called k times per forward gives k layers, ``name#1`` ... ``name#k``. Spatial outputs are
     reduced by channel max (ndstream's default); ViT token outputs ``[B, T, D]`` keep every
@@ -91,10 +95,10 @@ Part 3: per group at ImageNet scale (a synthetic stand-in)
     extrapolates ``nbytes`` per summary to 27,560 x 1,000 summaries (a real layer's windows
     are shared by more neurons; ``bench_scale.py`` measures the real thing).
 
-Run: ``python benchmarks/bench_accuracy.py [--quick]`` (about 6 minutes and 4.5 GB of memory at
+Run: ``python benchmarks/bench_accuracy.py [--quick]`` (about 15 minutes and 4.5 GB of memory at
 peak on a 2-core machine, most of it ViT's captured layers); ``--quick`` is a smoke test with fewer
 cells (256 and 4,096 values; 1, 10 and 1,000 groups; 8 neurons scored per cell), 128 images
-(ResNet, MobileNet) and 4 (ViT), and 4 neurons on a frontier of 16 and 256 bins besides the
+(ResNet, MobileNet, RegNet) and 4 (ViT), and 4 neurons on a frontier of 16 and 256 bins besides the
 default. The last line is the summary.
 """
 
@@ -123,12 +127,12 @@ FULL_RES = 23  # mantissa bits at which every float32 is its own bin
 
 SCALES = (1e-30, 1e-8, 1.0, 1e30)
 WIDTH = 512  # neurons of a synthetic layer
-PER_CELL = 21  # neurons per (shape, scale) cell in a synthetic layer: 24 * 21 = 504
+PER_CELL = 18  # neurons per (shape, scale) cell in a synthetic layer: 28 * 18 = 504
 
 REAL_EVAL = 32  # neurons scored per real layer
 HOOKED = (
     torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardswish,
-    torch.nn.Linear, torch.nn.GELU,
+    torch.nn.Linear, torch.nn.GELU, torch.nn.Sigmoid,
 )  # fmt: skip
 POSITION_LAYERS = {"resnet18": "layer1.1.relu#2", "mobilenet_v3_small": "features.4.block.0.2"}
 
@@ -420,9 +424,19 @@ def _const(rng: np.random.Generator, n: int, w: int) -> np.ndarray:
     return 1.0 + 1e-6 * rng.standard_normal((n, w))
 
 
+def _atom(rng: np.random.Generator, n: int, w: int) -> np.ndarray:
+    # A bias reached whenever a unit's input is dead (a squeeze-and-excitation gate whose
+    # ReLU gave all zeros): one exact value, 0.5-5 % of the rows, inside a Gaussian spread.
+    loc, scale = rng.normal(0.0, 1.0, w), rng.uniform(0.5, 2.0, w)
+    x = loc + scale * rng.standard_normal((n, w))
+    atom = loc + scale * rng.uniform(-1.5, 1.5, w)
+    on = rng.random((n, w)) < rng.uniform(0.005, 0.05, w)
+    return np.where(on, atom, x)
+
+
 SHAPES: dict[str, Shape] = {
     "relu": _relu, "gaussian": _gaussian, "lognormal": _lognormal, "cauchy": _cauchy,
-    "gelu": _gelu, "const": _const,
+    "gelu": _gelu, "const": _const, "atom": _atom,
 }  # fmt: skip
 
 
@@ -714,11 +728,17 @@ def main() -> None:
     args = parse_args(__doc__)
     if args.quick:
         sizes, groups, scored = (256, 4096), (1, 10, 1000), 8
-        models = (("resnet18", 96, 128), ("mobilenet_v3_small", 96, 128), ("vit_b_16", 224, 4))
+        models = (
+            ("resnet18", 48, 128), ("mobilenet_v3_small", 48, 128),
+            ("regnet_y_400mf", 48, 128), ("vit_b_16", 224, 4),
+        )  # fmt: skip
         real_groups, position_images, imagenet_neurons, bins = (1, 10, 1000), 16, 4, (16, 256)
     else:
         sizes, groups, scored = (256, 4096, 65536), (1, 10, 100, 1000), 16
-        models = (("resnet18", 96, 1024), ("mobilenet_v3_small", 96, 1024), ("vit_b_16", 224, 32))
+        models = (
+            ("resnet18", 48, 6000), ("mobilenet_v3_small", 48, 6000),
+            ("regnet_y_400mf", 48, 6000), ("vit_b_16", 224, 32),
+        )  # fmt: skip
         real_groups, position_images, imagenet_neurons = (1, 10, 100, 1000), 128, 16
         bins = (16, 32, 64, 128, 256)
     print(

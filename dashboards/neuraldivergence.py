@@ -16,7 +16,8 @@ import sys
 
 import panel as pn
 
-from ndstream.views.dashboard import dashboard, report_exception
+from ndstream.views.dashboard import dashboard
+from ndstream.views.error_page import report_exception
 
 pn.extension(notifications=False, exception_handler=report_exception)
 store = sys.argv[1] if len(sys.argv) > 1 else "stores/digits.zarr"

@@ -16,14 +16,13 @@ drawn, at 10 px a row; the page slider walks through the rest.
 Whoever can open the page can write its link, and the store's names (groups, layers, instance
 ids) are data: links are checked field by field (:mod:`.links`), every text put in HTML is
 escaped, and an error shows as a short escaped text with its details in the server log
-(:mod:`.reporting`), never as a traceback.
+(:mod:`.error_page`, :mod:`.reporting`), never as a traceback.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import weakref
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
@@ -40,11 +39,10 @@ from ..explore.display_axis import AXES
 from ..explore.neuron_order import KEY_NAMES
 from ..explore.pages import shared_frame
 from ..store import Store, open_store, snapshots
-from ..store.integrity import MANIFEST
 from .activation import Axes, activation_layers, panel_height, row_of
+from .error_page import GuardedLayout, error_page, register_session
 from .export import csv_text, png_bytes
 from .fragments import (
-    error_html,
     how_to_read_html,
     legend_html,
     order_table_html,
@@ -54,19 +52,13 @@ from .fragments import (
     thumbnails_html,
     title_html,
 )
+from .instance_menu import divergence_scores, instance_label, pairs_of
 from .layer_page import LAYOUTS, LayerPage, layer_page
 from .links import URL_PARAMS, LinkChoices, link_query, parse_link, problems_text, shown
 from .palette import GROUP_COLOURS, group_colours, instance_colours, swatch_css
 from .reporting import log, public_message
 
-__all__ = [
-    "URL_PARAMS",
-    "NeuralDivergence",
-    "check_comparable",
-    "dashboard",
-    "error_page",
-    "report_exception",
-]
+__all__ = ["URL_PARAMS", "NeuralDivergence", "check_comparable", "dashboard"]
 
 T = TypeVar("T")
 
@@ -230,11 +222,11 @@ class NeuralDivergence(param.Parameterized):
         frame = self.frame(store.layers[0])
         table = frame.instances
         ids = frame.instance_ids
-        scores = _divergence_scores(store, table)
+        scores = divergence_scores(store, table)
         self._instance_info = {
-            iid: _instance_label(table, row, iid, scores) for row, iid in enumerate(ids)
+            iid: instance_label(table, row, iid, scores) for row, iid in enumerate(ids)
         } if table is not None else {}  # fmt: skip
-        self._pairs = _pairs(table, ids)
+        self._pairs = pairs_of(table, ids)
         if hasattr(self, "_w_pair"):  # widgets exist: a live update may have brought pairs
             self._w_pair.options = self._pair_options()
             self._w_pair.visible = bool(self._pairs)
@@ -881,7 +873,7 @@ class NeuralDivergence(param.Parameterized):
             self.param.watch(write, list(URL_PARAMS))
         curdoc = pn.state.curdoc
         if curdoc is not None:
-            _SESSIONS[curdoc] = self
+            register_session(curdoc, self._report)
             if curdoc.session_context is not None:
                 pn.state.add_periodic_callback(self._poll, period=int(self.poll_seconds * 1000))
         md = pn.pane.Markdown
@@ -950,125 +942,10 @@ def check_comparable(store: Store, other: Store) -> None:
         )
 
 
-# Browser sessions of one server share the frames of a checkpoint: what one session read and
-# computed (per-group densities and quantiles) the next gets at once. A checkpoint never
-# changes, so its frames never go stale; the oldest are dropped.
 def _fits(item: str, want: str) -> bool:
     """Whether sort item ``item`` is of the kind ``want`` (``group``, ``instance``, ``any``)."""
     kind = item.partition(":")[0]
     return kind == want or (want == "any" and kind in ("group", "instance"))
-
-
-def _instance_label(table: Any, row: int, iid: str, scores: np.ndarray | None) -> str:
-    label, pred = int(table.label[row]), int(table.predicted[row])
-    cond = str(table.condition[row])
-    text = f"#{iid} · true {label} → pred {pred}" + (f" · {cond}" if cond else "")
-    words = str(table.text[row]) if len(table.text) else ""
-    if words:  # a text input: its first words tell it apart in the menu (escaped there)
-        text += f" · “{words[:40]}{'…' if len(words) > 40 else ''}”"
-    if scores is not None and np.isfinite(scores[row]):
-        text += f" · divergence {scores[row]:.2f}"
-    return text
-
-
-def _divergence_scores(store: Store, table: Any) -> np.ndarray | None:
-    """Each instance's overall divergence from its predicted class; ``None`` while an ingest
-    still writes the store (the distributions move), or where the store has no group for a
-    prediction (grouped neither by label nor by predicted class, or fewer classes)."""
-    from ..divergence import class_groups
-
-    if table is None or not len(table) or not store.complete:
-        return None
-    n_classes = len(class_groups(store))
-    if not n_classes or table.predicted.min() < 0 or table.predicted.max() >= n_classes:
-        return None
-    # A checkpoint never changes once committed, so every session on it shares its scores;
-    # its manifest's inode and time tell it from a later store's checkpoint of the same name.
-    manifest = (Path(store.snapshot) / MANIFEST).stat()
-    key = f"{store.snapshot}:{manifest.st_ino}:{manifest.st_mtime_ns}"
-    if key not in _SCORES:
-        if len(_SCORES) >= 8:
-            _SCORES.pop(next(iter(_SCORES)))
-        _SCORES[key] = store.divergence(table).overall
-    return _SCORES[key]
-
-
-_SCORES: dict[str, np.ndarray] = {}  # instance scores by checkpoint folder, the last 8
-
-
-def _pairs(table: Any, ids: list[str]) -> dict[int, list[str]]:
-    """Instance ids by pair id, the benign one first."""
-    out: dict[int, list[str]] = {}
-    if table is None:
-        return out
-    for row in np.argsort(table.condition != "benign", kind="stable"):
-        if table.pair[row] >= 0:
-            out.setdefault(int(table.pair[row]), []).append(ids[row])
-    return dict(sorted(out.items()))
-
-
-# The dashboard of each Bokeh document, for errors Panel reports without saying whose.
-_SESSIONS: weakref.WeakKeyDictionary[Any, NeuralDivergence] = weakref.WeakKeyDictionary()
-
-
-def report_exception(exc: BaseException) -> None:
-    """Panel's ``exception_handler``: log an exception a callback raised, and say so in the
-    page of its session; Panel would otherwise pass it on to Bokeh, which sends the traceback
-    to the browser.
-
-    Install it with ``pn.extension(exception_handler=report_exception)``.
-
-    Parameters
-    ----------
-    exc
-        What a callback of the current session raised.
-    """
-    app = _SESSIONS.get(pn.state.curdoc) if pn.state.curdoc is not None else None
-    if app is not None:
-        app._report("an action in the page", exc)
-    else:
-        log.error("ndstream dashboard: a callback failed", exc_info=exc)
-
-
-def error_page(store: str | os.PathLike[str], exc: BaseException) -> pn.pane.HTML:
-    """The page shown instead of the dashboard when it cannot be built, as escaped text: what
-    went wrong (no traceback, no folder of the server) and what to do.
-
-    Parameters
-    ----------
-    store
-        The store's path, named by its last part only.
-    exc
-        What went wrong (see :func:`~ndstream.views.reporting.public_message`).
-    """
-    name = Path(store).name or str(store)
-    return pn.pane.HTML(
-        error_html(
-            f"ndstream cannot show {name}",
-            public_message(exc),
-            "Start the dashboard on a store that ndstream ingest wrote, e.g. "
-            "ndstream serve stores/digits.zarr. The server log has the details.",
-        ),
-        css_classes=["nd-error"], sizing_mode="stretch_width",
-    )  # fmt: skip
-
-
-class _Guarded(pn.Row):
-    """The dashboard's layout, which turns a failure while it is rendered into a Bokeh
-    document (the plots draw then) into the error page."""
-
-    def __init__(self, *objects: Any, store: str | os.PathLike[str], **params: Any) -> None:
-        super().__init__(*objects, **params)
-        self._store = store
-
-    def get_root(self, doc: Any = None, comm: Any = None, preprocess: bool = True) -> Any:
-        """The layout's Bokeh model, or the error page's if rendering the layout fails."""
-        try:
-            return super().get_root(doc, comm, preprocess)
-        except Exception as exc:
-            log.error("ndstream dashboard of %s: drawing the page failed", self._store,
-                      exc_info=exc)  # fmt: skip
-            return error_page(self._store, exc).get_root(doc, comm, preprocess)
 
 
 def dashboard(
@@ -1089,7 +966,7 @@ def dashboard(
             # it; the latest one is there. (A store that is not one fails again, and shows.)
             app = NeuralDivergence(store, compare=compare)
         layout = app.panel()
-        return _Guarded(*layout.objects, store=store, sizing_mode="stretch_width")
+        return GuardedLayout(*layout.objects, store=store, sizing_mode="stretch_width")
     except Exception as exc:
         log.error("ndstream dashboard of %s: building the page failed", store, exc_info=exc)
         return error_page(store, exc)

@@ -33,7 +33,8 @@ from tornado.web import RequestHandler
 
 from ..errors import NdstreamError
 from ..store import open_store
-from .dashboard import check_comparable, dashboard, report_exception
+from .dashboard import check_comparable, dashboard
+from .error_page import report_exception
 
 __all__ = ["OriginGuard", "allowed_origins", "exposure_warning", "serve"]
 
