@@ -159,6 +159,71 @@ def test_the_pooled_summary_counts_every_row_once_in_several_groupings():
 # -- magnitudes -------------------------------------------------------------------------------
 
 
+# -- atoms at an extreme -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_groups", [1, 10])
+def test_an_atom_at_an_extreme_is_read_as_one_value(n_groups):
+    """Clipped activations (hardtanh, ReLU6) and a bias reached whenever a unit's input is
+    dead pile whole percents of a neuron onto its exact min or max. Spread over the bin that
+    holds them, a quantile inside the atom missed it by up to the atom's mass (11 % on a
+    RegNet squeeze-and-excitation gate); read as one value, it is the atom itself."""
+    rng = np.random.default_rng(8)
+    rows = 20_000  # past the exact phase: on the grid
+    z = rng.normal(0.0, 1.0, (rows, 6)) * rng.uniform(0.5, 2.0, 6)
+    x = np.clip(z, -1.0, 1.0).astype(np.float32)  # an atom of 16-31 % at each end
+    x[:, 4] = np.where(rng.random(rows) < 0.12, 0.2844, x[:, 4])  # a bias, as the max
+    x[:, 4] = np.minimum(x[:, 4], np.float32(0.2844))
+    x[:, 5] = np.maximum(z[:, 5], -0.0625).astype(np.float32) * 3 + 7  # one end only
+    gids = rng.integers(0, n_groups, rows)
+    spec = SketchSpec(6, groups(n_groups))
+    halves = [sketch_of(x[part], gids[part], spec) for part in (slice(0, 7000), slice(7000, None))]
+    sk = halves[0].merge(halves[1])
+    assert not sk.exact
+    summary = sk.finalize()
+    for g in range(n_groups):
+        mine = x[gids == g]
+        np.testing.assert_array_equal(
+            summary.min_count[:, g], (mine == mine.min(axis=0)).sum(axis=0)
+        )
+        np.testing.assert_array_equal(
+            summary.max_count[:, g], (mine == mine.max(axis=0)).sum(axis=0)
+        )
+    pooled = sk.pooled_summary()
+    est = pooled.quantile(QS)
+    for n in range(x.shape[1]):
+        low, high = x[:, n].min(), x[:, n].max()
+        inside_low = (x[:, n] == low).mean() > QS
+        inside_high = 1 - (x[:, n] == high).mean() < QS
+        np.testing.assert_array_equal(est[n, inside_low], low)
+        np.testing.assert_array_equal(est[n, inside_high], high)
+    assert worst_rank_error(x, pooled) <= 0.001
+    # The guaranteed intervals shrink to the atom's own ranks, and still hold the truth.
+    bounds = pooled.cdf(x.max(axis=0)[:, None].astype(np.float64), bounds=True)
+    below = (x < x.max(axis=0)).mean(axis=0)
+    assert np.all(bounds.lower[:, 0] <= below + 1e-12) and np.all(
+        below <= bounds.upper[:, 0] + 1e-12
+    )
+    np.testing.assert_allclose(bounds.lower[:, 0], below, atol=0.002)
+
+
+def test_one_or_two_values_in_one_coarse_bin_are_read_exactly():
+    """Both atoms in the same bin, or one value that is both the min and the max: no count is
+    taken twice, and every answer is one of the values."""
+    x = np.full((5000, 2), 1.7, np.float32)
+    x[1::2, 1] = np.nextafter(np.float32(1.7), np.float32(2))  # two values, half each
+    sk = LayerSketch(SketchSpec(2, ("a",), GridSpec(mantissa_bits=7, exact_values=0)))
+    sk.update(x, np.zeros(5000, dtype=np.intp))
+    summary = sk.pooled_summary()
+    assert not sk.exact and (summary.resolution == 7).all()
+    pooled = summary.pooled()
+    assert pooled.counts.min() >= 0 and (pooled.counts.sum(axis=1) == 5000).all()
+    est = summary.quantile([0.1, 0.4, 0.6, 0.9])
+    np.testing.assert_array_equal(est[0], np.float32(1.7))
+    np.testing.assert_array_equal(est[1], x[[0, 0, 1, 1], 1])
+    np.testing.assert_array_equal(summary.group_rank_bounds(), 0.0)
+
+
 def loguniform(rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, ...]):
     return np.exp(rng.uniform(np.log(lo), np.log(hi), shape)).astype(np.float32)
 

@@ -282,18 +282,18 @@ def test_legacy_store_is_refused_with_rerun_advice(pristine: Path, tmp_path: Pat
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
         doc = json.loads(root.read_text())
-        assert doc["attributes"]["ndstream"]["format_version"] == 4
-        # version 3: the previous format, whose grid lumped tiny and huge magnitudes together
-        doc["attributes"]["ndstream"]["format_version"] = 3
+        assert doc["attributes"]["ndstream"]["format_version"] == 5
+        # version 4: the previous format, without the counts of values at the min and max
+        doc["attributes"]["ndstream"]["format_version"] = 4
         root.write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match=r"version 3 is not supported.*re-run the ingest"):
+    with pytest.raises(StoreError, match=r"version 4 is not supported.*re-run the ingest"):
         ndstream.open_store(path)
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
         doc = json.loads(root.read_text())
-        doc["attributes"]["ndstream"]["format_version"] = "4"
+        doc["attributes"]["ndstream"]["format_version"] = "5"
         root.write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match="'4', not a version number"):
+    with pytest.raises(StoreError, match="'5', not a version number"):
         ndstream.open_store(path)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
-import sys
+import importlib
 import warnings
 from pathlib import Path
 
@@ -82,7 +82,7 @@ def zero_bin(summary: ndstream.Summary) -> np.ndarray:
 # A layer group's arrays. These layers are narrow enough that their groups keep the full
 # bin budget, so they keep no pooled sketch and have no pooled subgroup (see all_arrays).
 LAYER_ARRAYS = {
-    "counts", "min", "max", "nan_count", "posinf_count", "neginf_count", "count", "rank_bound",
+    "counts", "min", "max", "min_count", "max_count", "nan_count", "posinf_count", "neginf_count", "count", "rank_bound",
     "neuron", "group", "grouping", "bin", "bin_lower", "bin_upper", "resolution",
 }  # fmt: skip
 
@@ -141,6 +141,8 @@ def assert_summary_matches(
         if exact:
             np.testing.assert_array_equal(bits(summary.mins[:, g]), bits(lo))
             np.testing.assert_array_equal(bits(summary.maxs[:, g]), bits(hi))
+            np.testing.assert_array_equal(summary.min_count[:, g], (x == lo).sum(axis=0))
+            np.testing.assert_array_equal(summary.max_count[:, g], (x == hi).sum(axis=0))
         else:
             np.testing.assert_allclose(summary.mins[:, g], lo, rtol=2e-6, atol=1e-6)
             np.testing.assert_allclose(summary.maxs[:, g], hi, rtol=2e-6, atol=1e-6)
@@ -495,7 +497,7 @@ def test_batch_size_invariance_bit_identical(reduction, tmp_path, monkeypatch) -
     x = _awkward_values(600, (3, 2, 2), seed=1)
     y = torch.from_numpy(np.random.default_rng(2).integers(0, 6, size=600))
     dataset = torch.utils.data.TensorDataset(x, y)
-    pending = sys.modules["ndstream.ingestion.run"]._PendingBatches
+    pending = importlib.import_module("ndstream.ingestion.run")._PendingBatches
     arrays = []
     # Batch sizes, and how many samples ingest gathers before a sketch update: every batch
     # on its own, the default, or all of them in one update at the end.
@@ -681,7 +683,7 @@ def test_attributes(digits_store_path, digits_store, digits_raw) -> None:
     root = zarr.open_group(digits_store_path, mode="r", zarr_format=3)
     attrs = root.attrs["ndstream"]
     assert attrs["format"] == "ndstream"
-    assert attrs["format_version"] == FORMAT_VERSION == 4
+    assert attrs["format_version"] == FORMAT_VERSION == 5
     assert attrs["ndstream_version"] == ndstream.__version__
     assert attrs["reduction"] == "max"
     assert attrs["samples_done"] == attrs["samples_total"] == 1797

@@ -485,10 +485,11 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     assert n_pages <= k.new_pages_needed(np.full_like(page, -1), seg_group)  # a bound
     mins = np.full((n, n_groups), np.inf, dtype=np.float32)
     maxs = np.full((n, n_groups), -np.inf, dtype=np.float32)
+    extremes = np.zeros((2, n, n_groups), dtype=np.uint16)  # values at the min, at the max
     missed = np.zeros(n, dtype=np.bool_)
     n_missed = k.update_counts(
         x, row_group, seg_group, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
-        np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
+        extremes[0], extremes[1], np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
         grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed,
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...
@@ -498,6 +499,7 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     counts = np.zeros((n, n_groups, pool.shape[1]), dtype=pool.dtype)
     for nn, gg in zip(*np.nonzero(page >= 0), strict=True):
         counts[nn, gg] = pool[page[nn, gg]]
+    _run_update.extremes = extremes  # type: ignore[attr-defined]  # for the tests that look
     return n_missed, counts, mins, maxs, missed, page
 
 
@@ -542,6 +544,10 @@ def test_update_counts_by_hand():
     assert not np.signbit(mins[1, 0]) and not np.signbit(maxs[1, 0])
     # neuron 1, group 1 saw no finite value: min/max stay at their identities
     assert mins[1, 1] == np.inf and maxs[1, 1] == -np.inf
+    # one value at each extreme (-0.0 is +0.0); none where no finite value came
+    at_min, at_max = _run_update.extremes  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(at_min, [[1, 1], [1, 0]])
+    np.testing.assert_array_equal(at_max, [[1, 1], [1, 0]])
 
 
 def test_update_counts_flags_narrow_windows():
@@ -1385,8 +1391,12 @@ def test_fold_min_max_by_hand():
     gids = np.array([[0, 2], [1, 2], [0, 0]], dtype=np.intp)  # two groupings per row
     mins = np.full((2, 3), np.inf, np.float32)
     maxs = np.full((2, 3), -np.inf, np.float32)
-    k.fold_min_max(x, gids, mins, maxs)
+    at_min, at_max = np.zeros((2, 2, 3), dtype=np.uint16)
+    k.fold_min_max(x, gids, mins, maxs, at_min, at_max)
     # group 0: rows 0 and 2 (twice); group 1: row 1; group 2: rows 0 and 1
     np.testing.assert_array_equal(mins, [[1.0, -2.0, -2.0], [0.0, np.inf, 0.0]])
     np.testing.assert_array_equal(maxs, [[5.0, -2.0, 1.0], [0.0, -np.inf, 0.0]])
+    # values equal to them: row 2 counts twice in group 0
+    np.testing.assert_array_equal(at_min, [[1, 1, 1], [1, 0, 1]])
+    np.testing.assert_array_equal(at_max, [[2, 1, 1], [1, 0, 1]])
     assert not np.signbit(mins[1, 0]) and not np.signbit(maxs[1, 2])  # -0.0 counts as +0.0

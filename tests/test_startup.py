@@ -112,7 +112,9 @@ def test_widest_ranges_in_numpy_matches_the_kernel() -> None:
     maxs = mins + rng.uniform(0, 2, (n, g)).astype(np.float32)
     mins[0, 0] = maxs[0, 0] = np.nan  # a group without values
     maxs[1, 1] = mins[1, 1]  # one distinct value
-    args = (counts, lower, upper, zero_bin, fine, mins, maxs)
+    min_count = rng.integers(0, 4, (n, g))  # values at the min and max, off their bins
+    max_count = rng.integers(0, 4, (n, g))
+    args = (counts, lower, upper, zero_bin, fine, mins, maxs, min_count, max_count)
     got = summary._widest_ranges(*args)
     np.testing.assert_array_equal(got, _kernels.widest_ranges(*args))
     assert got.dtype == np.float64 and got.any()

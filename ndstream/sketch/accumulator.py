@@ -1,8 +1,9 @@
 """The streaming accumulator: create / update / merge / finalize.
 
 A :class:`LayerSketch` holds, for every (neuron, group) of one layer, counts on the log-linear
-grid of :mod:`ndstream.sketch.grid`, the exact min and max of the finite values, and counts of
-exact zeros, NaN, +Inf and -Inf. The group is an axis of the arrays, not a separate object.
+grid of :mod:`ndstream.sketch.grid`, the exact min and max of the finite values with the number
+of values equal to each, and counts of exact zeros, NaN, +Inf and -Inf. The group is an axis of
+the arrays, not a separate object.
 
 Memory: each neuron keeps a window of consecutive grid keys per sign, just wide enough for the
 keys it has seen, at its own resolution; the window width is shared by the layer and bounded
@@ -232,6 +233,11 @@ class LayerSketch:
         self.n_pages = 0
         self.mins = np.full((n, g), np.inf, dtype=np.float32)
         self.maxs = np.full((n, g), -np.inf, dtype=np.float32)
+        # Values equal to the min and to the max, so that an atom at an extreme (a clipped
+        # activation, a bias reached whenever a unit's input is dead) stays exact. As narrow
+        # as the counters: they never exceed a group's total.
+        self.min_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
+        self.max_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
         self.totals = np.zeros(g, dtype=np.int64)
         self.pos_off = np.zeros(n, dtype=np.int32)
         self.neg_off = np.zeros(n, dtype=np.int32)
@@ -298,6 +304,9 @@ class LayerSketch:
         finite = ~np.isnan(summary.mins)
         sketch.mins = np.where(finite, summary.mins, np.inf).astype(np.float32)
         sketch.maxs = np.where(finite, summary.maxs, -np.inf).astype(np.float32)
+        dtype = _counter_dtype(int(sketch.totals.max(initial=0)))
+        sketch.min_count = np.asarray(summary.min_count).astype(dtype)
+        sketch.max_count = np.asarray(summary.max_count).astype(dtype)
         if int(sketch.totals.sum()) <= exact_values:
             sketch._kept = _values_of(summary)
             return sketch
@@ -341,7 +350,7 @@ class LayerSketch:
     def nbytes(self) -> int:
         """Bytes held by the state arrays (allocated, not only used)."""
         arrays = (
-            self.page, self.pool, self.mins, self.maxs,
+            self.page, self.pool, self.mins, self.maxs, self.min_count, self.max_count,
             self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
         kept = sum(x.nbytes + gids.nbytes for x, gids in self._kept)
@@ -391,6 +400,7 @@ class LayerSketch:
             )
         totals = self.totals + np.bincount(gids.ravel(), minlength=n_groups).astype(np.int64)
         max_bins, exact_values = self.spec.budget(totals)
+        self._fit_extreme_counts(int(totals.max()))
         if self.exact and int(totals.sum()) <= exact_values:
             self._keep(x, gids)
         else:
@@ -424,7 +434,7 @@ class LayerSketch:
     def _keep(self, x: np.ndarray, gids: np.ndarray) -> None:
         """Exact mode: keep a copy of the batch (the caller may reuse its buffers)."""
         x, gids = x.copy(), gids.copy()
-        k.fold_min_max(x, gids, self.mins, self.maxs)
+        k.fold_min_max(x, gids, self.mins, self.maxs, self.min_count, self.max_count)
         self._kept.append((x, gids))
 
     def _fold_kept(self, upcoming: np.ndarray | None = None) -> None:
@@ -440,10 +450,11 @@ class LayerSketch:
             ranges = [self._batch_ranges(x, every) for x in batches]
             self._refit(every, functools.reduce(_union, ranges))
         # Values rebuilt from a summary stand for their bins, not for the exact min and max.
-        mins, maxs = self.mins.copy(), self.maxs.copy()
+        extremes = (self.mins.copy(), self.maxs.copy(), self.min_count.copy(),
+                    self.max_count.copy())  # fmt: skip
         for x, gids in kept:
             self._fold(x, gids)
-        self.mins, self.maxs = mins, maxs
+        self.mins, self.maxs, self.min_count, self.max_count = extremes
 
     def _folded(self) -> LayerSketch:
         """This sketch out of exact mode: itself, or a folded copy."""
@@ -453,6 +464,7 @@ class LayerSketch:
         out.pooled = None  # only the groups are folded here
         out._kept = list(self._kept)
         out.mins, out.maxs, out.totals = self.mins.copy(), self.maxs.copy(), self.totals.copy()
+        out.min_count, out.max_count = self.min_count.copy(), self.max_count.copy()
         out.max_bins = self.spec.budget(out.totals)[0]
         out._ensure_width(int(out.totals.max(initial=0)))
         out._fold_kept()
@@ -471,7 +483,7 @@ class LayerSketch:
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
                 x, row_group, seg_group, neurons, self.pool, self.page,
-                self.mins, self.maxs, self.pos_off, self.neg_off,
+                self.mins, self.maxs, self.min_count, self.max_count, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, self.max_bins,
                 grid.min_mantissa_bits, missed,
             )  # fmt: skip
@@ -498,6 +510,13 @@ class LayerSketch:
         history, so it is the same however the data was split.
         """
         return _counter_dtype(int(self.totals.max(initial=0)))
+
+    def _fit_extreme_counts(self, max_total: int) -> None:
+        """Widen the counts at the min and max before they could pass their maximum."""
+        dtype = _counter_dtype(max_total)
+        if dtype.itemsize > self.min_count.dtype.itemsize:
+            self.min_count = self.min_count.astype(dtype)
+            self.max_count = self.max_count.astype(dtype)
 
     def _ensure_width(self, max_total: int) -> None:
         """Widen the counters before any (neuron, group) could pass their maximum."""
@@ -585,6 +604,13 @@ class LayerSketch:
         out.max_bins, exact_values = self.spec.budget(out.totals)
         out.mins = np.minimum(self.mins, other.mins)
         out.maxs = np.maximum(self.maxs, other.maxs)
+        dtype = _counter_dtype(int(out.totals.max(initial=0)))
+        out.min_count = _count_at(
+            out.mins, (self.mins, self.min_count), (other.mins, other.min_count)
+        ).astype(dtype)
+        out.max_count = _count_at(
+            out.maxs, (self.maxs, self.max_count), (other.maxs, other.max_count)
+        ).astype(dtype)
         if self.exact and other.exact and int(out.totals.sum()) <= exact_values:
             out._kept = self._kept + other._kept
             return out
@@ -711,6 +737,8 @@ class LayerSketch:
             upper=upper,
             mins=np.where(finite, mins, np.float32(np.nan)),
             maxs=np.where(finite, maxs, np.float32(np.nan)),
+            min_count=np.where(finite, self.min_count[:, idx], 0).astype(np.int64),
+            max_count=np.where(finite, self.max_count[:, idx], 0).astype(np.int64),
             nan=special[:, :, 0],
             posinf=special[:, :, 1],
             neginf=special[:, :, 2],
@@ -730,6 +758,12 @@ class LayerSketch:
         if self.pooled is not None:
             return self.pooled.finalize()
         return self.finalize(self.spec.first_grouping).collapsed(POOLED_GROUP)
+
+
+def _count_at(extreme: np.ndarray, *sides: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Values equal to ``extreme`` over ``sides`` of (extreme, count): the counts of the sides
+    whose extreme it is, added."""
+    return sum((np.where(e == extreme, c, 0) for e, c in sides), np.zeros(extreme.shape, np.int64))
 
 
 def _values_of(summary: Summary) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -21,8 +21,10 @@ queries spread a bin's values over it by the shape its neighbours suggest (a mon
 near a neuron's exact min or max, a power law of the distance to it). Activations after a
 channel max are often concentrated in a narrow range; a fixed grid would put most of a neuron
 in a few bins, while here a neuron gets about ``max_bins`` bins across whatever range it spans.
-A pile-up of many samples on one exact value inside a wider range (a bias value before a ReLU)
-stays the weak case. See ``benchmarks/bench_accuracy.py`` for measured errors.
+Many samples on one exact value are read as that value where it is a neuron's min or max (a
+clipped activation, a bias reached whenever a unit's input is dead): the sketch counts the
+values equal to each extreme. The same inside the range (a bias that is not an extreme) stays
+the weak case: its bin spreads it. See ``benchmarks/bench_accuracy.py`` for measured errors.
 
 Memory: a neuron costs one counter for each bin between the smallest and the largest key it
 has seen, per sign (see ``accumulator.py``): at most ``max_bins`` per sign unless the data spans

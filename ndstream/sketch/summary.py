@@ -283,6 +283,10 @@ class Summary:
         ``[0, 0]``, padding is NaN.
     mins, maxs
         ``[neuron, group]`` float32 exact min and max of the finite values, NaN when none.
+    min_count, max_count
+        ``[neuron, group]`` int64 number of values equal to the min and to the max (0 when
+        none): an atom at an extreme (a clipped activation, a bias reached whenever a unit's
+        input is dead) is read as one value, not spread over its bin.
     nan, posinf, neginf
         ``[neuron, group]`` int64 counts of non-finite values.
     totals
@@ -301,6 +305,8 @@ class Summary:
     upper: np.ndarray
     mins: np.ndarray
     maxs: np.ndarray
+    min_count: np.ndarray
+    max_count: np.ndarray
     nan: np.ndarray
     posinf: np.ndarray
     neginf: np.ndarray
@@ -323,6 +329,8 @@ class Summary:
             upper=self.upper,
             mins=self.mins[:, idx],
             maxs=self.maxs[:, idx],
+            min_count=self.min_count[:, idx],
+            max_count=self.max_count[:, idx],
             nan=self.nan[:, idx],
             posinf=self.posinf[:, idx],
             neginf=self.neginf[:, idx],
@@ -349,6 +357,8 @@ class Summary:
             upper=self.upper,
             mins=mins.astype(np.float32),
             maxs=maxs.astype(np.float32),
+            min_count=_count_at_pooled(self.mins, self.min_count, mins),
+            max_count=_count_at_pooled(self.maxs, self.max_count, maxs),
             nan=self.nan.sum(axis=1, keepdims=True),
             posinf=self.posinf.sum(axis=1, keepdims=True),
             neginf=self.neginf.sum(axis=1, keepdims=True),
@@ -363,14 +373,20 @@ class Summary:
         with warnings.catch_warnings():
             # An empty group legitimately has no min: numpy's "All-NaN slice" is no news.
             warnings.simplefilter("ignore", RuntimeWarning)
-            mins = np.nanmin(self.mins, axis=1).astype(np.float64)
-            maxs = np.nanmax(self.maxs, axis=1).astype(np.float64)
+            mins = np.nanmin(self.mins, axis=1, keepdims=True)
+            maxs = np.nanmax(self.maxs, axis=1, keepdims=True)
+        counts, lower, upper = _atoms_at_extremes(
+            self.counts.sum(axis=1, dtype=np.float64), self.lower, self.upper,
+            mins[:, 0], maxs[:, 0],
+            _count_at_pooled(self.mins, self.min_count, mins)[:, 0],
+            _count_at_pooled(self.maxs, self.max_count, maxs)[:, 0],
+        )  # fmt: skip
         return Pooled(
-            counts=self.counts.sum(axis=1, dtype=np.float64),
-            lower=self.lower,
-            upper=self.upper,
-            mins=mins,
-            maxs=maxs,
+            counts=counts,
+            lower=lower,
+            upper=upper,
+            mins=mins[:, 0].astype(np.float64),
+            maxs=maxs[:, 0].astype(np.float64),
             nan=self.nan.sum(axis=1, dtype=np.float64),
             posinf=self.posinf.sum(axis=1, dtype=np.float64),
             neginf=self.neginf.sum(axis=1, dtype=np.float64),
@@ -415,7 +431,10 @@ class Summary:
         # where every bin is one float32 wide (resolution 23) no bin spans several values.
         zero_bin = np.argmax((self.lower == 0) & (self.upper == 0), axis=1)
         fine = np.asarray(self.resolution) >= 23
-        args = (self.counts, self.lower, self.upper, zero_bin, fine, self.mins, self.maxs)
+        args = (
+            self.counts, self.lower, self.upper, zero_bin, fine, self.mins, self.maxs,
+            self.min_count, self.max_count,
+        )  # fmt: skip
         small = self.counts.size <= _SMALL_CELLS  # see _SMALL_CELLS
         widest = _widest_ranges(*args) if small else _kernels().widest_ranges(*args)
         total = self.totals[None, :] - self.nan  # the non-NaN values
@@ -427,6 +446,95 @@ class Summary:
         return self.pooled().histogram(edges)
 
 
+def _count_at_pooled(extremes: np.ndarray, counts: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """``[neuron, 1]`` values equal to the pooled extreme ``pooled[neuron, 1]``: the counts of
+    the groups whose extreme it is, added."""
+    return np.where(extremes == pooled, counts, 0).sum(axis=1, keepdims=True, dtype=np.int64)
+
+
+def _atoms_at_extremes(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    min_count: np.ndarray,
+    max_count: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bins ``[neuron, bin]`` with the values equal to each neuron's min and max as bins of
+    one value: ``(counts, lower, upper)``, two bins wider.
+
+    A bin that holds an extreme and other values too gives up the ``min_count`` (or
+    ``max_count``) values at the extreme to a point bin ``[min, min]`` just before it (or
+    ``[max, max]`` just after it), and keeps its edges and the rest of its count, which the
+    queries spread as before. Where a bin already holds one value (the zero bin, an exact
+    summary) or there is nothing to split off, the two bins are padding at the end, so no
+    bin loses a neighbour. Quantiles inside an atom at an extreme are then the atom itself,
+    and the guaranteed rank intervals around it shrink to its own.
+
+    Parameters
+    ----------
+    counts
+        ``[neuron, bin]`` float64 counts; ``lower`` and ``upper`` its edges (float32).
+    mins, maxs
+        ``[neuron]`` exact min and max of the finite values, NaN where none.
+    min_count, max_count
+        ``[neuron]`` number of values equal to the min and to the max.
+    """
+    n, width = counts.shape
+    rows = np.arange(n)
+    filled = counts > 0
+    has = filled.any(axis=1)
+    first = np.where(has, np.argmax(filled, axis=1), 0)
+    last = np.where(has, width - 1 - np.argmax(filled[:, ::-1], axis=1), 0)
+    with np.errstate(invalid="ignore"):
+        spread = (lower < upper) & ~_one_float32(lower, upper)  # bins that may hold several
+        split_min = has & spread[rows, first] & (min_count > 0)
+        split_max = has & spread[rows, last] & (max_count > 0) & (maxs != mins)
+    # Where the two point bins go; where one is not needed it is padding at the end.
+    at_min = first
+    at_max = last + 1 + split_min
+    inserted = np.zeros((n, width + 2), dtype=bool)
+    inserted[rows[split_min], at_min[split_min]] = True
+    inserted[rows[split_max], at_max[split_max]] = True
+    padding = 2 - split_min.astype(np.int64) - split_max
+    inserted[:, width + 1] |= padding >= 1
+    inserted[:, width] |= padding == 2
+    src = np.clip(np.cumsum(~inserted, axis=1) - 1, 0, max(width - 1, 0))
+    if width:
+        out_counts = np.take_along_axis(counts, src, axis=1)
+        out_lower = np.take_along_axis(lower, src, axis=1)
+        out_upper = np.take_along_axis(upper, src, axis=1)
+    else:
+        out_counts = np.zeros((n, 2))
+        out_lower, out_upper = (
+            np.full((n, 2), np.nan, np.float32),
+            np.full((n, 2), np.nan, np.float32),
+        )
+    out_counts[inserted] = 0.0
+    out_lower[inserted] = np.nan
+    out_upper[inserted] = np.nan
+    for split, slot, holder, value, count in (
+        (split_min, at_min, at_min + 1, mins, min_count),
+        (split_max, at_max, at_max - 1, maxs, max_count),
+    ):
+        r = rows[split]
+        out_counts[r, slot[split]] = count[split]
+        out_lower[r, slot[split]] = value[split]
+        out_upper[r, slot[split]] = value[split]
+        out_counts[r, holder[split]] -= count[split]
+    return out_counts, out_lower, out_upper
+
+
+def _one_float32(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Bins one float32 step wide (see ``_kernels.queries._single_value``): one value."""
+    lo32, hi32 = lower.astype(np.float32), upper.astype(np.float32)
+    with np.errstate(over="ignore"):  # the step past float32 max is +Inf, as it should be
+        pos = (upper > 0) & (np.nextafter(lo32, np.float32(np.inf)) == hi32)
+        neg = (lower < 0) & (np.nextafter(hi32, np.float32(-np.inf)) == lo32)
+    return pos | neg
+
+
 def _widest_ranges(
     counts: np.ndarray,
     lower: np.ndarray,
@@ -435,8 +543,11 @@ def _widest_ranges(
     fine: np.ndarray,
     mins: np.ndarray,
     maxs: np.ndarray,
+    min_count: np.ndarray,
+    max_count: np.ndarray,
 ) -> np.ndarray:
     """NumPy twin of ``_kernels.widest_ranges`` (the same rule; a test checks they agree)."""
+    counts = _less_extreme_atoms(counts, min_count, max_count)
     n_neurons, n_groups, n_bins = counts.shape
     lo, hi = mins[:, :, None], maxs[:, :, None]
     # A bin with values spans several unless clipping it to the group's range leaves a point.
@@ -448,3 +559,20 @@ def _widest_ranges(
     if n_bins == 0:
         return np.zeros((n_neurons, n_groups), dtype=np.float64)
     return np.where(spans, counts, 0).max(axis=2).astype(np.float64)
+
+
+def _less_extreme_atoms(
+    counts: np.ndarray, min_count: np.ndarray, max_count: np.ndarray
+) -> np.ndarray:
+    """``counts [neuron, group, bin]`` less the values at each (neuron, group)'s min and max,
+    taken from its first and last bins with values (where the group has one distinct value,
+    the rule of :func:`_widest_ranges` reads no bin at all)."""
+    filled = counts > 0
+    has = filled.any(axis=2)
+    nn, gg = np.nonzero(has)
+    first = np.argmax(filled, axis=2)[nn, gg]
+    last = counts.shape[2] - 1 - np.argmax(filled[:, :, ::-1], axis=2)[nn, gg]
+    out = counts.astype(np.float64)
+    out[nn, gg, first] = np.maximum(out[nn, gg, first] - min_count[nn, gg], 0.0)
+    out[nn, gg, last] = np.maximum(out[nn, gg, last] - max_count[nn, gg], 0.0)
+    return out

@@ -184,7 +184,7 @@ def _exercise() -> None:
         fine = np.asarray(summary.resolution) >= 23
         _kernels.widest_ranges(
             summary.counts, summary.lower, summary.upper, zero_bin, fine, summary.mins,
-            summary.maxs,
+            summary.maxs, summary.min_count, summary.max_count,
         )  # fmt: skip
         # A resumed run rebuilds its sketches from the stored summaries.
         LayerSketch.from_summary(summary, sketch.spec, sketch.pooled_summary())

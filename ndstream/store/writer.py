@@ -272,6 +272,8 @@ def _write_layer(
         # NaN is what min and max hold for a group without data.
         "min": np.full((n, n_groups), np.nan, dtype=np.float32),
         "max": np.full((n, n_groups), np.nan, dtype=np.float32),
+        "min_count": np.zeros((n, n_groups), dtype=np.int64),
+        "max_count": np.zeros((n, n_groups), dtype=np.int64),
         "nan_count": np.zeros((n, n_groups), dtype=np.int64),
         "posinf_count": np.zeros((n, n_groups), dtype=np.int64),
         "neginf_count": np.zeros((n, n_groups), dtype=np.int64),
@@ -284,6 +286,8 @@ def _write_layer(
         files.chunks(f"{name}/{fmt.COUNTS}", s.counts, counts_chunks, (0, g0, 0))
         data["min"][sel] = s.mins
         data["max"][sel] = s.maxs
+        data["min_count"][sel] = s.min_count
+        data["max_count"][sel] = s.max_count
         data["nan_count"][sel] = s.nan
         data["posinf_count"][sel] = s.posinf
         data["neginf_count"][sel] = s.neginf
@@ -325,6 +329,8 @@ def _write_pooled(
         "count": pooled.totals.astype(np.int64),
         "min": pooled.mins.astype(np.float32),
         "max": pooled.maxs.astype(np.float32),
+        "min_count": pooled.min_count.astype(np.int64),
+        "max_count": pooled.max_count.astype(np.int64),
         "nan_count": pooled.nan.astype(np.int64),
         "posinf_count": pooled.posinf.astype(np.int64),
         "neginf_count": pooled.neginf.astype(np.int64),

@@ -112,8 +112,16 @@ def exact_counts(
 
 
 @jit
-def fold_min_max(x: np.ndarray, gids: np.ndarray, mins: np.ndarray, maxs: np.ndarray) -> None:
-    """Fold the finite values of ``x[row, neuron]`` into ``mins`` and ``maxs[neuron, group]``.
+def fold_min_max(
+    x: np.ndarray,
+    gids: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    min_count: np.ndarray,
+    max_count: np.ndarray,
+) -> None:
+    """Fold the finite values of ``x[row, neuron]`` into ``mins`` and ``maxs[neuron, group]``,
+    with the number of values equal to each in ``min_count`` and ``max_count``.
 
     Row ``r`` counts in each group ``gids[r, p]``. -0.0 counts as +0.0, as in
     :func:`update_counts`, so the result does not depend on the order of the values.
@@ -126,5 +134,11 @@ def fold_min_max(x: np.ndarray, gids: np.ndarray, mins: np.ndarray, maxs: np.nda
                 if v - v == 0:  # finite: NaN and infinities give NaN
                     if v < mins[n, g]:
                         mins[n, g] = v
+                        min_count[n, g] = 1
+                    elif v == mins[n, g]:
+                        min_count[n, g] += 1
                     if v > maxs[n, g]:
                         maxs[n, g] = v
+                        max_count[n, g] = 1
+                    elif v == maxs[n, g]:
+                        max_count[n, g] += 1

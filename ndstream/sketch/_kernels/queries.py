@@ -499,6 +499,8 @@ def widest_ranges(
     fine: np.ndarray,
     mins: np.ndarray,
     maxs: np.ndarray,
+    min_count: np.ndarray,
+    max_count: np.ndarray,
 ) -> np.ndarray:
     """:func:`widest_bins` of a summary ``[neuron, group, bin]`` at its resolutions, faster.
 
@@ -506,6 +508,8 @@ def widest_ranges(
     bin ``zero_bin[n]`` is the point 0. Otherwise a bin with values spans several unless
     clipping to the group's min and max leaves a point: the group holds one distinct value,
     or the bin starts at the group's max (ends at its min). No float32 step is computed.
+    The values at the min and the max (``min_count``, ``max_count``) are one value each, so
+    the first and last bins with values count without them.
     """
     n_neurons, n_groups, n_bins = counts.shape
     out = np.zeros((n_neurons, n_groups), dtype=np.float64)
@@ -518,9 +522,18 @@ def widest_ranges(
             if not lo < hi:  # one distinct finite value, or none (NaN)
                 continue
             row = counts[n, g]
+            first, last = 0, n_bins - 1
+            while first < last and row[first] == 0:
+                first += 1
+            while last > first and row[last] == 0:
+                last -= 1
             best = 0.0
             for j in range(n_bins):
-                c = row[j]
+                c = np.float64(row[j])
+                if j == first:
+                    c = max(c - min_count[n, g], 0.0)
+                if j == last:
+                    c = max(c - max_count[n, g], 0.0)
                 if c > best and j != z and lower[n, j] < hi and upper[n, j] > lo:
                     best = c
             out[n, g] = best

@@ -114,6 +114,8 @@ def update_counts(
     page: np.ndarray,
     mins: np.ndarray,
     maxs: np.ndarray,
+    min_count: np.ndarray,
+    max_count: np.ndarray,
     pos_off: np.ndarray,
     neg_off: np.ndarray,
     wp: int,
@@ -135,6 +137,11 @@ def update_counts(
     ``budget`` slots of a window: windows grow past the budget for neurons that cannot
     coarsen further, and a finer neuron whose keys spread that wide must coarsen instead.
     Returns the number of misses.
+
+    ``min_count`` and ``max_count`` count the values equal to each (neuron, group)'s min and
+    max: an atom at an extreme (a clipped activation, a bias reached whenever a unit's input
+    is dead) that a bin would spread over its width. They are counted beside the min and max,
+    in the same pass, branch-free.
 
     Blocks of :data:`LANES` neurons run in parallel on Numba's threads: neurons share no
     state. A block goes through the rows twice. The first pass reads each row's values of
@@ -190,6 +197,9 @@ def update_counts(
                     base[p, i, t] = np.int64(page[cols[t], g]) * width + N_SPECIAL
         lo = np.full((n_part, most_seg, LANES), _I_OMAX, dtype=np.int32)
         hi = np.full((n_part, most_seg, LANES), _I_OMIN, dtype=np.int32)
+        # How many of the batch group's values equal its running min and max so far.
+        at_lo = np.zeros((n_part, most_seg, LANES), dtype=np.int32)
+        at_hi = np.zeros((n_part, most_seg, LANES), dtype=np.int32)
         bad = np.zeros(LANES, dtype=np.int32)
         slots = np.empty((n_rows, LANES), dtype=np.int32)
         gathered = np.empty(LANES, dtype=np.int32)
@@ -231,11 +241,22 @@ def update_counts(
                 o = np.int32(bz ^ (np.int32(bz >> _I31) & _I_ABS))
                 ordered[t] = o if mag < _I_INF else _I_OMAX
             for p in range(n_part):
-                low, high = lo[p, row_group[p, r]], hi[p, row_group[p, r]]
+                i = row_group[p, r]
+                low, high, n_low, n_high = lo[p, i], hi[p, i], at_lo[p, i], at_hi[p, i]
                 for t in range(lanes):
                     o = ordered[t]
+                    oh = o if o != _I_OMAX else _I_OMIN
+                    # Branch-free: a new extreme restarts its count at 1, a tie adds 1.
+                    n_low[t] = np.int32(
+                        np.int32(o < low[t])
+                        + np.int32(o >= low[t]) * (n_low[t] + np.int32(o == low[t]))
+                    )
+                    n_high[t] = np.int32(
+                        np.int32(oh > high[t])
+                        + np.int32(oh <= high[t]) * (n_high[t] + np.int32(oh == high[t]))
+                    )
                     low[t] = np.int32(min(low[t], o))
-                    high[t] = np.int32(max(high[t], o if o != _I_OMAX else _I_OMIN))
+                    high[t] = np.int32(max(high[t], oh))
         any_bad = 0
         for t in range(n_block):
             any_bad |= bad[t]
@@ -269,11 +290,30 @@ def update_counts(
                 for i in range(n_seg[p]):
                     if lo[p, i, t] <= hi[p, i, t]:  # the group had a finite value
                         g = seg_group[p, i]
+                        edge_f[0] = mins[n, g]
+                        edge_f[1] = maxs[n, g]
+                        now_lo, now_hi = _ordered(edge[0]), _ordered(edge[1])
+                        if lo[p, i, t] < now_lo:
+                            min_count[n, g] = at_lo[p, i, t]
+                        elif lo[p, i, t] == now_lo:
+                            min_count[n, g] += at_lo[p, i, t]
+                        if hi[p, i, t] > now_hi:
+                            max_count[n, g] = at_hi[p, i, t]
+                        elif hi[p, i, t] == now_hi:
+                            max_count[n, g] += at_hi[p, i, t]
                         edge[0] = _unordered(lo[p, i, t])
                         edge[1] = _unordered(hi[p, i, t])
                         mins[n, g] = min(mins[n, g], edge_f[0])
                         maxs[n, g] = max(maxs[n, g], edge_f[1])
     return int(block_missed.sum())
+
+
+@jit
+def _ordered(bits: int) -> int:
+    """An int32 that orders like the float32 of ``bits`` (-0.0 as +0.0); see
+    :func:`update_counts`. The infinities order past every finite value."""
+    bz = bits if bits & _ABS_MASK else 0
+    return bz ^ ((bz >> 31) & _ABS_MASK)
 
 
 @jit
