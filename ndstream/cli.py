@@ -14,6 +14,8 @@ damaged store, ...), 130 after Ctrl-C; ``verify`` exits 1 when it finds damage.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -163,19 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "ingest":
-            return _ingest(args)
-        if args.command == "attack":
-            return _attack(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "verify":
-            return _verify(args)
-        if args.command == "compare":
-            return _compare(args)
-        return _info(args)
+        status = _dispatch(args)
+        # Inside the guard: a reader that went away shows here, not as a traceback at exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # `ndstream info STORE | head`: the reader has what it wanted. Stop quietly, as other
+        # tools do; stdout goes to devnull so that the interpreter's last flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except IngestInterrupted as exc:
         print(f"ndstream {args.command}: {exc}", file=sys.stderr)
         return 130
@@ -185,6 +183,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ndstream {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    commands = {
+        "ingest": _ingest,
+        "attack": _attack,
+        "evaluate": _evaluate,
+        "serve": _serve,
+        "verify": _verify,
+        "compare": _compare,
+    }
+    return commands.get(args.command, _info)(args)
 
 
 def _ingest(args: argparse.Namespace) -> int:

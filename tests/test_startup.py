@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,21 @@ def test_info_of_a_store_without_pooled_subgroups(unpooled_store: Path) -> None:
     assert bound.dtype == np.float32
     assert np.all(bound > 0)  # on the grid, coarse: every neuron has a bin of several values
     np.testing.assert_array_equal(bound, expected)
+
+
+def test_info_into_a_closed_pipe_stops_quietly(unpooled_store: Path) -> None:
+    """`ndstream info STORE | head -1`: the reader leaves early; no traceback follows."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte: every write meets EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ndstream", "info", str(unpooled_store)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 128 + signal.SIGPIPE
 
 
 def test_widest_ranges_in_numpy_matches_the_kernel() -> None:

@@ -635,3 +635,30 @@ def test_layer_names_that_are_not_store_paths(tmp_path) -> None:
     table = store.instances()
     assert table is not None and len(table) == 2
     assert set(table.values) == set(store.layers)
+
+
+def test_unfinished_and_superseded_snapshots_go_whole(tmp_path: Path) -> None:
+    """What a dead writer left (``tmp-``) and what a commit superseded (``trash-``) is deleted
+    with every folder and file below it; committed snapshots and the links stay."""
+    from ndstream.store import snapshots
+
+    store = tmp_path / "s.zarr"
+    folder = store / snapshots.SNAPSHOTS
+    for name in ("tmp-dead", "trash-old", "000001"):
+        for layer in ("conv1", "fc"):
+            for array in ("counts", "min"):
+                chunks = folder / name / layer / array
+                chunks.mkdir(parents=True)
+                for key in ("zarr.json", "c.0.0", "c.1.0"):
+                    (chunks / key).write_bytes(b"x" * 64)
+        (folder / name / "zarr.json").write_bytes(b"{}")
+    (store / snapshots.CURRENT).symlink_to(Path(snapshots.SNAPSHOTS) / "000001")
+    (store / ".current.tmp-dead").symlink_to(Path(snapshots.SNAPSHOTS) / "tmp-dead")
+
+    snapshots.remove_unfinished(store)
+
+    assert sorted(p.name for p in folder.iterdir()) == ["000001"]
+    assert len(list((folder / "000001").rglob("*"))) == 2 * 2 * 4 + 2 + 1
+    assert snapshots.current(store) == folder / "000001"
+    assert not (store / ".current.tmp-dead").is_symlink()
+    snapshots.remove_unfinished(store)  # nothing left to remove: no error

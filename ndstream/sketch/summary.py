@@ -20,6 +20,7 @@ store's counts, totals and stored rank bounds needs neither Numba nor its compil
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
@@ -37,11 +38,13 @@ __all__ = ["POOLED_GROUP", "Pooled", "RankBounds", "Summary", "display_edges", "
 POOLED_GROUP = "all"  # the one group of a pooled summary: every row once
 
 
-# Up to this many (neuron, group, bin) cells, group_rank_bounds runs in NumPy: 2-3x the
-# kernel's time (about 5 ms a million cells), far less than importing Numba and loading the
-# kernel (0.5 s or more; seconds when it must be compiled), which a reader would pay for one
-# pooled summary. Larger summaries, written at checkpoints, take the kernel.
+# Up to this many (neuron, group, bin) cells, group_rank_bounds runs in NumPy unless an
+# ingest has loaded the kernels already: several times the kernel's time (the MiniLM
+# example's 12 layers: 84 ms against 10 ms a checkpoint), but far less than importing Numba
+# and loading the kernel (0.5 s or more; seconds when it must be compiled), which a reader
+# would pay for one pooled summary.
 _SMALL_CELLS = 1 << 22
+_KERNELS = __name__.rpartition(".")[0] + "._kernels"
 
 
 def _kernels() -> ModuleType:
@@ -435,8 +438,9 @@ class Summary:
             self.counts, self.lower, self.upper, zero_bin, fine, self.mins, self.maxs,
             self.min_count, self.max_count,
         )  # fmt: skip
-        small = self.counts.size <= _SMALL_CELLS  # see _SMALL_CELLS
-        widest = _widest_ranges(*args) if small else _kernels().widest_ranges(*args)
+        # see _SMALL_CELLS
+        numpy = self.counts.size <= _SMALL_CELLS and _KERNELS not in sys.modules
+        widest = _widest_ranges(*args) if numpy else _kernels().widest_ranges(*args)
         total = self.totals[None, :] - self.nan  # the non-NaN values
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, widest / total, np.nan).astype(np.float32)

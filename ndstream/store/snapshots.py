@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -67,9 +68,11 @@ KEEP = 3  # the current snapshot and two before it, for readers still on them...
 GRACE_SECONDS = 10.0  # ...and any superseded less than this long ago...
 MOST = 5  # ...but never more than this many, however fast checkpoints come
 _SEQ_DIGITS = 6
-# fsync waits on the disk with the GIL released, so flushes on several threads overlap: a
-# checkpoint has hundreds of files, and flushing them one by one took a tenth of its write time.
-_SYNC_THREADS = 8
+# fsync and unlink wait on the file system with the GIL released, so calls on several threads
+# overlap: a checkpoint has hundreds of files, and flushing them one by one took a tenth of its
+# write time; deleting a superseded snapshot's layer folders side by side takes half the time
+# of one rmtree (the MiniLM example: 0.06 s against 0.11 s).
+_IO_THREADS = 8
 
 
 def current(path: Path) -> Path:
@@ -154,7 +157,7 @@ def sync_tree(folder: Path) -> None:
     for dirpath, _, names in os.walk(folder):
         files.extend(os.path.join(dirpath, name) for name in names)
         folders.append(dirpath)
-    with ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="ndstream-fsync") as pool:
+    with ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="ndstream-fsync") as pool:
         list(pool.map(_fsync_file, files))  # list(): re-raises the first error
     for dirpath in folders:  # a folder after its files, so its entries point at flushed data
         _fsync_dir(Path(dirpath))
@@ -220,7 +223,21 @@ def _prune(path: Path, keep: int = KEEP, grace: float = GRACE_SECONDS) -> None:
         os.rename(old, folder / f"trash-{uuid.uuid4().hex[:12]}")
     for p in folder.iterdir():
         if p.name.startswith("trash-"):
-            shutil.rmtree(p, ignore_errors=True)
+            _remove_tree(p)
+
+
+def _remove_tree(folder: Path) -> None:
+    """Delete ``folder`` and all it holds, its subfolders on several threads; errors are
+    ignored, as a folder that is already gone is what was wanted."""
+    try:
+        inside = [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        inside = []
+    if inside:
+        remove = functools.partial(shutil.rmtree, ignore_errors=True)
+        with ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="ndstream-remove") as pool:
+            list(pool.map(remove, inside))
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_unfinished(path: Path) -> None:
@@ -229,7 +246,7 @@ def remove_unfinished(path: Path) -> None:
     if folder.is_dir():
         for p in folder.iterdir():
             if p.name.startswith(("tmp-", "trash-")):
-                shutil.rmtree(p, ignore_errors=True)
+                _remove_tree(p)
     for p in path.glob(".current.tmp-*"):
         p.unlink(missing_ok=True)
 
