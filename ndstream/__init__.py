@@ -20,6 +20,7 @@ from ._lazy import attach
 from ._version import __version__
 from .errors import (
     CaptureError,
+    CaptureWarning,
     ConfigError,
     GroupNotFoundError,
     LayerNotFoundError,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivationCapture",
     "CaptureError",
+    "CaptureWarning",
     "ConfigError",
     "GridSpec",
     "GroupNotFoundError",

@@ -296,7 +296,9 @@ def _compare(args: argparse.Namespace) -> int:
             layers[name] = name_b or name
     out = Path(args.csv or f"{Path(args.store_a).stem}-vs-{Path(args.store_b).stem}.csv")
     _check_writable(out)  # before the stores are read: the scores may take a while
-    a, b = open_store(args.store_a), open_store(args.store_b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a fallback is said in one line of the output instead
+        a, b = open_store(args.store_a), open_store(args.store_b)
     results = compare_stores(a, b, layers, args.groups, args.metric)
     try:
         with out.open("w", newline="") as f:
@@ -312,6 +314,9 @@ def _compare(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(_unwritable(out, exc)) from exc
     print(f"{args.metric} of each neuron, A = {a.path}, B = {b.path}")
+    for side, store in (("A", a), ("B", b)):
+        if store.pinned.fallback:
+            print(f"DAMAGED {side}  {store.fallback_note()}")
     for layer, group, result in results:
         print(f"\nlayer {layer}, group {group}: the {min(args.top, result.sizes['neuron'])} "
               "neurons that moved most (score, and the interval it is sure to lie in)")  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "CaptureError",
+    "CaptureWarning",
     "ConfigError",
     "DataError",
     "GroupNotFoundError",
@@ -57,6 +58,11 @@ class StoreError(NdstreamError, OSError):
 class StoreDamageError(StoreError):
     """A store's files are not what its writer wrote (missing, truncated or changed), and no
     intact checkpoint is left to fall back to; ``ndstream verify`` lists the damage."""
+
+
+class CaptureWarning(UserWarning):
+    """Activations that the store cannot keep as they are (float64 values outside float32's
+    range); the message says what they count as."""
 
 
 class StoreDamageWarning(UserWarning):

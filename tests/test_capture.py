@@ -829,3 +829,111 @@ def test_a_different_number_of_calls_in_a_later_pass_raises(calls: str) -> None:
 def test_unknown_calls_mode_raises() -> None:
     with pytest.raises(ValueError, match="separate"):
         ActivationCapture(small_net(), ["classifier"], calls="split")  # type: ignore[arg-type]
+
+
+# -- held-out models: other dtypes and layouts ---------------------------------------------
+
+
+class _Times(nn.Module):
+    """``x * 1``: the input itself as a layer's output, in the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1
+
+
+def _plain_hook_values(model: nn.Module, name: str, x: torch.Tensor) -> np.ndarray:
+    got: list[torch.Tensor] = []
+    handle = dict(model.named_modules())[name].register_forward_hook(
+        lambda m, a, out: got.append(out.detach().float())
+    )
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return got[0].numpy()
+
+
+def test_a_bfloat16_dataset_ingests_and_matches_plain_hooks(tmp_path: Any) -> None:
+    import ndstream
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4)).bfloat16().eval()
+    x, y = torch.randn(100, 8).bfloat16(), torch.randint(0, 4, (100,))
+    store = ndstream.ingest(
+        model, torch.utils.data.TensorDataset(x, y), tmp_path / "s.zarr", layers=["0"],
+        group_by="all", progress=False,
+    )  # fmt: skip
+    raw = _plain_hook_values(model, "0", x)
+    summary = store.summary("0")
+    np.testing.assert_array_equal(summary.mins[:, 0], raw.min(axis=0))
+    np.testing.assert_array_equal(summary.maxs[:, 0], raw.max(axis=0))
+    assert store.count("0") == 100
+
+
+def test_float64_values_beyond_float32_are_said_and_counted(tmp_path: Any) -> None:
+    import ndstream
+
+    x = torch.randn(100, 3, dtype=torch.float64)
+    x[:10, 0] = 1e300  # past float32 max: +Inf as float32
+    x[:7, 1] = 1e-50  # nonzero, below float32's smallest subnormal: 0 as float32
+    y = torch.zeros(100, dtype=torch.long)
+    model = nn.Sequential(_Times()).double()
+    with pytest.warns(ndstream.CaptureWarning, match=r"10 beyond .* 7 nonzero below"):
+        store = ndstream.ingest(
+            model, torch.utils.data.TensorDataset(x, y), tmp_path / "s.zarr", layers=["0"],
+            group_by="all", progress=False, batch_size=100,
+        )  # fmt: skip
+    summary = store.summary("0")
+    assert summary.posinf[0, 0] == 10  # counted where the warning says, not dropped
+    assert summary.posinf[1, 0] == 0 and summary.posinf[2, 0] == 0
+    assert store.count("0") == 100
+
+
+def test_outputs_without_the_batch_first_are_refused_by_name(tmp_path: Any) -> None:
+    import ndstream
+
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(5, 7)  # batch_first=False: [time, batch, hidden]
+            self.halved = _Times()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.lstm(x.transpose(0, 1))
+            return self.halved(out[-1][: len(x) // 2])  # half the batch
+
+    # Time steps == batch size: read batch-first, each "sample" would be a time step.
+    x, y = torch.randn(40, 20, 5), torch.arange(40) % 2
+    data = torch.utils.data.TensorDataset(x, y)
+    with pytest.raises(CaptureError, match=r"'lstm' is a LSTM with batch_first=False"):
+        ndstream.ingest(Recurrent(), data, tmp_path / "a.zarr", layers=["lstm"], batch_size=20,
+                        progress=False)  # fmt: skip
+    with pytest.raises(CaptureError, match=r"'halved' gave 10 row\(s\) for a batch of 20"):
+        ndstream.ingest(Recurrent(), data, tmp_path / "b.zarr", layers=["halved"], batch_size=20,
+                        progress=False)  # fmt: skip
+    with pytest.raises(CaptureError, match=r"'0' returned shape \(20, 0\).*no neurons"):
+        ndstream.ingest(nn.Sequential(nn.Linear(5, 0)), torch.utils.data.TensorDataset(
+            torch.randn(20, 5), torch.zeros(20, dtype=torch.long)), tmp_path / "c.zarr",
+            layers=["0"], progress=False)  # fmt: skip
+    for name in ("a.zarr", "b.zarr", "c.zarr"):  # nothing was committed
+        assert not (tmp_path / name / ".current").exists()
+
+
+def test_nan_class_scores_are_said_when_grouping_by_prediction(tmp_path: Any) -> None:
+    import ndstream
+
+    class NaNScores(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.fc(x)
+            return torch.where(x[:, :1] > 0, out, torch.nan)  # NaN where the first input <= 0
+
+    x, y = torch.randn(60, 4), torch.arange(60) % 3
+    with pytest.warns(ndstream.CaptureWarning, match="NaN class scores"):
+        store = ndstream.ingest(
+            NaNScores(), torch.utils.data.TensorDataset(x, y), tmp_path / "s.zarr",
+            layers=["fc"], group_by=["predicted", "correct"], progress=False,
+        )  # fmt: skip
+    assert store.count("fc") == 60  # every sample is still counted once per grouping

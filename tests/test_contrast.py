@@ -218,6 +218,8 @@ def test_mismatched_sides_are_refused_with_what_to_do(tmp_path: Path) -> None:
         store.contrast("0", "0", "0", "t-test")
     with pytest.raises(ValueError, match=r"\[neuron\] or \[input, neuron\]"):
         store.contrast("0", np.zeros((2, 2, WIDTH)), "0")
+    with pytest.raises(ValueError, match="hold no input"):
+        store.contrast("0", "0", np.zeros((0, WIDTH)))
 
 
 def test_compare_prints_the_neurons_that_moved_and_writes_a_csv(tmp_path: Path) -> None:

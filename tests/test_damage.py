@@ -305,3 +305,47 @@ def test_a_file_is_not_a_store(tmp_path: Path) -> None:
         assert code == 2 and "is a file, not a store" in err, err
     with pytest.raises(StoreError, match="is a file, not a store"):
         ndstream.open_store(file)
+
+
+def test_bytes_changed_in_place_are_named_and_a_deep_open_falls_back(
+    pristine: Path, truth: dict[str, dict[str, object]], tmp_path: Path
+) -> None:
+    """A chunk whose bytes changed but not its size passes the check at open; its read is a
+    clear error that says how to read the intact checkpoint, and ``deep=True`` does."""
+    path = _damaged_copy(pristine, tmp_path)
+    current = snapshots.current(path)
+    _flip(current / DAMAGED_LAYER / "counts" / "c.0.0.0")
+    store = ndstream.open_store(path)
+    assert store.snapshot.name == current.name  # sizes match: not seen at open
+    with pytest.raises(StoreError, match=r"damaged.*checksum.*deep=True") as caught:
+        store.quantile(DAMAGED_LAYER, QS, group=store.groups[0])
+    assert "b'" not in str(caught.value)  # no raw bytes in the message
+    with pytest.warns(StoreDamageWarning, match="reading checkpoint"):
+        deep = ndstream.open_store(path, deep=True)
+    assert deep.snapshot.name != current.name
+    read = truth[deep.snapshot.name]
+    np.testing.assert_array_equal(
+        deep.quantile(DAMAGED_LAYER, QS, group=deep.groups[0]), read["group quantile"]
+    )
+    code, out, _ = _cli("verify", path)
+    assert code == 1 and "deep=True" in out
+
+
+def test_compare_says_a_fallback_in_one_line(pristine: Path, tmp_path: Path) -> None:
+    """``ndstream compare`` on a store read from an earlier checkpoint says so in its output,
+    as ``info`` does, and raises no Python warning (which would print source lines)."""
+    path = _damaged_copy(pristine, tmp_path)
+    _truncate(snapshots.current(path) / DAMAGED_LAYER / "counts" / "c.0.0.0")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, out, err = _cli(
+            "compare", pristine, path, "--layers", DAMAGED_LAYER, "--csv", tmp_path / "c.csv"
+        )
+    assert code == 0, err
+    assert [w for w in seen if issubclass(w.category, StoreDamageWarning)] == []
+    damaged = [line for line in out.splitlines() if line.startswith("DAMAGED")]
+    assert (
+        len(damaged) == 1
+        and damaged[0].startswith("DAMAGED B")
+        and "reading checkpoint" in damaged[0]
+    )

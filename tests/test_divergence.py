@@ -157,3 +157,35 @@ def test_groups_nan_and_inf(with_instances: ndstream.Store) -> None:
         digits_store.divergence(inst, group=["0"])
     with pytest.raises(ValueError, match=r"\[inputs, 64\]"):
         digits_store.divergence({layer: acts[layer][:, :3]}, layers=[layer], group="0")
+
+
+def test_bad_arguments_get_clear_errors_not_wrong_scores(with_instances: ndstream.Store) -> None:
+    """Predictions of the wrong length, unknown or missing layers and odd groups are refused
+    with a message that says what to give; nothing is scored against the wrong group."""
+    store = with_instances
+    inst = store.instances()
+    assert inst is not None
+    acts = {"fc1": inst.values["fc1"][:, 0, :].astype(np.float64)}
+    n = len(inst)
+    for predicted in (inst.predicted[:-1], np.append(inst.predicted, 0)):
+        with pytest.raises(ValueError, match=f"one predicted class per input.*{n} inputs"):
+            store.divergence(acts, predicted=predicted)
+    with pytest.raises(ValueError, match="whole numbers"):
+        store.divergence(acts, predicted=inst.predicted + 0.5)
+    with pytest.raises(ndstream.LayerNotFoundError, match="nope"):
+        store.divergence(acts, group="0", layers=["nope"])
+    with pytest.raises(ValueError, match=r"no activations for layers \['fc2'\]"):
+        store.divergence(acts, group="0", layers=["fc1", "fc2"])
+    with pytest.raises(TypeError, match="group names a group"):
+        store.divergence(acts, group=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="0 rows"):
+        store.divergence({"fc1": acts["fc1"][:0]}, group="0")
+    # A layer by name alone, and the layers of the activations by default, as with a list.
+    one = store.divergence(acts, group="0", layers="fc1")
+    default = store.divergence(acts, group="0")
+    listed = store.divergence(acts, group="0", layers=["fc1"])
+    assert one.layers == default.layers == ("fc1",)
+    np.testing.assert_array_equal(one.overall, listed.overall)
+    np.testing.assert_array_equal(default.overall, listed.overall)
+    with pytest.raises(ndstream.LayerNotFoundError, match="not scored"):
+        one.contribution("fc2")

@@ -911,6 +911,14 @@ def test_quantile_rejects_bad_q():
     for bad in (-0.1, 1.5, np.nan, [0.5, 2.0]):
         with pytest.raises(ValueError):
             s.quantile(bad)
+    # Not numbers: a string, a bool (True would read as 1) and None (it would read as NaN).
+    for bad in ("0.5", True, None, [0.5, None], [False]):
+        with pytest.raises(ValueError, match="must be numbers"):
+            s.quantile(bad)
+    np.testing.assert_array_equal(s.quantile([0.5]), s.quantile(np.array([0.5], np.float32)))
+    for bad in (None, "x", [None, 1.0]):
+        with pytest.raises(ValueError, match="must be numbers"):
+            s.cdf(bad)
 
 
 def test_quantile_with_infinities_matches_numpy_order():

@@ -134,6 +134,12 @@ def test_count_selectors(digits_store, digits_targets, digits_predicted) -> None
         digits_store.count(layer, 22)
     with pytest.raises(ValueError):
         digits_store.count(layer, [])
+    # A group named twice (by name, by index, or both) would count its samples twice.
+    for twice in (["3", "3"], [3, "3"], [0, -22]):
+        with pytest.raises(ValueError, match="more than once"):
+            digits_store.count(layer, twice)
+        with pytest.raises(ValueError, match="more than once"):
+            digits_store.quantile(layer, 0.5, twice)
 
 
 def test_unknown_names_list_close_ones(digits_store) -> None:

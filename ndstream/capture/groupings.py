@@ -12,6 +12,7 @@ predicted classes are prefixed (``"pred:cat"``), correctness gives ``"correct"``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import CaptureWarning, ConfigError
 from .structure import batch_len, model_scores
 
 __all__ = [
@@ -222,12 +223,27 @@ def _label(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
     return _targets(targets)
 
 
+def _argmax(outputs: Any) -> torch.Tensor:
+    """Each sample's predicted class; says so where NaN scores make the choice arbitrary."""
+    logits = _logits(outputs)
+    undecided = int(torch.isnan(logits).any(dim=1).sum())
+    if undecided:
+        warnings.warn(
+            f"{undecided} sample(s) of a batch have NaN class scores: their predicted class "
+            "(and whether it is correct) is the one torch.argmax picks, not the model's "
+            "prediction. Their activations are counted as usual",
+            CaptureWarning,
+            stacklevel=2,
+        )
+    return logits.argmax(dim=1)
+
+
 def _predicted(inputs: Any, targets: Any, outputs: Any) -> torch.Tensor:
-    return _logits(outputs).argmax(dim=1)
+    return _argmax(outputs)
 
 
 def _correct(inputs: Any, targets: Any, outputs: torch.Tensor) -> torch.Tensor:
-    wrong = _logits(outputs).argmax(dim=1).cpu() != _targets(targets).cpu()
+    wrong = _argmax(outputs).cpu() != _targets(targets).cpu()
     return wrong.long()
 
 

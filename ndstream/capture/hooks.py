@@ -41,6 +41,7 @@ forward raised contributes nothing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -51,12 +52,16 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ndstream.errors import CaptureError
+from ndstream.errors import CaptureError, CaptureWarning
 
 from .neuron_axis import AxisChoice, LayoutTracker, choose_axis
 from .reduce import Reduced, TokenMask, TokenRows, reduce_output, token_axes
 from .selection import per_layer, resolve_layers
 from .structure import OutputField, pick_output
+
+_F32_MAX = float(np.finfo(np.float32).max)
+# Half the smallest float32 subnormal: a float64 below it rounds to zero as float32.
+_F32_TINY = float(np.finfo(np.float32).smallest_subnormal) / 2
 
 Reduction = Literal["max", "mean", "none"]
 REDUCTIONS: tuple[str, ...] = ("max", "mean", "none")
@@ -171,6 +176,7 @@ class ActivationCapture:
         self._names = resolve_layers(model, layers)
         self._overrides = per_layer(self._names, channel_dim or {}, "channel_dim", int)
         self._fields = per_layer(self._names, output_field or {}, "output_field", (str, int))
+        self._narrowed: set[str] = set()  # layers already warned of float64 values lost
         # The axis of each (module, call) is chosen in the first pass it ran in, then kept.
         self._axes: dict[tuple[str, int], AxisChoice] = {}
         self._tracker: LayoutTracker | None = None
@@ -323,11 +329,39 @@ class ActivationCapture:
             )
         return infos
 
+    def _warn_narrowing(self, name: str, tensor: torch.Tensor) -> None:
+        """Warn once per layer where float64 values leave float32's range: the store keeps
+        float32, where they would read as ±Inf and 0 without a word."""
+        with torch.no_grad():
+            size = tensor.detach().abs()
+            finite = torch.isfinite(size)
+            huge = int((finite & (size > _F32_MAX)).sum())
+            tiny = int(((size > 0) & (size < _F32_TINY)).sum())
+        if huge or tiny:
+            self._narrowed.add(name)
+            warnings.warn(
+                f"layer {name!r} gives float64 values outside float32's range ({huge} beyond "
+                f"±{_F32_MAX:.3g}, {tiny} nonzero below {_F32_TINY:.3g} in this batch); the "
+                "store keeps float32, where they count as ±Inf and as exact zeros. Run the "
+                "model in float32, or scale the layer, to keep them",
+                CaptureWarning,
+                stacklevel=2,
+            )
+
     def _record(self, name: str, module: nn.Module, args: Any, output: Any) -> None:
         if self._current is None:
             raise CaptureError(
                 f"layer {name!r} ran outside a call of the captured "
                 f"{type(self._model).__name__}; call the model itself (not .forward or a submodule)"
+            )
+        if getattr(module, "batch_first", None) is False:
+            # [sequence, batch, ...]: read with the batch first, each sample's values would be
+            # a time step's across the batch, without an error where the two lengths agree.
+            raise CaptureError(
+                f"layer {name!r} is a {type(module).__name__} with batch_first=False: its output "
+                "is [sequence, batch, ...], and ndstream reads the first axis as the batch. "
+                "Build it with batch_first=True, or select a module whose output has the "
+                "batch first"
             )
         tensor = pick_output(output, self._fields.get(name), name)
         if tensor.is_complex() or tensor.ndim == 0:
@@ -335,6 +369,8 @@ class ActivationCapture:
                 f"layer {name!r} returned a {tensor.dtype} tensor of shape {tuple(tensor.shape)}; "
                 "complex and 0-d (no batch axis) outputs have no neuron activations"
             )
+        if tensor.dtype == torch.float64 and name not in self._narrowed:
+            self._warn_narrowing(name, tensor)
         calls = self._current.setdefault(name, [])
         choice = self._axis(name, len(calls), module, tensor, args)
         with torch.no_grad():
@@ -352,6 +388,11 @@ class ActivationCapture:
             reduced = reduce_output(x, choice.axis, self._reduction, mask)
         shape = tuple(-1 if i + 1 in tokens else s for i, s in enumerate(tensor.shape[1:]))
         n_neurons = int(x.shape[choice.axis])
+        if n_neurons == 0:
+            raise CaptureError(
+                f"layer {name!r} returned shape {tuple(tensor.shape)}: no neurons along its "
+                f"neuron axis ({choice.axis}); leave it out of the selection"
+            )
         if isinstance(reduced, TokenRows):
             per_sample, rows = 0, reduced.n_samples
         else:

@@ -31,13 +31,14 @@ the edges for the ends of the spread's interval (quartiles moved by the rank bou
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import ndtri
 
+from ..errors import LayerNotFoundError
 from ..store.instances import InstanceTable
 
 if TYPE_CHECKING:
@@ -88,6 +89,10 @@ class Divergence:
 
     def contribution(self, layer: str) -> np.ndarray:
         """``[n, neuron]`` each neuron's share of the layer score: ``|z|``."""
+        if layer not in self.neurons:
+            raise LayerNotFoundError(
+                f"layer {layer!r} was not scored; these were: {list(self.layers)}"
+            )
         return np.abs(self.neurons[layer])
 
 
@@ -182,18 +187,20 @@ def divergence(
     store: Store,
     inputs: InstanceTable | Mapping[str, np.ndarray],
     group: str | Sequence[str] | None = None,
-    layers: Sequence[str] | None = None,
+    layers: str | Sequence[str] | None = None,
     *,
     predicted: np.ndarray | None = None,
 ) -> Divergence:
     """Score inputs against groups of a store; see :meth:`ndstream.Store.divergence`."""
-    layers = list(store.layers if layers is None else layers)
+    layers = _layers(store, inputs, layers)
     if isinstance(inputs, InstanceTable):
         acts = {layer: inputs.values[layer] for layer in layers}
         predicted = inputs.predicted if predicted is None else predicted
     else:
         acts = {layer: np.asarray(inputs[layer]) for layer in layers}
     n = next(iter(acts.values())).shape[0] if acts else 0
+    if n == 0 and not isinstance(inputs, InstanceTable):
+        raise ValueError("no inputs to score: the activations hold 0 rows")
     groups = _groups(store, group, n, predicted)
 
     neurons, lower, upper = {}, {}, {}
@@ -250,6 +257,30 @@ def _per_neuron(values: np.ndarray, n: int, neurons: int, layer: str) -> np.ndar
     return values
 
 
+def _layers(
+    store: Store,
+    inputs: InstanceTable | Mapping[str, np.ndarray],
+    layers: str | Sequence[str] | None,
+) -> list[str]:
+    """The layers to score, each a layer of the store with activations in ``inputs``."""
+    if layers is None:
+        given = inputs.values if isinstance(inputs, InstanceTable) else inputs
+        # New activations name their layers; a store's instances hold every layer.
+        chosen = list(store.layers) if isinstance(inputs, InstanceTable) else list(given)
+    else:
+        chosen = [layers] if isinstance(layers, str) else list(layers)
+    for layer in chosen:
+        store.layer_meta(layer)  # a LayerNotFoundError names the store's layers
+    if not isinstance(inputs, InstanceTable):
+        missing = [layer for layer in chosen if layer not in inputs]
+        if missing:
+            raise ValueError(
+                f"no activations for layers {missing}: give them in inputs, or name the "
+                f"layers to score with layers=[...] (inputs hold {list(inputs)})"
+            )
+    return chosen
+
+
 def _groups(
     store: Store, group: str | Sequence[str] | None, n: int, predicted: np.ndarray | None
 ) -> np.ndarray:
@@ -266,7 +297,20 @@ def _groups(
                 "group=None needs a store grouped by label or predicted class; this one has "
                 f"{sorted(set(store.groupings))}: name a group instead"
             )
-        pred = np.asarray(predicted, dtype=np.int64)
+        given = np.asarray(predicted)
+        if given.ndim != 1 or given.shape[0] != n:
+            raise ValueError(
+                f"give one predicted class per input: predicted has shape {list(given.shape)} "
+                f"for {n} inputs"
+            )
+        if given.dtype.kind not in "iu" and not (
+            given.dtype.kind == "f" and np.array_equal(given, np.round(given))
+        ):
+            raise ValueError(
+                f"predicted classes must be whole numbers, got {given.dtype} values such as "
+                f"{given[:3].tolist()}"
+            )
+        pred = given.astype(np.int64)
         bad = (pred < 0) | (pred >= len(classes))
         if bad.any():
             raise ValueError(
@@ -274,7 +318,12 @@ def _groups(
                 f"this store ({len(classes)} classes); name a group instead"
             )
         return np.asarray(classes, dtype=object)[pred]
-    names = [group] * n if isinstance(group, str) else list(group)
+    if isinstance(group, str):
+        names = [group] * n
+    elif isinstance(group, Iterable) and all(isinstance(g, str) for g in group):
+        names = list(group)
+    else:
+        raise TypeError(f"group names a group of the store (a str) or one per input, got {group!r}")
     if len(names) != n:
         raise ValueError(f"give one group per input: {len(names)} groups for {n} inputs")
     for name in dict.fromkeys(names):

@@ -198,6 +198,11 @@ def _side(
                 f"activations must be [neuron] or [input, neuron], got shape {list(values.shape)}"
             )
         k = values.reshape(-1, values.shape[-1]).shape[0]
+        if k == 0:
+            raise ValueError(
+                f"activations of shape {list(values.shape)} hold no input: give at least one "
+                "row of activations"
+            )
         return _Side(Pooled.from_values(values), f"{k} input(s)", "", "values")
     if isinstance(operand, Store):
         # Another store: the groups the other side names (by name), or all of it (pooled).

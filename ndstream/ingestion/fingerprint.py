@@ -64,7 +64,10 @@ def dataset_fingerprint(dataset: Any, n_probe: int = 8) -> str:
 
 def _update(h: Any, item: Any) -> None:
     if isinstance(item, torch.Tensor):
-        h.update(item.detach().cpu().contiguous().numpy().tobytes())
+        # The raw bytes, as numpy would give them, but for every dtype: numpy has no
+        # bfloat16 or float8.
+        flat = item.detach().cpu().contiguous().reshape(-1)
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     elif isinstance(item, np.ndarray):
         h.update(np.ascontiguousarray(item).tobytes())
     elif isinstance(item, tuple | list):

@@ -35,11 +35,18 @@ from ..capture.hooks import (
     Reduction,
 )
 from ..capture.instances import InstanceRecorder
-from ..capture.reduce import Reduced, sketch_rows
+from ..capture.reduce import Reduced, TokenRows, sketch_rows
 from ..capture.selection import LayerSelector, resolve_layers
 from ..capture.structure import OutputField, call_model, move_to
 from ..config import check_device
-from ..errors import ConfigError, DataError, IngestInterrupted, NdstreamError, StoreError
+from ..errors import (
+    CaptureError,
+    ConfigError,
+    DataError,
+    IngestInterrupted,
+    NdstreamError,
+    StoreError,
+)
 from ..sketch import GridSpec, LayerSketch, SketchSpec, update_threads
 from ..store import LayerMeta, Store, StoreMeta, open_store
 from ..store.instances import InstanceSpec, InstanceTable
@@ -435,6 +442,7 @@ class _Run:
                             capture.mask_next(self.mask.of(moved))
                             outputs = call_model(model, moved)
                             acts = capture.pop()
+                            _check_rows(acts, len(positions))
                             if self.layout is None:
                                 self._begin(capture, groupings, outputs)
                             assert self.layout is not None
@@ -621,6 +629,19 @@ class _PendingBatches:
     def take(self) -> list[tuple[Mapping[str, Reduced], np.ndarray]]:
         batches, self.batches, self.rows, self.nbytes = self.batches, [], 0, 0
         return batches
+
+
+def _check_rows(acts: Mapping[str, Reduced], n_samples: int) -> None:
+    """Every layer gave one row per sample of the batch; say which did not, before its
+    values are counted against the wrong samples' groups."""
+    for name, values in acts.items():
+        rows = values.n_samples if isinstance(values, TokenRows) else values.shape[0]
+        if rows != n_samples:
+            raise CaptureError(
+                f"layer {name!r} gave {rows} row(s) for a batch of {n_samples} samples: "
+                "ndstream reads the first axis of a layer's output as the batch. Select a "
+                "module whose output is one row per sample (batch first)"
+            )
 
 
 def _update_sketches(

@@ -33,7 +33,15 @@ from .grid import GridSpec
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-__all__ = ["POOLED_GROUP", "Pooled", "RankBounds", "Summary", "display_edges", "quantile_levels"]
+__all__ = [
+    "POOLED_GROUP",
+    "Pooled",
+    "RankBounds",
+    "Summary",
+    "cdf_values",
+    "display_edges",
+    "quantile_levels",
+]
 
 POOLED_GROUP = "all"  # the one group of a pooled summary: every row once
 
@@ -56,8 +64,12 @@ def _kernels() -> ModuleType:
 
 def quantile_levels(q: ArrayLike) -> np.ndarray:
     """``q`` as float64 quantile levels, checked: a scalar or a 1-D list, each in [0, 1]."""
+    raw = np.asarray(q)
+    # Strings ("0.5"), booleans (True would read as 1) and None (NaN) are no level.
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"quantiles must be numbers in [0, 1], got {q!r}")
     try:
-        qs = np.asarray(q, dtype=np.float64)
+        qs = raw.astype(np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"quantiles must be numbers in [0, 1], got {q!r}") from None
     if qs.ndim > 1:
@@ -68,6 +80,16 @@ def quantile_levels(q: ArrayLike) -> np.ndarray:
     if np.any((qs < 0) | (qs > 1)) or np.any(np.isnan(qs)):
         raise ValueError(f"quantiles must lie in [0, 1], got {np.atleast_1d(qs).tolist()}")
     return qs
+
+
+def cdf_values(values: ArrayLike) -> np.ndarray:
+    """``values`` as float64 activation values to rank, checked to be numbers (NaN and ±Inf
+    included: they rank as the sketch counts them). The shape is checked by the caller."""
+    raw = np.asarray(values)
+    # None would read as NaN and rank as NaN without a word; strings and bools are no value.
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"values to rank must be numbers, got {values!r}"[:300])
+    return raw.astype(np.float64)
 
 
 def display_edges(edges: ArrayLike) -> np.ndarray:
@@ -177,7 +199,7 @@ class Pooled:
         guaranteed interval in which the exact rank of each value lies.
         """
         n = self.counts.shape[0]
-        vals = np.asarray(values, dtype=np.float64)
+        vals = cdf_values(values)
         if vals.ndim > 2 or (vals.ndim >= 1 and vals.shape[0] != n):
             raise ValueError(
                 f"values must be a scalar, [{n}] or [{n}, k] (one row per neuron), got "

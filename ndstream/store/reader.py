@@ -21,7 +21,7 @@ from ..errors import (
     StoreError,
 )
 from ..sketch import POOLED_GROUP, GridSpec, Summary
-from ..sketch.summary import display_edges, quantile_levels
+from ..sketch.summary import cdf_values, display_edges, quantile_levels
 from . import format as fmt
 from . import snapshots
 from .instances import InstanceTable
@@ -40,7 +40,7 @@ __all__ = ["GroupSelector", "Store", "open_store"]
 GroupSelector = str | int | Sequence[str | int] | None
 
 
-def open_store(path: str | os.PathLike[str]) -> Store:
+def open_store(path: str | os.PathLike[str], *, deep: bool = False) -> Store:
     """Open an ndstream store for reading.
 
     The store's last checkpoint is read if it is whole; if it is damaged (a missing or
@@ -51,6 +51,10 @@ def open_store(path: str | os.PathLike[str]) -> Store:
     ----------
     path
         Folder of a store written by :func:`ndstream.ingest`.
+    deep
+        Also check every byte of a checkpoint against its checksum before reading it (as
+        ``ndstream verify`` does), so that a file whose bytes changed in place is a fallback
+        too, not an error at the first read of it; costs a read of the whole checkpoint.
 
     Raises
     ------
@@ -58,7 +62,7 @@ def open_store(path: str | os.PathLike[str]) -> Store:
         If the path does not exist, is not an ndstream store of a supported version, or
         holds no whole checkpoint.
     """
-    return Store(path)
+    return Store(path, deep=deep)
 
 
 class Store:
@@ -83,7 +87,11 @@ class Store:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, pinned: snapshots.Pinned | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        pinned: snapshots.Pinned | None = None,
+        deep: bool = False,
     ) -> None:
         self.path = Path(path)
         if not self.path.exists():
@@ -95,7 +103,7 @@ class Store:
             )
         warn = pinned is None  # a caller that pinned the snapshot itself reports a fallback
         if pinned is None:
-            pinned = snapshots.pin(self.path, version=fmt.check_version)
+            pinned = snapshots.pin(self.path, deep=deep, version=fmt.check_version)
         self.pinned = pinned
         # Every read of this object comes from this one checkpoint, even while an ingest
         # commits newer ones (see ndstream.store.snapshots).
@@ -249,6 +257,12 @@ class Store:
                 out.append(groups.index(item))
             else:
                 raise GroupNotFoundError(_not_found("group", str(item), groups))
+        if len(set(out)) < len(out):
+            twice = sorted({groups[i] for i in out if out.count(i) > 1})
+            raise ValueError(
+                f"groups {twice} are selected more than once (by name or index); a selection "
+                "names each group once, or its samples would count twice"
+            )
         kinds = dict.fromkeys(self.meta.groupings[i] for i in out)
         if pool and len(kinds) > 1:
             chosen = [groups[i] for i in out]
@@ -429,7 +443,7 @@ class Store:
             As for :meth:`quantile`; with ``bounds``, the interval in which each exact rank
             is guaranteed to lie.
         """
-        vals = np.asarray(values, dtype=np.float64)
+        vals = cdf_values(values)
         n = self.n_neurons(layer)
         if vals.ndim > 2 or (vals.ndim >= 1 and vals.shape[0] != n):
             raise ValueError(
@@ -596,7 +610,7 @@ class Store:
         self,
         inputs: InstanceTable | Mapping[str, np.ndarray] | None = None,
         group: str | Sequence[str] | None = None,
-        layers: Sequence[str] | None = None,
+        layers: str | Sequence[str] | None = None,
         *,
         predicted: np.ndarray | None = None,
     ) -> Divergence:
@@ -612,7 +626,8 @@ class Store:
             One group for every input, one per input, or ``None``: each input's predicted
             class (the true-label group of that class, else its ``predicted`` group).
         layers
-            Layers to score; ``None``: all.
+            Layers to score (a name or a list); ``None``: every layer of the store for its
+            instances, the layers given for new activations.
         predicted
             ``[input]`` predicted classes, for ``group=None`` with new activations.
 
@@ -808,6 +823,13 @@ class Store:
         except NdstreamError:
             raise
         except Exception as exc:
+            if "checksum" in str(exc).lower():  # zarr's crc32c codec: bytes changed in place
+                raise StoreError(
+                    f"{self.path}: checkpoint {self.snapshot.name} is damaged: a chunk's bytes "
+                    "no longer match its checksum. ndstream.open_store(path, deep=True) checks "
+                    "every byte and reads the newest intact checkpoint instead; "
+                    f"`ndstream verify {self.path}` names the damaged files"
+                ) from exc
             raise StoreError(
                 f"could not read {self.path} ({type(exc).__name__}: {exc}); the store is "
                 f"damaged or was removed. Open it again; `ndstream verify {self.path}` lists "

@@ -96,9 +96,10 @@ class StoreReport:
             lines.append("verdict    intact")
         elif self.fallback is not None:
             lines.append(
-                f"verdict    DAMAGED; readers fall back to checkpoint {self.fallback.folder.name} "
-                f"({self.fallback.samples_done} samples), and re-running the same ingest "
-                "resumes from it"
+                f"verdict    DAMAGED; the newest intact checkpoint is {self.fallback.folder.name} "
+                f"({self.fallback.samples_done} samples): re-running the same ingest resumes "
+                "from it, and readers fall back to it (where only bytes changed in place, "
+                "those that open the store with deep=True)"
             )
         else:
             lines.append(
