@@ -265,6 +265,18 @@ def test_pages_split_the_order(app: NeuralDivergence, store: ndstream.Store) -> 
     assert app.page_rows("fc1").tolist() == want[33:]
 
 
+def test_fewer_pages_move_the_page_and_its_link(app: NeuralDivergence) -> None:
+    """More rows a page leave fewer pages: the page (and the link that holds it) moves to the
+    last one, so that the address bar still applies whole."""
+    app.rows = 32
+    app.page = 1
+    assert "page=1" in app.link()
+    app.rows = 512
+    assert app.page == 0
+    assert "page=1" not in app.link()
+    assert app._w_page.value == 0
+
+
 def test_locate_jumps_to_the_page_of_a_neuron(app: NeuralDivergence, store: ndstream.Store) -> None:
     app.rows = 32
     want = expected_order(store.quantile("fc1", 0.5, app.groups[0]), descending=True)
@@ -835,6 +847,11 @@ def test_serve_warns_off_loopback_and_keeps_to_its_origins(reference: Path, tmp_
         for name in (f"127.0.0.1:{port}", f"localhost:{port}"):
             status, _, body = _get(port, "/", {"Host": name})
             assert status == 200, (name, status)
+        # Links whose "digits" int() refuses ("²", "①", 5,000 digits) once failed the session
+        # in Panel's own query parsing: a bare HTTP 500 instead of the page.
+        for query in ("?x=%C2%B2", "?page=%E2%91%A0", "?page=" + "9" * 5000):
+            status, _, body = _get(port, "/" + query, {"Host": f"127.0.0.1:{port}"})
+            assert status == 200 and "Internal Server Error" not in body, (query[:20], status)
         for name in (f"{other}:{port}", f"evil.example:{port}", "evil.example"):
             status, headers, _ = _get(port, "/", {"Host": name})
             assert status in (302, 403), (name, status)

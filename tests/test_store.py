@@ -668,3 +668,9 @@ def test_unfinished_and_superseded_snapshots_go_whole(tmp_path: Path) -> None:
     assert snapshots.current(store) == folder / "000001"
     assert not (store / ".current.tmp-dead").is_symlink()
     snapshots.remove_unfinished(store)  # nothing left to remove: no error
+
+
+def test_a_blank_store_path_is_refused_not_read_as_here() -> None:
+    for blank in ("", "  "):
+        with pytest.raises(ndstream.StoreError, match="no store path given"):
+            ndstream.open_store(blank)

@@ -93,6 +93,9 @@ class Store:
         pinned: snapshots.Pinned | None = None,
         deep: bool = False,
     ) -> None:
+        if isinstance(path, str) and not path.strip():
+            # Path("") is the current folder: a blank argument would read whatever is here.
+            raise StoreError("no store path given: name the folder that `ndstream ingest` wrote")
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"no store at {self.path}: the path does not exist")

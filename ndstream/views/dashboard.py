@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import holoviews as hv
 import numpy as np
 import panel as pn
+import panel.io.location as _panel_location
 import param
 
 from ..errors import StoreError
@@ -59,6 +60,29 @@ from .palette import GROUP_COLOURS, group_colours, instance_colours, swatch_css
 from .reporting import log, public_message
 
 __all__ = ["URL_PARAMS", "NeuralDivergence", "check_comparable", "dashboard"]
+
+
+def _lenient(parse: Callable[[str], dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """Panel's query parser, made unable to fail a session.
+
+    Panel reads every query value whose ``str.isdigit()`` holds with ``int()``, which refuses
+    some of them ("²", "①", 5,000 digits): the session then fails before the page exists, a
+    bare HTTP 500. The dashboard reads its link itself (``links.py``), so Panel's own reading
+    may go without such a query.
+    """
+
+    def parse_query(query: str) -> dict[str, Any]:
+        try:
+            return parse(query)
+        except ValueError:
+            return {}
+
+    parse_query.lenient = True  # type: ignore[attr-defined]
+    return parse_query
+
+
+if not getattr(_panel_location.parse_query, "lenient", False):
+    _panel_location.parse_query = _lenient(_panel_location.parse_query)  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -553,6 +577,10 @@ class NeuralDivergence(param.Parameterized):
         self._sort_items()
         n_max = max([self.store.n_neurons(layer) for layer in self.layers] or [1])
         last = (n_max - 1) // self.rows
+        if self.page > last:
+            # Fewer pages now (more rows a page, fewer layers): the page, and the link that
+            # holds it, move to the last one, or the link would no longer apply whole.
+            self.page = last
         self._quiet = True
         try:
             # Bokeh sliders need end > start.
