@@ -264,9 +264,8 @@ def _layers(
 ) -> list[str]:
     """The layers to score, each a layer of the store with activations in ``inputs``."""
     if layers is None:
-        given = inputs.values if isinstance(inputs, InstanceTable) else inputs
         # New activations name their layers; a store's instances hold every layer.
-        chosen = list(store.layers) if isinstance(inputs, InstanceTable) else list(given)
+        chosen = list(store.layers) if isinstance(inputs, InstanceTable) else list(inputs)
     else:
         chosen = [layers] if isinstance(layers, str) else list(layers)
     for layer in chosen:
