@@ -63,6 +63,20 @@ _F32_MAX = float(np.finfo(np.float32).max)
 # Half the smallest float32 subnormal: a float64 below it rounds to zero as float32.
 _F32_TINY = float(np.finfo(np.float32).smallest_subnormal) / 2
 
+
+def _check_batch_first(name: str, module: nn.Module) -> None:
+    """Refuse, before any forward pass, a module whose output is [sequence, batch, ...]."""
+    if getattr(module, "batch_first", None) is False:
+        # Read with the batch first, each sample's values would be a time step's across the
+        # batch, without an error where the two lengths agree.
+        raise CaptureError(
+            f"layer {name!r} is a {type(module).__name__} with batch_first=False: its output "
+            "is [sequence, batch, ...], and ndstream reads the first axis as the batch. "
+            "Build it with batch_first=True, or select a module whose output has the "
+            "batch first"
+        )
+
+
 Reduction = Literal["max", "mean", "none"]
 REDUCTIONS: tuple[str, ...] = ("max", "mean", "none")
 Calls = Literal["separate", "pool"]
@@ -205,6 +219,7 @@ class ActivationCapture:
             self._handles.append(self._model.register_forward_pre_hook(self._on_model_start))
             self._handles.append(self._model.register_forward_hook(self._on_model_end))
             for name in self._names:
+                _check_batch_first(name, modules[name])
                 self._handles.append(
                     modules[name].register_forward_hook(partial(self._record, name))
                 )
@@ -353,15 +368,6 @@ class ActivationCapture:
             raise CaptureError(
                 f"layer {name!r} ran outside a call of the captured "
                 f"{type(self._model).__name__}; call the model itself (not .forward or a submodule)"
-            )
-        if getattr(module, "batch_first", None) is False:
-            # [sequence, batch, ...]: read with the batch first, each sample's values would be
-            # a time step's across the batch, without an error where the two lengths agree.
-            raise CaptureError(
-                f"layer {name!r} is a {type(module).__name__} with batch_first=False: its output "
-                "is [sequence, batch, ...], and ndstream reads the first axis as the batch. "
-                "Build it with batch_first=True, or select a module whose output has the "
-                "batch first"
             )
         tensor = pick_output(output, self._fields.get(name), name)
         if tensor.is_complex() or tensor.ndim == 0:
