@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,7 +21,8 @@ from strategies import assert_summaries_identical
 
 import ndstream
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec
-from ndstream.store import FORMAT_VERSION, LayerMeta, StoreMeta, write_store, zarr_v3
+from ndstream.store import FORMAT_VERSION, LayerMeta, StoreMeta, snapshots, write_store, zarr_v3
+from ndstream.store.integrity import MANIFEST
 
 SUMMARY_ARRAYS = {
     "counts": "counts",
@@ -674,3 +676,30 @@ def test_a_blank_store_path_is_refused_not_read_as_here() -> None:
     for blank in ("", "  "):
         with pytest.raises(ndstream.StoreError, match="no store path given"):
             ndstream.open_store(blank)
+
+
+def test_a_checkpoint_is_flushed_with_or_without_syncfs(
+    tmp_path: Path, digits_store: ndstream.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux flushes a snapshot with one syncfs(2) of its file system; elsewhere, or where the
+    # libc lacks it, every file and folder is flushed one by one. Both write the same store.
+    everything = range(len(digits_store.groups))
+    summaries = {name: digits_store.summary(name, group=everything) for name in digits_store.layers}
+    if sys.platform.startswith("linux"):
+        assert snapshots._libc_syncfs() is not None
+        assert snapshots._syncfs(tmp_path)
+    flushed: list[str] = []
+    fsync_file = snapshots._fsync_file
+    monkeypatch.setattr(snapshots, "_libc_syncfs", lambda: None)
+    monkeypatch.setattr(snapshots, "_fsync_file", lambda f: (flushed.append(f), fsync_file(f)))
+    path = write_store(tmp_path / "file-by-file.zarr", digits_store.meta, summaries)
+    snapshot = snapshots.current(path)
+    files = {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()}
+    # flushed before the commit renamed the snapshot's folder: paths inside it compare
+    inside = {f.split(f"/{snapshots.SNAPSHOTS}/", 1)[1].split("/", 1)[1] for f in flushed}
+    assert MANIFEST in files and files == inside
+    monkeypatch.undo()
+    again = write_store(tmp_path / "syncfs.zarr", digits_store.meta, summaries)
+    for name in digits_store.layers:
+        a, b = ndstream.open_store(path), ndstream.open_store(again)
+        np.testing.assert_array_equal(a.summary(name).counts, b.summary(name).counts)

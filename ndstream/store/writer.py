@@ -360,7 +360,6 @@ class _Files:
         threads = write_threads.get() or os.cpu_count() or 2
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ndstream-write")
         self._pending: list[Future[None]] = []
-        self._folders: set[str] = set()
         self.written: dict[str, tuple[int, int]] = {}
 
     def array(
@@ -383,13 +382,11 @@ class _Files:
         origin: tuple[int, ...] | None = None,
     ) -> None:
         """Write the chunks of ``data`` (see :func:`zarr_v3.chunk_parts`), in the pool."""
-        self._folder(node)
         for key, part in zarr_v3.chunk_parts(data, chunks, origin):
             self._submit(self._write_chunk, node, key, part, chunks)
 
     def put(self, name: str, content: bytes) -> None:
         """Write one file (a document), in the pool."""
-        self._folder(name.rpartition("/")[0])
         self._submit(self._write, name, content)
 
     def wait(self) -> None:
@@ -398,11 +395,6 @@ class _Files:
         for future in pending:
             future.result()
 
-    def _folder(self, node: str) -> None:
-        if node and node not in self._folders:
-            (self.folder / node).mkdir(parents=True, exist_ok=True)
-            self._folders.add(node)
-
     def _submit(self, fn: Any, *args: Any) -> None:
         self._pending.append(self._pool.submit(fn, *args))
 
@@ -410,7 +402,15 @@ class _Files:
         self._write(f"{node}/{key}", zarr_v3.encode_chunk(part, chunks))
 
     def _write(self, name: str, content: bytes) -> None:
-        (self.folder / name).write_bytes(content)
+        file = self.folder / name
+        try:
+            file.write_bytes(content)
+        except FileNotFoundError:
+            # Its folder is made here, on the pool's threads, not before submitting: a
+            # checkpoint makes a folder per array (about 160 for the digits demo), and made
+            # one by one on the submitting thread they held up the writers.
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(content)
         self.written[name] = (len(content), zarr_v3.checksum(content))  # one key per thread
 
     def __enter__(self) -> _Files:
