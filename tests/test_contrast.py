@@ -372,6 +372,10 @@ def test_a_width_mismatch_names_the_side_and_layer_and_what_applies(
     code, text = _run(["compare", str(wide.path), str(narrow.path), "--layers", "0:block.0"])
     assert code == 2 and "--layers LAYER:LAYER_B" in text and "'block.0'" in text
     assert "Traceback" not in text and "pass align" not in text
+    # A name near none of a store's layers gets its layers, not an empty list of close ones.
+    code, text = _run(["compare", str(wide.path), str(narrow.path), "--layers", "zzz"])
+    assert code == 2 and f"{wide.path} has no layer 'zzz' (its layers: 0)" in text, text
+    assert "[]" not in text
 
 
 def test_a_missing_group_names_the_store_that_lacks_it_and_its_groups(

@@ -127,8 +127,8 @@ def compare_stores(
         for store, name in ((a, layer), (b, other)):
             if name not in store.layers:
                 raise LayerNotFoundError(
-                    f"{store.path} has no layer {name!r} (closest: "
-                    f"{_closest(name, store.layers)}); name the layers to compare, LAYER:LAYER_B "
+                    f"{store.path} has no layer {name!r} ({_closest(name, store.layers, 'layers')}); "
+                    "name the layers to compare, LAYER:LAYER_B "
                     "where B's name differs (--layers, or layers= with a mapping such as "
                     "{'fc1': 'model.fc1'})"
                 )
@@ -212,7 +212,7 @@ def _side(
         name = layer_b or layer
         if name not in other.layers:
             raise LayerNotFoundError(
-                f"{other.path} has no layer {name!r} (closest: {_closest(name, other.layers)}); "
+                f"{other.path} has no layer {name!r} ({_closest(name, other.layers, 'layers')}); "
                 "pass layer_b= (--layers A:B) to name the layer that corresponds to it"
             )
         _select(
@@ -306,9 +306,8 @@ def _select(store: Store, group: Any, fix: str) -> np.ndarray:
             missing = [g for g in items if isinstance(g, str) and g not in store.groups]
             if missing:
                 raise GroupNotFoundError(
-                    f"{store.path} has no group {missing[0]!r} (closest: "
-                    f"{_closest(missing[0], store.groups)}; its groups: "
-                    f"{_listed(store.groups)}); {fix}"
+                    f"{store.path} has no group {missing[0]!r} "
+                    f"({_closest(missing[0], store.groups, 'groups')}); {fix}"
                 )
     return store.group_index(group, pool=True)
 
@@ -320,10 +319,14 @@ def _group_words(store: Store, group: Any) -> str:
     return " + ".join(store.groups[i] for i in idx)
 
 
-def _closest(name: str, valid: Sequence[str]) -> list[str]:
+def _closest(name: str, valid: Sequence[str], kind: str) -> str:
+    """``closest: 'a', 'b'``, or, when no name is near ``name``, ``its KIND: a, b``."""
     import difflib
 
-    return difflib.get_close_matches(name, list(valid), n=3)
+    close = difflib.get_close_matches(name, list(valid), n=3)
+    if close:
+        return "closest: " + ", ".join(map(repr, close))
+    return f"its {kind}: {_listed(valid)}" if valid else f"it has no {kind}"
 
 
 def _listed(names: Sequence[str], most: int = 20) -> str:

@@ -64,14 +64,7 @@ def _kernels() -> ModuleType:
 
 def quantile_levels(q: ArrayLike) -> np.ndarray:
     """``q`` as float64 quantile levels, checked: a scalar or a 1-D list, each in [0, 1]."""
-    raw = np.asarray(q)
-    # Strings ("0.5"), booleans (True would read as 1) and None (NaN) are no level.
-    if raw.dtype.kind not in "iuf":
-        raise ValueError(f"quantiles must be numbers in [0, 1], got {q!r}")
-    try:
-        qs = raw.astype(np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"quantiles must be numbers in [0, 1], got {q!r}") from None
+    qs = _numbers(q, f"quantiles must be numbers in [0, 1], got {q!r}")
     if qs.ndim > 1:
         raise ValueError(
             f"q must be one level or a 1-D list of levels, got shape {list(qs.shape)}; "
@@ -85,10 +78,18 @@ def quantile_levels(q: ArrayLike) -> np.ndarray:
 def cdf_values(values: ArrayLike) -> np.ndarray:
     """``values`` as float64 activation values to rank, checked to be numbers (NaN and ±Inf
     included: they rank as the sketch counts them). The shape is checked by the caller."""
-    raw = np.asarray(values)
-    # None would read as NaN and rank as NaN without a word; strings and bools are no value.
+    return _numbers(values, f"values to rank must be numbers, got {values!r}")
+
+
+def _numbers(given: ArrayLike, message: str) -> np.ndarray:
+    """``given`` as float64, or ``ValueError(message)`` for what is no number: strings
+    ("0.5"), booleans (True would read as 1), None (it would read as NaN) and ragged lists."""
+    try:
+        raw = np.asarray(given)
+    except ValueError:  # ragged
+        raw = np.asarray([], dtype=object)
     if raw.dtype.kind not in "iuf":
-        raise ValueError(f"values to rank must be numbers, got {values!r}"[:300])
+        raise ValueError(message[:300])
     return raw.astype(np.float64)
 
 

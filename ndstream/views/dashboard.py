@@ -460,9 +460,10 @@ class NeuralDivergence(param.Parameterized):
         if self.click == "hide":
             self.hidden = {**self.hidden, layer: sorted({*self.hidden.get(layer, []), neuron})}
         else:
-            marks = set(self.marked.get(layer, []))
-            marks ^= {neuron}
-            self.marked = {**self.marked, layer: sorted(marks)}
+            marks = set(self.marked.get(layer, [])) ^ {neuron}
+            # A layer whose last mark went leaves the link, as after "clear marks".
+            rest = {k: v for k, v in self.marked.items() if k != layer}
+            self.marked = {**rest, layer: sorted(marks)} if marks else rest
 
     def _unhide(self, event: Any) -> None:
         """The hidden list lost items (the x of one was clicked): show those neurons again."""
