@@ -20,13 +20,15 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 import panel as pn
 import pytest
+import torch
 from PIL import Image
 from runs import cli, run_cli, write_config
+from torch import nn
 
 import ndstream
 from ndstream.views.activation import row_of
@@ -276,6 +278,36 @@ def test_fewer_pages_move_the_page_and_its_link(app: NeuralDivergence) -> None:
     assert app.page == 0
     assert "page=1" not in app.link()
     assert app._w_page.value == 0
+
+
+def test_a_link_too_long_to_open_again_leaves_the_neuron_lists_out(tmp_path: Path) -> None:
+    """Thousands of hidden neurons make a link the server would refuse (Tornado drops a
+    request past 64 KiB): the address bar then leaves the hidden and marked neurons out, says
+    so, and still opens the rest of the view."""
+    from ndstream.views.links import MAX_LINK
+
+    width = 6000
+    data = torch.utils.data.TensorDataset(torch.randn(40, width), torch.zeros(40, dtype=torch.long))
+    path = tmp_path / "wide.zarr"
+    model = nn.Sequential(nn.Identity())
+    ndstream.ingest(model, data, path, layers=["0"], group_by="all", progress=False)
+    app = NeuralDivergence(path)
+    layer = app.layers[0]
+    app.hidden = {layer: list(range(100))}
+    assert "hidden=" in app.link() and len(app.link()) < MAX_LINK
+    location = SimpleNamespace(search="")
+    app._write_link(location)
+    assert json.loads(dict(parse_qsl(location.search[1:]))["hidden"]) == {layer: list(range(100))}
+    app.hidden = {layer: list(range(width - 10))}
+    app._write_link(location)
+    assert len(location.search) <= MAX_LINK
+    fields = dict(parse_qsl(location.search[1:]))
+    assert json.loads(fields["hidden"]) == {} and json.loads(fields["layers"]) == [layer]
+    assert "leaves out the hidden and marked neurons" in (message(app) or "")
+    # The shortened link opens the view it names, whole.
+    other = NeuralDivergence(path)
+    assert other.apply_link(location.search) == []
+    assert other.layers == [layer] and other.hidden == {}
 
 
 def test_locate_jumps_to_the_page_of_a_neuron(app: NeuralDivergence, store: ndstream.Store) -> None:

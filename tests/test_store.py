@@ -700,6 +700,6 @@ def test_a_checkpoint_is_flushed_with_or_without_syncfs(
     assert MANIFEST in files and files == inside
     monkeypatch.undo()
     again = write_store(tmp_path / "syncfs.zarr", digits_store.meta, summaries)
+    a, b = ndstream.open_store(path), ndstream.open_store(again)
     for name in digits_store.layers:
-        a, b = ndstream.open_store(path), ndstream.open_store(again)
         np.testing.assert_array_equal(a.summary(name).counts, b.summary(name).counts)

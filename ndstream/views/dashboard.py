@@ -55,7 +55,15 @@ from .fragments import (
 )
 from .instance_menu import divergence_scores, instance_label, pairs_of
 from .layer_page import LAYOUTS, LayerPage, layer_page
-from .links import URL_PARAMS, LinkChoices, link_query, parse_link, problems_text, shown
+from .links import (
+    MAX_LINK,
+    URL_PARAMS,
+    LinkChoices,
+    parse_link,
+    problems_text,
+    shareable_query,
+    shown,
+)
 from .palette import GROUP_COLOURS, group_colours, instance_colours, swatch_css
 from .reporting import log, public_message
 
@@ -666,13 +674,22 @@ class NeuralDivergence(param.Parameterized):
                 setattr(self, name, value)
 
     def link(self) -> str:
-        """The query string of the view: strings as they are, everything else as JSON."""
-        return link_query({name: getattr(self, name) for name in URL_PARAMS})
+        """The query string of the view: strings as they are, everything else as JSON.
+
+        Past :data:`~ndstream.views.links.MAX_LINK` characters it leaves the hidden and marked
+        neurons out, so that the address still opens the view.
+        """
+        return shareable_query({name: getattr(self, name) for name in URL_PARAMS})[0]
 
     def _write_link(self, location: Any) -> None:
-        link = self.link()
+        link, cut = shareable_query({name: getattr(self, name) for name in URL_PARAMS})
         if location.search != link:
             location.search = link
+            if cut:
+                self._say(
+                    f"the address bar leaves out the hidden and marked neurons: with them, the "
+                    f"link would pass {MAX_LINK:,} characters, more than the server takes back"
+                )
 
     def link_choices(self) -> LinkChoices:
         """What a link may refer to in the checkpoint on screen."""

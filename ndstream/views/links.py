@@ -24,6 +24,7 @@ __all__ = [
     "link_query",
     "parse_link",
     "problems_text",
+    "shareable_query",
     "shown",
 ]
 
@@ -36,6 +37,10 @@ URL_PARAMS = {
 _STRINGS = ("sort", "sort_a", "sort_b", "axis", "layout")  # written as they are; the rest as JSON
 _MAX_FIELDS = 64  # a link of ours has 13; parse_qsl refuses more than this many
 _MAX_VALUE = 200_000  # characters; a layer of 100,000 hidden neurons fits
+# Characters of a link the dashboard writes. Tornado, which serves it, drops a request whose
+# first line and headers pass 64 KiB, so a longer address could not be opened again: the
+# reload or the shared link would get no page at all. Half of that leaves room for headers.
+MAX_LINK = 32_000
 _SHOWN = 60  # characters of a bad value quoted in a message
 _MAX_PROBLEMS = 12  # problems named one by one; the rest are counted
 
@@ -111,6 +116,21 @@ def link_query(state: Mapping[str, Any]) -> str:
         value = state[name]
         query[key] = value if isinstance(value, str) else json.dumps(value)
     return "?" + urlencode(query)
+
+
+def shareable_query(state: Mapping[str, Any]) -> tuple[str, bool]:
+    """:func:`link_query` of ``state``, or, past :data:`MAX_LINK` characters, of ``state``
+    without its hidden and marked neurons (thousands of ids are what makes a link that long).
+
+    Returns
+    -------
+    tuple of (str, bool)
+        The query string, and whether the neuron lists were left out of it.
+    """
+    query = link_query(state)
+    if len(query) <= MAX_LINK:
+        return query, False
+    return link_query({**state, "hidden": {}, "marked": {}}), True
 
 
 def shown(value: Any) -> str:
