@@ -390,7 +390,9 @@ def test_downloads_png_and_csv_of_the_view(page: Page, server: str) -> None:
 def test_live_mode_follows_a_running_ingest(
     browser: Any, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    config = write_config(tmp_path)  # a checkpoint every 32 samples: about 40 s in all
+    # A checkpoint after every step (57): the oldest of more than five are deleted, so each
+    # lasts under a second, less than the page takes to draw, which catches up until one stays.
+    config = write_config(tmp_path)
     store = tmp_path / "live.zarr"
     ingest = subprocess.Popen(cli(config, store), env=env, cwd=REPO)
     try:

@@ -111,6 +111,10 @@ SORT_LABELS = {
 }
 _DEFAULT_LAYERS = 3
 _CHECKBOX_GROUPS = 40  # more groups than this get a searchable multi-choice
+# Checkpoints read in turn when each goes before a redraw is done: a run that commits every
+# step of a small model keeps a checkpoint for under a second (snapshots.MOST of them), less
+# than a page may take to draw: one retry lost that race, the next checkpoint gone as well.
+_CATCH_UP_TRIES = 10
 
 
 class NeuralDivergence(param.Parameterized):
@@ -560,14 +564,15 @@ class NeuralDivergence(param.Parameterized):
             return
         self._refreshing = True
         try:
-            try:
-                self._redraw_all()
-            except OSError:  # StoreError too: a read of a checkpoint that went
-                if not self._catch_up():
-                    raise
-                self._caught_up = False
-                self._sync_choices(first=False)
-                self._redraw_all()
+            for attempt in range(1, _CATCH_UP_TRIES + 1):
+                try:
+                    self._redraw_all()
+                    break
+                except OSError:  # StoreError too: a read of a checkpoint that went
+                    if attempt == _CATCH_UP_TRIES or not self._catch_up():
+                        raise
+                    self._caught_up = False
+                    self._sync_choices(first=False)
         except Exception as exc:
             self._report("redrawing the view", exc)
         finally:
