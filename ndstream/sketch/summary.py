@@ -87,7 +87,7 @@ def _numbers(given: ArrayLike, message: str) -> np.ndarray:
     try:
         raw = np.asarray(given)
     except ValueError:  # ragged
-        raw = np.asarray([], dtype=object)
+        raise ValueError(message[:300]) from None
     if raw.dtype.kind not in "iuf":
         raise ValueError(message[:300])
     return raw.astype(np.float64)

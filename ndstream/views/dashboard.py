@@ -684,10 +684,13 @@ class NeuralDivergence(param.Parameterized):
         Past :data:`~ndstream.views.links.MAX_LINK` characters it leaves the hidden and marked
         neurons out, so that the address still opens the view.
         """
-        return shareable_query({name: getattr(self, name) for name in URL_PARAMS})[0]
+        return self._shareable_link()[0]
+
+    def _shareable_link(self) -> tuple[str, bool]:
+        return shareable_query({name: getattr(self, name) for name in URL_PARAMS})
 
     def _write_link(self, location: Any) -> None:
-        link, cut = shareable_query({name: getattr(self, name) for name in URL_PARAMS})
+        link, cut = self._shareable_link()
         if location.search != link:
             location.search = link
             if cut:
