@@ -390,9 +390,11 @@ def test_downloads_png_and_csv_of_the_view(page: Page, server: str) -> None:
 def test_live_mode_follows_a_running_ingest(
     browser: Any, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    # A checkpoint after every step (57): the oldest of more than five are deleted, so each
-    # lasts under a second, less than the page takes to draw, which catches up until one stays.
-    config = write_config(tmp_path)
+    # A checkpoint after every step of 8 samples (225): the run must outlast the page's first
+    # draw, which took 8 s under the suite's load, and 57 quicker checkpoints (batches of 32)
+    # ended it by then. The oldest of more than five are deleted, so each lasts under a
+    # second, less than the page takes to draw, which catches up until one stays.
+    config = write_config(tmp_path, loader={"batch_size": 8})
     store = tmp_path / "live.zarr"
     ingest = subprocess.Popen(cli(config, store), env=env, cwd=REPO)
     try:
