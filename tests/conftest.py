@@ -1,4 +1,4 @@
-"""Shared fixtures: the digits CNN (trained once per session), its data, raw activations taken
+"""Shared fixtures: the digits CNN (trained once per run), its data, raw activations taken
 with plain forward hooks (independent of ndstream's capture), one digits store, the store of an
 uninterrupted CLI run, and torchvision models (each built once per session).
 
@@ -7,6 +7,7 @@ Session stores are shared: a test that changes a store works on a copy (:func:`c
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,18 @@ from torch import nn
 
 import ndstream
 from ndstream.demo import DigitsCNN, DigitsDataset, load_digits_cnn
-from ndstream.ingestion.worker import ThreadBudget
+from ndstream.ingestion.worker import ThreadBudget, available_cores
+
+# The suite runs one worker per core (pyproject's addopts), and each worker's torch would start
+# an OpenMP team of one thread per core: two teams spinning against each other on two cores
+# made every forward pass and training step in the suite several times slower (the README's
+# command took 7:08 against 5:50 with one thread a worker, 2026-12-07). So the cores are shared
+# out among the workers, in each worker and in the processes it starts (they inherit
+# OMP_NUM_THREADS). Numba keeps its threads: a test updates on several of them on purpose.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, available_cores() // _WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 #: Every named submodule of the digits CNN that produces activations (flatten is a reshape).
 DIGITS_LAYERS = ["conv1", "relu1", "conv2", "relu2", "pool", "fc1", "relu3", "fc2"]
@@ -30,8 +42,18 @@ DIGITS_BATCH = 64
 
 @pytest.fixture(scope="session")
 def ndstream_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A session cache folder for the digits weights, exported for subprocesses too."""
-    path = tmp_path_factory.mktemp("ndstream-cache")
+    """The cache folder of the run, holding the trained digits weights; exported for
+    subprocesses too.
+
+    The run's workers share it: one trains, under a lock, and the others wait for it and
+    load the weights (each training its own took a worker 5-15 s under the suite's load).
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+    path = root / "ndstream-cache"
+    with (root / "ndstream-cache.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        load_digits_cnn(path)
     old = os.environ.get("NDSTREAM_CACHE_DIR")
     os.environ["NDSTREAM_CACHE_DIR"] = str(path)
     yield path
@@ -43,7 +65,7 @@ def ndstream_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
 
 @pytest.fixture(scope="session")
 def digits_model(ndstream_cache_dir: Path) -> DigitsCNN:
-    """The trained digits CNN; trains once into the session cache (tests must not mutate it)."""
+    """The trained digits CNN, from the run's cache (tests must not mutate it)."""
     return load_digits_cnn(ndstream_cache_dir)
 
 
