@@ -626,9 +626,24 @@ class _PendingBatches:
     def full(self) -> bool:
         return self.rows >= self.rows_per_update or self.nbytes >= self.max_bytes
 
-    def take(self) -> list[tuple[Mapping[str, Reduced], np.ndarray]]:
+    def take(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The batches held, gathered per layer as ``(values [rows, neurons], group ids)``
+        (see :func:`sketch_rows`), and forgotten.
+
+        Gathered on the calling thread, the one that runs the forward passes: on a run bound
+        by the sketch it waits on the worker anyway, and the copy was a tenth of the worker's
+        time (17 of 151 ms on ``bench_ingest_sketch.py``'s workload).
+        """
         batches, self.batches, self.rows, self.nbytes = self.batches, [], 0, 0
-        return batches
+        gathered = {}
+        for name in batches[0][0]:
+            parts = [sketch_rows(acts[name], gids) for acts, gids in batches]
+            if len(parts) == 1:
+                gathered[name] = parts[0]
+            else:
+                values = np.concatenate([v for v, _ in parts])
+                gathered[name] = values, np.concatenate([r for _, r in parts])
+        return gathered
 
 
 def _check_rows(acts: Mapping[str, Reduced], n_samples: int) -> None:
@@ -645,17 +660,10 @@ def _check_rows(acts: Mapping[str, Reduced], n_samples: int) -> None:
 
 
 def _update_sketches(
-    sketches: Mapping[str, LayerSketch],
-    batches: Sequence[tuple[Mapping[str, Reduced], np.ndarray]],
+    sketches: Mapping[str, LayerSketch], gathered: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> None:
-    """Fold batches of reduced activations (as ``ActivationCapture.pop()`` gives them) in."""
-    for name in batches[0][0]:
-        parts = [sketch_rows(acts[name], gids) for acts, gids in batches]
-        if len(parts) == 1:
-            values, rows = parts[0]
-        else:
-            values = np.concatenate([v for v, _ in parts])
-            rows = np.concatenate([r for _, r in parts])
+    """Fold each layer's gathered rows (see :meth:`_PendingBatches.take`) into its sketch."""
+    for name, (values, rows) in gathered.items():
         sketches[name].update(values, rows)
 
 
