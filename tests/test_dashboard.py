@@ -628,6 +628,44 @@ def test_a_view_whose_checkpoint_is_gone_reads_the_latest(
     assert progress(app) == (store.meta.samples_done, True)
 
 
+def test_a_draw_reads_through_checkpoints_that_go_one_after_another(
+    reference: Path, store: ndstream.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plots draw while an ingest commits faster than they read: each checkpoint the
+    page reopens is gone before it reads it, three times over. The page draws from the
+    latest, as a redraw does, instead of showing the error page."""
+    import shutil
+
+    from bokeh.document import Document
+
+    import ndstream.views.dashboard as dashboard_module
+
+    path = tmp_path / "racing.zarr"
+    shutil.copytree(reference, path, symlinks=True)
+    app = NeuralDivergence(path)
+    layout = app.panel()  # the tables read the first checkpoint; the plots are not drawn
+    opened, races = dashboard_module.open_store, [3]
+
+    def open_then_lose(where: Path) -> ndstream.Store:
+        reopened = opened(where)
+        if races[0]:
+            races[0] -= 1
+            _move_on(path)
+        return reopened
+
+    monkeypatch.setattr(dashboard_module, "open_store", open_then_lose)
+    _move_on(path)
+    root = layout.get_root(Document())  # the plots draw here, and read the store
+    assert races == [0]
+    assert "nd-error" not in (root.css_classes or [])
+    latest = (path / ".current").resolve().name
+    assert app.store.snapshot.name == latest
+    drawn = app._shown
+    assert set(drawn) == set(app.layers)
+    want = expected_order(store.quantile("fc2", 0.5, app.groups[0]), descending=True)
+    assert list(drawn["fc2"]) == want[: app.rows]
+
+
 def test_reload_without_a_new_checkpoint_does_nothing(app: NeuralDivergence) -> None:
     store = app.store
     assert app.reload() is False

@@ -111,7 +111,7 @@ SORT_LABELS = {
 }
 _DEFAULT_LAYERS = 3
 _CHECKBOX_GROUPS = 40  # more groups than this get a searchable multi-choice
-# Checkpoints read in turn when each goes before a redraw is done: a run that commits every
+# Checkpoints read in turn when each goes before a redraw or a draw is done: a run that commits every
 # step of a small model keeps a checkpoint for under a second (snapshots.MOST of them), less
 # than a page may take to draw: one retry lost that race, the next checkpoint gone as well.
 _CATCH_UP_TRIES = 10
@@ -242,6 +242,27 @@ class NeuralDivergence(param.Parameterized):
         self._frames.clear()
         self._caught_up = True
         return True
+
+    def _read_through(
+        self, read: Callable[[], T], caught_up: Callable[[], None] | None = None
+    ) -> T:
+        """``read()``, again from the latest checkpoint each time the one it reads goes
+        before it is done, up to :data:`_CATCH_UP_TRIES` times; ``caught_up`` runs after
+        each catch-up. Every read of the store in a redraw or a draw goes through here."""
+        for attempt in range(1, _CATCH_UP_TRIES + 1):
+            try:
+                return read()
+            except OSError:  # StoreError too: a read of a checkpoint that went
+                if attempt == _CATCH_UP_TRIES or not self._catch_up():
+                    raise
+                if caught_up is not None:
+                    caught_up()
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _resync(self) -> None:
+        """After a catch-up in a redraw: the choices follow the new checkpoint at once."""
+        self._caught_up = False
+        self._sync_choices(first=False)
 
     def _sync_choices(self, first: bool) -> None:
         """Offer the store's layers, groups and instances; keep the selections that remain."""
@@ -564,15 +585,7 @@ class NeuralDivergence(param.Parameterized):
             return
         self._refreshing = True
         try:
-            for attempt in range(1, _CATCH_UP_TRIES + 1):
-                try:
-                    self._redraw_all()
-                    break
-                except OSError:  # StoreError too: a read of a checkpoint that went
-                    if attempt == _CATCH_UP_TRIES or not self._catch_up():
-                        raise
-                    self._caught_up = False
-                    self._sync_choices(first=False)
+            self._read_through(self._redraw_all, caught_up=self._resync)
         except Exception as exc:
             self._report("redrawing the view", exc)
         finally:
@@ -803,12 +816,7 @@ class NeuralDivergence(param.Parameterized):
 
     def _drawer(self, layer: str) -> Callable[..., hv.Overlay]:
         def draw(version: int = 0) -> hv.Overlay:
-            try:
-                return draw_once()
-            except OSError:  # StoreError too: a read of a checkpoint that went
-                if not self._catch_up():
-                    raise
-                return draw_once()
+            return self._read_through(draw_once)
 
         def draw_once() -> hv.Overlay:
             page = self.layer_page(layer)
