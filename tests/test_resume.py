@@ -122,6 +122,15 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
             assert proc.poll() is None, "the ingest ended before its first checkpoint"
             time.sleep(0.01)
         last, polls, states, vanished = 0, 0, set(), 0
+
+        def gone_by_the_rule(s: ndstream.Store) -> bool:
+            """Whether the checkpoint ``s`` reads went as snapshots.py prunes: while the run
+            goes on, only with at least KEEP newer ones (MOST, or KEEP and a grace period;
+            a reader slower than that, as under load, loses its checkpoint); at the end,
+            only with 2 newer, once the final checkpoint is committed."""
+            newer = int((store / snapshots.CURRENT).resolve().name) - int(s.snapshot.name)
+            return newer >= snapshots.KEEP or (newer >= 2 and ndstream.open_store(store).complete)
+
         while True:
             finished = proc.poll() is not None
             s = ndstream.open_store(store)
@@ -135,6 +144,7 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
                 # The run commits checkpoints faster than a slow reader reads them, and prunes
                 # the old ones: a vanished checkpoint is a clear error, never a wrong number.
                 assert "is gone" in str(exc), exc
+                assert gone_by_the_rule(s), (s.snapshot.name, exc)
                 vanished += 1
                 continue
             # xarray on the pinned checkpoint sees the same whole checkpoint, as long as the
@@ -147,6 +157,7 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
                 assert count == done
                 assert ds["counts"].shape[2] == ds["bin_lower"].shape[1]
             else:
+                assert gone_by_the_rule(s), s.snapshot.name
                 vanished += 1
             last, polls = done, polls + 1
             states.add(s.complete)
@@ -157,8 +168,10 @@ def test_reader_polling_during_ingest_never_errors_nor_goes_back(
         proc.kill()
         proc.wait()
     assert last == 1797 and states == {False, True}, (last, states)
-    assert vanished <= 2 < polls, (vanished, polls)  # only at the very end of the run
-    assert polls > 3
+    # Each vanished checkpoint went by the rule above; how many went depends on how far the
+    # reader fell behind (at most 2 on a quiet machine, 3 of 33 polls beside three test
+    # workers on two cores), so most reads must still see their checkpoint.
+    assert vanished < polls / 2 and polls > 3, (vanished, polls)
 
 
 def test_store_deleted_under_a_reader_is_a_clear_error(
