@@ -5,6 +5,9 @@ Each message says what went wrong and what to do about it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 __all__ = [
     "CaptureError",
     "CaptureWarning",
@@ -18,6 +21,7 @@ __all__ = [
     "StoreDamageError",
     "StoreDamageWarning",
     "StoreError",
+    "near_names",
 ]
 
 
@@ -75,3 +79,18 @@ class DataError(NdstreamError, RuntimeError):
 
 class IngestInterrupted(NdstreamError, KeyboardInterrupt):
     """Ingest stopped on request (Ctrl-C) after committing a checkpoint; re-run to resume."""
+
+
+def near_names(name: str, valid: Sequence[str], kind: str, most: int = 20) -> str:
+    """What an error says of ``name``, which is none of the ``valid`` names of a ``kind``
+    (a plural, e.g. ``"layers"``): ``closest: 'fc1', 'fc2'`` where some are near it, else
+    ``its layers: a, b, ...`` (the first ``most``), or ``it has no layers``; never an empty
+    list of close names."""
+    close = difflib.get_close_matches(name, list(valid), n=5)
+    if close:
+        return "closest: " + ", ".join(map(repr, close))
+    if not valid:
+        return f"it has no {kind}"
+    shown = ", ".join(map(str, valid[:most]))
+    more = f", ... {len(valid) - most} more" if len(valid) > most else ""
+    return f"its {kind}: {shown}{more}"

@@ -228,6 +228,11 @@ def test_bad_name_suggests_closest() -> None:
     assert isinstance(info.value, KeyError)
     assert "'features.0'" in message and not message.startswith('"')
     assert "named_modules()" in message and "features.*" in message and "type:Conv2d" in message
+    # A name near none lists the modules, not a list of close ones that are not close.
+    with pytest.raises(LayerNotFoundError) as info:
+        resolve_layers(model, ["zzzzzz"])
+    assert "closest" not in str(info.value)
+    assert "; its modules: stage0, stage1, stage2" in str(info.value)
 
 
 @pytest.mark.parametrize(

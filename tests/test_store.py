@@ -161,6 +161,11 @@ def test_unknown_names_list_close_ones(digits_store) -> None:
     assert "'correct'" in str(info.value)
     with pytest.raises(ndstream.GroupNotFoundError):
         digits_store.summary("conv1", ["3", "three"])
+    # A name near none lists the store's layers as such, not as close ones.
+    with pytest.raises(ndstream.LayerNotFoundError) as info:
+        digits_store.count("zzzzzz")
+    assert "closest" not in str(info.value)
+    assert f"; its layers: {', '.join(digits_store.layers)}" in str(info.value)
 
 
 def test_quantile_shapes_and_monotonicity(digits_store, digits_raw) -> None:

@@ -8,14 +8,13 @@ A selector is an exact name from ``model.named_modules()``, a glob (``"features.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
-from ..errors import LayerNotFoundError
+from ..errors import LayerNotFoundError, near_names
 
 __all__ = ["LayerSelector", "per_layer", "resolve_layers"]
 
@@ -31,13 +30,6 @@ _Named = list[tuple[str, nn.Module]]
 
 def _mro_names(module: nn.Module) -> set[str]:
     return {cls.__name__ for cls in type(module).__mro__}
-
-
-def _closest(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=5)
-    if close:
-        return "Closest names: " + ", ".join(map(repr, close)) + "."
-    return "Some valid names: " + ", ".join(map(repr, names[:5])) + "."
 
 
 def _typed(label: str, hits: set[str], named: _Named, where: str) -> set[str]:
@@ -68,7 +60,8 @@ def _match(model: nn.Module, selector: object, named: _Named) -> set[str]:
     if not found & set(names):
         what = "Glob {!r} matches no module" if is_glob else "No layer named {!r}"
         raise LayerNotFoundError(
-            f"{what.format(selector)} in {where}. {_closest(selector, names)} {_HINT}"
+            f"{what.format(selector)} in {where}; {near_names(selector, names, 'modules')}. "
+            + _HINT
         )
     return found
 

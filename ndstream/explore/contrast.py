@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
 
-from ..errors import GroupNotFoundError, LayerNotFoundError, SpecMismatchError
+from ..errors import GroupNotFoundError, LayerNotFoundError, SpecMismatchError, near_names
 from ..sketch.contrast import METRICS, contrast
 from ..sketch.summary import Pooled
 from ..store.labelled import labelled
@@ -127,7 +127,7 @@ def compare_stores(
         for store, name in ((a, layer), (b, other)):
             if name not in store.layers:
                 raise LayerNotFoundError(
-                    f"{store.path} has no layer {name!r} ({_closest(name, store.layers, 'layers')}); "
+                    f"{store.path} has no layer {name!r} ({near_names(name, store.layers, 'layers')}); "
                     "name the layers to compare, LAYER:LAYER_B "
                     "where B's name differs (--layers, or layers= with a mapping such as "
                     "{'fc1': 'model.fc1'})"
@@ -212,7 +212,7 @@ def _side(
         name = layer_b or layer
         if name not in other.layers:
             raise LayerNotFoundError(
-                f"{other.path} has no layer {name!r} ({_closest(name, other.layers, 'layers')}); "
+                f"{other.path} has no layer {name!r} ({near_names(name, other.layers, 'layers')}); "
                 "pass layer_b= (--layers A:B) to name the layer that corresponds to it"
             )
         _select(
@@ -307,7 +307,7 @@ def _select(store: Store, group: Any, fix: str) -> np.ndarray:
             if missing:
                 raise GroupNotFoundError(
                     f"{store.path} has no group {missing[0]!r} "
-                    f"({_closest(missing[0], store.groups, 'groups')}); {fix}"
+                    f"({near_names(missing[0], store.groups, 'groups')}); {fix}"
                 )
     return store.group_index(group, pool=True)
 
@@ -317,21 +317,6 @@ def _group_words(store: Store, group: Any) -> str:
         return "all"
     idx = store.group_index(group)
     return " + ".join(store.groups[i] for i in idx)
-
-
-def _closest(name: str, valid: Sequence[str], kind: str) -> str:
-    """``closest: 'a', 'b'``, or, when no name is near ``name``, ``its KIND: a, b``."""
-    import difflib
-
-    close = difflib.get_close_matches(name, list(valid), n=3)
-    if close:
-        return "closest: " + ", ".join(map(repr, close))
-    return f"its {kind}: {_listed(valid)}" if valid else f"it has no {kind}"
-
-
-def _listed(names: Sequence[str], most: int = 20) -> str:
-    shown = ", ".join(names[:most])
-    return shown + (f", ... {len(names) - most} more" if len(names) > most else "")
 
 
 def _types(items: Sequence[Any]) -> str:

@@ -19,6 +19,7 @@ from ..errors import (
     NdstreamError,
     StoreDamageWarning,
     StoreError,
+    near_names,
 )
 from ..sketch import POOLED_GROUP, GridSpec, Summary
 from ..sketch.summary import cdf_values, display_edges, quantile_levels
@@ -911,7 +912,4 @@ def _listed(names: Sequence[str], most: int = 20) -> str:
 
 
 def _not_found(kind: str, name: str, valid: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(valid), n=5) or list(valid)[:5]
-    return f"no {kind} {name!r} in this store; closest: {close}"
+    return f"no {kind} {name!r} in this store; {near_names(name, valid, kind + 's')}"
