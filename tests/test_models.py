@@ -112,3 +112,53 @@ def test_torchvision_model(arch, tmp_path, torchvision_model) -> None:
     if arch == "resnet18":
         assert {"layer1.0.relu@1", "layer1.0.relu@2", "relu"} <= set(store.layers)
         assert "layer1.0.relu" not in store.layers
+
+
+@pytest.mark.slow
+def test_swin_v2_linear_layers_without_the_position_bias_tables(tmp_path) -> None:
+    """``type:Linear`` on Swin V2 also picks the MLP that computes each attention's
+    continuous position bias from a table the batch shares (one row, not one per sample).
+    Ingest leaves those out with a warning, and counts every other Linear as plain hooks see
+    it; named outright, such a module is still refused."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.swin_v2_t(num_classes=10).eval()
+    x = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    outputs: dict[str, list[torch.Tensor]] = {n: [] for n in linear}
+    modules = dict(model.named_modules())
+    handles = [
+        modules[n].register_forward_hook(
+            lambda m, a, out, n=n: outputs[n].append(out.detach().clone())
+        )
+        for n in linear
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    # The attention's qkv and proj weights are used without calling their modules.
+    ran = [n for n in linear if outputs[n]]
+    assert all(len(outputs[n]) == 1 for n in ran)
+    shared = sorted(n for n in ran if outputs[n][0].shape[0] != len(x))
+    assert shared and all("cpb_mlp" in n for n in shared)  # what the test is about
+    data = torch.utils.data.TensorDataset(x, torch.arange(len(x)) % 3)
+    with pytest.warns(UserWarning, match="not one row per sample") as caught:
+        store = ndstream.ingest(
+            model, data, tmp_path / "swin.zarr", layers="type:Linear", reduction="max",
+            group_by="label", progress=False,
+        )  # fmt: skip
+    assert any(str(shared) in str(w.message) for w in caught)
+    assert store.layers == [n for n in ran if n not in shared]
+    for name in store.layers:
+        out = outputs[name][0]  # [B, ..., C]: a Linear's neurons are its last axis
+        want = out.reshape(len(x), -1, out.shape[-1]).amax(dim=1).numpy()
+        summary = store.summary(name)
+        np.testing.assert_allclose(summary.mins[:, 0], want.min(axis=0), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(summary.maxs[:, 0], want.max(axis=0), rtol=1e-6, err_msg=name)
+        assert store.count(name) == len(x)
+    with pytest.raises(ndstream.CaptureError, match="one row per sample"):
+        ndstream.ingest(
+            model, data, tmp_path / "named.zarr", layers=[shared[0]], progress=False,
+        )  # fmt: skip

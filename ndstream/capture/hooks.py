@@ -204,6 +204,8 @@ class ActivationCapture:
         self._info: dict[str, tuple[LayerInfo, ...]] = {}
         self._optional = set(optional)
         self.skipped: list[str] = []
+        self.unbatched: list[str] = []
+        self._layer_hooks: dict[str, RemovableHandle] = {}
 
     @property
     def layers(self) -> dict[str, LayerInfo]:
@@ -220,9 +222,9 @@ class ActivationCapture:
             self._handles.append(self._model.register_forward_hook(self._on_model_end))
             for name in self._names:
                 _check_batch_first(name, modules[name])
-                self._handles.append(
-                    modules[name].register_forward_hook(partial(self._record, name))
-                )
+                handle = modules[name].register_forward_hook(partial(self._record, name))
+                self._handles.append(handle)
+                self._layer_hooks[name] = handle
             if not self._axes:
                 # After the layers' own hooks, so that a layer's choice is made first.
                 self._tracker = LayoutTracker(self._model)
@@ -454,6 +456,29 @@ class ActivationCapture:
         if self._tracker is not None:
             self._tracker.remember(tensor, choice.axis)
         return choice
+
+    def drop_unbatched(self, acts: Mapping[str, Reduced], n_samples: int) -> list[str]:
+        """Drop the modules picked by a glob or a type whose output in ``acts`` (a
+        :meth:`pop`) is not one row per sample of the batch of ``n_samples``: a table the
+        batch shares, such as the position-bias MLP in Swin V2's attention, holds no
+        sample's activations. Their hooks are removed and they are listed in
+        :attr:`unbatched`; returns the names of their layers in ``acts``. Modules named
+        outright are kept, for the caller to refuse.
+        """
+        module_of = {info.name: m for m, infos in self._info.items() for info in infos}
+        odd = {
+            module_of.get(name, name)
+            for name, values in acts.items()
+            if (values.n_samples if isinstance(values, TokenRows) else values.shape[0]) != n_samples
+        }
+        dropped = sorted(m for m in odd if m in self._optional)
+        for module in dropped:
+            handle = self._layer_hooks.pop(module, None)
+            if handle is not None:
+                handle.remove()
+        self._names = [n for n in self._names if n not in dropped]
+        self.unbatched += dropped
+        return [name for name in acts if module_of.get(name, name) in dropped]
 
     def pop(self) -> dict[str, Reduced]:
         """Return the reduced activations of the forward passes since the last ``pop()``.

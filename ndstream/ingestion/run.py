@@ -289,6 +289,13 @@ def ingest(
             f"(their weights are used without calling the module): {capture.skipped}",
             stacklevel=2,
         )
+    if capture.unbatched:
+        warnings.warn(
+            f"skipped {len(capture.unbatched)} layers that matched the selection but whose "
+            "output is not one row per sample (a table the batch shares, such as a "
+            f"position-bias MLP): {capture.unbatched}",
+            stacklevel=2,
+        )
     ranks.broadcast(None)  # the other ranks open the store once rank 0 has committed it
     return open_store(path)
 
@@ -442,6 +449,15 @@ class _Run:
                             capture.mask_next(self.mask.of(moved))
                             outputs = call_model(model, moved)
                             acts = capture.pop()
+                            if self.layout is None:  # the first batch: which layers count
+                                for name in capture.drop_unbatched(acts, len(positions)):
+                                    del acts[name]
+                                if not acts and capture.unbatched:
+                                    raise CaptureError(
+                                        "no selected layer gives one row per sample of the "
+                                        f"batch (not {capture.unbatched}); select modules "
+                                        "whose output is batch first"
+                                    )
                             _check_rows(acts, len(positions))
                             if self.layout is None:
                                 self._begin(capture, groupings, outputs)
