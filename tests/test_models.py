@@ -124,7 +124,7 @@ def test_swin_v2_linear_layers_without_the_position_bias_tables(tmp_path) -> Non
 
     torch.manual_seed(0)
     model = torchvision.models.swin_v2_t(num_classes=10).eval()
-    x = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     outputs: dict[str, list[torch.Tensor]] = {n: [] for n in linear}
     modules = dict(model.named_modules())
