@@ -21,6 +21,7 @@ __all__ = [
     "StoreDamageError",
     "StoreDamageWarning",
     "StoreError",
+    "listed",
     "near_names",
 ]
 
@@ -81,16 +82,18 @@ class IngestInterrupted(NdstreamError, KeyboardInterrupt):
     """Ingest stopped on request (Ctrl-C) after committing a checkpoint; re-run to resume."""
 
 
-def near_names(name: str, valid: Sequence[str], kind: str, most: int = 20) -> str:
+def near_names(name: str, valid: Sequence[str], kind: str) -> str:
     """What an error says of ``name``, which is none of the ``valid`` names of a ``kind``
     (a plural, e.g. ``"layers"``): ``closest: 'fc1', 'fc2'`` where some are near it, else
-    ``its layers: a, b, ...`` (the first ``most``), or ``it has no layers``; never an empty
-    list of close names."""
+    ``its layers: 'a', 'b', ...`` (see :func:`listed`), or ``it has no layers``; never an
+    empty list of close names."""
     close = difflib.get_close_matches(name, list(valid), n=5)
     if close:
-        return "closest: " + ", ".join(map(repr, close))
-    if not valid:
-        return f"it has no {kind}"
-    shown = ", ".join(map(str, valid[:most]))
-    more = f", ... {len(valid) - most} more" if len(valid) > most else ""
-    return f"its {kind}: {shown}{more}"
+        return "closest: " + listed(close)
+    return f"its {kind}: {listed(valid)}" if valid else f"it has no {kind}"
+
+
+def listed(names: Sequence[object], most: int = 20) -> str:
+    """``'a', 'b', 'c'`` for an error message, and ``... N more`` past ``most``."""
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", ... {len(names) - most} more" if len(names) > most else "")

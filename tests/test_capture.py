@@ -232,7 +232,7 @@ def test_bad_name_suggests_closest() -> None:
     with pytest.raises(LayerNotFoundError) as info:
         resolve_layers(model, ["zzzzzz"])
     assert "closest" not in str(info.value)
-    assert "; its modules: stage0, stage1, stage2" in str(info.value)
+    assert "; its modules: 'stage0', 'stage1', 'stage2'" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -374,7 +374,7 @@ def test_a_width_mismatch_names_the_side_and_layer_and_what_applies(
     assert "Traceback" not in text and "pass align" not in text
     # A name near none of a store's layers gets its layers, not an empty list of close ones.
     code, text = _run(["compare", str(wide.path), str(narrow.path), "--layers", "zzz"])
-    assert code == 2 and f"{wide.path} has no layer 'zzz' (its layers: 0)" in text, text
+    assert code == 2 and f"{wide.path} has no layer 'zzz' (its layers: '0')" in text, text
     assert "[]" not in text
 
 
@@ -385,7 +385,7 @@ def test_a_missing_group_names_the_store_that_lacks_it_and_its_groups(
     with pytest.raises(ndstream.GroupNotFoundError) as missing:
         other.contrast("0", "2", wide)  # wide has no group "2"
     text = str(missing.value)
-    assert f"{wide.path} has no group '2'" in text and "its groups: 0, 1" in text
+    assert f"{wide.path} has no group '2'" in text and "its groups: '0', '1'" in text
     assert "(store_b, group)" in text
     code, text = _run(["compare", str(other.path), str(wide.path), "--groups", "2",
                        "--csv", str(tmp_path / "c.csv")])  # fmt: skip

@@ -165,7 +165,7 @@ def test_unknown_names_list_close_ones(digits_store) -> None:
     with pytest.raises(ndstream.LayerNotFoundError) as info:
         digits_store.count("zzzzzz")
     assert "closest" not in str(info.value)
-    assert f"; its layers: {', '.join(digits_store.layers)}" in str(info.value)
+    assert f"; its layers: {', '.join(map(repr, digits_store.layers))}" in str(info.value)
 
 
 def test_quantile_shapes_and_monotonicity(digits_store, digits_raw) -> None:

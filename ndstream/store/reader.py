@@ -19,6 +19,7 @@ from ..errors import (
     NdstreamError,
     StoreDamageWarning,
     StoreError,
+    listed,
     near_names,
 )
 from ..sketch import POOLED_GROUP, GridSpec, Summary
@@ -186,7 +187,7 @@ class Store:
         if not isinstance(layer, str):
             raise LayerNotFoundError(
                 f"a layer is named by a str, got {layer!r} ({type(layer).__name__}); name one "
-                f"of the store's layers: {_listed(self.layers)}"
+                f"of the store's layers: {listed(self.layers)}"
             )
         for meta in self.meta.layers:
             if meta.name == layer:
@@ -903,12 +904,6 @@ def _group_items(group: Any, groups: Sequence[str]) -> list[str | int]:
                 "for every sample"
             )
     return items
-
-
-def _listed(names: Sequence[str], most: int = 20) -> str:
-    """``a, b, c`` (and ``... N more`` past ``most``)."""
-    shown = ", ".join(repr(n) for n in names[:most])
-    return shown + (f", ... {len(names) - most} more" if len(names) > most else "")
 
 
 def _not_found(kind: str, name: str, valid: Sequence[str]) -> str:
