@@ -666,6 +666,38 @@ def test_a_draw_reads_through_checkpoints_that_go_one_after_another(
     assert list(drawn["fc2"]) == want[: app.rows]
 
 
+def test_the_live_poll_reads_through_a_checkpoint_that_goes_as_it_opens(
+    reference: Path, store: ndstream.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live poll finds a new checkpoint, and it goes before the poll has read it (an
+    ingest committing every step), twice over: the poll opens the latest instead of putting
+    an error on the status line."""
+    import shutil
+
+    import ndstream.views.dashboard as dashboard_module
+
+    path = tmp_path / "polled.zarr"
+    shutil.copytree(reference, path, symlinks=True)
+    app = NeuralDivergence(path)
+    app.live = True
+    opened, races = dashboard_module.open_store, [2]
+
+    def lose_then_open(where: Path) -> ndstream.Store:
+        if races[0]:  # the checkpoint .current names goes while it is opened
+            races[0] -= 1
+            _move_on(path)
+            raise ndstream.StoreError(f"the checkpoint of {where} is gone")
+        return opened(where)
+
+    _move_on(path)
+    monkeypatch.setattr(dashboard_module, "open_store", lose_then_open)
+    app._poll()
+    assert races == [0]
+    assert message(app) is None, message(app)
+    assert app.store.snapshot.name == (path / ".current").resolve().name
+    assert progress(app) == (store.meta.samples_done, True)
+
+
 def test_reload_without_a_new_checkpoint_does_nothing(app: NeuralDivergence) -> None:
     store = app.store
     assert app.reload() is False

@@ -216,7 +216,7 @@ class NeuralDivergence(param.Parameterized):
         if not self._caught_up and snapshots.current(self.path) == self.store.snapshot:
             return False
         if not self._caught_up:
-            self.store = open_store(self.path)
+            self.store = self._open_latest()
             self._frames.clear()
         self._caught_up = False
         self._sync_choices(first=False)
@@ -234,7 +234,7 @@ class NeuralDivergence(param.Parameterized):
         try:
             if snapshots.current(self.path) == self.store.snapshot:
                 return False  # the checkpoint is there: the error is another one
-            store = open_store(self.path)
+            store = self._open_latest()
         except Exception:  # the store itself is gone: the error stands
             return False
         log.info("ndstream dashboard of %s: its checkpoint went; reading the latest", self.path)
@@ -242,6 +242,17 @@ class NeuralDivergence(param.Parameterized):
         self._frames.clear()
         self._caught_up = True
         return True
+
+    def _open_latest(self) -> Store:
+        """The store at its latest checkpoint, opened again while the checkpoint it finds
+        goes before it is read, up to :data:`_CATCH_UP_TRIES` times."""
+        for attempt in range(1, _CATCH_UP_TRIES + 1):
+            try:
+                return open_store(self.path)
+            except OSError:  # StoreError too
+                if attempt == _CATCH_UP_TRIES:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _read_through(
         self, read: Callable[[], T], caught_up: Callable[[], None] | None = None
