@@ -955,6 +955,14 @@ def test_serve_warns_off_loopback_and_keeps_to_its_origins(reference: Path, tmp_
         for query in ("?x=%C2%B2", "?page=%E2%91%A0", "?page=" + "9" * 5000):
             status, _, body = _get(port, "/" + query, {"Host": f"127.0.0.1:{port}"})
             assert status == 200 and "Internal Server Error" not in body, (query[:20], status)
+        # A failed request is logged by its path and its query's length, not its query.
+        status, _, _ = _get(port, "/nothing-here?x=" + "7" * 20_000, {"Host": f"127.0.0.1:{port}"})
+        assert status == 404
+        deadline = time.monotonic() + 10
+        while "nothing-here" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "GET /nothing-here?<query of 20002 characters>" in log.read_text()
+        assert "7" * 100 not in log.read_text()
         for name in (f"{other}:{port}", f"evil.example:{port}", "evil.example"):
             status, headers, _ = _get(port, "/", {"Host": name})
             assert status in (302, 403), (name, status)
@@ -1047,3 +1055,14 @@ def test_csv_export_does_not_hand_formulas_to_a_spreadsheet() -> None:
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[1] == ['\'=HYPERLINK("x")', "1.5"] and rows[2] == ["'-2+3", "-1.0"]
     assert rows[0] == ["layer", "median =cmd"]
+
+
+def test_the_access_log_keeps_a_path_and_the_length_of_its_query() -> None:
+    from ndstream.views.access_log import short_summary
+
+    assert short_summary("GET /x?" + "a" * 70_000 + " (127.0.0.1)") == (
+        "GET /x?<query of 70000 characters> (127.0.0.1)"
+    )
+    assert short_summary("GET /" + "p" * 500 + " (::1)") == "GET /" + "p" * 199 + "... (::1)"
+    assert short_summary("GET /a\\x1b[2Jb\x1b[31m?q (10.0.0.1)").count("\x1b") == 0
+    assert short_summary("PROPFIND /") == "PROPFIND /"  # no address: as it came, shortened

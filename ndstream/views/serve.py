@@ -33,6 +33,7 @@ from tornado.web import RequestHandler
 
 from ..errors import NdstreamError
 from ..store import open_store
+from . import access_log
 from .dashboard import check_comparable, dashboard
 from .error_page import report_exception
 
@@ -244,6 +245,7 @@ def serve(
         check_comparable(first, open_store(compare))
     # Errors in callbacks are logged and shown escaped, not sent to the browser by Bokeh.
     pn.extension(notifications=False, exception_handler=report_exception)
+    access_log.install()
     allowed = allowed_origins(address, port, origins)
     _check_free(address, port)
     warning = exposure_warning(address, port, origins)
