@@ -111,9 +111,10 @@ SORT_LABELS = {
 }
 _DEFAULT_LAYERS = 3
 _CHECKBOX_GROUPS = 40  # more groups than this get a searchable multi-choice
-# Checkpoints read in turn when each goes before a redraw or a draw is done: a run that commits every
-# step of a small model keeps a checkpoint for under a second (snapshots.MOST of them), less
-# than a page may take to draw: one retry lost that race, the next checkpoint gone as well.
+# Checkpoints read in turn when each goes before a read of it is done (the poll's, a redraw's,
+# a plot's first draw): a run that commits every step of a small model keeps a checkpoint for
+# under a second (snapshots.MOST of them), less than a page may take to draw: one retry lost
+# that race, the next checkpoint gone as well.
 _CATCH_UP_TRIES = 10
 
 
