@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    NonNegativeInt,
     Tag,
     ValidationError,
     create_model,
@@ -347,7 +348,7 @@ class ThreadsConfig(_Strict):
 class InstancesConfig(_Strict):
     """Single inputs to record with their activations (the dots of the Instances view)."""
 
-    indices: list[int] = Field(default=[], description="dataset indices to record")
+    indices: list[NonNegativeInt] = Field(default=[], description="dataset indices to record")
     per_class: int = Field(
         default=0, ge=0, description="also the first N of each true label in the sample order"
     )
@@ -406,7 +407,7 @@ class InputRangeConfig(_Strict):
 class PairsConfig(_Strict):
     """Which inputs get attacked and kept as benign and attacked pairs of instances."""
 
-    indices: list[int] = Field(default=[], description="dataset indices to attack")
+    indices: list[NonNegativeInt] = Field(default=[], description="dataset indices to attack")
     per_class: int = Field(
         default=0, ge=0, description="the first N correctly classified inputs of each label"
     )

@@ -114,6 +114,14 @@ def _remove(key: str):
         (lambda raw: raw | {"group_by": ["label", "size"]}, ["group_by", "'predicted'", "size"]),
         (lambda raw: raw | {"limit": 0}, ["limit", "greater than 0"]),
         (lambda raw: raw | {"data": {"kind": "builtin", "split": "val"}}, ["data", "'test'"]),
+        (
+            lambda raw: raw | {"instances": {"indices": [3, -1]}},
+            ["instances.indices.1", "greater than or equal to 0", "-1"],
+        ),
+        (
+            lambda raw: raw | {"attacks": raw["attacks"] | {"pairs": {"indices": [-2]}}},
+            ["attacks.pairs.indices.0", "greater than or equal to 0"],
+        ),
     ],
     ids=[
         "model-kind",
@@ -125,6 +133,8 @@ def _remove(key: str):
         "group-by",
         "limit",
         "split",
+        "instance-index",
+        "pair-index",
     ],
 )
 def test_bad_config_names_field_and_accepted_values(tmp_path, edit, expected) -> None:

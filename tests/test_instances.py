@@ -129,3 +129,15 @@ def test_instances_open_with_xarray(tmp_path, digits_model, digits_dataset):
     assert ds["index"].values.tolist() == [1, 2]
     layer = xr.open_zarr(store.path, group="conv1")
     assert layer["instance_values"].dims == ("instance", "value", "neuron")
+
+
+def test_an_index_the_dataset_does_not_have_is_refused(tmp_path, digits_model, digits_dataset):
+    # Recorded as the samples stream by, index 1,797 of 1,797 samples would never come: the
+    # run refuses it before it starts instead of leaving it out without a word.
+    spec = InstanceSpec(indices=(5, 1797, 10**9))
+    with pytest.raises(ndstream.ConfigError, match=r"\[1797, 1000000000\] are past the dataset's"):
+        ingest(digits_model, digits_dataset, tmp_path / "s.zarr", instances=spec)
+    assert not (tmp_path / "s.zarr").exists()
+    store = ingest(digits_model, digits_dataset, tmp_path / "s.zarr",
+                   instances=InstanceSpec(indices=(1796,)))  # fmt: skip
+    assert store.instances().index.tolist() == [1796]

@@ -224,6 +224,7 @@ def ingest(
     model.eval()
     recorded = dict(config) if config is not None else _call_config(names, reduction, groupings)
     instances = instances or InstanceSpec()
+    _check_instance_indices(instances, feed.dataset)
     if config is None:
         recorded.update(limit=limit, seed=seed)
         if instances:
@@ -660,6 +661,21 @@ class _PendingBatches:
                 values = np.concatenate([v for v, _ in parts])
                 gathered[name] = values, np.concatenate([r for _, r in parts])
         return gathered
+
+
+def _check_instance_indices(instances: InstanceSpec, dataset: Any) -> None:
+    """Instances asked for by an index the dataset does not have would never be recorded,
+    without a word: refuse them before the run."""
+    try:
+        n = len(dataset)
+    except TypeError:  # an iterable without a length: its indices are known as they come
+        return
+    past = sorted(i for i in instances.indices if i >= n)
+    if past:
+        raise ConfigError(
+            f"instance indices {past} are past the dataset's {n} samples (indices 0 to "
+            f"{n - 1}); drop them from instances.indices"
+        )
 
 
 def _check_rows(acts: Mapping[str, Reduced], n_samples: int) -> None:
