@@ -916,6 +916,16 @@ def test_serve_refuses_a_port_in_use(reference: Path) -> None:
     assert "--port" in result.stderr
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "0"])
+def test_serve_refuses_a_port_out_of_range(reference: Path, port: str) -> None:
+    # bind() raises OverflowError for these, which went out as a traceback.
+    from runs import run_cli
+
+    code, _, err = run_cli("serve", reference, "--port", port)
+    assert code == 2 and "Traceback" not in err
+    assert f"cannot listen on port {port}: pass a --port from 1 to 65535" in err
+
+
 def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
     """A raw GET to the server on this machine, with the headers given (Host among them)."""
     import http.client

@@ -243,11 +243,11 @@ def serve(
     first = open_store(store)
     if compare is not None:
         check_comparable(first, open_store(compare))
+    _check_free(address, port)
     # Errors in callbacks are logged and shown escaped, not sent to the browser by Bokeh.
     pn.extension(notifications=False, exception_handler=report_exception)
     access_log.install()
     allowed = allowed_origins(address, port, origins)
-    _check_free(address, port)
     warning = exposure_warning(address, port, origins)
     if warning:
         print(warning, file=stderr or sys.stderr, flush=True)
@@ -274,6 +274,8 @@ def serve(
 
 def _check_free(address: str, port: int) -> None:
     """Fail with a clear message, before the server starts, if it could not listen."""
+    if not 0 < port < 65536:  # bind() raises OverflowError, not OSError, for these
+        raise NdstreamError(f"cannot listen on port {port}: pass a --port from 1 to 65535")
     try:
         with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
             probe.bind((address, port))
