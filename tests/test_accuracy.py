@@ -346,6 +346,24 @@ def test_label_names_come_from_the_labels():
     assert label_names(TensorDataset(x, -labels)) is None
 
 
+def test_labels_too_large_for_groups_are_refused_before_the_run(tmp_path):
+    # Labels up to 10**9 without class names made a group axis of a billion names: the
+    # process was killed for memory before its first batch.
+    from ndstream.capture.groupings import MOST_LABEL_GROUPS
+
+    x = torch.zeros(6, 2)
+    most = TensorDataset(x, torch.tensor([0, MOST_LABEL_GROUPS - 1] * 3))
+    assert len(label_names(most) or []) == MOST_LABEL_GROUPS
+    for largest in (MOST_LABEL_GROUPS, 10**9):
+        with pytest.raises(ndstream.ConfigError, match=rf"labels reach {largest}.*`classes`"):
+            label_names(TensorDataset(x, torch.tensor([1, largest] * 3)))
+    model = nn.Sequential(nn.Linear(2, 3))
+    data = TensorDataset(x, torch.tensor([7, 10**9] * 3))
+    with pytest.raises(ndstream.ConfigError, match="number its labels 0 to K - 1"):
+        ndstream.ingest(model, data, tmp_path / "s.zarr", layers=["0"], progress=False)
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_an_ingest_without_classes_groups_by_the_labels_and_pools_at_full_resolution(tmp_path):
     # a 1,000-output model on a ten-label dataset without `classes`: ten label groups (not
     # 1,000), and 1,000 predicted groups that still leave the pooled answers at full resolution

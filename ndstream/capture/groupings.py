@@ -161,6 +161,11 @@ def _logits(outputs: Any) -> torch.Tensor:
     return outputs
 
 
+#: Label groups read from a dataset's labels at most (labels 0 to 99,999): label ids such as
+#: 10**9 would otherwise make a group axis of a billion names before the first batch.
+MOST_LABEL_GROUPS = 100_000
+
+
 def label_names(dataset: Any) -> list[str] | None:
     """Group names for the true labels of a dataset without class names: ``"0"`` up to its
     largest label, read from the labels it holds.
@@ -196,7 +201,15 @@ def label_names(dataset: Any) -> list[str] | None:
         return None
     if values.min() < 0:
         return None
-    return [str(i) for i in range(int(values.max()) + 1)]
+    largest = int(values.max())
+    if largest >= MOST_LABEL_GROUPS:
+        raise ConfigError(
+            f"the dataset's labels reach {largest}, and without class names the label groups "
+            f"are 0 to the largest label: {largest + 1} groups, past the {MOST_LABEL_GROUPS} "
+            "a store holds (each costs memory for every neuron). Give the dataset a `classes` "
+            "attribute, or number its labels 0 to K - 1"
+        )
+    return [str(i) for i in range(largest + 1)]
 
 
 def _output_classes(outputs: Any) -> list[str]:
