@@ -1076,3 +1076,17 @@ def test_the_access_log_keeps_a_path_and_the_length_of_its_query() -> None:
     assert short_summary("GET /" + "p" * 500 + " (::1)") == "GET /" + "p" * 199 + "... (::1)"
     assert short_summary("GET /a\\x1b[2Jb\x1b[31m?q (10.0.0.1)").count("\x1b") == 0
     assert short_summary("PROPFIND /") == "PROPFIND /"  # no address: as it came, shortened
+
+
+def test_a_checkpoint_without_a_selected_instance_draws_without_its_dot(
+    app: NeuralDivergence, two_instances: list[str], digits_store_path: Path
+) -> None:
+    # Live mode can read a checkpoint that lacks an instance the selection holds (a catch-up,
+    # or the older intact checkpoint a damaged one falls back to): the page drew nothing
+    # then, "no instance ... in this store", found by a fresh-clone run of the browser test.
+    app.instances = two_instances
+    assert [d.instance for d in app.layer_page("fc2").dots] == two_instances
+    app.store = ndstream.open_store(digits_store_path)  # the same layers, no instances
+    app._frames.clear()
+    page = app.layer_page("fc2")
+    assert page.dots == [] and len(page.rows) > 0

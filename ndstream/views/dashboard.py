@@ -817,10 +817,14 @@ class NeuralDivergence(param.Parameterized):
         title = f"{layer} · {n_neurons} neurons" + (f" · {n_hidden} hidden" if n_hidden else "")
         title += f"\n{describe(spec, self.names[1])}"
         dots = self._dot_colours()
+        # A checkpoint read after a catch-up, or the older intact one a damaged checkpoint
+        # falls back to, may lack an instance the selection holds: drawn without its dot
+        # until the next poll offers that checkpoint's instances.
+        drawable = set(self.frame(layer).instance_ids)
         return layer_page(
             self.frame(layer), rows, self.groups, group_colours(self.groups), title=title,
             axis=self.axis, layout=self.layout, other=self.other_frame(layer),
-            names=self.names, dots=[(i, dots[i]) for i in self.instances],
+            names=self.names, dots=[(i, dots[i]) for i in self.instances if i in drawable],
             key=self.sorted_layer(layer)[0] if spec.by != "index" else None,
             key_name=KEY_NAMES[spec.by], marked=self.marked.get(layer, []),
             located=self._located,
