@@ -55,7 +55,7 @@ from torch.utils.hooks import RemovableHandle
 from ndstream.errors import CaptureError, CaptureWarning
 
 from .neuron_axis import AxisChoice, LayoutTracker, choose_axis
-from .reduce import Reduced, TokenMask, TokenRows, reduce_output, token_axes
+from .reduce import Reduced, TokenMask, TokenRows, reduce_output, samples_of, token_axes
 from .selection import per_layer, resolve_layers
 from .structure import OutputField, pick_output
 
@@ -407,7 +407,7 @@ class ActivationCapture:
             per_sample, rows = reduced.shape[1], reduced.shape[0]
         if calls:
             first, info0 = calls[0]
-            rows0 = first.n_samples if isinstance(first, TokenRows) else first.shape[0]
+            rows0 = samples_of(first)
             if rows0 != rows:
                 raise CaptureError(
                     f"layer {name!r} ran several times in one forward pass with different "
@@ -469,7 +469,7 @@ class ActivationCapture:
         odd = {
             module_of.get(name, name)
             for name, values in acts.items()
-            if (values.n_samples if isinstance(values, TokenRows) else values.shape[0]) != n_samples
+            if samples_of(values) != n_samples
         }
         dropped = sorted(m for m in odd if m in self._optional)
         for module in dropped:

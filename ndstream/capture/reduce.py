@@ -20,7 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Reduced", "TokenMask", "TokenRows", "per_sample", "reduce_output", "sketch_rows"]
+__all__ = [
+    "Reduced",
+    "TokenMask",
+    "TokenRows",
+    "per_sample",
+    "reduce_output",
+    "samples_of",
+    "sketch_rows",
+]
 
 # The float64 copy a mean is taken of, at most this many bytes at a time: a copy of a whole
 # large output would double its memory, and on CPU a fresh large buffer costs more in page
@@ -150,6 +158,11 @@ def per_sample(values: Reduced, rows: np.ndarray | None = None) -> np.ndarray:
     if isinstance(values, TokenRows):
         return values.largest(rows)
     return values if rows is None else values[rows]
+
+
+def samples_of(values: Reduced) -> int:
+    """How many samples ``values`` hold: the batch axis, or the samples of token rows."""
+    return values.n_samples if isinstance(values, TokenRows) else int(values.shape[0])
 
 
 def sketch_rows(values: Reduced, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ from ..capture.hooks import (
     Reduction,
 )
 from ..capture.instances import InstanceRecorder
-from ..capture.reduce import Reduced, TokenRows, sketch_rows
+from ..capture.reduce import Reduced, samples_of, sketch_rows
 from ..capture.selection import LayerSelector, resolve_layers
 from ..capture.structure import OutputField, call_model, move_to
 from ..config import check_device
@@ -682,7 +682,7 @@ def _check_rows(acts: Mapping[str, Reduced], n_samples: int) -> None:
     """Every layer gave one row per sample of the batch; say which did not, before its
     values are counted against the wrong samples' groups."""
     for name, values in acts.items():
-        rows = values.n_samples if isinstance(values, TokenRows) else values.shape[0]
+        rows = samples_of(values)
         if rows != n_samples:
             raise CaptureError(
                 f"layer {name!r} gave {rows} row(s) for a batch of {n_samples} samples: "

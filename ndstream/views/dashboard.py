@@ -820,9 +820,10 @@ class NeuralDivergence(param.Parameterized):
         # A checkpoint read after a catch-up, or the older intact one a damaged checkpoint
         # falls back to, may lack an instance the selection holds: drawn without its dot
         # until the next poll offers that checkpoint's instances.
-        drawable = set(self.frame(layer).instance_ids)
+        frame = self.frame(layer)
+        drawable = set(frame.instance_ids)
         return layer_page(
-            self.frame(layer), rows, self.groups, group_colours(self.groups), title=title,
+            frame, rows, self.groups, group_colours(self.groups), title=title,
             axis=self.axis, layout=self.layout, other=self.other_frame(layer),
             names=self.names, dots=[(i, dots[i]) for i in self.instances if i in drawable],
             key=self.sorted_layer(layer)[0] if spec.by != "index" else None,
