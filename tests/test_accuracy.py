@@ -320,6 +320,24 @@ def test_a_pile_up_at_an_exact_extreme_is_read_within_a_quarter_percent():
     assert worst_rank_error(x, sk.finalize()) <= 0.0025
 
 
+@pytest.mark.parametrize("side", ["min", "max"])
+def test_a_pile_up_just_past_the_exact_form_is_read_within_half_a_percent(side):
+    # ViT-B/16's GELU layers hold 6,000-8,000 values a neuron from a few dozen images, just
+    # past the exact form, and a tenth of them within 1/64 of an octave of GELU's minimum:
+    # the sampling noise in that one bin cost 0.6-0.9 % in rank over all 3,072 neurons. The
+    # fine counts at the extremes read it from exact counts (0.3 %). 512 neurons of 8,274
+    # values, a pile-up at the min (GELU) or, mirrored, at the max; before: 0.79 %.
+    rng = np.random.default_rng(171)
+    n, rows = 512, 8274
+    z = rng.uniform(-1.0, 0.5, n) + rng.uniform(0.5, 2.0, n) * rng.normal(size=(rows, n))
+    x = (z * torch.special.ndtr(torch.from_numpy(z)).numpy()).astype(np.float32)
+    if side == "max":
+        x = -x
+    sk = sketch_of(x, np.zeros(rows, int), SketchSpec(n, ("a",)))
+    assert not sk.exact and sk.finalize().fine is not None
+    assert worst_rank_error(x, sk.pooled_summary()) <= 0.005
+
+
 # -- label groups -----------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from ndstream.errors import ConfigError
 from ndstream.sketch import GridSpec
 from ndstream.sketch import _kernels as k
 from ndstream.sketch import grid as grid_module
+from ndstream.sketch.grid import FINE_BINS
 
 F32_BIAS = 127  # IEEE 754 single precision exponent bias
 M3 = 3  # the resolution the hand-computed update tests use: 8 bins per octave
@@ -488,10 +489,11 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     mins = np.full((n, n_groups), np.inf, dtype=np.float32)
     maxs = np.full((n, n_groups), -np.inf, dtype=np.float32)
     extremes = np.zeros((2, n, n_groups), dtype=np.uint16)  # values at the min, at the max
+    fine = np.zeros((n * n_groups, 2 * FINE_BINS), dtype=np.uint16)
     missed = np.zeros(n, dtype=np.bool_)
     n_missed = k.update_counts(
         x, row_group, seg_group, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
-        extremes[0], extremes[1], np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
+        extremes[0], extremes[1], fine, np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
         grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed,
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...
@@ -502,6 +504,7 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     for nn, gg in zip(*np.nonzero(page >= 0), strict=True):
         counts[nn, gg] = pool[page[nn, gg]]
     _run_update.extremes = extremes  # type: ignore[attr-defined]  # for the tests that look
+    _run_update.fine = (fine, page)  # type: ignore[attr-defined]
     return n_missed, counts, mins, maxs, missed, page
 
 

@@ -35,6 +35,7 @@ from strategies import (
 from ndstream.errors import ConfigError, SpecMismatchError
 from ndstream.sketch import GridSpec, LayerSketch, SketchSpec, Summary, update_threads
 from ndstream.sketch import grid as grid_module
+from ndstream.sketch.grid import FINE_BINS, FINE_BITS, fine_keys
 
 HYP = settings(max_examples=25, deadline=None)
 
@@ -202,6 +203,35 @@ def check_exact(
         total = s.counts[:, g].sum(axis=-1, dtype=np.int64) + s.nan[:, g]
         total = total + s.posinf[:, g] + s.neginf[:, g]
         np.testing.assert_array_equal(total, np.full(x.shape[1], rows_per_group[g]))
+    check_fine(s, x, gids2, n_groups, spec, exact)
+
+
+def check_fine(
+    s: Summary, x: np.ndarray, gids: np.ndarray, n_groups: int, spec: SketchSpec, exact: bool
+) -> None:
+    """The fine counts at each (neuron, group)'s min and max against numpy: of the finite
+    nonzero values, how many have each fine key from the min's up (the max's down)."""
+    if exact or not spec.keeps_fine:
+        assert s.fine is None
+        return
+    assert s.fine is not None and s.fine.dtype == s.counts.dtype
+    assert s.fine.shape == (x.shape[1], n_groups, 2, FINE_BINS)
+    for g, vals in enumerate(group_values(x, gids, n_groups)):
+        for n in range(x.shape[1]):
+            v = vals[:, n][np.isfinite(vals[:, n]) & (vals[:, n] != 0)]
+            want = np.zeros((2, FINE_BINS), dtype=np.int64)
+            if v.size:
+                bits = v.astype(np.float32).view(np.int32).astype(np.int64)
+                order = np.where(bits < 0, -1 - (bits & 0x7FFFFFFF), bits)  # orders like v
+                key = order >> (23 - FINE_BITS)
+                # anchored at the min and max of all finite values, zeros included
+                finite = vals[:, n][np.isfinite(vals[:, n])].astype(np.float32)
+                lo = int(fine_keys(finite.min(keepdims=True))[0])
+                hi = int(fine_keys(finite.max(keepdims=True))[0])
+                for side, d in ((0, key - lo), (1, hi - key)):
+                    inside = d < FINE_BINS
+                    want[side] = np.bincount(d[inside], minlength=FINE_BINS)
+            np.testing.assert_array_equal(s.fine[n, g], want, err_msg=f"neuron {n} group {g}")
 
 
 # -- exact parts --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ a process imports, so a heavy import slipping back in anywhere fails them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import signal
@@ -92,12 +93,15 @@ def test_info_of_a_store_without_pooled_subgroups(unpooled_store: Path) -> None:
     names, out = imported("-m", "ndstream", "info", str(unpooled_store))
     assert "rank error ≤" in out
     assert heavy(names) == []
-    # and it is what the kernels' rule gives: the pooled summary's widest bin
+    # and it is what the kernels' rule gives: the pooled summary's widest grid bin; the
+    # queries, which read the fine counts in place of the bins they cover, are never wider
     bound = store.rank_bound("fc")
-    expected = store.summary("fc").rank_bound().astype(np.float32)
+    pooled = store.summary("fc")
+    expected = dataclasses.replace(pooled, fine=None).rank_bound().astype(np.float32)
     assert bound.dtype == np.float32
     assert np.all(bound > 0)  # on the grid, coarse: every neuron has a bin of several values
     np.testing.assert_array_equal(bound, expected)
+    assert np.all(pooled.rank_bound().astype(np.float32) <= bound)
 
 
 def test_info_into_a_closed_pipe_stops_quietly(unpooled_store: Path) -> None:

@@ -47,7 +47,12 @@ def test_xarray_opens_every_layer_without_warnings(layer, digits_store_path, dig
     n = digits_store.n_neurons(layer)
     summary = digits_store.summary(layer, list(range(len(digits_store.groups))))
     n_bins = summary.counts.shape[2]
-    assert dict(ds.sizes) == {"neuron": n, "group": len(digits_store.groups), "bin": n_bins}
+    sizes = {"neuron": n, "group": len(digits_store.groups), "bin": n_bins}
+    if summary.fine is not None:  # past the exact form, with few groups (see docs)
+        sizes.update(extreme=2, fine_bin=summary.fine.shape[3])
+        assert ds["fine_counts"].dims == ("neuron", "group", "extreme", "fine_bin")
+        np.testing.assert_array_equal(ds["fine_counts"].values, summary.fine)
+    assert dict(ds.sizes) == sizes
     assert ds["counts"].dims == ("neuron", "group", "bin")
     for name in ("min", "max", "nan_count", "posinf_count", "neginf_count"):
         assert ds[name].dims == ("neuron", "group")

@@ -5,6 +5,14 @@ grid of :mod:`ndstream.sketch.grid`, the exact min and max of the finite values 
 of values equal to each, and counts of exact zeros, NaN, +Inf and -Inf. The group is an axis of
 the arrays, not a separate object.
 
+Fine counts: where the groups have the budget of one group (:attr:`SketchSpec.keeps_fine`),
+each (neuron, group) also counts its values in 512 bins at 4,096 bins per octave next to its
+min and next to its max (``grid.FINE_BITS``), anchored at the fine key of each extreme. When
+the min falls, its row slides down and drops what is now too far above it; a value inside the
+final row was inside it when it came, so the row holds the exact counts of the values in its
+bins, whatever the order and split of the data, and two rows merge once aligned on the lower
+min (the higher max).
+
 Memory: each neuron keeps a window of consecutive grid keys per sign, just wide enough for the
 keys it has seen, at its own resolution; the window width is shared by the layer and bounded
 by the bin budget (:meth:`GridSpec.bins_budget`, 64 to 1,024 per sign), because a neuron that
@@ -46,7 +54,8 @@ import numpy as np
 
 from ..errors import SpecMismatchError
 from . import _kernels as k
-from .grid import GridSpec
+from .fine import add_realigned
+from .grid import FINE_BINS, FINE_BITS, GridSpec, fine_keys
 from .summary import POOLED_GROUP, Summary
 
 __all__ = ["POOLED_GROUP", "LayerSketch", "SketchSpec", "update_threads"]
@@ -144,6 +153,18 @@ class SketchSpec:
         )
 
     @functools.cached_property
+    def keeps_fine(self) -> bool:
+        """Whether each (neuron, group) keeps fine counts next to its min and max.
+
+        Where the groups have the budget of one group (:attr:`keeps_pooled` is false): the
+        pooled answers then come from the groups, and the pooled sketch keeps them otherwise.
+        With a thousand groups, a page of fine counts per (neuron, group) would cost more than
+        its bins. And only on a grid whose finest bins nest in the fine ones, so that the
+        values an exact summary stands for fall in the fine bins of the values seen.
+        """
+        return not self.keeps_pooled and self.grid.mantissa_bits >= FINE_BITS
+
+    @functools.cached_property
     def pooled(self) -> SketchSpec:
         """The spec of the pooled sketch: one group, :data:`POOLED_GROUP`, every row once."""
         return SketchSpec(self.n_neurons, (POOLED_GROUP,), self.grid)
@@ -238,6 +259,9 @@ class LayerSketch:
         # as the counters: they never exceed a group's total.
         self.min_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
         self.max_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
+        # Fine counts next to the min and max (grid.FINE_BITS), a row per page: a pile-up
+        # against an extreme is read from exact counts at the resolution it needs.
+        self.fine = np.zeros((0, 2 * FINE_BINS if spec.keeps_fine else 0), self.pool.dtype)
         self.totals = np.zeros(g, dtype=np.int64)
         self.pos_off = np.zeros(n, dtype=np.int32)
         self.neg_off = np.zeros(n, dtype=np.int32)
@@ -337,6 +361,14 @@ class LayerSketch:
             summary.counts, summary.nan, summary.posinf, summary.neginf, sketch.page,
             n_neg.astype(np.int64), n_pos.astype(np.int64), sketch.wp, sketch.pool,
         )  # fmt: skip
+        sketch.fine = np.zeros((sketch.n_pages, sketch.fine.shape[1]), sketch.pool.dtype)
+        if sketch.fine.shape[1]:
+            if summary.fine is None:
+                raise ValueError(
+                    "this layer keeps fine counts at each neuron's min and max, and the summary "
+                    "has none: pass the summary a store or finalize() gave, whole"
+                )
+            sketch.fine[sketch.page[seen]] = summary.fine[seen].reshape(int(seen.sum()), -1)
         return sketch
 
     # -- state -------------------------------------------------------------------------------
@@ -351,7 +383,7 @@ class LayerSketch:
         """Bytes held by the state arrays (allocated, not only used)."""
         arrays = (
             self.page, self.pool, self.mins, self.maxs, self.min_count, self.max_count,
-            self.totals, self.pos_off, self.neg_off, self.res,
+            self.fine, self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
         kept = sum(x.nbytes + gids.nbytes for x, gids in self._kept)
         pooled = self.pooled.nbytes if self.pooled is not None else 0
@@ -454,6 +486,8 @@ class LayerSketch:
                     self.max_count.copy())  # fmt: skip
         for x, gids in kept:
             self._fold(x, gids)
+        # The fine counts stay anchored: a value rebuilt from a summary lies in the fine bin of
+        # the value it stands for, as the summary's bins are finer (SketchSpec.keeps_fine).
         self.mins, self.maxs, self.min_count, self.max_count = extremes
 
     def _folded(self) -> LayerSketch:
@@ -483,7 +517,8 @@ class LayerSketch:
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
                 x, row_group, seg_group, neurons, self.pool, self.page,
-                self.mins, self.maxs, self.min_count, self.max_count, self.pos_off, self.neg_off,
+                self.mins, self.maxs, self.min_count, self.max_count, self.fine, self.pos_off,
+                self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, self.max_bins,
                 grid.min_mantissa_bits, missed,
             )  # fmt: skip
@@ -523,6 +558,7 @@ class LayerSketch:
         dtype = _counter_dtype(max_total)
         if dtype.itemsize > self.pool.dtype.itemsize:
             self.pool = self.pool.astype(dtype)
+            self.fine = self.fine.astype(dtype)
 
     def _ensure_pages(self, new: int) -> None:
         """Make room in the pool for ``new`` more pages."""
@@ -535,6 +571,9 @@ class LayerSketch:
         pool = np.zeros((capacity, self.pool.shape[1]), dtype=self.pool.dtype)
         pool[: self.n_pages] = self.pool[: self.n_pages]
         self.pool = pool
+        fine = np.zeros((capacity, self.fine.shape[1]), dtype=self.fine.dtype)
+        fine[: self.n_pages] = self.fine[: self.n_pages]
+        self.fine = fine
 
     def _refit(self, moved: np.ndarray, need_moved: np.ndarray) -> None:
         """Re-place the windows of neurons ``moved`` so they hold key ranges ``need_moved``.
@@ -636,12 +675,23 @@ class LayerSketch:
         out.page[used] = np.arange(out.n_pages, dtype=np.int32)
         dtype = max(self.pool.dtype, other.pool.dtype, key=lambda d: d.itemsize)
         out.pool = np.zeros((out.n_pages, k.N_SPECIAL + out.wp + wn), dtype=dtype)
+        out.fine = np.zeros((out.n_pages, out.fine.shape[1]), dtype=dtype)
         out._ensure_width(int(out.totals.max()))
         for src in (self, other):
             k.add_pages(
                 src.pool, src.page, src.pos_off, src.neg_off, src.wp, src.res,
                 out.pool, out.page, out.pos_off, out.neg_off, out.wp, out.res, grid.exp_lo,
             )  # fmt: skip
+        if out.fine.shape[1]:
+            lo, hi = fine_keys(out.mins), fine_keys(out.maxs)
+            for src in (self, other):
+                has = src.page >= 0
+                rows = out.fine[out.page[has]]
+                add_realigned(
+                    rows, src.fine[src.page[has]], fine_keys(src.mins[has]),
+                    fine_keys(src.maxs[has]), lo[has], hi[has],
+                )  # fmt: skip
+                out.fine[out.page[has]] = rows
         return out
 
     # -- finalize ----------------------------------------------------------------------------
@@ -731,6 +781,11 @@ class LayerSketch:
             )  # fmt: skip
         mins, maxs = self.mins[:, idx], self.maxs[:, idx]
         finite = mins <= maxs
+        fine = None
+        if self.fine.shape[1] and not self.exact:
+            page = self.page[:, idx]
+            fine = np.zeros((n, idx.size, 2, FINE_BINS), dtype=self.count_dtype)
+            fine[page >= 0] = self.fine[page[page >= 0]].reshape(-1, 2, FINE_BINS)
         return Summary(
             counts=dense,
             lower=lower,
@@ -746,6 +801,7 @@ class LayerSketch:
             groups=tuple(self.spec.groups[i] for i in idx),
             grid=self.spec.grid,
             resolution=self.res.copy(),
+            fine=fine,
         )
 
     def pooled_summary(self) -> Summary:

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
-from .grid import GridSpec
+from .fine import add_realigned
+from .grid import FINE_BITS, GridSpec, fine_keys
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -324,6 +325,12 @@ class Summary:
         The grid the counts were binned on.
     resolution
         ``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave.
+    fine
+        ``[neuron, group, extreme, fine_bin]`` counts at ``2**FINE_BITS`` bins per octave next
+        to each (neuron, group)'s min (``extreme`` 0: fine bin ``i`` is the ``i``-th from the
+        min's, upwards) and max (1: downwards from the max's), or None where the layer keeps
+        none (many groups, or values kept exactly). Queries read them in place of the
+        coarser bins they cover (see ``grid.py``, ``FINE_BITS``).
     """
 
     counts: np.ndarray
@@ -340,6 +347,7 @@ class Summary:
     groups: tuple[str, ...]
     grid: GridSpec
     resolution: np.ndarray
+    fine: np.ndarray | None = None
 
     @property
     def n_neurons(self) -> int:
@@ -364,6 +372,7 @@ class Summary:
             groups=tuple(self.groups[i] for i in idx),
             grid=self.grid,
             resolution=self.resolution,
+            fine=None if self.fine is None else self.fine[:, idx],
         )
 
     def collapsed(self, name: str) -> Summary:
@@ -392,7 +401,28 @@ class Summary:
             groups=(name,),
             grid=self.grid,
             resolution=self.resolution,
+            fine=_cast(self._pooled_fine(mins[:, 0], maxs[:, 0]), dtype),
         )
+
+    def _pooled_fine(self, mins: np.ndarray, maxs: np.ndarray) -> np.ndarray | None:
+        """``[neuron, 1, 2, F]`` the fine counts of all groups, anchored at the pooled
+        ``mins`` and ``maxs`` (a group's counts farther than ``F`` fine bins from them drop
+        out: the pooled rows hold every value within their reach)."""
+        if self.fine is None:
+            return None
+        n, _, _, width = self.fine.shape
+        out = np.zeros((n, 2 * width), dtype=np.uint64)
+        src_lo, src_hi = fine_keys(self.mins), fine_keys(self.maxs)
+        to_lo, to_hi = fine_keys(mins), fine_keys(maxs)
+        for group in np.flatnonzero(~np.isnan(self.mins).all(axis=0)):  # groups with values
+            has = ~np.isnan(self.mins[:, group])
+            part = out[has]
+            add_realigned(
+                part, self.fine[has, group].reshape(-1, 2 * width), src_lo[has, group],
+                src_hi[has, group], to_lo[has], to_hi[has],
+            )  # fmt: skip
+            out[has] = part
+        return out.reshape(n, 1, 2, width)
 
     def pooled(self) -> Pooled:
         """All groups of this summary added together, one distribution per neuron."""
@@ -401,8 +431,14 @@ class Summary:
             warnings.simplefilter("ignore", RuntimeWarning)
             mins = np.nanmin(self.mins, axis=1, keepdims=True)
             maxs = np.nanmax(self.maxs, axis=1, keepdims=True)
+        counts, lower, upper = self.counts.sum(axis=1, dtype=np.float64), self.lower, self.upper
+        fine = self._pooled_fine(mins[:, 0], maxs[:, 0])
+        if fine is not None:
+            counts, lower, upper = _refined(
+                counts, lower, upper, self.resolution, mins[:, 0], maxs[:, 0], fine, self.grid
+            )
         counts, lower, upper = _atoms_at_extremes(
-            self.counts.sum(axis=1, dtype=np.float64), self.lower, self.upper,
+            counts, lower, upper,
             mins[:, 0], maxs[:, 0],
             _count_at_pooled(self.mins, self.min_count, mins)[:, 0],
             _count_at_pooled(self.maxs, self.max_count, maxs)[:, 0],
@@ -471,6 +507,39 @@ class Summary:
     def histogram(self, edges: np.ndarray) -> np.ndarray:
         """Re-binned counts with all groups pooled; see :meth:`Pooled.histogram`."""
         return self.pooled().histogram(edges)
+
+
+def _cast(array: np.ndarray | None, dtype: type) -> np.ndarray | None:
+    return None if array is None else array.astype(dtype)
+
+
+def _refined(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    resolution: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    fine: np.ndarray,
+    grid: GridSpec,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bins ``[neuron, bin]`` with those the fine counts cover split into fine bins (see
+    ``_kernels.fine.refine``), for the neurons whose grid is coarser than the fine bins."""
+    n, width = counts.shape
+    use = (np.asarray(resolution) < FINE_BITS) & ~np.isnan(mins)
+    if not use.any():
+        return counts, lower, upper
+    out_counts = np.empty((n, width + fine.shape[-1] * 2), dtype=np.float64)
+    out_lower = np.empty(out_counts.shape, dtype=np.float32)
+    out_upper = np.empty(out_counts.shape, dtype=np.float32)
+    _kernels().refine(
+        counts, lower, upper, use, fine_keys(np.nan_to_num(mins)), fine_keys(np.nan_to_num(maxs)),
+        np.ascontiguousarray(fine).reshape(n, -1).astype(np.float64), grid.exp_lo, grid.exp_hi,
+        out_counts, out_lower, out_upper,
+    )  # fmt: skip
+    used = ~np.isnan(out_lower).all(axis=0)
+    keep = int(np.flatnonzero(used).max(initial=-1)) + 1
+    return out_counts[:, :keep], out_lower[:, :keep], out_upper[:, :keep]
 
 
 def _count_at_pooled(extremes: np.ndarray, counts: np.ndarray, pooled: np.ndarray) -> np.ndarray:

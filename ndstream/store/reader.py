@@ -314,6 +314,7 @@ class Store:
             groups=tuple(self.groups[i] for i in idx),
             grid=self.grid,
             resolution=self.resolution(layer),
+            fine=self._fine(layer, "", sel),
         )
 
     def _pooled(self, layer: str) -> Summary:
@@ -336,7 +337,15 @@ class Store:
             groups=(POOLED_GROUP,),
             grid=self.grid,
             resolution=np.asarray(self._array(layer, p + "resolution")[...], dtype=np.int32),
+            fine=self._fine(layer, p, (slice(None), slice(None))),
         )
+
+    def _fine(self, layer: str, prefix: str, sel: tuple[Any, ...]) -> np.ndarray | None:
+        """The fine counts of the selected groups, or None where the layer keeps none."""
+        if f"{self.node(layer)}/{prefix}{fmt.FINE}" not in self._root:
+            return None
+        whole = (slice(None), slice(None))
+        return self._array(layer, prefix + fmt.FINE).get_orthogonal_selection((*sel, *whole))
 
     @overload
     def quantile(

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..sketch import LayerSketch, Summary
+from ..sketch.grid import FINE_BINS
 from . import format as fmt
 from . import snapshots, zarr_v3
 from .instances import InstanceTable
@@ -172,10 +173,12 @@ class _Source:
             self.resolution = source.res
             if source.pooled is not None:
                 self.pooled = source.pooled_summary()
+            self.has_fine = bool(source.fine.shape[1]) and not source.exact
         else:
             self.lower, self.upper = source.lower, source.upper
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
+            self.has_fine = source.fine is not None
         self.has_data = np.asarray(source.totals > 0)  # per group
         n_groups = self.has_data.size
         n, n_bins = self.lower.shape
@@ -281,9 +284,14 @@ def _write_layer(
     }
     counts_chunks = (neuron_chunk, group_chunk, n_bins)
     counts_dtype = np.dtype(src.count_dtype)
+    fine_chunks = (neuron_chunk, group_chunk, 2, FINE_BINS)
     for g0, s in src.blocks():
         sel = (slice(None), slice(g0, g0 + len(s.groups)))
         files.chunks(f"{name}/{fmt.COUNTS}", s.counts, counts_chunks, (0, g0, 0))
+        if s.fine is not None:
+            files.chunks(
+                f"{name}/{fmt.FINE}", s.fine.astype(counts_dtype), fine_chunks, (0, g0, 0, 0)
+            )
         data["min"][sel] = s.mins
         data["max"][sel] = s.maxs
         data["min_count"][sel] = s.min_count
@@ -301,6 +309,10 @@ def _write_layer(
             {"coordinates": "grouping bin_lower bin_upper"},
         ),
     }  # fmt: skip
+    if src.has_fine:
+        documents[f"{name}/{fmt.FINE}"] = zarr_v3.array_document(
+            (n, n_groups, 2, FINE_BINS), counts_dtype, fine_chunks, fmt.DIMS[fmt.FINE]
+        )
     if instance_values is not None:
         data["instance_values"] = instance_values.astype(np.float32, copy=False)
     for array, values in data.items():
@@ -337,6 +349,8 @@ def _write_pooled(
         "rank_bound": pooled.group_rank_bounds(),
         fmt.COUNTS: pooled.counts,
     }
+    if pooled.fine is not None:
+        data[fmt.FINE] = pooled.fine
     documents = {node: zarr_v3.group_document({})}
     for array, values in data.items():
         chunks = (neuron_chunk, *values.shape[1:]) if values.ndim >= 2 else values.shape

@@ -1,7 +1,8 @@
 """Every Numba kernel of ndstream, in one package: a module per concern.
 
 ``_base`` (flags, slots, the grid's rule compiled), ``update`` (a batch into the pages),
-``windows`` (key ranges, moving windows, dense bin axes), ``edges``, ``queries`` (quantiles,
+``windows`` (key ranges, moving windows, dense bin axes), ``fine`` (the fine counts at
+the extremes), ``edges``, ``queries`` (quantiles,
 ranks, bounds, rebinning), ``contrast`` (two distributions side by side), ``exact`` (the exact form) and ``spans`` (capture's reductions over
 runs of real tokens).
 
@@ -40,6 +41,7 @@ from .exact import (
     exact_counts,
     fold_min_max,
 )
+from .fine import refine
 from .queries import quantiles, rank_bounds, ranks, rebin, widest_bins, widest_ranges
 from .spans import span_maxima, span_sums
 from .update import assign_pages, batch_key_ranges, new_pages_needed, plan_groups, update_counts
@@ -80,6 +82,7 @@ __all__ = [
     "rank_bounds",
     "ranks",
     "rebin",
+    "refine",
     "set_threads",
     "span_maxima",
     "span_sums",

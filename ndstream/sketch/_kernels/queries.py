@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import _F32_MAX, jit
+from .fine import is_fine
 
 
 @jit
@@ -76,6 +77,12 @@ def _order_statistic(
 # 6 % in rank). A pure power law is then read exactly, and GELU's pooled rank error at
 # 1,024 bins falls from 0.4 % to 0.15 %. Every estimate stays
 # inside its bin, so the guaranteed rank interval (rank_bounds) is unchanged.
+#
+# Fine bins (the fine counts next to an extreme, see fine.py) are read evenly: at 4,096 bins
+# per octave the shape inside one hardly matters, and each holds too few values for its
+# neighbours' densities to say more. For the same reason a coarse bin takes no slope from a
+# fine neighbour; the coarse bin that follows the fine bins of an extreme takes the power law
+# of the distance to it, from the exact count of everything between them.
 
 _CUBIC, _FROM_MIN, _FROM_MAX, _NEAR_MIN, _NEAR_MAX = 0, 1, 2, 3, 4
 _NEAR = 1.0  # bins nearer an exact extreme than this many widths follow its power law
@@ -91,6 +98,8 @@ def _bin_shape(
     vmax: float,
 ) -> tuple[int, float, float]:
     """How bin ``j`` spreads its values: (kind, a, b) for :func:`_shape_cdf`."""
+    if is_fine(lower[j], upper[j]):
+        return _CUBIC, 1.0, 1.0
     s0, s1, left, right = _edge_slopes(j, counts, lower, upper, vmin, vmax)
     at_min = not left and lower[j] < vmin
     at_max = not right and upper[j] > vmax
@@ -99,13 +108,17 @@ def _bin_shape(
     if at_max and not at_min:
         return _FROM_MAX, _power_fit(j, j - 1, counts, lower, upper, vmin, vmax, s0), 0.0
     lo, hi, d = _density(j, counts, lower, upper, vmin, vmax)
-    if d > 0.0 and lo > vmin and lo - vmin < _NEAR * (hi - lo):
+    after_window = j > 0 and upper[j - 1] == lower[j] and is_fine(lower[j - 1], upper[j - 1])
+    before_window = (
+        j + 1 < counts.shape[0] and lower[j + 1] == upper[j] and is_fine(lower[j + 1], upper[j + 1])
+    )
+    if d > 0.0 and lo > vmin and (lo - vmin < _NEAR * (hi - lo) or after_window):
         outside = _mass_to_extreme(j, -1, counts, lower, upper, vmin, vmax)
         rho = (hi - vmin) / (lo - vmin)
         a = np.log1p(counts[j] / outside) / np.log(rho) if outside > 0.0 else np.inf
         if a < 1.0 and rho < np.inf:  # a pile-up: the density falls away from the extreme
             return _NEAR_MIN, a, rho
-    if d > 0.0 and hi < vmax and vmax - hi < _NEAR * (hi - lo):
+    if d > 0.0 and hi < vmax and (vmax - hi < _NEAR * (hi - lo) or before_window):
         outside = _mass_to_extreme(j, 1, counts, lower, upper, vmin, vmax)
         rho = (vmax - lo) / (vmax - hi)
         a = np.log1p(counts[j] / outside) / np.log(rho) if outside > 0.0 else np.inf
@@ -133,12 +146,15 @@ def _mass_to_extreme(
     i = j + step
     while 0 <= i < counts.shape[0]:
         ilo, ihi, idens = _density(i, counts, lower, upper, vmin, vmax)
-        if idens < density or (ihi if step < 0 else ilo) != edge:
+        fine = is_fine(lower[i], upper[i])
+        if (idens < density and not fine) or (ihi if step < 0 else ilo) != edge:
             return 0.0
         total += counts[i]
         if (step < 0 and ilo <= vmin) or (step > 0 and ihi >= vmax):
             return total
-        edge, density = (ilo if step < 0 else ihi), idens
+        edge = ilo if step < 0 else ihi
+        if not fine:
+            density = idens
         i += step
     return 0.0
 
@@ -229,15 +245,16 @@ def _edge_slopes(
     lo, hi, d = _density(j, counts, lower, upper, vmin, vmax)
     h = hi - lo
     n_bins = counts.shape[0]
+    coarse = not is_fine(lower[j], upper[j])
     dl, hl = -1.0, 0.0
     if j > 0:
         llo, lhi, ld = _density(j - 1, counts, lower, upper, vmin, vmax)
-        if ld >= 0 and lhi == lo:
+        if ld >= 0 and lhi == lo and not (coarse and is_fine(lower[j - 1], upper[j - 1])):
             dl, hl = ld, lhi - llo
     dr, hr = -1.0, 0.0
     if j + 1 < n_bins:
         rlo, rhi, rd = _density(j + 1, counts, lower, upper, vmin, vmax)
-        if rd >= 0 and rlo == hi:
+        if rd >= 0 and rlo == hi and not (coarse and is_fine(lower[j + 1], upper[j + 1])):
             dr, hr = rd, rhi - rlo
     m0 = _node_slope(hl, dl, h, d) if dl >= 0 else _end_slope(h, d, hr, dr)
     m1 = _node_slope(h, d, hr, dr) if dr >= 0 else _end_slope(h, d, hl, dl)
