@@ -159,10 +159,16 @@ class SketchSpec:
         Where the groups have the budget of one group (:attr:`keeps_pooled` is false): the
         pooled answers then come from the groups, and the pooled sketch keeps them otherwise.
         With a thousand groups, a page of fine counts per (neuron, group) would cost more than
-        its bins. And only on a grid whose finest bins nest in the fine ones, so that the
-        values an exact summary stands for fall in the fine bins of the values seen.
+        its bins; and with a small bin budget (``max_bins`` set, or a very wide layer), so
+        that the fine counts never outnumber the bins. And only on a grid whose finest bins
+        nest in the fine ones, so that the values an exact summary stands for fall in the fine
+        bins of the values seen.
         """
-        return not self.keeps_pooled and self.grid.mantissa_bits >= FINE_BITS
+        return (
+            not self.keeps_pooled
+            and self.grid.mantissa_bits >= FINE_BITS
+            and self.grid.bins_budget(self.n_neurons, len(self.groups)) >= 2 * FINE_BINS
+        )
 
     @functools.cached_property
     def pooled(self) -> SketchSpec:
