@@ -98,10 +98,6 @@ def assign_pages(page: np.ndarray, seg_group: np.ndarray, n_pages: int) -> int:
 _I0, _I1, _I31 = np.int32(0), np.int32(1), np.int32(31)
 _I_ABS, _I_INF = np.int32(_ABS_MASK), np.int32(_INF_BITS)
 _I_OMAX, _I_OMIN = np.int32(_ORDERED_MAX), np.int32(_ORDERED_MIN)
-# Fine keys (see grid.fine_keys): a zero or non-finite value gets _I_NO_FINE, past every
-# anchor of a min, and below no anchor of a max; a lane without an anchor gets _I_NO_ANCHOR.
-_I_FSHIFT = np.int32(FINE_SHIFT)
-_I_NO_FINE, _I_NO_ANCHOR = np.int32(1 << 30), np.int32((1 << 30) + 1)
 _KEY_MAX = (1 << (31 - FINE_SHIFT)) - 1  # fine keys that shift back into an int32
 # Slots relative to the first window slot, where a lane's page base points.
 _I_ZERO_REL, _I_NAN_REL = np.int32(ZERO - N_SPECIAL), np.int32(NAN - N_SPECIAL)
@@ -153,10 +149,12 @@ def update_counts(
 
     ``fine[page]`` (``2 * F`` counters a page, or none) holds the fine counts next to each
     (neuron, group)'s min and max (see ``fine.py``). Once a batch's extremes are known, each
-    row moves to its new anchors, dropping what is now more than ``F`` fine bins from the
-    extreme, and a third pass counts the batch's values that fall inside. A value inside the
-    final row was inside it when it came (the min only falls), so the counts are those of
-    the values in the final row, whatever the order of the data.
+    row whose extreme moved slides to its new anchor, dropping what is now more than ``F``
+    fine bins from it, and a third pass counts the batch's values that fall inside. A value
+    inside the final row was inside it when it came (the min only falls), so the counts are
+    those of the values in the final row, whatever the order of the data. Only a value
+    within ``F`` fine bins of its group's extremes before the batch can be one: the first
+    pass marks them, a bit per lane of each row, so the third visits only those rows.
 
     Blocks of :data:`LANES` neurons run in parallel on Numba's threads: neurons share no
     state. A block goes through the rows twice. The first pass reads each row's values of
@@ -244,10 +242,12 @@ def update_counts(
         n_moved = 0
         near_lanes = np.empty(LANES, dtype=np.intp)
         near_keys = np.empty(LANES, dtype=np.int64)
+        # Only a value within F fine bins of its group's extremes before the batch can end up
+        # in its row (the min only falls): below near_lo or from near_hi up, as ordered bits.
+        # With one grouping a row takes its group's bounds; with several, the loosest over
+        # the lane's groups.
         near_lo = np.full(LANES, _I_OMIN, dtype=np.int32)
         near_hi = np.full(LANES, _I_OMAX, dtype=np.int32)
-        # With one grouping, each group's own bounds (a row's are its group's); with several,
-        # the loosest over a lane's groups.
         group_lo = np.full((most_seg, LANES), _I_OMIN, dtype=np.int32)
         group_hi = np.full((most_seg, LANES), _I_OMAX, dtype=np.int32)
         if n_fine:
@@ -260,12 +260,7 @@ def update_counts(
                             edge_f[1] = maxs[cols[t], g]
                             lo_key = _ordered(edge[0]) >> FINE_SHIFT
                             hi_key = _ordered(edge[1]) >> FINE_SHIFT
-                            # Only values within F fine bins of a group's extremes before
-                            # the batch can end up in its row (the min only falls): each
-                            # lane's loosest such bounds over its groups, so that the
-                            # counting pass skips the rows without such a value.
-                            # (as ordered bits: the keys of the infinities clamped to stay
-                            # within int32 once shifted back)
+                            # (the keys of the infinities clamped, to stay within int32)
                             bound_lo = min(lo_key + n_fine, _KEY_MAX) << FINE_SHIFT
                             bound_hi = max(hi_key - n_fine + 1, -_KEY_MAX) << FINE_SHIFT
                             near_lo[t] = max(near_lo[t], bound_lo)
