@@ -410,7 +410,9 @@ class Summary:
         out: the pooled rows hold every value within their reach)."""
         if self.fine is None:
             return None
-        n, _, _, width = self.fine.shape
+        n, n_groups, _, width = self.fine.shape
+        if n_groups == 1:  # one group's extremes are the pooled ones: nothing to move
+            return self.fine
         out = np.zeros((n, 2 * width), dtype=np.uint64)
         src_lo, src_hi = fine_keys(self.mins), fine_keys(self.maxs)
         to_lo, to_hi = fine_keys(mins), fine_keys(maxs)

@@ -173,12 +173,10 @@ class _Source:
             self.resolution = source.res
             if source.pooled is not None:
                 self.pooled = source.pooled_summary()
-            self.has_fine = bool(source.fine.shape[1]) and not source.exact
         else:
             self.lower, self.upper = source.lower, source.upper
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
-            self.has_fine = source.fine is not None
         self.has_data = np.asarray(source.totals > 0)  # per group
         n_groups = self.has_data.size
         n, n_bins = self.lower.shape
@@ -285,13 +283,14 @@ def _write_layer(
     counts_chunks = (neuron_chunk, group_chunk, n_bins)
     counts_dtype = np.dtype(src.count_dtype)
     fine_chunks = (neuron_chunk, group_chunk, 2, FINE_BINS)
+    has_fine = False  # a layer's blocks all have fine counts, or none has
     for g0, s in src.blocks():
         sel = (slice(None), slice(g0, g0 + len(s.groups)))
         files.chunks(f"{name}/{fmt.COUNTS}", s.counts, counts_chunks, (0, g0, 0))
         if s.fine is not None:
-            files.chunks(
-                f"{name}/{fmt.FINE}", s.fine.astype(counts_dtype), fine_chunks, (0, g0, 0, 0)
-            )
+            has_fine = True
+            fine = s.fine.astype(counts_dtype, copy=False)
+            files.chunks(f"{name}/{fmt.FINE}", fine, fine_chunks, (0, g0, 0, 0))
         data["min"][sel] = s.mins
         data["max"][sel] = s.maxs
         data["min_count"][sel] = s.min_count
@@ -309,7 +308,7 @@ def _write_layer(
             {"coordinates": "grouping bin_lower bin_upper"},
         ),
     }  # fmt: skip
-    if src.has_fine:
+    if has_fine:
         documents[f"{name}/{fmt.FINE}"] = zarr_v3.array_document(
             (n, n_groups, 2, FINE_BINS), counts_dtype, fine_chunks, fmt.DIMS[fmt.FINE]
         )

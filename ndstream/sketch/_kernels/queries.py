@@ -108,17 +108,17 @@ def _bin_shape(
     if at_max and not at_min:
         return _FROM_MAX, _power_fit(j, j - 1, counts, lower, upper, vmin, vmax, s0), 0.0
     lo, hi, d = _density(j, counts, lower, upper, vmin, vmax)
-    after_window = j > 0 and upper[j - 1] == lower[j] and is_fine(lower[j - 1], upper[j - 1])
-    before_window = (
+    after_fine = j > 0 and upper[j - 1] == lower[j] and is_fine(lower[j - 1], upper[j - 1])
+    before_fine = (
         j + 1 < counts.shape[0] and lower[j + 1] == upper[j] and is_fine(lower[j + 1], upper[j + 1])
     )
-    if d > 0.0 and lo > vmin and (lo - vmin < _NEAR * (hi - lo) or after_window):
+    if d > 0.0 and lo > vmin and (lo - vmin < _NEAR * (hi - lo) or after_fine):
         outside = _mass_to_extreme(j, -1, counts, lower, upper, vmin, vmax)
         rho = (hi - vmin) / (lo - vmin)
         a = np.log1p(counts[j] / outside) / np.log(rho) if outside > 0.0 else np.inf
         if a < 1.0 and rho < np.inf:  # a pile-up: the density falls away from the extreme
             return _NEAR_MIN, a, rho
-    if d > 0.0 and hi < vmax and (vmax - hi < _NEAR * (hi - lo) or before_window):
+    if d > 0.0 and hi < vmax and (vmax - hi < _NEAR * (hi - lo) or before_fine):
         outside = _mass_to_extreme(j, 1, counts, lower, upper, vmin, vmax)
         rho = (vmax - lo) / (vmax - hi)
         a = np.log1p(counts[j] / outside) / np.log(rho) if outside > 0.0 else np.inf

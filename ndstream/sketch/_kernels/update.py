@@ -178,9 +178,8 @@ def update_counts(
         while n_seg[p] < seg_group.shape[1] and seg_group[p, n_seg[p]] >= 0:
             n_seg[p] += 1
     most_seg = max(1, n_seg.max())
-    # Whether each group of the batch is in no earlier grouping: its fine counts move once.
-    # and where it is first, as an index p * most_seg + i, for every grouping it is in.
-    first_of = np.zeros((n_part, most_seg), dtype=np.bool_)
+    # Where each group of the batch is first (p * most_seg + i), for every grouping it is
+    # in: a group's fine counts move once, at its first grouping.
     first_at = np.zeros((n_part, most_seg), dtype=np.intp)
     where = np.full(page.shape[1], -1, dtype=np.intp)
     for p in range(n_part):
@@ -188,7 +187,6 @@ def update_counts(
             g = seg_group[p, i]
             if where[g] < 0:
                 where[g] = p * most_seg + i
-                first_of[p, i] = True
             first_at[p, i] = where[g]
     wp32 = np.int32(wp)
     n_blocks = (neurons.shape[0] + LANES - 1) // LANES
@@ -254,7 +252,7 @@ def update_counts(
             for t in range(n_block):
                 for p in range(n_part):
                     for i in range(n_seg[p]):
-                        if first_of[p, i]:
+                        if first_at[p, i] == p * most_seg + i:
                             g = seg_group[p, i]
                             edge_f[0] = mins[cols[t], g]
                             edge_f[1] = maxs[cols[t], g]
