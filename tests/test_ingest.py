@@ -690,7 +690,7 @@ def test_attributes(digits_store_path, digits_store, digits_raw) -> None:
     root = zarr.open_group(digits_store_path, mode="r", zarr_format=3)
     attrs = root.attrs["ndstream"]
     assert attrs["format"] == "ndstream"
-    assert attrs["format_version"] == FORMAT_VERSION == 6
+    assert attrs["format_version"] == FORMAT_VERSION == 7
     assert attrs["ndstream_version"] == ndstream.__version__
     assert attrs["reduction"] == "max"
     assert attrs["samples_done"] == attrs["samples_total"] == 1797

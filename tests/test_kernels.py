@@ -489,11 +489,13 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     mins = np.full((n, n_groups), np.inf, dtype=np.float32)
     maxs = np.full((n, n_groups), -np.inf, dtype=np.float32)
     extremes = np.zeros((2, n, n_groups), dtype=np.uint16)  # values at the min, at the max
-    fine = np.zeros((n * n_groups, 2 * FINE_BINS), dtype=np.uint16)
+    fine = np.zeros((n, 2 * FINE_BINS), dtype=np.uint16)
+    neuron_min = np.full(n, np.inf, dtype=np.float32)
+    neuron_max = np.full(n, -np.inf, dtype=np.float32)
     missed = np.zeros(n, dtype=np.bool_)
     n_missed = k.update_counts(
         x, row_group, seg_group, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
-        extremes[0], extremes[1], fine, np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
+        extremes[0], extremes[1], fine, neuron_min, neuron_max, np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
         grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed,
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...

@@ -209,29 +209,34 @@ def check_exact(
 def check_fine(
     s: Summary, x: np.ndarray, gids: np.ndarray, n_groups: int, spec: SketchSpec, exact: bool
 ) -> None:
-    """The fine counts at each (neuron, group)'s min and max against numpy: of the finite
-    nonzero values, how many have each fine key from the min's up (the max's down)."""
-    if exact or not spec.keeps_fine:
+    """The fine counts at each neuron's min and max over every row against numpy: of the
+    finite nonzero values, how many have each fine key from the min's up (the max's down)."""
+    if exact or not spec.keeps_fine or gids.shape[1] > spec.n_groupings:
+        # (more columns of group ids than groupings: no set of groups holds each row once)
         assert s.fine is None
         return
-    assert s.fine is not None and s.fine.dtype == s.counts.dtype
-    assert s.fine.shape == (x.shape[1], n_groups, 2, FINE_BINS)
-    for g, vals in enumerate(group_values(x, gids, n_groups)):
-        for n in range(x.shape[1]):
-            v = vals[:, n][np.isfinite(vals[:, n]) & (vals[:, n] != 0)]
-            want = np.zeros((2, FINE_BINS), dtype=np.int64)
-            if v.size:
-                bits = v.astype(np.float32).view(np.int32).astype(np.int64)
-                order = np.where(bits < 0, -1 - (bits & 0x7FFFFFFF), bits)  # orders like v
-                key = order >> (23 - FINE_BITS)
-                # anchored at the min and max of all finite values, zeros included
-                finite = vals[:, n][np.isfinite(vals[:, n])].astype(np.float32)
-                lo = int(fine_keys(finite.min(keepdims=True))[0])
-                hi = int(fine_keys(finite.max(keepdims=True))[0])
-                for side, d in ((0, key - lo), (1, hi - key)):
-                    inside = d < FINE_BINS
-                    want[side] = np.bincount(d[inside], minlength=FINE_BINS)
-            np.testing.assert_array_equal(s.fine[n, g], want, err_msg=f"neuron {n} group {g}")
+    assert s.fine is not None and s.fine.dtype == narrowest_count_dtype(x.shape[0])
+    assert s.fine.shape == (x.shape[1], 2, FINE_BINS)
+    for n in range(x.shape[1]):
+        column = x[:, n].astype(np.float32)
+        v = column[np.isfinite(column) & (column != 0)]
+        want = np.zeros((2, FINE_BINS), dtype=np.int64)
+        if v.size:
+            bits = v.view(np.int32).astype(np.int64)
+            order = np.where(bits < 0, -1 - (bits & 0x7FFFFFFF), bits)  # orders like v
+            key = order >> (23 - FINE_BITS)
+            # anchored at the min and max of all finite values, zeros included
+            finite = column[np.isfinite(column)]
+            lo = int(fine_keys(finite.min(keepdims=True))[0])
+            hi = int(fine_keys(finite.max(keepdims=True))[0])
+            for side, d in ((0, key - lo), (1, hi - key)):
+                inside = d < FINE_BINS
+                want[side] = np.bincount(d[inside], minlength=FINE_BINS)
+        np.testing.assert_array_equal(s.fine[n], want, err_msg=f"neuron {n}")
+    # A selection of some groups does not hold every row: its fine counts would not be its own.
+    if n_groups > 1:
+        assert s.select([0]).fine is None
+    assert s.select(np.arange(n_groups)).fine is s.fine
 
 
 # -- exact parts --------------------------------------------------------------------------------

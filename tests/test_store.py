@@ -49,8 +49,8 @@ def test_xarray_opens_every_layer_without_warnings(layer, digits_store_path, dig
     n_bins = summary.counts.shape[2]
     sizes = {"neuron": n, "group": len(digits_store.groups), "bin": n_bins}
     if summary.fine is not None:  # past the exact form, with few groups (see docs)
-        sizes.update(extreme=2, fine_bin=summary.fine.shape[3])
-        assert ds["fine_counts"].dims == ("neuron", "group", "extreme", "fine_bin")
+        sizes.update(extreme=2, fine_bin=summary.fine.shape[2])
+        assert ds["fine_counts"].dims == ("neuron", "extreme", "fine_bin")
         np.testing.assert_array_equal(ds["fine_counts"].values, summary.fine)
     assert dict(ds.sizes) == sizes
     assert ds["counts"].dims == ("neuron", "group", "bin")

@@ -6,12 +6,13 @@ of values equal to each, and counts of exact zeros, NaN, +Inf and -Inf. The grou
 the arrays, not a separate object.
 
 Fine counts: where the groups have the budget of one group (:attr:`SketchSpec.keeps_fine`),
-each (neuron, group) also counts its values in 512 bins at 4,096 bins per octave next to its
-min and next to its max (``grid.FINE_BITS``), anchored at the fine key of each extreme. When
-the min falls, its row slides down and drops what is now too far above it; a value inside the
-final row was inside it when it came, so the row holds the exact counts of the values in its
-bins, whatever the order and split of the data, and two rows merge once aligned on the lower
-min (the higher max).
+each neuron also counts its values, every row once, in 512 bins at 4,096 bins per octave next
+to its min and next to its max over all groups (``grid.FINE_BITS``), anchored at the fine key
+of each extreme. When the min falls, its row slides down and drops what is now too far above
+it; a value inside the final row was inside it when it came, so the row holds the exact counts
+of the values in its bins, whatever the order and split of the data, and two rows merge once
+aligned on the lower min (the higher max). They serve the pooled answers, whose extremes they
+share; a group's own answers read its bins.
 
 Memory: each neuron keeps a window of consecutive grid keys per sign, just wide enough for the
 keys it has seen, at its own resolution; the window width is shared by the layer and bounded
@@ -56,7 +57,7 @@ from ..errors import SpecMismatchError
 from . import _kernels as k
 from .fine import add_realigned
 from .grid import FINE_BINS, FINE_BITS, GridSpec, fine_keys
-from .summary import POOLED_GROUP, Summary
+from .summary import POOLED_GROUP, Summary, holds_every_row
 
 __all__ = ["POOLED_GROUP", "LayerSketch", "SketchSpec", "update_threads"]
 
@@ -140,6 +141,15 @@ class SketchSpec:
         return np.array([i for i, g in enumerate(self.groupings) if g == first], dtype=np.intp)
 
     @functools.cached_property
+    def n_groupings(self) -> int:
+        """Number of groupings: columns of group ids an update gives (one without names)."""
+        return len(set(self.groupings)) if self.groupings is not None else 1
+
+    def holds_every_row(self, groups: np.ndarray) -> bool:
+        """Whether groups ``groups`` (indices) hold every row: all of one grouping's groups."""
+        return holds_every_row(self.groupings, len(self.groups), groups)
+
+    @functools.cached_property
     def keeps_pooled(self) -> bool:
         """Whether a sketch keeps a pooled sketch of its own beside the groups.
 
@@ -154,15 +164,14 @@ class SketchSpec:
 
     @functools.cached_property
     def keeps_fine(self) -> bool:
-        """Whether each (neuron, group) keeps fine counts next to its min and max.
+        """Whether each neuron keeps fine counts next to its min and max over every row.
 
         Where the groups have the budget of one group (:attr:`keeps_pooled` is false): the
         pooled answers then come from the groups, and the pooled sketch keeps them otherwise.
-        With a thousand groups, a page of fine counts per (neuron, group) would cost more than
-        its bins; and with a small bin budget (``max_bins`` set, or a very wide layer), so
-        that the fine counts never outnumber the bins. And only on a grid whose finest bins
-        nest in the fine ones, so that the values an exact summary stands for fall in the fine
-        bins of the values seen.
+        With a small bin budget (``max_bins`` set, or a very wide layer), not: the fine
+        counts would outnumber a group's bins. And only on a grid whose finest bins nest in
+        the fine ones, so that the values an exact summary stands for fall in the fine bins
+        of the values seen.
         """
         return (
             not self.keeps_pooled
@@ -265,9 +274,16 @@ class LayerSketch:
         # as the counters: they never exceed a group's total.
         self.min_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
         self.max_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
-        # Fine counts next to the min and max (grid.FINE_BITS), a row per page: a pile-up
-        # against an extreme is read from exact counts at the resolution it needs.
-        self.fine = np.zeros((0, 2 * FINE_BINS if spec.keeps_fine else 0), self.pool.dtype)
+        # Fine counts next to each neuron's min and max over every row (grid.FINE_BITS), a
+        # row per neuron: a pile-up against an extreme is read from exact counts at the
+        # resolution it needs. As narrow as the rows seen allow.
+        self.fine = np.zeros((n, 2 * FINE_BINS if spec.keeps_fine else 0), _COUNTER_DTYPES[0])
+        self.neuron_min = np.full(n, np.inf, dtype=np.float32)
+        self.neuron_max = np.full(n, -np.inf, dtype=np.float32)
+        # They count a row once; the groups count it once per column of group ids. With more
+        # columns than the spec has groupings no set of groups holds each row once, and the
+        # fine counts could never be read beside them: they are dropped.
+        self.fine_whole = True
         self.totals = np.zeros(g, dtype=np.int64)
         self.pos_off = np.zeros(n, dtype=np.int32)
         self.neg_off = np.zeros(n, dtype=np.int32)
@@ -367,15 +383,25 @@ class LayerSketch:
             summary.counts, summary.nan, summary.posinf, summary.neginf, sketch.page,
             n_neg.astype(np.int64), n_pos.astype(np.int64), sketch.wp, sketch.pool,
         )  # fmt: skip
-        sketch.fine = np.zeros((sketch.n_pages, sketch.fine.shape[1]), sketch.pool.dtype)
-        if sketch.fine.shape[1]:
-            if summary.fine is None:
-                raise ValueError(
-                    "this layer keeps fine counts at each neuron's min and max, and the summary "
-                    "has none: pass the summary a store or finalize() gave, whole"
-                )
-            sketch.fine[sketch.page[seen]] = summary.fine[seen].reshape(int(seen.sum()), -1)
+        sketch._set_neuron_extremes()
+        # A summary without them (of a sketch that lost them, see fine_whole) gives none.
+        sketch.fine_whole = summary.fine is not None
+        if sketch.fine.shape[1] and summary.fine is not None:
+            sketch.fine = summary.fine.reshape(n, -1).astype(sketch._fine_dtype())
         return sketch
+
+    def _set_neuron_extremes(self) -> None:
+        """Each neuron's min and max over every row, the anchors of its fine counts, from
+        those of its groups (each row is in a group of every grouping)."""
+        self.neuron_min = self.mins.min(axis=1, initial=np.inf)
+        self.neuron_max = self.maxs.max(axis=1, initial=-np.inf)
+
+    def _fine_dtype(self, rows: int | None = None) -> np.dtype[Any]:
+        """The fine counts' dtype: one that holds every row seen (``rows``, by default the
+        rows so far)."""
+        if rows is None:
+            rows = int(self.totals[self.spec.first_grouping].sum())
+        return _counter_dtype(rows)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -389,7 +415,8 @@ class LayerSketch:
         """Bytes held by the state arrays (allocated, not only used)."""
         arrays = (
             self.page, self.pool, self.mins, self.maxs, self.min_count, self.max_count,
-            self.fine, self.totals, self.pos_off, self.neg_off, self.res,
+            self.fine, self.neuron_min, self.neuron_max, self.totals, self.pos_off,
+            self.neg_off, self.res,
         )  # fmt: skip
         kept = sum(x.nbytes + gids.nbytes for x, gids in self._kept)
         pooled = self.pooled.nbytes if self.pooled is not None else 0
@@ -437,8 +464,13 @@ class LayerSketch:
                 f"group ids must lie in [0, {n_groups}), got [{gids.min()}, {gids.max()}]"
             )
         totals = self.totals + np.bincount(gids.ravel(), minlength=n_groups).astype(np.int64)
+        if gids.shape[1] > self.spec.n_groupings:
+            self.fine_whole = False
         max_bins, exact_values = self.spec.budget(totals)
         self._fit_extreme_counts(int(totals.max()))
+        fine_dtype = self._fine_dtype(int(totals[self.spec.first_grouping].sum()))
+        if fine_dtype.itemsize > self.fine.dtype.itemsize:
+            self.fine = self.fine.astype(fine_dtype)
         if self.exact and int(totals.sum()) <= exact_values:
             self._keep(x, gids)
         else:
@@ -495,6 +527,7 @@ class LayerSketch:
         # The fine counts stay anchored: a value rebuilt from a summary lies in the fine bin of
         # the value it stands for, as the summary's bins are finer (SketchSpec.keeps_fine).
         self.mins, self.maxs, self.min_count, self.max_count = extremes
+        self._set_neuron_extremes()
 
     def _folded(self) -> LayerSketch:
         """This sketch out of exact mode: itself, or a folded copy."""
@@ -503,6 +536,7 @@ class LayerSketch:
         out = LayerSketch(self.spec)
         out.pooled = None  # only the groups are folded here
         out._kept = list(self._kept)
+        out.fine_whole = self.fine_whole
         out.mins, out.maxs, out.totals = self.mins.copy(), self.maxs.copy(), self.totals.copy()
         out.min_count, out.max_count = self.min_count.copy(), self.max_count.copy()
         out.max_bins = self.spec.budget(out.totals)[0]
@@ -523,8 +557,8 @@ class LayerSketch:
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
                 x, row_group, seg_group, neurons, self.pool, self.page,
-                self.mins, self.maxs, self.min_count, self.max_count, self.fine, self.pos_off,
-                self.neg_off,
+                self.mins, self.maxs, self.min_count, self.max_count, self.fine,
+                self.neuron_min, self.neuron_max, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, self.max_bins,
                 grid.min_mantissa_bits, missed,
             )  # fmt: skip
@@ -564,7 +598,6 @@ class LayerSketch:
         dtype = _counter_dtype(max_total)
         if dtype.itemsize > self.pool.dtype.itemsize:
             self.pool = self.pool.astype(dtype)
-            self.fine = self.fine.astype(dtype)
 
     def _ensure_pages(self, new: int) -> None:
         """Make room in the pool for ``new`` more pages."""
@@ -577,9 +610,6 @@ class LayerSketch:
         pool = np.zeros((capacity, self.pool.shape[1]), dtype=self.pool.dtype)
         pool[: self.n_pages] = self.pool[: self.n_pages]
         self.pool = pool
-        fine = np.zeros((capacity, self.fine.shape[1]), dtype=self.fine.dtype)
-        fine[: self.n_pages] = self.fine[: self.n_pages]
-        self.fine = fine
 
     def _refit(self, moved: np.ndarray, need_moved: np.ndarray) -> None:
         """Re-place the windows of neurons ``moved`` so they hold key ranges ``need_moved``.
@@ -643,6 +673,7 @@ class LayerSketch:
                 + ". Sketches merge only when they were made with the same layer, groups and grid."
             )  # fmt: skip
         out = LayerSketch(self.spec)
+        out.fine_whole = self.fine_whole and other.fine_whole
         if self.pooled is not None and other.pooled is not None:
             out.pooled = self.pooled.merge(other.pooled)
         out.totals = self.totals + other.totals
@@ -681,23 +712,24 @@ class LayerSketch:
         out.page[used] = np.arange(out.n_pages, dtype=np.int32)
         dtype = max(self.pool.dtype, other.pool.dtype, key=lambda d: d.itemsize)
         out.pool = np.zeros((out.n_pages, k.N_SPECIAL + out.wp + wn), dtype=dtype)
-        out.fine = np.zeros((out.n_pages, out.fine.shape[1]), dtype=dtype)
         out._ensure_width(int(out.totals.max()))
         for src in (self, other):
             k.add_pages(
                 src.pool, src.page, src.pos_off, src.neg_off, src.wp, src.res,
                 out.pool, out.page, out.pos_off, out.neg_off, out.wp, out.res, grid.exp_lo,
             )  # fmt: skip
+        out._set_neuron_extremes()
         if out.fine.shape[1]:
-            lo, hi = fine_keys(out.mins), fine_keys(out.maxs)
+            out.fine = np.zeros(out.fine.shape, dtype=out._fine_dtype())
+            lo, hi = fine_keys(out.neuron_min), fine_keys(out.neuron_max)
             for src in (self, other):
-                has = src.page >= 0
-                rows = out.fine[out.page[has]]
+                has = src.neuron_min <= src.neuron_max  # neurons with a finite value
+                rows = out.fine[has]
                 add_realigned(
-                    rows, src.fine[src.page[has]], fine_keys(src.mins[has]),
-                    fine_keys(src.maxs[has]), lo[has], hi[has],
+                    rows, src.fine[has], fine_keys(src.neuron_min[has]),
+                    fine_keys(src.neuron_max[has]), lo[has], hi[has],
                 )  # fmt: skip
-                out.fine[out.page[has]] = rows
+                out.fine[has] = rows
         return out
 
     # -- finalize ----------------------------------------------------------------------------
@@ -787,11 +819,7 @@ class LayerSketch:
             )  # fmt: skip
         mins, maxs = self.mins[:, idx], self.maxs[:, idx]
         finite = mins <= maxs
-        fine = None
-        if self.fine.shape[1] and not self.exact:
-            page = self.page[:, idx]
-            fine = np.zeros((n, idx.size, 2, FINE_BINS), dtype=self.count_dtype)
-            fine[page >= 0] = self.fine[page[page >= 0]].reshape(-1, 2, FINE_BINS)
+        fine = self.fine_counts() if self.spec.holds_every_row(idx) else None
         return Summary(
             counts=dense,
             lower=lower,
@@ -809,6 +837,14 @@ class LayerSketch:
             resolution=self.res.copy(),
             fine=fine,
         )
+
+    def fine_counts(self) -> np.ndarray | None:
+        """``[neuron, extreme, fine_bin]`` the fine counts next to each neuron's min and max
+        over every row (see :attr:`Summary.fine`), or None where the layer keeps none or its
+        values are still kept exactly."""
+        if not self.fine.shape[1] or self.exact or not self.fine_whole:
+            return None
+        return self.fine.reshape(self.spec.n_neurons, 2, FINE_BINS).copy()
 
     def pooled_summary(self) -> Summary:
         """Every row once, as a one-group :class:`Summary` (group :data:`POOLED_GROUP`).

@@ -24,8 +24,9 @@ in a few bins, while here a neuron gets about ``max_bins`` bins across whatever 
 Many samples on one exact value are read as that value where it is a neuron's min or max (a
 clipped activation, a bias reached whenever a unit's input is dead): the sketch counts the
 values equal to each extreme. A pile-up against an extreme that is not one value (GELU's
-minimum) is read from fine counts next to the min and max (:data:`FINE_BITS`). An atom inside
-the range (a bias that is not an extreme) stays the weak case: its bin spreads it. See
+minimum) is read, pooled, from fine counts next to the min and max (:data:`FINE_BITS`). An
+atom inside the range (a bias that is not an extreme) stays the weak case: its bin spreads
+it. See
 ``benchmarks/bench_accuracy.py`` for measured errors.
 
 Memory: a neuron costs one counter for each bin between the smallest and the largest key it
@@ -66,7 +67,7 @@ _SLOT_BUDGET = 1 << 24  # counters per layer and sign: 32 MB of uint16
 _MIN_BINS, _MAX_BINS = 64, 1024
 _MAX_EXACT = 1 << 28  # entries an exact summary can number (see _kernels.exact_codes)
 
-# Fine counts at the extremes: next to each (neuron, group)'s min and max, the sketch also
+# Fine counts at the extremes: next to each neuron's min and max over every row, the sketch also
 # counts the values in FINE_BINS bins at 2**FINE_BITS bins per octave, wherever the grid is
 # coarser (see accumulator.py). A pile-up against an extreme (GELU's and SiLU's minimum
 # holds a tenth of the values within 1/64 of an octave) is then read from exact counts at

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
-from .fine import add_realigned
 from .grid import FINE_BITS, GridSpec, fine_keys
 
 if TYPE_CHECKING:
@@ -326,11 +326,12 @@ class Summary:
     resolution
         ``[neuron]`` mantissa bits of each neuron's bins: ``2**resolution`` bins per octave.
     fine
-        ``[neuron, group, extreme, fine_bin]`` counts at ``2**FINE_BITS`` bins per octave next
-        to each (neuron, group)'s min (``extreme`` 0: fine bin ``i`` is the ``i``-th from the
-        min's, upwards) and max (1: downwards from the max's), or None where the layer keeps
-        none (many groups, or values kept exactly). Queries read them in place of the
-        coarser bins they cover (see ``grid.py``, ``FINE_BITS``).
+        ``[neuron, extreme, fine_bin]`` counts of every row at ``2**FINE_BITS`` bins per
+        octave next to each neuron's min over all groups (``extreme`` 0: fine bin ``i`` is the
+        ``i``-th from the min's, upwards) and its max (1: downwards from the max's), or None
+        where the layer keeps none (many groups, or values kept exactly) or the summary's
+        groups do not hold every row. The pooled queries read them in place of the coarser
+        bins they cover (see ``grid.py``, ``FINE_BITS``).
     """
 
     counts: np.ndarray
@@ -372,7 +373,8 @@ class Summary:
             groups=tuple(self.groups[i] for i in idx),
             grid=self.grid,
             resolution=self.resolution,
-            fine=None if self.fine is None else self.fine[:, idx],
+            # The fine counts are of every row: they stay only with every group.
+            fine=self.fine if np.array_equal(idx, np.arange(len(self.groups))) else None,
         )
 
     def collapsed(self, name: str) -> Summary:
@@ -401,30 +403,8 @@ class Summary:
             groups=(name,),
             grid=self.grid,
             resolution=self.resolution,
-            fine=_cast(self._pooled_fine(mins[:, 0], maxs[:, 0]), dtype),
+            fine=self.fine,
         )
-
-    def _pooled_fine(self, mins: np.ndarray, maxs: np.ndarray) -> np.ndarray | None:
-        """``[neuron, 1, 2, F]`` the fine counts of all groups, anchored at the pooled
-        ``mins`` and ``maxs`` (a group's counts farther than ``F`` fine bins from them drop
-        out: the pooled rows hold every value within their reach)."""
-        if self.fine is None:
-            return None
-        n, n_groups, _, width = self.fine.shape
-        if n_groups == 1:  # one group's extremes are the pooled ones: nothing to move
-            return self.fine
-        out = np.zeros((n, 2 * width), dtype=np.uint64)
-        src_lo, src_hi = fine_keys(self.mins), fine_keys(self.maxs)
-        to_lo, to_hi = fine_keys(mins), fine_keys(maxs)
-        for group in np.flatnonzero(~np.isnan(self.mins).all(axis=0)):  # groups with values
-            has = ~np.isnan(self.mins[:, group])
-            part = out[has]
-            add_realigned(
-                part, self.fine[has, group].reshape(-1, 2 * width), src_lo[has, group],
-                src_hi[has, group], to_lo[has], to_hi[has],
-            )  # fmt: skip
-            out[has] = part
-        return out.reshape(n, 1, 2, width)
 
     def pooled(self) -> Pooled:
         """All groups of this summary added together, one distribution per neuron."""
@@ -434,10 +414,16 @@ class Summary:
             mins = np.nanmin(self.mins, axis=1, keepdims=True)
             maxs = np.nanmax(self.maxs, axis=1, keepdims=True)
         counts, lower, upper = self.counts.sum(axis=1, dtype=np.float64), self.lower, self.upper
-        fine = self._pooled_fine(mins[:, 0], maxs[:, 0])
-        if fine is not None:
+        if self.fine is not None:
             counts, lower, upper = _refined(
-                counts, lower, upper, self.resolution, mins[:, 0], maxs[:, 0], fine, self.grid
+                counts,
+                lower,
+                upper,
+                self.resolution,
+                mins[:, 0],
+                maxs[:, 0],
+                self.fine,
+                self.grid,
             )
         counts, lower, upper = _atoms_at_extremes(
             counts, lower, upper,
@@ -511,8 +497,14 @@ class Summary:
         return self.pooled().histogram(edges)
 
 
-def _cast(array: np.ndarray | None, dtype: type) -> np.ndarray | None:
-    return None if array is None else array.astype(dtype)
+def holds_every_row(
+    groupings: Sequence[str] | None, n_groups: int, groups: np.ndarray | Sequence[int]
+) -> bool:
+    """Whether the groups of indices ``groups`` hold every row once or more: all the groups
+    of one grouping (``groupings[i]``, group ``i``'s; None: one grouping of ``n_groups``)."""
+    chosen = set(np.asarray(groups).tolist())
+    kinds = tuple(groupings) if groupings is not None else ("",) * n_groups
+    return any(all(i in chosen for i, g in enumerate(kinds) if g == kind) for kind in set(kinds))
 
 
 def _refined(

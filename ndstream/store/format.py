@@ -12,7 +12,7 @@ from .integrity import MANIFEST
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LayerMeta", "StoreMeta", "check_version", "node_name"]
 
 FORMAT_NAME = "ndstream"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 ROOT_ATTR = "ndstream"  # key of ndstream's metadata in the root group's attributes
 
 # Layer group arrays and their dimension names.
@@ -21,7 +21,7 @@ FINE = "fine_counts"  # counts at a fine resolution next to each min and max, wh
 POOLED = "pooled"  # a layer's subgroup: every sample once, at the resolution of one group
 DIMS: dict[str, tuple[str, ...]] = {
     "counts": ("neuron", "group", "bin"),
-    "fine_counts": ("neuron", "group", "extreme", "fine_bin"),
+    "fine_counts": ("neuron", "extreme", "fine_bin"),
     "min": ("neuron", "group"),
     "max": ("neuron", "group"),
     "min_count": ("neuron", "group"),

@@ -23,7 +23,7 @@ from ..errors import (
     near_names,
 )
 from ..sketch import POOLED_GROUP, GridSpec, Summary
-from ..sketch.summary import cdf_values, display_edges, quantile_levels
+from ..sketch.summary import cdf_values, display_edges, holds_every_row, quantile_levels
 from . import format as fmt
 from . import snapshots
 from .instances import InstanceTable
@@ -314,7 +314,12 @@ class Store:
             groups=tuple(self.groups[i] for i in idx),
             grid=self.grid,
             resolution=self.resolution(layer),
-            fine=self._fine(layer, "", sel),
+            # The fine counts are of every row: only a selection that holds every row has them.
+            fine=(
+                self._fine(layer, "")
+                if holds_every_row(self.meta.groupings, len(self.groups), idx)
+                else None
+            ),
         )
 
     def _pooled(self, layer: str) -> Summary:
@@ -337,15 +342,14 @@ class Store:
             groups=(POOLED_GROUP,),
             grid=self.grid,
             resolution=np.asarray(self._array(layer, p + "resolution")[...], dtype=np.int32),
-            fine=self._fine(layer, p, (slice(None), slice(None))),
+            fine=self._fine(layer, p),
         )
 
-    def _fine(self, layer: str, prefix: str, sel: tuple[Any, ...]) -> np.ndarray | None:
-        """The fine counts of the selected groups, or None where the layer keeps none."""
+    def _fine(self, layer: str, prefix: str) -> np.ndarray | None:
+        """The layer's fine counts, or None where it keeps none."""
         if f"{self.node(layer)}/{prefix}{fmt.FINE}" not in self._root:
             return None
-        whole = (slice(None), slice(None))
-        return self._array(layer, prefix + fmt.FINE).get_orthogonal_selection((*sel, *whole))
+        return self._array(layer, prefix + fmt.FINE)[...]
 
     @overload
     def quantile(

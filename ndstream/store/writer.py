@@ -23,7 +23,6 @@ import numpy as np
 
 from ..errors import StoreError
 from ..sketch import LayerSketch, Summary
-from ..sketch.grid import FINE_BINS
 from . import format as fmt
 from . import snapshots, zarr_v3
 from .instances import InstanceTable
@@ -173,10 +172,12 @@ class _Source:
             self.resolution = source.res
             if source.pooled is not None:
                 self.pooled = source.pooled_summary()
+            self.fine = source.fine_counts()
         else:
             self.lower, self.upper = source.lower, source.upper
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
+            self.fine = source.fine
         self.has_data = np.asarray(source.totals > 0)  # per group
         n_groups = self.has_data.size
         n, n_bins = self.lower.shape
@@ -282,15 +283,9 @@ def _write_layer(
     }
     counts_chunks = (neuron_chunk, group_chunk, n_bins)
     counts_dtype = np.dtype(src.count_dtype)
-    fine_chunks = (neuron_chunk, group_chunk, 2, FINE_BINS)
-    has_fine = False  # a layer's blocks all have fine counts, or none has
     for g0, s in src.blocks():
         sel = (slice(None), slice(g0, g0 + len(s.groups)))
         files.chunks(f"{name}/{fmt.COUNTS}", s.counts, counts_chunks, (0, g0, 0))
-        if s.fine is not None:
-            has_fine = True
-            fine = s.fine.astype(counts_dtype, copy=False)
-            files.chunks(f"{name}/{fmt.FINE}", fine, fine_chunks, (0, g0, 0, 0))
         data["min"][sel] = s.mins
         data["max"][sel] = s.maxs
         data["min_count"][sel] = s.min_count
@@ -308,14 +303,12 @@ def _write_layer(
             {"coordinates": "grouping bin_lower bin_upper"},
         ),
     }  # fmt: skip
-    if has_fine:
-        documents[f"{name}/{fmt.FINE}"] = zarr_v3.array_document(
-            (n, n_groups, 2, FINE_BINS), counts_dtype, fine_chunks, fmt.DIMS[fmt.FINE]
-        )
+    if src.fine is not None:
+        data[fmt.FINE] = src.fine
     if instance_values is not None:
         data["instance_values"] = instance_values.astype(np.float32, copy=False)
     for array, values in data.items():
-        chunks = (neuron_chunk, *values.shape[1:]) if values.ndim == 2 else values.shape
+        chunks = (neuron_chunk, *values.shape[1:]) if values.ndim >= 2 else values.shape
         documents[f"{name}/{array}"] = files.array(
             f"{name}/{array}", values, chunks, fmt.DIMS[array]
         )

@@ -120,6 +120,8 @@ def update_counts(
     min_count: np.ndarray,
     max_count: np.ndarray,
     fine: np.ndarray,
+    neuron_min: np.ndarray,
+    neuron_max: np.ndarray,
     pos_off: np.ndarray,
     neg_off: np.ndarray,
     wp: int,
@@ -147,14 +149,16 @@ def update_counts(
     is dead) that a bin would spread over its width. They are counted beside the min and max,
     in the same pass, branch-free.
 
-    ``fine[page]`` (``2 * F`` counters a page, or none) holds the fine counts next to each
-    (neuron, group)'s min and max (see ``fine.py``). Once a batch's extremes are known, each
-    row whose extreme moved slides to its new anchor, dropping what is now more than ``F``
-    fine bins from it, and a third pass counts the batch's values that fall inside. A value
-    inside the final row was inside it when it came (the min only falls), so the counts are
-    those of the values in the final row, whatever the order of the data. Only a value
-    within ``F`` fine bins of its group's extremes before the batch can be one: the first
-    pass marks them, a bit per lane of each row, so the third visits only those rows.
+    ``fine[n]`` (``2 * F`` counters a neuron, or none) holds the fine counts next to neuron
+    ``n``'s min and max over every row, ``neuron_min[n]`` and ``neuron_max[n]`` (see
+    ``fine.py``). Once a batch's extremes are known, each row whose extreme moved slides to
+    its new anchor, dropping what is now more than ``F`` fine bins from it, and a third pass
+    counts the batch's values that fall inside. A value inside the final row was inside it
+    when it came (the min only falls), so the counts are those of the values in the final
+    row, whatever the order of the data. Only a value within ``F`` fine bins of its neuron's
+    extremes before the batch can be one: the first pass keeps each neuron's smallest and
+    largest finite nonzero value of the batch, and the third reads again only the neurons
+    for which one of them is that near. A row counts once, whatever its groups.
 
     Blocks of :data:`LANES` neurons run in parallel on Numba's threads: neurons share no
     state. A block goes through the rows twice. The first pass reads each row's values of
@@ -172,22 +176,11 @@ def update_counts(
     xbits = x.view(np.int32)
     counts = pool.reshape(-1)
     n_fine = fine.shape[1] // 2
-    fine_flat = fine.reshape(-1)
     n_seg = np.zeros(n_part, dtype=np.intp)
     for p in range(n_part):
         while n_seg[p] < seg_group.shape[1] and seg_group[p, n_seg[p]] >= 0:
             n_seg[p] += 1
     most_seg = max(1, n_seg.max())
-    # Where each group of the batch is first (p * most_seg + i), for every grouping it is
-    # in: a group's fine counts move once, at its first grouping.
-    first_at = np.zeros((n_part, most_seg), dtype=np.intp)
-    where = np.full(page.shape[1], -1, dtype=np.intp)
-    for p in range(n_part):
-        for i in range(n_seg[p]):
-            g = seg_group[p, i]
-            if where[g] < 0:
-                where[g] = p * most_seg + i
-            first_at[p, i] = where[g]
     wp32 = np.int32(wp)
     n_blocks = (neurons.shape[0] + LANES - 1) // LANES
     block_missed = np.zeros(n_blocks, dtype=np.int64)
@@ -229,43 +222,25 @@ def update_counts(
         slots = np.empty((n_rows, LANES), dtype=np.int32)
         edge = np.empty(2, dtype=np.int32)  # a group's min and max, as float32 bits
         edge_f = edge.view(np.float32)
-        # Per group of the batch (at its first grouping) and lane: the fine anchors after the
-        # batch and the start of its row of fine counts, once known; the (group, lane) pairs
-        # whose min or max moved, with their anchors before the batch.
-        f_lo = np.empty((n_part * most_seg, LANES), dtype=np.int64)
-        f_hi = np.empty((n_part * most_seg, LANES), dtype=np.int64)
-        f_base = np.empty((n_part * most_seg, LANES), dtype=np.int64)
-        f_ready = np.zeros((n_part * most_seg, LANES), dtype=np.bool_)
-        moved = np.empty((n_part * most_seg * LANES, 4), dtype=np.int64)
-        n_moved = 0
-        near_lanes = np.empty(LANES, dtype=np.intp)
-        near_keys = np.empty(LANES, dtype=np.int64)
-        # Only a value within F fine bins of its group's extremes before the batch can end up
+        # Per lane: the fine keys of the neuron's min and max before the batch, then after it.
+        f_lo = np.empty(LANES, dtype=np.int64)
+        f_hi = np.empty(LANES, dtype=np.int64)
+        # Only a value within F fine bins of its neuron's extremes before the batch can end up
         # in its row (the min only falls): below near_lo or from near_hi up, as ordered bits.
-        # With one grouping a row takes its group's bounds; with several, the loosest over
-        # the lane's groups.
         near_lo = np.full(LANES, _I_OMIN, dtype=np.int32)
         near_hi = np.full(LANES, _I_OMAX, dtype=np.int32)
-        group_lo = np.full((most_seg, LANES), _I_OMIN, dtype=np.int32)
-        group_hi = np.full((most_seg, LANES), _I_OMAX, dtype=np.int32)
         if n_fine:
-            for t in range(n_block):
-                for p in range(n_part):
-                    for i in range(n_seg[p]):
-                        if first_at[p, i] == p * most_seg + i:
-                            g = seg_group[p, i]
-                            edge_f[0] = mins[cols[t], g]
-                            edge_f[1] = maxs[cols[t], g]
-                            lo_key = _ordered(edge[0]) >> FINE_SHIFT
-                            hi_key = _ordered(edge[1]) >> FINE_SHIFT
-                            # (the keys of the infinities clamped, to stay within int32)
-                            bound_lo = min(lo_key + n_fine, _KEY_MAX) << FINE_SHIFT
-                            bound_hi = max(hi_key - n_fine + 1, -_KEY_MAX) << FINE_SHIFT
-                            near_lo[t] = max(near_lo[t], bound_lo)
-                            near_hi[t] = min(near_hi[t], bound_hi)
-                            group_lo[i, t], group_hi[i, t] = bound_lo, bound_hi
-        row_near = np.zeros(n_rows, dtype=np.int32)
+            for t in range(LANES):
+                edge_f[0] = neuron_min[cols[t]]
+                edge_f[1] = neuron_max[cols[t]]
+                f_lo[t] = _ordered(edge[0]) >> FINE_SHIFT
+                f_hi[t] = _ordered(edge[1]) >> FINE_SHIFT
+                # (the keys of the infinities clamped, to stay within int32)
+                near_lo[t] = min(f_lo[t] + n_fine, _KEY_MAX) << FINE_SHIFT
+                near_hi[t] = max(f_hi[t] - n_fine + 1, -_KEY_MAX) << FINE_SHIFT
         gathered = np.empty(LANES, dtype=np.int32)
+        nz_lo = np.full(LANES, _I_OMAX, dtype=np.int32)
+        nz_hi = np.full(LANES, _I_OMIN, dtype=np.int32)
         ordered = np.empty(LANES, dtype=np.int32)
         # LANES as a run-time bound: LLVM unrolls loops of a constant count instead of
         # vectorising them.
@@ -280,11 +255,6 @@ def update_counts(
                 for t in range(lanes):
                     row[t] = xbits[r, cols[t]]
             slot = slots[r]
-            near = _I0
-            if n_part == 1:
-                row_lo, row_hi = group_lo[row_group[0, r]], group_hi[row_group[0, r]]
-            else:
-                row_lo, row_hi = near_lo, near_hi
             # Branch-free, as int32 only (a name of another type here would widen the loop):
             # half of a ReLU layer is exact zeros, in no predictable order.
             for t in range(lanes):
@@ -307,10 +277,13 @@ def update_counts(
                 # the infinities as _I_OMAX, which a min skips and a max is told to
                 bz = np.int32(bits & -nonzero)
                 o = np.int32(bz ^ (np.int32(bz >> _I31) & _I_ABS))
-                ordered[t] = o if mag < _I_INF else _I_OMAX
-                beyond = np.int32((o < row_lo[t]) | (o >= row_hi[t]))
-                near = np.int32(near | ((counted & beyond) << np.int32(t)))
-            row_near[r] = near
+                o_min = o if mag < _I_INF else _I_OMAX
+                ordered[t] = o_min
+                # The lane's smallest and largest value that the fine counts could hold: the
+                # zeros as _I_OMAX too, which + 1 wraps to _I_OMIN (the max, kept + 1).
+                o_min = np.int32(o_min | ((nonzero - _I1) & _I_OMAX))
+                nz_lo[t] = np.int32(min(nz_lo[t], o_min))
+                nz_hi[t] = np.int32(max(nz_hi[t], np.int32(o_min + _I1)))
             for p in range(n_part):
                 i = row_group[p, r]
                 low, high, n_low, n_high = lo[p, i], hi[p, i], at_lo[p, i], at_hi[p, i]
@@ -362,15 +335,6 @@ def update_counts(
                         edge_f[0] = mins[n, g]
                         edge_f[1] = maxs[n, g]
                         now_lo, now_hi = _ordered(edge[0]), _ordered(edge[1])
-                        at0 = first_at[p, i]
-                        moves = lo[p, i, t] < now_lo or hi[p, i, t] > now_hi
-                        if n_fine and moves and not f_ready[at0, t]:
-                            # the group's first move: its anchors before the batch
-                            f_ready[at0, t] = True
-                            moved[n_moved, 0], moved[n_moved, 1] = at0, t
-                            moved[n_moved, 2] = now_lo >> FINE_SHIFT
-                            moved[n_moved, 3] = now_hi >> FINE_SHIFT
-                            n_moved += 1
                         if lo[p, i, t] < now_lo:
                             min_count[n, g] = at_lo[p, i, t]
                         elif lo[p, i, t] == now_lo:
@@ -384,70 +348,45 @@ def update_counts(
                         mins[n, g] = min(mins[n, g], edge_f[0])
                         maxs[n, g] = max(maxs[n, g], edge_f[1])
         if n_fine:
-            # Move the rows whose min or max moved to their new anchors, then count the
-            # batch's values near an extreme into them, fetching the anchors of the others on
-            # first use.
-            f_ready[:] = False
-            for j in range(n_moved):
-                at0, t = moved[j, 0], moved[j, 1]
-                _fine_anchors(at0, t, cols, seg_group, page, mins, maxs, most_seg, n_fine,
-                              f_lo, f_hi, f_base, f_ready, edge, edge_f)  # fmt: skip
-                frow = fine[page[cols[t], seg_group[at0 // most_seg, at0 % most_seg]]]
-                slide(frow, 0, n_fine, moved[j, 2] - f_lo[at0, t])
-                slide(frow, n_fine, n_fine, f_hi[at0, t] - moved[j, 3])
-            for r in range(n_rows):
-                if row_near[r] == 0:
+            # Each row to its neuron's extremes after the batch (every row is in one group of
+            # the first grouping), then the batch's values near an extreme counted into it:
+            # a neuron's column is read again only where the smallest or largest of its
+            # finite nonzero values in the batch lies near an extreme it had before.
+            for t in range(n_block):
+                if bad[t]:
                     continue
-                lanes_near = row_near[r]  # a bit per lane
-                n_near = 0
-                for t in range(n_block):  # the fine keys of the few values near an extreme
-                    if (lanes_near >> t) & 1 and not bad[t]:
-                        near_lanes[n_near] = t
-                        near_keys[n_near] = _ordered(xbits[r, cols[t]]) >> FINE_SHIFT
-                        n_near += 1
-                for p in range(n_part):
-                    at0 = first_at[p, row_group[p, r]]
-                    for j in range(n_near):
-                        t, v_key = near_lanes[j], near_keys[j]
-                        if not f_ready[at0, t]:  # the anchors after the batch, on first use
-                            _fine_anchors(at0, t, cols, seg_group, page, mins, maxs, most_seg,
-                                          n_fine, f_lo, f_hi, f_base, f_ready, edge, edge_f)  # fmt: skip
-                        d = v_key - f_lo[at0, t]
-                        if 0 <= d < n_fine:
-                            fine_flat[f_base[at0, t] + d] += 1
-                        d = f_hi[at0, t] - v_key
-                        if 0 <= d < n_fine:
-                            fine_flat[f_base[at0, t] + n_fine + d] += 1
+                batch_lo, batch_hi = _ORDERED_MAX, _ORDERED_MIN
+                for i in range(n_seg[0]):
+                    batch_lo, batch_hi = min(batch_lo, lo[0, i, t]), max(batch_hi, hi[0, i, t])
+                if batch_lo > batch_hi:  # no finite value in the batch
+                    continue
+                n = cols[t]
+                edge[0], edge[1] = _unordered(batch_lo), _unordered(batch_hi)
+                neuron_min[n] = min(neuron_min[n], edge_f[0])
+                neuron_max[n] = max(neuron_max[n], edge_f[1])
+                edge_f[0], edge_f[1] = neuron_min[n], neuron_max[n]
+                new_lo, new_hi = _ordered(edge[0]) >> FINE_SHIFT, _ordered(edge[1]) >> FINE_SHIFT
+                slide(fine[n], 0, n_fine, f_lo[t] - new_lo)
+                slide(fine[n], n_fine, n_fine, new_hi - f_hi[t])
+                f_lo[t], f_hi[t] = new_lo, new_hi
+                if nz_lo[t] >= near_lo[t] and nz_hi[t] <= near_hi[t]:
+                    continue  # nothing in the batch near the extremes it had before
+                for r in range(n_rows):  # (names of their own: see the first pass)
+                    v_bits = xbits[r, n]
+                    v_mag = v_bits & _ABS_MASK
+                    if v_mag == 0 or v_mag >= _INF_BITS:
+                        continue
+                    v_ordered = _ordered(v_bits)
+                    if near_lo[t] <= v_ordered < near_hi[t]:
+                        continue
+                    v_key = v_ordered >> FINE_SHIFT
+                    d = v_key - f_lo[t]
+                    if 0 <= d < n_fine:
+                        fine[n, d] += 1
+                    d = f_hi[t] - v_key
+                    if 0 <= d < n_fine:
+                        fine[n, n_fine + d] += 1
     return int(block_missed.sum())
-
-
-@jit
-def _fine_anchors(
-    at0: int,
-    t: int,
-    cols: np.ndarray,
-    seg_group: np.ndarray,
-    page: np.ndarray,
-    mins: np.ndarray,
-    maxs: np.ndarray,
-    most_seg: int,
-    n_fine: int,
-    f_lo: np.ndarray,
-    f_hi: np.ndarray,
-    f_base: np.ndarray,
-    f_ready: np.ndarray,
-    edge: np.ndarray,
-    edge_f: np.ndarray,
-) -> None:
-    """The fine anchors of a group's extremes after the batch, and its row's start, for
-    :func:`update_counts` (``at0``: the group at its first grouping; ``t``: the lane)."""
-    n, g = cols[t], seg_group[at0 // most_seg, at0 % most_seg]
-    edge_f[0] = mins[n, g]
-    edge_f[1] = maxs[n, g]
-    f_lo[at0, t] = _ordered(edge[0]) >> FINE_SHIFT
-    f_hi[at0, t] = _ordered(edge[1]) >> FINE_SHIFT
-    f_base[at0, t] = np.int64(page[n, g]) * 2 * n_fine
-    f_ready[at0, t] = True
 
 
 @jit
