@@ -390,13 +390,13 @@ def test_downloads_png_and_csv_of_the_view(page: Page, server: str) -> None:
 def test_live_mode_follows_a_running_ingest(
     browser: Any, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    # A checkpoint after every step of 8 samples (75 of the first 600): the run must outlast
+    # A checkpoint after every step of 8 samples (125 of the first 1,000): the run must outlast
     # the page's first draw, which took 8 s under the suite's load, and 57 quicker checkpoints
     # (batches of 32) ended it by then. The oldest of more than five are deleted, so each
     # lasts under a second, less than the page takes to draw, which catches up until one
-    # stays. 600 samples, not the 1,797: the whole run kept the suite's slowest test at 115 s.
+    # stays. 1,000 samples, not the 1,797: the whole run made it the suite's slowest test (115 s).
     config = write_config(tmp_path, loader={"batch_size": 8})
-    store, limit = tmp_path / "live.zarr", 600
+    store, limit = tmp_path / "live.zarr", 1000
     ingest = subprocess.Popen(cli(config, store, "--limit", str(limit)), env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 240
