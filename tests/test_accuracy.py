@@ -338,6 +338,32 @@ def test_a_pile_up_just_past_the_exact_form_is_read_within_half_a_percent(side):
     assert worst_rank_error(x, sk.pooled_summary()) <= 0.005
 
 
+def test_fine_counts_are_read_only_beside_groups_that_hold_each_row_once():
+    # The fine counts count each row once. A summary of every group of two groupings holds
+    # each row twice: pooled, it must not mix the two (it reads its bins alone), while the
+    # groups of one grouping, pooled, read them.
+    rng = np.random.default_rng(7)
+    n, rows = 16, 9000
+    z = rng.normal(size=(rows, n)).astype(np.float32)
+    x = (z * torch.special.ndtr(torch.from_numpy(z)).numpy()).astype(np.float32)  # GELU
+    gids = np.stack([rng.integers(0, 2, rows), 2 + rng.integers(0, 2, rows)], axis=1)
+    sk = sketch_of(
+        x, gids, SketchSpec(n, ("a0", "a1", "b0", "b1"), groupings=("a",) * 2 + ("b",) * 2)
+    )
+    whole = sk.finalize()
+    assert whole.fine is not None
+    q = np.linspace(0.01, 0.99, 99)
+    bins_only = dataclasses.replace(whole, fine=None)
+    np.testing.assert_array_equal(whole.quantile(q), bins_only.quantile(q))
+    # One grouping: the fine counts are read, and the answers are within the bar.
+    pooled = sk.pooled_summary()
+    assert pooled.fine is not None
+    assert not np.array_equal(
+        pooled.quantile(q), dataclasses.replace(pooled, fine=None).quantile(q)
+    )
+    assert worst_rank_error(x, pooled) <= 0.005
+
+
 # -- label groups -----------------------------------------------------------------------------
 
 

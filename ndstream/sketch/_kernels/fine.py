@@ -51,6 +51,13 @@ def _fine_edges(key: int, exp_lo: int, exp_hi: int) -> tuple[float, float]:
 
 
 @jit
+def _agree(fine: np.ndarray, counts: np.ndarray) -> bool:
+    """Whether fine counts hold the values of the bins they would replace: not where the
+    bins count a row more than once (groups of several groupings added up)."""
+    return fine.sum() == counts.sum()
+
+
+@jit
 def refine(
     counts: np.ndarray,
     lower: np.ndarray,
@@ -96,17 +103,17 @@ def refine(
             j = 0
             while j <= last and upper[n, j] <= top and not (lower[n, j] == 0 and upper[n, j] == 0):
                 j += 1
-            first_kept = j
-            if j > 0:
-                key = lo
-                while key <= top_key:
-                    flo, fhi = _fine_edges(key, exp_lo, exp_hi)
-                    if flo >= upper[n, j - 1]:
-                        break
+            end = lo  # past the last fine key inside bins [0, j)
+            while end <= top_key and j > 0:
+                if _fine_edges(end, exp_lo, exp_hi)[0] >= upper[n, j - 1]:
+                    break
+                end += 1
+            if _agree(fine[n, : end - lo], counts[n, :j]):
+                first_kept = j
+                for key in range(lo, end):
                     out_counts[n, o] = fine[n, key - lo]
-                    out_lower[n, o], out_upper[n, o] = flo, fhi
+                    out_lower[n, o], out_upper[n, o] = _fine_edges(key, exp_lo, exp_hi)
                     o += 1
-                    key += 1
             # Max side: fine keys hi - F + 1 .. hi of the max's sign, down to the min side's.
             hi = hi_key[n]
             bottom_key = hi - width + 1
@@ -120,7 +127,13 @@ def refine(
                 and not (lower[n, j] == 0 and upper[n, j] == 0)
             ):
                 j -= 1
-            last_kept = j
+            start = hi  # the lowest fine key inside bins (j, last]
+            while start > hi - width and j < last:
+                if _fine_edges(start, exp_lo, exp_hi)[1] <= lower[n, j + 1]:
+                    break
+                start -= 1
+            if _agree(fine[n, width : width + hi - start], counts[n, j + 1 : last + 1]):
+                last_kept = j
         for j in range(first_kept, last_kept + 1):
             out_counts[n, o] = counts[n, j]
             out_lower[n, o], out_upper[n, o] = lower[n, j], upper[n, j]
