@@ -79,7 +79,9 @@ def refine(
     and ``hi_key[n]``, used where ``use[n]``. From the bin that holds the min up, every bin
     that the fine bins cover whole, and of one sign, becomes its fine bins (exact counts,
     so every guaranteed rank interval stays one); the same down from the max. The first bin
-    they do not cover whole stays as it was, so each bin keeps its count exact. The output
+    they do not cover whole stays as it was, so each bin keeps its count exact. A side whose
+    fine counts do not add up to the bins they would replace (bins that count a row twice,
+    see ``_agree``) keeps its bins. The output
     arrays are ``2 * F`` bins wider, padded with NaN edges and zero counts.
     """
     width = fine.shape[1] // 2
