@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from conftest import DIGITS_BATCH, DIGITS_LAYERS, per_neuron
 from runs import arrays
 
@@ -129,6 +130,14 @@ def test_instances_open_with_xarray(tmp_path, digits_model, digits_dataset):
     assert ds["index"].values.tolist() == [1, 2]
     layer = xr.open_zarr(store.path, group="conv1")
     assert layer["instance_values"].dims == ("instance", "value", "neuron")
+
+
+def test_instance_values_are_one_chunk(tmp_path, digits_model, digits_dataset):
+    # More instances than a chunk has neurons (conv1: 16): still one chunk, as documented.
+    store = ingest(digits_model, digits_dataset, tmp_path / "s.zarr", layers=DIGITS_LAYERS[:1],
+                   instances=InstanceSpec(indices=tuple(range(20))))  # fmt: skip
+    values = zarr.open_group(store.path, mode="r", zarr_format=3)["conv1/instance_values"]
+    assert values.shape[0] == 20 and values.chunks == values.shape
 
 
 def test_an_index_the_dataset_does_not_have_is_refused(tmp_path, digits_model, digits_dataset):

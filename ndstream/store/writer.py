@@ -308,14 +308,22 @@ def _write_layer(
     if instance_values is not None:
         data["instance_values"] = instance_values.astype(np.float32, copy=False)
     for array, values in data.items():
-        chunks = (neuron_chunk, *values.shape[1:]) if values.ndim >= 2 else values.shape
         documents[f"{name}/{array}"] = files.array(
-            f"{name}/{array}", values, chunks, fmt.DIMS[array]
+            f"{name}/{array}", values, _chunks(array, values, neuron_chunk), fmt.DIMS[array]
         )
     if src.pooled is not None:
         node = f"{name}/{fmt.POOLED}"
         documents.update(_write_pooled(files, node, src.pooled, neuron_chunk))
     return documents
+
+
+def _chunks(array: str, values: np.ndarray, neuron_chunk: int) -> tuple[int, ...]:
+    """Chunks of one of a layer's arrays: runs of ``neuron_chunk`` neurons, all of each one's
+    groups, bins or extremes together, where neurons come first and there is more; else one
+    chunk (the coordinates, the counts per group, the instances' values)."""
+    if fmt.DIMS[array][0] == "neuron" and values.ndim >= 2:
+        return (neuron_chunk, *values.shape[1:])
+    return tuple(values.shape)
 
 
 def _write_pooled(
@@ -345,11 +353,11 @@ def _write_pooled(
         data[fmt.FINE] = pooled.fine
     documents = {node: zarr_v3.group_document({})}
     for array, values in data.items():
-        chunks = (neuron_chunk, *values.shape[1:]) if values.ndim >= 2 else values.shape
         attrs = {"coordinates": "bin_lower bin_upper"} if array == fmt.COUNTS else None
         documents[f"{node}/{array}"] = files.array(
-            f"{node}/{array}", values, chunks, fmt.DIMS[array], attrs
-        )
+            f"{node}/{array}", values, _chunks(array, values, neuron_chunk), fmt.DIMS[array],
+            attrs,
+        )  # fmt: skip
     return documents
 
 
