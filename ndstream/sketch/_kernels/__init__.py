@@ -2,9 +2,9 @@
 
 ``_base`` (flags, slots, the grid's rule compiled), ``update`` (a batch into the pages),
 ``windows`` (key ranges, moving windows, dense bin axes), ``fine`` (the fine counts at
-the extremes), ``edges``, ``queries`` (quantiles,
-ranks, bounds, rebinning), ``contrast`` (two distributions side by side), ``exact`` (the exact form) and ``spans`` (capture's reductions over
-runs of real tokens).
+the extremes), ``edges``, ``queries`` (quantiles, ranks, bounds, rebinning), ``contrast`` (two
+distributions side by side), ``exact`` (the exact form) and ``spans`` (capture's reductions
+over runs of real tokens).
 
 Kernels see only NumPy arrays and plain numbers: never torch, Zarr or xarray. One alias,
 :data:`jit`, sets the JIT flags for all of them; ``cache=True`` matters because a cold compile

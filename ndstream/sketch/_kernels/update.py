@@ -246,8 +246,8 @@ def update_counts(
                 near_hi[t] = max(f_hi[t] - n_fine + 1, -_KEY_MAX) << FINE_SHIFT
         gathered = np.empty(LANES, dtype=np.int32)
         nz_lo = np.full(LANES, _I_OMAX, dtype=np.int32)
-        picked = np.empty(n_rows + 1, dtype=np.intp)
         nz_hi = np.full(LANES, _I_OMIN, dtype=np.int32)
+        picked = np.empty(n_rows + 1, dtype=np.intp)  # rows near an extreme, of one lane
         ordered = np.empty(LANES, dtype=np.int32)
         # LANES as a run-time bound: LLVM unrolls loops of a constant count instead of
         # vectorising them.
