@@ -361,8 +361,17 @@ def _write_pooled(
     return documents
 
 
+# Files smaller than this go to the pool _SMALL_BATCH to a task: a task of its own costs more
+# than such a file's work. A checkpoint is mostly small files (the MiniLM example's: about 500,
+# most of a few KB), and with a task each it took longer on the pool than on one thread.
+_SMALL_BYTES = 64 << 10
+_SMALL_BATCH = 32
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
 class _Files:
-    """Chunks compressed and written into a snapshot folder on a pool of threads.
+    """Chunks compressed and written into a snapshot folder on a pool of threads, small ones
+    several to a task.
 
     Blosc and file writes release the GIL, so the pool keeps every core busy while the
     caller finalizes the next block. :meth:`wait` re-raises a failed write. :attr:`written`
@@ -375,6 +384,8 @@ class _Files:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ndstream-write")
         self._pending: list[Future[None]] = []
         self.written: dict[str, tuple[int, int]] = {}
+        self._folders: set[str] = {""}
+        self._small: list[tuple[Any, tuple[Any, ...]]] = []
 
     def array(
         self,
@@ -397,17 +408,32 @@ class _Files:
     ) -> None:
         """Write the chunks of ``data`` (see :func:`zarr_v3.chunk_parts`), in the pool."""
         for key, part in zarr_v3.chunk_parts(data, chunks, origin):
-            self._submit(self._write_chunk, node, key, part, chunks)
+            if part.nbytes < _SMALL_BYTES:
+                self._queue(self._write_chunk, node, key, part, chunks)
+            else:
+                self._submit(self._write_chunk, node, key, part, chunks)
 
     def put(self, name: str, content: bytes) -> None:
         """Write one file (a document), in the pool."""
-        self._submit(self._write, name, content)
+        self._queue(self._write, name, content)
 
     def wait(self) -> None:
         """Block until everything submitted is written; raise the first failure."""
+        self._flush()
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
+
+    def _queue(self, fn: Any, *args: Any) -> None:
+        """Write a small file in the pool, in a task with the next few."""
+        self._small.append((fn, args))
+        if len(self._small) >= _SMALL_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._small:
+            batch, self._small = self._small, []
+            self._submit(_run_all, batch)
 
     def _submit(self, fn: Any, *args: Any) -> None:
         self._pending.append(self._pool.submit(fn, *args))
@@ -416,15 +442,19 @@ class _Files:
         self._write(f"{node}/{key}", zarr_v3.encode_chunk(part, chunks))
 
     def _write(self, name: str, content: bytes) -> None:
-        file = self.folder / name
+        folder, _, _ = name.rpartition("/")
+        if folder not in self._folders:  # each array's folder once, before its first file
+            os.makedirs(os.path.join(self.folder, folder), exist_ok=True)
+            self._folders.add(folder)
+        # os.open and os.write: three system calls a file, against six through open(); a
+        # checkpoint writes hundreds of small files, and each call hands the GIL over.
+        fd = os.open(os.path.join(self.folder, name), _CREATE, 0o644)
         try:
-            file.write_bytes(content)
-        except FileNotFoundError:
-            # Its folder is made here, on the pool's threads, not before submitting: a
-            # checkpoint makes a folder per array (about 160 for the digits demo), and made
-            # one by one on the submitting thread they held up the writers.
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_bytes(content)
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         self.written[name] = (len(content), zarr_v3.checksum(content))  # one key per thread
 
     def __enter__(self) -> _Files:
@@ -436,3 +466,8 @@ class _Files:
                 self.wait()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_all(calls: list[tuple[Any, tuple[Any, ...]]]) -> None:
+    for fn, args in calls:
+        fn(*args)
