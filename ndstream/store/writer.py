@@ -366,7 +366,10 @@ def _write_pooled(
 # most of a few KB), and with a task each it took longer on the pool than on one thread.
 _SMALL_BYTES = 64 << 10
 _SMALL_BATCH = 32
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+# O_BINARY: on Windows a file opened without it turns each "\n" written into "\r\n".
+_CREATE = (
+    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 class _Files:
@@ -448,7 +451,7 @@ class _Files:
             self._folders.add(folder)
         # os.open and os.write: three system calls a file, against six through open(); a
         # checkpoint writes hundreds of small files, and each call hands the GIL over.
-        fd = os.open(os.path.join(self.folder, name), _CREATE, 0o644)
+        fd = os.open(os.path.join(self.folder, name), _CREATE, 0o666)  # as open(): less the umask
         try:
             view = memoryview(content)
             while view:
