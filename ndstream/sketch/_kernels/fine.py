@@ -94,6 +94,7 @@ def refine(
         while last >= 0 and np.isnan(lower[n, last]):
             last -= 1
         first_kept, last_kept = 0, last  # grid bins [first_kept, last_kept] stay as they are
+        below = 0  # set with last_kept on the max side
         o = 0
         if use[n] and last >= 0:
             # Min side: fine keys lo .. lo + F - 1 of the min's sign, ascending.
@@ -129,27 +130,20 @@ def refine(
                 and not (lower[n, j] == 0 and upper[n, j] == 0)
             ):
                 j -= 1
-            start = hi  # the lowest fine key inside bins (j, last]
-            while start > hi - width and j < last:
-                if _fine_edges(start, exp_lo, exp_hi)[1] <= lower[n, j + 1]:
+            below = hi  # below the lowest fine key inside bins (j, last]
+            while below > hi - width and j < last:
+                if _fine_edges(below, exp_lo, exp_hi)[1] <= lower[n, j + 1]:
                     break
-                start -= 1
-            if _agree(fine[n, width : width + hi - start], counts[n, j + 1 : last + 1]):
+                below -= 1
+            if _agree(fine[n, width : width + hi - below], counts[n, j + 1 : last + 1]):
                 last_kept = j
         for j in range(first_kept, last_kept + 1):
             out_counts[n, o] = counts[n, j]
             out_lower[n, o], out_upper[n, o] = lower[n, j], upper[n, j]
             o += 1
-        if use[n] and last_kept < last:
+        if last_kept < last:  # the max side's fine keys below + 1 .. hi replace its bins
             hi = hi_key[n]
-            key = hi
-            start = lower[n, last_kept + 1]
-            while key > hi - width:
-                flo, fhi = _fine_edges(key, exp_lo, exp_hi)
-                if fhi <= start:
-                    break
-                key -= 1
-            for k in range(key + 1, hi + 1):
+            for k in range(below + 1, hi + 1):
                 flo, fhi = _fine_edges(k, exp_lo, exp_hi)
                 out_counts[n, o] = fine[n, width + hi - k]
                 out_lower[n, o], out_upper[n, o] = flo, fhi
