@@ -199,8 +199,13 @@ def test_a_fresh_kernel_cache_is_seen_as_cold(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_warm_up_calls_exactly_the_ingest_kernels() -> None:
-    """The warm-up's child fills the cache with INGEST_KERNELS, and runs no other kernel.
+@pytest.mark.parametrize(
+    ("exercise", "kernels"),
+    [("_exercise", "INGEST_KERNELS"), ("_exercise_queries", "QUERY_KERNELS")],
+)
+def test_warm_up_calls_exactly_its_kernels(exercise: str, kernels: str) -> None:
+    """The warm-up's child fills the cache with INGEST_KERNELS (QUERY_KERNELS for the
+    queries), and runs no other kernel.
 
     It uses the cache of the source tree, so it compiles (seconds) only if the kernels
     changed. The second child loads every kernel from the cache, which, unlike a compile,
@@ -210,11 +215,11 @@ def test_warm_up_calls_exactly_the_ingest_kernels() -> None:
     code = (
         "from numba.core.registry import CPUDispatcher\n"
         "from ndstream.sketch import _kernels, warmup\n"
-        "warmup._exercise()\n"
+        f"warmup.{exercise}()\n"
         "ran = [n for n, d in vars(_kernels).items()\n"
         "       if isinstance(d, CPUDispatcher) and d.signatures]\n"
         "print(' '.join(sorted(ran)))\n"
-        "print(warmup.kernel_cache().is_cold)\n"
+        f"print(warmup.kernel_cache(warmup.{kernels}).is_cold)\n"
     )
     for _ in range(2):
         out = subprocess.run(
@@ -222,7 +227,32 @@ def test_warm_up_calls_exactly_the_ingest_kernels() -> None:
             check=True,
         ).stdout.splitlines()  # fmt: skip
         assert out[1] == "False"  # cached now
-    assert sorted(out[0].split()) == sorted(warmup.INGEST_KERNELS)
+    assert sorted(out[0].split()) == sorted(getattr(warmup, kernels))
+
+
+def test_warm_up_of_the_query_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    cold = warmup.KernelCache(cached=(), cold=("quantiles", "ranks"))
+    warm = warmup.KernelCache(cached=("quantiles", "ranks"), cold=())
+    looked: list[tuple[str, ...]] = []
+    states = iter([cold, warm])
+
+    def cache(names: tuple[str, ...] = warmup.INGEST_KERNELS) -> warmup.KernelCache:
+        looked.append(tuple(names))
+        return next(states)
+
+    children: list[list[str]] = []
+
+    def child(cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        children.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(warmup, "kernel_cache", cache)
+    monkeypatch.setattr(warmup.subprocess, "run", child)
+    stream = io.StringIO()
+    warmup.warm_up(stream=stream, queries=True)
+    assert looked == [warmup.QUERY_KERNELS] * 2
+    assert children == [[sys.executable, "-m", "ndstream.sketch.warmup", "queries"]]
+    assert "compiling the query kernels" in stream.getvalue()
 
 
 def test_warm_up_says_it_compiles_only_when_cold(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -235,7 +265,7 @@ def test_warm_up_says_it_compiles_only_when_cold(monkeypatch: pytest.MonkeyPatch
         children.append(cmd)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(warmup, "kernel_cache", lambda: next(states))
+    monkeypatch.setattr(warmup, "kernel_cache", lambda *_: next(states))
     monkeypatch.setattr(warmup.subprocess, "run", child)
     stream = io.StringIO()
     warmup.warm_up(stream=stream)
@@ -246,12 +276,12 @@ def test_warm_up_says_it_compiles_only_when_cold(monkeypatch: pytest.MonkeyPatch
     assert children == [[sys.executable, "-m", "ndstream.sketch.warmup"]]
 
     # warm: nothing is run, nothing is said
-    monkeypatch.setattr(warmup, "kernel_cache", lambda: warm)
+    monkeypatch.setattr(warmup, "kernel_cache", lambda *_: warm)
     stream = io.StringIO()
     assert warmup.warm_up(stream=stream) == 0.0
     assert stream.getvalue() == "" and len(children) == 1
 
     # cold but quiet: compiled, not said
-    monkeypatch.setattr(warmup, "kernel_cache", lambda: cold)
+    monkeypatch.setattr(warmup, "kernel_cache", lambda *_: cold)
     assert warmup.warm_up(stream=None) >= 0.0
     assert len(children) == 2

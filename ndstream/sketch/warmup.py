@@ -1,4 +1,5 @@
-"""Compile the sketch kernels before an ingest starts, and say so: it takes a while.
+"""Compile the sketch kernels before an ingest starts (and the query kernels before
+``ndstream serve`` serves), and say so: it takes a while.
 
 The Numba kernels (``ndstream.sketch._kernels``) are compiled on their first call and cached
 on disk (``cache=True``): in ``__pycache__`` beside the source, or under ``NUMBA_CACHE_DIR``.
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-__all__ = ["INGEST_KERNELS", "KernelCache", "kernel_cache", "warm_up"]
+__all__ = ["INGEST_KERNELS", "QUERY_KERNELS", "KernelCache", "kernel_cache", "warm_up"]
 
 #: The kernels an ingest calls (their helpers are compiled into them; the span kernels only
 #: under a token mask), which :func:`warm_up` loads or compiles; a test checks that this is what it calls. The query kernels (quantiles,
@@ -35,6 +36,14 @@ INGEST_KERNELS = (
     "exact_codes", "exact_counts", "exact_edges", "fold_min_max", "move_windows",
     "new_pages_needed", "occupied_key_ranges", "plan_groups", "span_maxima", "span_sums",
     "undensify", "update_counts", "widest_ranges",
+)  # fmt: skip
+
+#: The kernels that reading a store calls (the dashboard, ``ndstream info``, the read API):
+#: quantiles, ranks and their bounds, re-binning and the contrasts, which ``python -m
+#: ndstream.sketch.warmup queries`` compiles (see :func:`_exercise_queries`).
+QUERY_KERNELS = (
+    "contrast_curves", "quantile_ranges", "quantiles", "rank_bounds", "ranks", "rebin",
+    "widest_bins",
 )  # fmt: skip
 
 #: Seconds per kernel of a cold compile of the :data:`INGEST_KERNELS` on the 2-core
@@ -103,7 +112,7 @@ def _has_entry(dispatcher: Any) -> bool:
     return any(key[1] == magic for key in index)
 
 
-def warm_up(*, stream: TextIO | None = None) -> float:
+def warm_up(*, stream: TextIO | None = None, queries: bool = False) -> float:
     """Compile the kernels an ingest calls if the cache lacks them, reporting on ``stream``.
 
     When the cache is cold, one line before (with an estimate) and one after (the time it
@@ -114,33 +123,39 @@ def warm_up(*, stream: TextIO | None = None) -> float:
     stream
         Where to report a compile; ``None`` (the default) reports nothing, e.g. under
         ``--quiet``.
+    queries
+        Compile the kernels that reading a store calls (:data:`QUERY_KERNELS`) instead:
+        ``ndstream serve`` does, so that the first page is not the one that waits.
 
     Returns
     -------
     float
         Seconds spent compiling (0 with a warm cache).
     """
-    state = kernel_cache()
+    names, user = (QUERY_KERNELS, "the first page") if queries else (INGEST_KERNELS, "the ingest")
+    state = kernel_cache(names)
     if not state.is_cold:
         return 0.0
     start = time.perf_counter()
     if stream is not None:
         estimate = max(1, round(len(state.cold) * SECONDS_PER_KERNEL))
         what = "first run on this machine" if state.known else "their cache could not be read"
-        print(f"ndstream: compiling the sketch kernels ({what}, about {estimate} s)…",
+        kind = "query" if queries else "sketch"
+        print(f"ndstream: compiling the {kind} kernels ({what}, about {estimate} s)…",
               file=stream, flush=True)  # fmt: skip
     child = subprocess.run(
-        [sys.executable, "-m", __name__], capture_output=True, text=True, check=False
-    )
+        [sys.executable, "-m", __name__, *(["queries"] if queries else [])],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     took = time.perf_counter() - start
     if stream is not None:
         if child.returncode != 0:
             last = (child.stderr.strip().splitlines() or ["no message"])[-1]
-            print(f"ndstream: compiling the kernels apart failed ({last}); the ingest "
+            print(f"ndstream: compiling the kernels apart failed ({last}); {user} "
                   "compiles them as it goes", file=stream, flush=True)  # fmt: skip
-        elif kernel_cache().is_cold:
+        elif kernel_cache(names).is_cold:
             print(f"ndstream: compiled in {took:.1f} s, but Numba could not cache them (set "
-                  "NUMBA_CACHE_DIR to a writable folder); the ingest compiles them again",
+                  f"NUMBA_CACHE_DIR to a writable folder); {user} compiles them again",
                   file=stream, flush=True)  # fmt: skip
         else:
             print(f"ndstream: compiled in {took:.1f} s; later runs load them from the cache",
@@ -195,5 +210,23 @@ def _exercise() -> None:
     _kernels.span_sums(tokens, starts, stops, np.empty((2, 4), dtype=np.float64))
 
 
+def _exercise_queries() -> None:
+    """Call the kernels that reading a store calls, with the argument types a store gives.
+
+    Distributions made from values, not from a sketch: a server compiles none of the update's
+    kernels. ``refine`` needs a sketch's fine counts, and compiles on its first use."""
+    from .contrast import METRICS, contrast
+    from .summary import Pooled
+
+    rng = np.random.default_rng(0)
+    a, b = (Pooled.from_values(rng.lognormal(0.0, 1.0, (64, 4))) for _ in range(2))
+    a.quantile([0.1, 0.5, 0.9], bounds=True)
+    a.cdf(np.ones((4, 2)), bounds=True)
+    a.rank_bound()
+    a.histogram(np.linspace(0.0, 8.0, 9))
+    for metric in METRICS:
+        contrast(a, b, metric)
+
+
 if __name__ == "__main__":  # the child of warm_up: compile, filling the cache, and exit
-    _exercise()
+    _exercise_queries() if sys.argv[1:] == ["queries"] else _exercise()

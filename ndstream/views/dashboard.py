@@ -219,8 +219,8 @@ class NeuralDivergence(param.Parameterized):
         if not self._caught_up:
             self.store = self._open_latest()
             self._frames.clear()
-        self._caught_up = False
-        self._sync_choices(first=False)
+        # The checkpoint just opened can go before its first read, as any other can.
+        self._read_through(self._resync)
         self._refresh()
         return True
 

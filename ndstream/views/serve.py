@@ -32,6 +32,7 @@ from bokeh.server.util import check_allowlist
 from tornado.web import RequestHandler
 
 from ..errors import NdstreamError
+from ..sketch.warmup import warm_up
 from ..store import open_store
 from . import access_log
 from .dashboard import check_comparable, dashboard
@@ -244,6 +245,9 @@ def serve(
     if compare is not None:
         check_comparable(first, open_store(compare))
     _check_free(address, port)
+    # After the refusals: a cold cache would make the first page wait for the queries'
+    # compile, in silence.
+    warm_up(stream=stderr or sys.stderr, queries=True)
     # Errors in callbacks are logged and shown escaped, not sent to the browser by Bokeh.
     pn.extension(notifications=False, exception_handler=report_exception)
     access_log.install()
