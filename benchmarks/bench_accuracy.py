@@ -20,7 +20,9 @@ What is measured
     ``max(0.5 %, its floor)``, pooled and per group.
 
     Sketches use the default ``GridSpec()`` (what users get) and are fed in batches, as an
-    ingest would feed them: 4,096 rows (synthetic) or 512 rows (real activations).
+    ingest would feed them: 4,096 rows (synthetic) or 512 rows (real activations), and count
+    the atoms of the rows of their first 256 samples (``atom_candidates``), as an ingest
+    does.
 
 Baseline, in the same run on the same values
     Apache DataSketches' ``kll_floats_sketch(k)``, one per (neuron, group), at the same memory
@@ -117,6 +119,8 @@ import torchvision
 from _common import parse_args, print_table
 
 from ndstream import GridSpec, LayerSketch, SketchSpec, Summary
+from ndstream.ingestion.atom_window import ATOM_ROWS, ATOM_SAMPLES
+from ndstream.sketch import atom_candidates
 
 QS = np.round(np.arange(1, 100) / 100, 2)
 TOLERANCE = 0.005  # a cell passes if its error <= max(TOLERANCE, its exact floor)
@@ -245,8 +249,11 @@ class Truth:
 def sketch(
     x: np.ndarray, gids: np.ndarray, n_groups: int, grid: GridSpec, batch: int
 ) -> LayerSketch:
-    """A sketch of ``x[rows, neuron]`` in groups ``gids``, fed ``batch`` rows at a time."""
+    """A sketch of ``x[rows, neuron]`` in groups ``gids``, fed ``batch`` rows at a time,
+    counting the atoms of its first 256 rows (an ingest takes those of its first 256
+    samples, up to 4,096 rows: as many or more; see atom_window.py)."""
     sk = LayerSketch(SketchSpec(x.shape[1], tuple(f"g{i}" for i in range(n_groups)), grid))
+    sk.track_atoms(atom_candidates(x[: min(ATOM_SAMPLES, ATOM_ROWS)]))
     for start in range(0, x.shape[0], batch):
         sk.update(x[start : start + batch], gids[start : start + batch])
     return sk

@@ -282,18 +282,18 @@ def test_legacy_store_is_refused_with_rerun_advice(pristine: Path, tmp_path: Pat
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
         doc = json.loads(root.read_text())
-        assert doc["attributes"]["ndstream"]["format_version"] == 7
-        # version 6: the previous format, with fine counts per (neuron, group)
-        doc["attributes"]["ndstream"]["format_version"] = 6
+        assert doc["attributes"]["ndstream"]["format_version"] == 8
+        # version 7: the previous format, without atoms
+        doc["attributes"]["ndstream"]["format_version"] = 7
         root.write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match=r"version 6 is not supported.*re-run the ingest"):
+    with pytest.raises(StoreError, match=r"version 7 is not supported.*re-run the ingest"):
         ndstream.open_store(path)
     for folder in snapshots.snapshot_folders(path):
         root = folder / "zarr.json"
         doc = json.loads(root.read_text())
-        doc["attributes"]["ndstream"]["format_version"] = "7"
+        doc["attributes"]["ndstream"]["format_version"] = "8"
         root.write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match="'7', not a version number"):
+    with pytest.raises(StoreError, match="'8', not a version number"):
         ndstream.open_store(path)
 
 

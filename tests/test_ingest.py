@@ -82,7 +82,8 @@ def zero_bin(summary: ndstream.Summary) -> np.ndarray:
 # A layer group's arrays. These layers are narrow enough that their groups keep the full
 # bin budget, so they keep no pooled sketch and have no pooled subgroup (see all_arrays).
 LAYER_ARRAYS = {
-    "counts", "min", "max", "min_count", "max_count", "nan_count", "posinf_count", "neginf_count", "count", "rank_bound",
+    "counts", "min", "max", "min_count", "max_count", "atom", "atom_count", "nan_count", "posinf_count",
+    "neginf_count", "count", "rank_bound",
     "neuron", "group", "grouping", "bin", "bin_lower", "bin_upper", "resolution",
 }  # fmt: skip
 FINE = "/fine_counts"  # and fine counts, in a layer past the exact form with few groups
@@ -451,6 +452,8 @@ def test_batch_size_invariance_digits(tmp_path, digits_model, digits_dataset) ->
     assert {k for k in first if not k.endswith(FINE)} == {
         f"{layer}/{a}" for layer in DIGITS_LAYERS for a in LAYER_ARRAYS
     }
+    # The atoms come from the first samples, whatever the batches: some layer has some.
+    assert any(np.isfinite(first[f"{layer}/atom"]).any() for layer in invariant)
     for bs in sizes[1:]:
         assert stores[bs].keys() == first.keys()
         for key, array in first.items():
@@ -690,7 +693,7 @@ def test_attributes(digits_store_path, digits_store, digits_raw) -> None:
     root = zarr.open_group(digits_store_path, mode="r", zarr_format=3)
     attrs = root.attrs["ndstream"]
     assert attrs["format"] == "ndstream"
-    assert attrs["format_version"] == FORMAT_VERSION == 7
+    assert attrs["format_version"] == FORMAT_VERSION == 8
     assert attrs["ndstream_version"] == ndstream.__version__
     assert attrs["reduction"] == "max"
     assert attrs["samples_done"] == attrs["samples_total"] == 1797

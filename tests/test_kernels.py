@@ -495,7 +495,8 @@ def _run_update(x, gids, n_groups, pos_off, neg_off, wp, wn, grid, m=M3, budget=
     missed = np.zeros(n, dtype=np.bool_)
     n_missed = k.update_counts(
         x, row_group, seg_group, np.arange(n, dtype=np.intp), pool, page, mins, maxs,
-        extremes[0], extremes[1], fine, neuron_min, neuron_max, np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
+        extremes[0], extremes[1], np.zeros(n, np.int32), np.zeros((n, n_groups), np.uint16),
+        fine, neuron_min, neuron_max, np.asarray(pos_off, dtype=np.int32), np.asarray(neg_off, dtype=np.int32), wp, res,
         grid.exp_lo, grid.exp_hi, budget, grid.min_mantissa_bits, missed,
     )  # fmt: skip
     # every allocated page belongs to exactly one (neuron, group), numbered 0, 1, ...

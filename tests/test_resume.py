@@ -513,12 +513,26 @@ def test_nan_and_inf_are_counted_across_checkpoints(tmp_path: Path) -> None:
     opts = dict(layers=["0"], batch_size=32, seed=0, checkpoint_every=1, progress=False)
     ref = ndstream.ingest(model, data, tmp_path / "ref.zarr", **opts)
     path = tmp_path / "nf.zarr"
-    bad = int(np.random.RandomState(0).permutation(300)[150])
+    # Past the samples the atoms are chosen from (ATOM_SAMPLES), which come before any checkpoint.
+    bad = int(np.random.RandomState(0).permutation(300)[270])
     with pytest.raises(DataError):
         ndstream.ingest(model, FailingData(data, bad), path, **opts)
-    assert ndstream.open_store(path).meta.samples_done == 128
+    assert ndstream.open_store(path).meta.samples_done == 256
     ndstream.ingest(model, FailingData(data, None), path, **opts)
     assert_identical(path, ref.path)
+    # Within them, nothing is committed: the re-run starts over, and ends the same.
+    early = tmp_path / "early.zarr"
+    with pytest.raises(DataError):
+        ndstream.ingest(
+            model,
+            FailingData(data, int(np.random.RandomState(0).permutation(300)[100])),
+            early,
+            **opts,
+        )
+    with pytest.raises(ndstream.StoreError):
+        ndstream.open_store(early)
+    ndstream.ingest(model, FailingData(data, None), early, **opts)
+    assert_identical(early, ref.path)
     s = ref.summary("0", group=[0, 1])
     x = data.x.numpy()
     np.testing.assert_array_equal(s.nan.sum(axis=1), np.isnan(x).sum(axis=0))

@@ -332,8 +332,9 @@ def _aligned(side: Pooled, index: np.ndarray, n: int) -> Pooled:
         raise ValueError(f"align must give an integer index for each of the {n} neurons")
     if index.size and (index.min() < 0 or index.max() >= side.counts.shape[0]):
         raise ValueError(f"align indexes neurons 0..{side.counts.shape[0] - 1} of the other side")
+    counts, lower, upper = side.spread_bins()  # what a contrast reads
     return Pooled(
-        counts=side.counts[index], lower=side.lower[index], upper=side.upper[index],
+        counts=counts[index], lower=lower[index], upper=upper[index],
         mins=side.mins[index], maxs=side.maxs[index], nan=side.nan[index],
         posinf=side.posinf[index], neginf=side.neginf[index],
     )  # fmt: skip

@@ -52,6 +52,7 @@ from ..store import LayerMeta, Store, StoreMeta, open_store
 from ..store.instances import InstanceSpec, InstanceTable
 from ..store.snapshots import StoreLock, remove_unfinished
 from ..store.writer import write_checkpoint
+from .atom_window import AtomWindow, candidates, window_samples
 from .batches import Feed
 from .fingerprint import dataset_fingerprint, model_fingerprint
 from .identity import Prior, RunIdentity, prepare
@@ -364,6 +365,10 @@ class _Run:
         self.instance_spec = instances
         self.recorder: InstanceRecorder | None = None
         self.mask = mask
+        # Each layer's atom candidates (see atom_window.py), once the ranks agree on them:
+        # from the first samples of the order, or from a resumed rank 0's sketches.
+        self.atoms: dict[str, np.ndarray] | None = None
+        self.window = AtomWindow()
 
     # -- before the first step ---------------------------------------------------------------
 
@@ -424,6 +429,44 @@ class _Run:
             )
             for name, info in self.infos.items()
         }
+        self._track_atoms()
+
+    def _agree_atoms(self, done: int, last: bool = False) -> None:
+        """Once the window has run, rank 0 tells every rank which value of each neuron its
+        sketches count as an atom (see :mod:`.atom_window`).
+
+        Every rank calls this after each step until then (and after the last one): it is a
+        collective. A resumed rank 0 gives the candidates its store counts.
+        """
+        decision: tuple[bool, int] = (False, 0)
+        if self.ranks.is_main:
+            if self.sketches and all(s.totals.any() for s in self.sketches.values()):
+                decision = (True, -1)  # resumed: the store's candidates
+            elif self.layout is not None:
+                k = window_samples(self.infos, self.feed.total)
+                decision = (last or done >= k, k)
+            else:
+                decision = (last, 0)  # no batch at all
+        agree, k = self.ranks.broadcast(decision)
+        if not agree:
+            return
+        rows = self.window.rows(k) if k >= 0 else {}
+        self.window = AtomWindow()  # its rows are in the pending batches too
+        parts = self.ranks.gather(rows)
+        atoms: dict[str, np.ndarray] = {}
+        if parts is not None:  # rank 0
+            if k < 0:
+                atoms = {name: s.atom for name, s in self.sketches.items()}
+            else:
+                atoms = candidates(parts)
+        self.atoms = self.ranks.broadcast(atoms)
+        self._track_atoms()
+
+    def _track_atoms(self) -> None:
+        """Give the agreed atoms to the sketches that have seen nothing yet."""
+        for name, sketch in self.sketches.items():
+            if self.atoms and name in self.atoms and not sketch.totals.any():
+                sketch.track_atoms(self.atoms[name])
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -473,24 +516,38 @@ class _Run:
                                     positions, indices, inputs, targets, outputs, acts
                                 )
                             self.pending.add(acts, gids)
-                            if self.pending.full:
-                                self.updates.submit(
-                                    _update_sketches, self.sketches, self.pending.take()
-                                )
+                            if self.atoms is None:
+                                self.window.add(positions, acts)
                             bar.update(done_after - self.done)
+                        if self.atoms is None:  # on every rank, until agreed
+                            self._agree_atoms(done_after)
+                        if self.atoms is not None and self.pending.full:
+                            self.updates.submit(
+                                _update_sketches, self.sketches, self.pending.take()
+                            )
                         steps, self.done = steps + 1, done_after
-                        if self.ranks.broadcast(clock.due(steps) or stop.requested):
-                            began = time.monotonic()
-                            self.checkpoint(complete=False)
-                            clock.committed(began)
+                        if not self.ranks.broadcast(clock.due(steps) or stop.requested):
+                            continue
+                        if self.atoms is None:  # the window has not run: nothing to commit
                             if stop.requested:
                                 raise IngestInterrupted(
-                                    f"stopped after {self.done} samples, all of them committed "
-                                    f"to {self.path}; re-run the same command to resume"
+                                    f"stopped after {self.done} samples, before the first "
+                                    "checkpoint (it comes once the samples that the atoms are "
+                                    "chosen from have run): nothing was committed; re-run the "
+                                    "same command to start over"
                                 )
+                            continue
+                        began = time.monotonic()
+                        self.checkpoint(complete=False)
+                        clock.committed(began)
+                        if stop.requested:
+                            raise IngestInterrupted(
+                                f"stopped after {self.done} samples, all of them committed "
+                                f"to {self.path}; re-run the same command to resume"
+                            )
                 except DataError:
                     # Raised between steps, where the counts and the sketches agree.
-                    if self.ranks.world == 1 and self.sketches:
+                    if self.ranks.world == 1 and self.sketches and self.atoms is not None:
                         self.checkpoint(complete=False)  # keep what was counted
                     raise
                 except RuntimeError as exc:
@@ -503,6 +560,8 @@ class _Run:
                         f"{self.path} is intact; fix the dataset (or run with fewer "
                         "workers) and re-run the same command to resume"
                     ) from exc
+                if self.atoms is None:  # a run shorter than the window
+                    self._agree_atoms(self.done, last=True)
                 # Still under the Ctrl-C handler: a Ctrl-C now lets the final commit finish.
                 self.checkpoint(complete=True)
         finally:

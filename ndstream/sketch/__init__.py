@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import attach
+from .atoms import atom_candidates
 from .grid import GridSpec
 from .summary import POOLED_GROUP, Pooled, RankBounds, Summary
 
@@ -24,6 +25,7 @@ __all__ = [
     "RankBounds",
     "SketchSpec",
     "Summary",
+    "atom_candidates",
     "update_threads",
 ]
 

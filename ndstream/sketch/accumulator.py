@@ -2,8 +2,9 @@
 
 A :class:`LayerSketch` holds, for every (neuron, group) of one layer, counts on the log-linear
 grid of :mod:`ndstream.sketch.grid`, the exact min and max of the finite values with the number
-of values equal to each, and counts of exact zeros, NaN, +Inf and -Inf. The group is an axis of
-the arrays, not a separate object.
+of values equal to each, the number equal to the neuron's atom inside its range where the run
+chose one (:meth:`LayerSketch.track_atoms`, see :mod:`ndstream.sketch.atoms`), and counts of
+exact zeros, NaN, +Inf and -Inf. The group is an axis of the arrays, not a separate object.
 
 Fine counts: where the groups have the budget of one group (:attr:`SketchSpec.keeps_fine`),
 each neuron also counts its values, every row once, in 512 bins at 4,096 bins per octave next
@@ -40,8 +41,9 @@ the data: how many values there are, in how many groups.
 Determinism: merging is integer addition plus min/max, and a neuron's resolution is the finest
 at which all its data fits the budget, so the finalized
 :class:`~ndstream.sketch.summary.Summary` is bit-identical for any split, order or batching of
-the same data. Window placement and counter width may differ between such runs; they are not
-part of the finalized form, and :meth:`LayerSketch.from_summary` rebuilds a sketch from that
+the same data, given the same atom candidates (an ingest takes them from its first samples,
+the same for any batch size or number of ranks). Window placement and counter width may differ
+between such runs; they are not part of the finalized form, and :meth:`LayerSketch.from_summary` rebuilds a sketch from that
 form alone, so a run can stop, keep only its store, and go on.
 """
 
@@ -55,6 +57,7 @@ import numpy as np
 
 from ..errors import SpecMismatchError
 from . import _kernels as k
+from .atoms import NO_ATOM
 from .fine import add_realigned
 from .grid import FINE_BINS, FINE_BITS, GridSpec, fine_keys
 from .summary import POOLED_GROUP, Summary, holds_every_row
@@ -274,6 +277,11 @@ class LayerSketch:
         # as the counters: they never exceed a group's total.
         self.min_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
         self.max_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
+        # Each neuron's atom inside its range, if the run chose one (track_atoms), and the
+        # values equal to it per group: counted on the grid only, as the exact form keeps
+        # every value anyway (finalize counts them there).
+        self.atom = np.full(n, NO_ATOM, dtype=np.float32)
+        self.atom_count = np.zeros((n, g), dtype=_COUNTER_DTYPES[0])
         # Fine counts next to each neuron's min and max over every row (grid.FINE_BITS), a
         # row per neuron: a pile-up against an extreme is read from exact counts at the
         # resolution it needs. As narrow as the rows seen allow.
@@ -353,6 +361,8 @@ class LayerSketch:
         dtype = _counter_dtype(int(sketch.totals.max(initial=0)))
         sketch.min_count = np.asarray(summary.min_count).astype(dtype)
         sketch.max_count = np.asarray(summary.max_count).astype(dtype)
+        if summary.atom is not None:
+            sketch.atom = np.asarray(summary.atom, dtype=np.float32).copy()
         if int(sketch.totals.sum()) <= exact_values:
             sketch._kept = _values_of(summary)
             return sketch
@@ -384,6 +394,8 @@ class LayerSketch:
             n_neg.astype(np.int64), n_pos.astype(np.int64), sketch.wp, sketch.pool,
         )  # fmt: skip
         sketch._set_neuron_extremes()
+        if summary.atom_count is not None:
+            sketch.atom_count = np.asarray(summary.atom_count).astype(dtype)
         # A summary without them (of a sketch that lost them, see fine_whole) gives none.
         sketch.fine_whole = summary.fine is not None
         if sketch.fine.shape[1] and summary.fine is not None:
@@ -403,6 +415,64 @@ class LayerSketch:
             rows = int(self.totals[self.spec.first_grouping].sum())
         return _counter_dtype(rows)
 
+    def track_atoms(self, candidates: np.ndarray) -> None:
+        """Count, in every group, the values equal to each neuron's atom ``candidates[n]``.
+
+        A value that many samples share inside a neuron's range is then read as that one
+        value, not spread over its bin (see :mod:`ndstream.sketch.atoms`). Call it before
+        the first update, with the same candidates on every sketch of a run
+        (:func:`~ndstream.sketch.atoms.atom_candidates` of the run's first samples): a count
+        that starts late is not a count, and sketches that count different values merge
+        without them.
+
+        Parameters
+        ----------
+        candidates
+            ``[neuron]`` finite nonzero values, NaN for a neuron without one.
+
+        Raises
+        ------
+        ValueError
+            If the sketch has seen data, or a candidate is zero or infinite.
+        """
+        c = np.asarray(candidates, dtype=np.float32)
+        if c.shape != (self.spec.n_neurons,):
+            raise ValueError(
+                f"expected one candidate per neuron, shape [{self.spec.n_neurons}], got "
+                f"{list(c.shape)}"
+            )
+        if np.any(np.isinf(c) | (c == 0)):
+            raise ValueError(
+                "atom candidates must be finite and nonzero (exact zeros and the infinities "
+                "are counted apart already); give NaN for a neuron without one"
+            )
+        if self.totals.any():
+            raise ValueError(
+                "a sketch counts its atoms from its first value: call track_atoms before "
+                "the first update"
+            )
+        self.atom = c.copy()
+        if self.pooled is not None:
+            self.pooled.track_atoms(c)
+
+    def _atom_bits(self) -> np.ndarray:
+        """Each neuron's atom as float32 bits (``int32``), 0 where it has none: the update
+        kernel compares bits, and counts no zero there."""
+        return np.where(np.isnan(self.atom), np.float32(0), self.atom).view(np.int32)
+
+    def _atom_counts(self) -> np.ndarray:
+        """``[neuron, group]`` int64 values equal to each neuron's atom: counted on the grid,
+        and from the values themselves while they are kept exactly."""
+        if not self.exact:
+            return self.atom_count.astype(np.int64)
+        n, n_groups = self.spec.n_neurons, len(self.spec.groups)
+        flat = np.zeros(n * n_groups, dtype=np.int64)
+        for x, gids in self._kept:
+            rows, neurons = np.nonzero(x == self.atom)  # NaN: no atom, equal to nothing
+            for p in range(gids.shape[1]):
+                flat += np.bincount(neurons * n_groups + gids[rows, p], minlength=flat.size)
+        return flat.reshape(n, n_groups)
+
     # -- state -------------------------------------------------------------------------------
 
     @property
@@ -415,8 +485,8 @@ class LayerSketch:
         """Bytes held by the state arrays (allocated, not only used)."""
         arrays = (
             self.page, self.pool, self.mins, self.maxs, self.min_count, self.max_count,
-            self.fine, self.neuron_min, self.neuron_max, self.totals, self.pos_off,
-            self.neg_off, self.res,
+            self.atom, self.atom_count, self.fine, self.neuron_min, self.neuron_max,
+            self.totals, self.pos_off, self.neg_off, self.res,
         )  # fmt: skip
         kept = sum(x.nbytes + gids.nbytes for x, gids in self._kept)
         pooled = self.pooled.nbytes if self.pooled is not None else 0
@@ -539,6 +609,8 @@ class LayerSketch:
         out.fine_whole = self.fine_whole
         out.mins, out.maxs, out.totals = self.mins.copy(), self.maxs.copy(), self.totals.copy()
         out.min_count, out.max_count = self.min_count.copy(), self.max_count.copy()
+        out.atom = self.atom
+        out._fit_extreme_counts(int(out.totals.max(initial=0)))
         out.max_bins = self.spec.budget(out.totals)[0]
         out._ensure_width(int(out.totals.max(initial=0)))
         out._fold_kept()
@@ -557,7 +629,8 @@ class LayerSketch:
         for _ in range(2):  # the second pass only re-runs neurons whose windows had to grow
             n_missed = k.update_counts(
                 x, row_group, seg_group, neurons, self.pool, self.page,
-                self.mins, self.maxs, self.min_count, self.max_count, self.fine,
+                self.mins, self.maxs, self.min_count, self.max_count, self._atom_bits(),
+                self.atom_count, self.fine,
                 self.neuron_min, self.neuron_max, self.pos_off, self.neg_off,
                 self.wp, self.res, grid.exp_lo, grid.exp_hi, self.max_bins,
                 grid.min_mantissa_bits, missed,
@@ -587,11 +660,13 @@ class LayerSketch:
         return _counter_dtype(int(self.totals.max(initial=0)))
 
     def _fit_extreme_counts(self, max_total: int) -> None:
-        """Widen the counts at the min and max before they could pass their maximum."""
+        """Widen the counts at the min, the max and the atom before they could pass their
+        maximum."""
         dtype = _counter_dtype(max_total)
         if dtype.itemsize > self.min_count.dtype.itemsize:
             self.min_count = self.min_count.astype(dtype)
             self.max_count = self.max_count.astype(dtype)
+            self.atom_count = self.atom_count.astype(dtype)
 
     def _ensure_width(self, max_total: int) -> None:
         """Widen the counters before any (neuron, group) could pass their maximum."""
@@ -687,11 +762,19 @@ class LayerSketch:
         out.max_count = _count_at(
             out.maxs, (self.maxs, self.max_count), (other.maxs, other.max_count)
         ).astype(dtype)
+        # Atoms counted on both sides stay; a neuron whose sides counted different values (or
+        # one side none) has none: the bins hold those values anyway.
+        same = self.atom == other.atom
+        out.atom = np.where(same, self.atom, NO_ATOM).astype(np.float32)
         if self.exact and other.exact and int(out.totals.sum()) <= exact_values:
             out._kept = self._kept + other._kept
             return out
         out.exact = False
-        return self._folded()._merge_folded(other._folded(), out)
+        a, b = self._folded(), other._folded()
+        out.atom_count = np.where(
+            same[:, None], a.atom_count.astype(np.uint64) + b.atom_count, 0
+        ).astype(dtype)
+        return a._merge_folded(b, out)
 
     def _merge_folded(self, other: LayerSketch, out: LayerSketch) -> LayerSketch:
         """Add the windows of two folded sketches into ``out`` (totals, min and max already set)."""
@@ -828,6 +911,8 @@ class LayerSketch:
             maxs=np.where(finite, maxs, np.float32(np.nan)),
             min_count=np.where(finite, self.min_count[:, idx], 0).astype(np.int64),
             max_count=np.where(finite, self.max_count[:, idx], 0).astype(np.int64),
+            atom=self.atom.copy(),
+            atom_count=self._atom_counts()[:, idx],
             nan=special[:, :, 0],
             posinf=special[:, :, 1],
             neginf=special[:, :, 2],

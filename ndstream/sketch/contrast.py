@@ -108,9 +108,11 @@ def contrast(a: Pooled, b: Pooled, metric: str = "effect") -> Contrast:
 
 
 def _arrays(p: Pooled) -> tuple[np.ndarray, ...]:
+    # The bins that hold each atom inside a range whole: the intervals must be guaranteed.
+    counts, lower, upper = p.spread_bins()
     return (
-        np.ascontiguousarray(p.counts, dtype=np.float64),
-        p.lower, p.upper, p.mins, p.maxs, p.neginf, p.posinf,
+        np.ascontiguousarray(counts, dtype=np.float64),
+        lower, upper, p.mins, p.maxs, p.neginf, p.posinf,
     )  # fmt: skip
 
 

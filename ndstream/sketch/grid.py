@@ -25,8 +25,9 @@ Many samples on one exact value are read as that value where it is a neuron's mi
 clipped activation, a bias reached whenever a unit's input is dead): the sketch counts the
 values equal to each extreme. A pile-up against an extreme that is not one value (GELU's
 minimum) is read, pooled, from fine counts next to the min and max (:data:`FINE_BITS`). An
-atom inside the range (a bias that is not an extreme) stays the weak case: its bin spreads
-it. See ``benchmarks/bench_accuracy.py`` for measured errors.
+atom inside the range (a bias that is not an extreme) is counted exactly where the run's
+first samples show it (``atoms.py``); one that appears only later stays spread over its bin.
+See ``benchmarks/bench_accuracy.py`` for measured errors.
 
 Memory: a neuron costs one counter for each bin between the smallest and the largest key it
 has seen, per sign (see ``accumulator.py``): at most ``max_bins`` per sign unless the data spans

@@ -153,6 +153,15 @@ class Pooled:
     nan: np.ndarray
     posinf: np.ndarray
     neginf: np.ndarray
+    # (counts, lower, upper) with each atom inside a neuron's range still in its bin, where
+    # the bins above split it out: the guarantees are read from these, as the split of the
+    # rest of that bin around the atom is an estimate (None: the bins above).
+    spread: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def spread_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(counts, lower, upper)`` with each atom inside a neuron's range in its bin: the
+        bins that guarantees (rank bounds, a contrast's interval) are read from."""
+        return self.spread if self.spread is not None else (self.counts, self.lower, self.upper)
 
     @overload
     def quantile(
@@ -266,9 +275,8 @@ class Pooled:
         """``values[neuron, i]`` with the guaranteed interval of their ranks."""
         lo, hi = np.empty_like(values), np.empty_like(values)
         _kernels().rank_bounds(
-            self.counts, self.lower, self.upper, self.mins, self.maxs,
-            self.neginf, self.posinf, values, lo, hi,
-        )  # fmt: skip
+            *self.spread_bins(), self.mins, self.maxs, self.neginf, self.posinf, values, lo, hi
+        )
         return RankBounds(values, lo, hi)
 
     def rank_bound(self) -> np.ndarray:
@@ -278,9 +286,10 @@ class Pooled:
         distinct values: no quantile or rank of that neuron is off by more (0 where every
         value is kept exactly; NaN for a neuron without values).
         """
-        total = self.counts.sum(axis=1) + self.neginf + self.posinf
+        counts, lower, upper = self.spread_bins()
+        total = counts.sum(axis=1) + self.neginf + self.posinf
         widest = _kernels().widest_bins(
-            self.counts[:, None, :], self.lower, self.upper, self.mins[:, None], self.maxs[:, None]
+            counts[:, None, :], lower, upper, self.mins[:, None], self.maxs[:, None]
         )[:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, widest / total, np.nan)
@@ -332,6 +341,11 @@ class Summary:
         where the layer keeps none (many groups, or values kept exactly) or the summary's
         groups do not hold every row. The pooled queries read them in place of the coarser
         bins they cover (see ``grid.py``, ``FINE_BITS``).
+    atom, atom_count
+        ``[neuron]`` float32 each neuron's atom inside its range, NaN where it has none, and
+        ``[neuron, group]`` int64 the number of values equal to it (see ``atoms.py``): the
+        queries read them as one value, not spread over their bin. None in a summary made
+        without atoms.
     """
 
     counts: np.ndarray
@@ -349,6 +363,8 @@ class Summary:
     grid: GridSpec
     resolution: np.ndarray
     fine: np.ndarray | None = None
+    atom: np.ndarray | None = None
+    atom_count: np.ndarray | None = None
 
     @property
     def n_neurons(self) -> int:
@@ -375,6 +391,8 @@ class Summary:
             resolution=self.resolution,
             # The fine counts are of every row: they stay only with every group.
             fine=self.fine if np.array_equal(idx, np.arange(len(self.groups))) else None,
+            atom=self.atom,
+            atom_count=self.atom_count[:, idx] if self.atom_count is not None else None,
         )
 
     def collapsed(self, name: str) -> Summary:
@@ -404,7 +422,15 @@ class Summary:
             grid=self.grid,
             resolution=self.resolution,
             fine=self.fine,
+            atom=self.atom,
+            atom_count=self._pooled_atom_count()[:, None] if self.atom is not None else None,
         )
+
+    def _pooled_atom_count(self) -> np.ndarray:
+        """``[neuron]`` values equal to each neuron's atom, over every group (0 without one)."""
+        if self.atom_count is None:
+            return np.zeros(self.counts.shape[0], dtype=np.int64)
+        return self.atom_count.sum(axis=1, dtype=np.int64)
 
     def pooled(self) -> Pooled:
         """All groups of this summary added together, one distribution per neuron."""
@@ -431,6 +457,13 @@ class Summary:
             _count_at_pooled(self.mins, self.min_count, mins)[:, 0],
             _count_at_pooled(self.maxs, self.max_count, maxs)[:, 0],
         )  # fmt: skip
+        spread = None
+        if self.atom is not None:
+            split = _atoms_inside(
+                counts, lower, upper, mins[:, 0], maxs[:, 0], self.atom, self._pooled_atom_count()
+            )
+            if split is not None:
+                spread, (counts, lower, upper) = (counts, lower, upper), split
         return Pooled(
             counts=counts,
             lower=lower,
@@ -440,6 +473,7 @@ class Summary:
             nan=self.nan.sum(axis=1, dtype=np.float64),
             posinf=self.posinf.sum(axis=1, dtype=np.float64),
             neginf=self.neginf.sum(axis=1, dtype=np.float64),
+            spread=spread,
         )
 
     @overload
@@ -613,6 +647,77 @@ def _atoms_at_extremes(
         out_lower[r, slot[split]] = value[split]
         out_upper[r, slot[split]] = value[split]
         out_counts[r, holder[split]] -= count[split]
+    return out_counts, out_lower, out_upper
+
+
+def _atoms_inside(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    atom: np.ndarray,
+    atom_count: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Bins ``[neuron, bin]`` with each atom inside a neuron's range as a bin of one value,
+    two bins wider; None where no neuron has one to split out.
+
+    The bin that holds the atom (one that may hold several values) becomes three: below the
+    atom, the atom ``[atom, atom]`` with its exact count, and above it. The rest of the bin's
+    count goes below and above in proportion to the widths, an estimate: the guarantees are
+    read from the bins before the split (:attr:`Pooled.spread`). Neurons without an atom get
+    two padding bins at the end. An atom at the min or the max is left to
+    :func:`_atoms_at_extremes`, which has split it out already.
+
+    Parameters
+    ----------
+    counts
+        ``[neuron, bin]`` float64 counts; ``lower`` and ``upper`` its edges (float32).
+    mins, maxs
+        ``[neuron]`` exact min and max of the finite values, NaN where none.
+    atom, atom_count
+        ``[neuron]`` each neuron's atom (NaN: none) and the number of values equal to it.
+    """
+    n, width = counts.shape
+    a = np.asarray(atom, dtype=np.float64)[:, None]
+    c = np.asarray(atom_count, dtype=np.float64)
+    lo, hi = lower.astype(np.float64), upper.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN atoms, extremes and padding compare false
+        inside = (c > 0) & (a[:, 0] > mins) & (a[:, 0] < maxs)
+        # A positive bin [lower, upper) and a negative one (lower, upper] (see grid.py).
+        holds = ((lo <= a) & (a < hi) & (hi > 0)) | ((lo < a) & (a <= hi) & (lo < 0))
+        holds &= (counts > 0) & (lower < upper) & ~_one_float32(lower, upper)
+    j = np.argmax(holds, axis=1)
+    rows = np.arange(n)
+    split = inside & holds.any(axis=1) & (counts[rows, j] >= c)
+    if not split.any():
+        return None
+    inserted = np.zeros((n, width + 2), dtype=bool)
+    inserted[rows[split], j[split] + 1] = True
+    inserted[rows[split], j[split] + 2] = True
+    inserted[~split, width:] = True
+    src = np.clip(np.cumsum(~inserted, axis=1) - 1, 0, width - 1)
+    out_counts = np.take_along_axis(counts, src, axis=1)
+    out_lower = np.take_along_axis(lower, src, axis=1)
+    out_upper = np.take_along_axis(upper, src, axis=1)
+    out_counts[inserted] = 0.0
+    out_lower[inserted] = np.nan
+    out_upper[inserted] = np.nan
+    r, at = rows[split], j[split]
+    value, atoms = a[split, 0], c[split]
+    left = np.maximum(lo[r, at], mins[split])
+    right = np.minimum(hi[r, at], maxs[split])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = np.where(right > left, (value - left) / (right - left), 0.5)
+    rest = counts[r, at] - atoms
+    out_counts[r, at] = rest * np.clip(below, 0.0, 1.0)
+    out_upper[r, at] = value
+    out_counts[r, at + 1] = atoms
+    out_lower[r, at + 1] = value
+    out_upper[r, at + 1] = value
+    out_counts[r, at + 2] = rest - out_counts[r, at]
+    out_lower[r, at + 2] = value
+    out_upper[r, at + 2] = upper[r, at]
     return out_counts, out_lower, out_upper
 
 

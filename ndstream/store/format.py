@@ -12,7 +12,7 @@ from .integrity import MANIFEST
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LayerMeta", "StoreMeta", "check_version", "node_name"]
 
 FORMAT_NAME = "ndstream"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 ROOT_ATTR = "ndstream"  # key of ndstream's metadata in the root group's attributes
 
 # Layer group arrays and their dimension names.
@@ -26,6 +26,8 @@ DIMS: dict[str, tuple[str, ...]] = {
     "max": ("neuron", "group"),
     "min_count": ("neuron", "group"),
     "max_count": ("neuron", "group"),
+    "atom": ("neuron",),
+    "atom_count": ("neuron", "group"),
     "nan_count": ("neuron", "group"),
     "posinf_count": ("neuron", "group"),
     "neginf_count": ("neuron", "group"),

@@ -178,6 +178,7 @@ class _Source:
             self.count_dtype = source.counts.dtype
             self.resolution = source.resolution
             self.fine = source.fine
+        self.atom = _atoms_of(source.atom, self.lower.shape[0])
         self.has_data = np.asarray(source.totals > 0)  # per group
         n_groups = self.has_data.size
         n, n_bins = self.lower.shape
@@ -276,6 +277,8 @@ def _write_layer(
         "max": np.full((n, n_groups), np.nan, dtype=np.float32),
         "min_count": np.zeros((n, n_groups), dtype=np.int64),
         "max_count": np.zeros((n, n_groups), dtype=np.int64),
+        "atom": src.atom,
+        "atom_count": np.zeros((n, n_groups), dtype=np.int64),
         "nan_count": np.zeros((n, n_groups), dtype=np.int64),
         "posinf_count": np.zeros((n, n_groups), dtype=np.int64),
         "neginf_count": np.zeros((n, n_groups), dtype=np.int64),
@@ -290,6 +293,8 @@ def _write_layer(
         data["max"][sel] = s.maxs
         data["min_count"][sel] = s.min_count
         data["max_count"][sel] = s.max_count
+        if s.atom_count is not None:
+            data["atom_count"][sel] = s.atom_count
         data["nan_count"][sel] = s.nan
         data["posinf_count"][sel] = s.posinf
         data["neginf_count"][sel] = s.neginf
@@ -315,6 +320,11 @@ def _write_layer(
         node = f"{name}/{fmt.POOLED}"
         documents.update(_write_pooled(files, node, src.pooled, neuron_chunk))
     return documents
+
+
+def _atoms_of(atom: np.ndarray | None, n: int) -> np.ndarray:
+    """A layer's ``atom`` array: each neuron's atom inside its range, NaN for none."""
+    return np.full(n, np.nan, np.float32) if atom is None else np.asarray(atom, np.float32)
 
 
 def _chunks(array: str, values: np.ndarray, neuron_chunk: int) -> tuple[int, ...]:
@@ -343,6 +353,12 @@ def _write_pooled(
         "max": pooled.maxs.astype(np.float32),
         "min_count": pooled.min_count.astype(np.int64),
         "max_count": pooled.max_count.astype(np.int64),
+        "atom": _atoms_of(pooled.atom, n),
+        "atom_count": (
+            pooled.atom_count.astype(np.int64)
+            if pooled.atom_count is not None
+            else np.zeros((n, 1), dtype=np.int64)
+        ),
         "nan_count": pooled.nan.astype(np.int64),
         "posinf_count": pooled.posinf.astype(np.int64),
         "neginf_count": pooled.neginf.astype(np.int64),
