@@ -273,6 +273,19 @@ def test_dataloader_worker_crash_is_a_clear_error_and_resume_is_identical(
     assert_identical(path, uninterrupted)
 
 
+def test_a_reset_connection_to_a_worker_is_named_as_a_dead_worker() -> None:
+    # A worker that dies while it sends a batch reaches the main process as a reset pipe
+    # now and then, not as torch's "DataLoader worker ... exited unexpectedly".
+    from ndstream.ingestion.batches import _next
+
+    def reset():
+        raise ConnectionResetError(104, "Connection reset by peer")
+        yield
+
+    with pytest.raises(DataError, match="DataLoader worker that dies mid-batch"):
+        _next(reset())
+
+
 class CrashingData(FailingData):
     """A worker process that loads ``crash_at`` dies on the spot, as on a segfault."""
 

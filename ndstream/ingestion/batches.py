@@ -169,6 +169,14 @@ def _next(it: Iterator[Any]) -> Any:
         return next(it)
     except StopIteration:
         return None
+    except (ConnectionError, EOFError) as exc:
+        # What the main process reads when a DataLoader worker dies while it sends a batch,
+        # instead of torch's "DataLoader worker ... exited unexpectedly", now and then.
+        raise DataError(
+            f"loading the data failed ({type(exc).__name__}: {exc}; a DataLoader worker that "
+            "dies mid-batch shows as this too). The samples counted before are kept; fix the "
+            "dataset or loader (or run with fewer workers) and re-run the same command to resume"
+        ) from exc
     except Exception as exc:
         raise DataError(
             f"loading the data failed ({type(exc).__name__}: {exc}). The samples counted "
