@@ -58,7 +58,10 @@ def _order_statistic(
     if hi <= lo:
         return lo
     kind, a, b = _bin_shape(int(j), counts, lower, upper, vmin, vmax)
-    return lo + _shape_inverse((k - before + 0.5) / counts[j], kind, a, b) * (hi - lo)
+    # A bin's count can be a share (the rest of an atom's bin, see summary._atoms_inside):
+    # the middle of the k-th value may then lie past it, and the estimate must stay inside.
+    share = min((k - before + 0.5) / counts[j], 1.0)
+    return lo + _shape_inverse(share, kind, a, b) * (hi - lo)
 
 
 # -- inside a bin: the shape of the distribution from its neighbours ---------------------------
