@@ -624,20 +624,7 @@ def _atoms_at_extremes(
     padding = 2 - split_min.astype(np.int64) - split_max
     inserted[:, width + 1] |= padding >= 1
     inserted[:, width] |= padding == 2
-    src = np.clip(np.cumsum(~inserted, axis=1) - 1, 0, max(width - 1, 0))
-    if width:
-        out_counts = np.take_along_axis(counts, src, axis=1)
-        out_lower = np.take_along_axis(lower, src, axis=1)
-        out_upper = np.take_along_axis(upper, src, axis=1)
-    else:
-        out_counts = np.zeros((n, 2))
-        out_lower, out_upper = (
-            np.full((n, 2), np.nan, np.float32),
-            np.full((n, 2), np.nan, np.float32),
-        )
-    out_counts[inserted] = 0.0
-    out_lower[inserted] = np.nan
-    out_upper[inserted] = np.nan
+    out_counts, out_lower, out_upper = _with_slots(counts, lower, upper, inserted)
     for split, slot, holder, value, count in (
         (split_min, at_min, at_min + 1, mins, min_count),
         (split_max, at_max, at_max - 1, maxs, max_count),
@@ -696,13 +683,7 @@ def _atoms_inside(
     inserted[rows[split], j[split] + 1] = True
     inserted[rows[split], j[split] + 2] = True
     inserted[~split, width:] = True
-    src = np.clip(np.cumsum(~inserted, axis=1) - 1, 0, width - 1)
-    out_counts = np.take_along_axis(counts, src, axis=1)
-    out_lower = np.take_along_axis(lower, src, axis=1)
-    out_upper = np.take_along_axis(upper, src, axis=1)
-    out_counts[inserted] = 0.0
-    out_lower[inserted] = np.nan
-    out_upper[inserted] = np.nan
+    out_counts, out_lower, out_upper = _with_slots(counts, lower, upper, inserted)
     r, at = rows[split], j[split]
     value, atoms = a[split, 0], c[split]
     left = np.maximum(lo[r, at], mins[split])
@@ -718,6 +699,28 @@ def _atoms_inside(
     out_counts[r, at + 2] = rest - out_counts[r, at]
     out_lower[r, at + 2] = value
     out_upper[r, at + 2] = upper[r, at]
+    return out_counts, out_lower, out_upper
+
+
+def _with_slots(
+    counts: np.ndarray, lower: np.ndarray, upper: np.ndarray, inserted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bins ``[neuron, bin]`` widened to ``inserted``'s shape: empty slots (no count, NaN
+    edges) where it is true, each row's bins in order in the others."""
+    width = counts.shape[1]
+    if not width:
+        return (
+            np.zeros(inserted.shape),
+            np.full(inserted.shape, np.nan, np.float32),
+            np.full(inserted.shape, np.nan, np.float32),
+        )
+    src = np.clip(np.cumsum(~inserted, axis=1) - 1, 0, width - 1)
+    out_counts = np.take_along_axis(counts, src, axis=1)
+    out_lower = np.take_along_axis(lower, src, axis=1)
+    out_upper = np.take_along_axis(upper, src, axis=1)
+    out_counts[inserted] = 0.0
+    out_lower[inserted] = np.nan
+    out_upper[inserted] = np.nan
     return out_counts, out_lower, out_upper
 
 
